@@ -1,0 +1,1 @@
+"""The gateway's own HTTP API (/auth, /healthz, /readyz): Litestar controllers; never imports proxy internals."""

@@ -1,0 +1,86 @@
+"""The composition root: `create_app(settings)` wires the runtime, the API controllers and the proxy mount."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Request, Response, asgi
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.types import Receive, Scope, Send
+
+from gateway.api.auth import AuthController
+from gateway.api.deps import provide_db, provide_runtime
+from gateway.api.health import healthz, readyz
+from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, problem_body, render
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway")
+
+_HTTP_SLUGS = {400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found",
+               405: "method-not-allowed", 413: "payload-too-large", 415: "unsupported-media-type",
+               429: "too-many-requests"}
+
+
+def _problem(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE,
+                    headers={"cache-control": "no-store", **(headers or {})})
+
+
+def _gateway_error(_: Request[object, object, object], exc: GatewayError) -> Response[bytes]:
+    return _problem(exc.status, render(exc), exc.headers)
+
+
+def _http_error(_: Request[object, object, object], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    if status >= 500:
+        return _internal(_, exc)
+    extra = {"errors": exc.extra} if isinstance(exc, ValidationException) and exc.extra else None
+    body = problem_body(status=status, slug=_HTTP_SLUGS.get(status, "client-error"),
+                        title=_title(status), detail=str(exc.detail), extra=extra)
+    return _problem(status, body, exc.headers)
+
+
+def _internal(_: Request[object, object, object], exc: Exception) -> Response[bytes]:
+    log.error("unhandled error", exc_info=exc)  # the trace stays in the log, never in the response
+    body = problem_body(status=500, slug="internal-error", title="Internal error",
+                        detail="the gateway failed to handle this request")
+    return _problem(500, body)
+
+
+def _title(status: int) -> str:
+    return HTTPStatus(status).phrase
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the ASGI application. Nothing connects until the lifespan starts."""
+    runtime = Runtime.configure(settings)
+
+    @asgi("/", is_mount=True, copy_scope=False)
+    async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
+        await runtime.pipeline(scope, receive, send)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = Litestar(
+        route_handlers=[AuthController, healthz, readyz, proxy],
+        lifespan=[lifespan],
+        dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False), "db": Provide(provide_db)},
+        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _internal},
+        openapi_config=OpenAPIConfig(title="casbin-gateway", version="0.1.0", path="/auth/schema"),
+        debug=False,
+        logging_config=None,  # logging is configured by whoever runs the app (serve.py, tests)
+    )
+    app.state.runtime = runtime
+    return app

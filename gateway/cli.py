@@ -1,0 +1,212 @@
+"""The `gateway` command: serve, migrate, users, orgs, members, policy load, demo. Same services as the API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway import accounts
+from gateway.db.engine import create_engine, session_factory
+from gateway.errors import GatewayError
+from gateway.identity.passwords import PasswordHasher
+from gateway.policy.rules import PolicyError, parse_files
+from gateway.policy.store import add_rules
+from gateway.settings import ConfigError, Settings, load_settings
+
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """A CLI failure with a message for the operator; exit code 1."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            result = await work(session)
+            await session.commit()
+            return result
+    except (OperationalError, ProgrammingError) as exc:
+        if "no such table" in str(exc) or "does not exist" in str(exc):
+            raise CommandError("the database has no schema yet: run `gateway migrate` first") from exc
+        raise CommandError(f"database error: {exc.orig}") from exc
+    except (DBAPIError, OSError) as exc:
+        raise CommandError(f"cannot reach the database: {exc}") from exc
+    finally:
+        await engine.dispose()
+
+
+def _read_password(prompt: str = "Password: ") -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        if getpass.getpass("Repeat password: ") != first:
+            raise CommandError("the passwords do not match")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise CommandError("expected the password as one line on standard input")
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def default_policy_files() -> list[Path]:
+    return sorted(Path("policies").glob("*.csv"))
+
+
+# -- commands -------------------------------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from gateway.db.migrate import upgrade
+
+    settings = _settings(args)
+    try:
+        upgrade(settings.database_url)
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise CommandError(f"migration failed: {exc}") from exc
+    print("database is at the latest schema")
+
+
+def cmd_users_create(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    password = _read_password()
+    hasher = PasswordHasher(settings.passwords)
+
+    async def work(session: AsyncSession) -> str:
+        user = await accounts.create_user(session, hasher, email=args.email, password=password)
+        if args.superadmin:
+            await accounts.grant_superadmin(session, user)
+        return user.id
+
+    user_id = asyncio.run(_in_transaction(settings, work))
+    print(f"created user {user_id}{' (superadmin)' if args.superadmin else ''}")
+
+
+def cmd_orgs_create(args: argparse.Namespace) -> None:
+    async def work(session: AsyncSession) -> str:
+        return (await accounts.create_org(session, slug=args.slug, name=args.name)).id
+
+    org_id = asyncio.run(_in_transaction(_settings(args), work))
+    print(f"created organization {args.slug} ({org_id})")
+
+
+def cmd_members_add(args: argparse.Namespace) -> None:
+    async def work(session: AsyncSession) -> None:
+        await accounts.add_member(session, org_slug=args.org, email=args.email, role=args.role)
+
+    asyncio.run(_in_transaction(_settings(args), work))
+    print(f"{args.email} is {args.role} in {args.org}")
+
+
+def cmd_policy_load(args: argparse.Namespace) -> None:
+    files = [Path(name) for name in args.files] or default_policy_files()
+    if not files:
+        raise CommandError("no policy files given and none found in policies/")
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise CommandError(f"not found: {', '.join(missing)}")
+    rules = parse_files(files)
+
+    async def work(session: AsyncSession) -> int:
+        return await add_rules(session, rules)
+
+    added = asyncio.run(_in_transaction(_settings(args), work))
+    print(f"{len(rules)} lines read from {len(files)} file(s); {added} added, {len(rules) - added} already present")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from gateway.serve import serve
+
+    settings = _settings(args)
+    serve(settings, host=args.host or settings.host, port=args.port or settings.port)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from gateway.demo import run_demo
+
+    run_demo(port=args.port, upstream_port=args.upstream_port, database=args.database)
+
+
+# -- parser ---------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG, else ./gateway.toml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", parents=[config], help="run the gateway")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    commands.add_parser("migrate", parents=[config], help="create or upgrade the database schema").set_defaults(
+        func=cmd_migrate
+    )
+
+    users = commands.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
+    create_user = users.add_parser("create", parents=[config], help="create a user; password on stdin")
+    create_user.add_argument("--email", required=True)
+    create_user.add_argument("--superadmin", action="store_true", help="may do anything in every org")
+    create_user.set_defaults(func=cmd_users_create)
+
+    orgs = commands.add_parser("orgs", help="manage organizations").add_subparsers(dest="action", required=True)
+    create_org = orgs.add_parser("create", parents=[config], help="create an organization")
+    create_org.add_argument("--slug", required=True)
+    create_org.add_argument("--name", required=True)
+    create_org.set_defaults(func=cmd_orgs_create)
+
+    members = commands.add_parser("members", help="manage memberships").add_subparsers(
+        dest="action", required=True
+    )
+    add = members.add_parser("add", parents=[config], help="give a user a role in an organization")
+    add.add_argument("--org", required=True)
+    add.add_argument("--email", required=True)
+    add.add_argument("--role", required=True)
+    add.set_defaults(func=cmd_members_add)
+
+    policy = commands.add_parser("policy", help="policy files").add_subparsers(dest="action", required=True)
+    load = policy.add_parser("load", parents=[config], help="add policy lines from CSV files (idempotent)")
+    load.add_argument("files", nargs="*", help="CSV files (default: policies/*.csv)")
+    load.set_defaults(func=cmd_policy_load)
+
+    demo = commands.add_parser("demo", help="run a self-contained demo on SQLite with a demo upstream")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--upstream-port", type=int, default=9080)
+    demo.add_argument("--database", default="sqlite+aiosqlite:///./demo.db")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    try:
+        args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (CommandError, GatewayError, PolicyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

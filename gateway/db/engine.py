@@ -1,0 +1,44 @@
+"""The async engine factory (SQLite pragmas, pool settings) and the change counter writers bump."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from gateway.db.models import StateVersion, utcnow
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Build the engine; SQLite gets WAL, foreign keys and a busy timeout so the CLI and server can share it."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def bump_version(session: AsyncSession) -> None:
+    """Record, in the caller's transaction, that cached state changed; every gateway process reloads."""
+    await session.execute(
+        update(StateVersion).where(StateVersion.id == 1).values(version=StateVersion.version + 1,
+                                                                updated_at=utcnow())
+    )
+
+
+async def read_version(session: AsyncSession) -> int:
+    version = await session.scalar(select(StateVersion.version).where(StateVersion.id == 1))
+    return int(version or 0)

@@ -1,0 +1,160 @@
+"""The one error tree of the gateway and its problem+json rendering (RFC 9457).
+
+    GatewayError                      500 internal-error
+    ├── BadRequest                    400 bad-request          malformed input
+    │   └── InvalidPath               400 invalid-path         request target cannot be made unambiguous
+    ├── Unauthenticated               401 unauthenticated      no usable credentials (WWW-Authenticate: Bearer)
+    │   └── InvalidToken              401 invalid-token        a credential was sent and rejected
+    ├── Forbidden                     403 forbidden            authenticated but not allowed (also unknown org)
+    ├── NotFound                      404 not-found            no route, or no such resource
+    ├── Conflict                      409 conflict             the change clashes with existing state
+    ├── Unprocessable                 422 validation-failed    well-formed input with invalid values
+    ├── BadGateway                    502 bad-gateway          upstream refused, reset or unreachable
+    ├── GatewayTimeout                504 gateway-timeout      upstream did not answer in time
+    └── ServiceUnavailable            503 not-ready            the gateway cannot serve yet
+
+A pipeline stage stops a request only by raising one of these; the proxy and the Litestar handler both render
+it with `problem_body`, so a client sees one shape everywhere. `type` URIs are stable identifiers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+_TYPE_BASE = "urn:gateway:problem:"
+
+
+class GatewayError(Exception):
+    """Base class; raise a subclass. `detail` is safe to show the client and must never contain secrets."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = headers or {}
+        self.extra = extra
+
+    @property
+    def type_uri(self) -> str:
+        return _TYPE_BASE + self.slug
+
+
+class BadRequest(GatewayError):
+    """Raise for malformed input the client must fix."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+
+class InvalidPath(BadRequest):
+    """Raise when the request target has no single canonical form (encoded slash, dot segments, NUL...)."""
+
+    slug = "invalid-path"
+    title = "Invalid request path"
+
+
+class Unauthenticated(GatewayError):
+    """Raise when no credentials were presented; carries the RFC 6750 challenge."""
+
+    status = 401
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+    def __init__(self, detail: str | None = None, **extra: Any):
+        super().__init__(detail, headers={"www-authenticate": self.challenge()}, **extra)
+
+    def challenge(self) -> str:
+        return "Bearer"
+
+
+class InvalidToken(Unauthenticated):
+    """Raise when a credential was sent but is malformed, forged, expired or for someone else."""
+
+    slug = "invalid-token"
+    title = "Invalid credentials"
+
+    def challenge(self) -> str:
+        return 'Bearer error="invalid_token"'
+
+
+class Forbidden(GatewayError):
+    """Raise when the caller is known but not allowed; also for unknown organizations (no existence oracle)."""
+
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(GatewayError):
+    """Raise when no route or resource matches."""
+
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(GatewayError):
+    """Raise when a change clashes with existing state (duplicate slug, email...)."""
+
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class Unprocessable(GatewayError):
+    """Raise for well-formed input whose values are invalid; name the field in `detail`."""
+
+    status = 422
+    slug = "validation-failed"
+    title = "Validation failed"
+
+
+class BadGateway(GatewayError):
+    """Raise when the upstream refused, reset or could not be reached."""
+
+    status = 502
+    slug = "bad-gateway"
+    title = "Bad gateway"
+
+
+class GatewayTimeout(GatewayError):
+    """Raise when the upstream did not connect or answer in time."""
+
+    status = 504
+    slug = "gateway-timeout"
+    title = "Gateway timeout"
+
+
+class ServiceUnavailable(GatewayError):
+    """Raise when the gateway is not ready (database unreachable, policy not loaded)."""
+
+    status = 503
+    slug = "not-ready"
+    title = "Service unavailable"
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def problem_body(
+    *, status: int, slug: str, title: str, detail: str, extra: dict[str, Any] | None = None
+) -> bytes:
+    """Serialise one problem document; `extra` members are added after the standard ones."""
+    doc: dict[str, Any] = {"type": _TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    if extra:
+        doc.update(extra)
+    return _encoder.encode(doc)
+
+
+def render(error: GatewayError) -> bytes:
+    """Serialise a GatewayError as problem+json."""
+    return problem_body(
+        status=error.status, slug=error.slug, title=error.title, detail=error.detail, extra=error.extra
+    )

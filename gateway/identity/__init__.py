@@ -1,0 +1,1 @@
+"""Who the caller is: password hashing, access/refresh tokens and signing keys."""

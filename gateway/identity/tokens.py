@@ -1,0 +1,207 @@
+"""Access JWTs (EdDSA, `typ: at+jwt`), opaque refresh tokens and the signing key ring.
+
+This is the only module that knows algorithms and keys. Verification pins the algorithm, requires `iss`, `aud`,
+`sub`, `exp`, `iat` and `jti`, checks `typ` (RFC 9068 §4) and only accepts `kid`s of the ring; `jku`, `x5u`,
+`jwk` and `x5c` header members are never consulted. Verified tokens are cached by their exact bytes (same bytes,
+same signature result) until they expire, so the proxy pays the signature check once per token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.db.engine import bump_version
+from gateway.db.models import SigningKey, utcnow
+from gateway.errors import InvalidToken, Unauthenticated
+from gateway.settings import Tokens
+
+ALGORITHM = "EdDSA"
+ACCESS_TYP = "at+jwt"
+LEEWAY_SECONDS = 5
+REFRESH_PREFIX = "rt_"
+_CACHE_MAX = 50_000
+_KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller as the pipeline sees it."""
+
+    user_id: str
+    token_id: str
+
+    @property
+    def subject(self) -> str:
+        """The Casbin subject for this caller."""
+        return "user:" + self.user_id
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    """All known signing keys; the newest signs, every one verifies."""
+
+    active_kid: str
+    private_keys: dict[str, Ed25519PrivateKey]
+    public_keys: dict[str, Ed25519PublicKey]
+
+
+def _new_kid() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _load_ring(rows: list[SigningKey]) -> KeyRing:
+    private = {
+        row.kid: serialization.load_pem_private_key(row.private_key.encode(), password=None) for row in rows
+    }
+    keys = {kid: key for kid, key in private.items() if isinstance(key, Ed25519PrivateKey)}
+    newest = max(rows, key=lambda row: row.created_at)
+    return KeyRing(
+        active_kid=newest.kid,
+        private_keys=keys,
+        public_keys={kid: key.public_key() for kid, key in keys.items()},
+    )
+
+
+async def load_or_create_keys(sessions: async_sessionmaker[AsyncSession]) -> KeyRing:
+    """Load the signing keys, generating and storing the first one if there is none."""
+    async with sessions() as session:
+        rows = list((await session.scalars(select(SigningKey).where(SigningKey.algorithm == ALGORITHM))).all())
+        if rows:
+            return _load_ring(rows)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        session.add(SigningKey(kid=_new_kid(), algorithm=ALGORITHM, private_key=pem, created_at=utcnow()))
+        await bump_version(session)
+        await session.commit()
+    # Re-read: a concurrent first start may have stored its own key too; both then verify.
+    return await load_or_create_keys(sessions)
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("expected 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+class TokenService:
+    """Issues and verifies access tokens with the current key ring."""
+
+    def __init__(self, settings: Tokens, ring: KeyRing) -> None:
+        self._settings = settings
+        self._ring = ring
+        self._cache: dict[str, tuple[Principal, float]] = {}
+
+    @property
+    def ring(self) -> KeyRing:
+        return self._ring
+
+    def replace_ring(self, ring: KeyRing) -> None:
+        """Swap keys (after a rotation elsewhere); cached verifications made with old keys are dropped."""
+        if ring.public_keys.keys() != self._ring.public_keys.keys():
+            self._cache = {}
+        self._ring = ring
+
+    def issue_access_token(self, user_id: str, *, auth_time: int | None = None) -> tuple[str, int]:
+        """Return (jwt, lifetime seconds) for `user_id`."""
+        now = int(time.time())
+        ttl = self._settings.access_ttl_seconds
+        claims: dict[str, Any] = {
+            "iss": self._settings.issuer,
+            "aud": self._settings.audience,
+            "sub": user_id,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "jti": secrets.token_urlsafe(16),
+            "auth_time": auth_time if auth_time is not None else now,
+        }
+        kid = self._ring.active_kid
+        token = jwt.encode(
+            claims, self._ring.private_keys[kid], algorithm=ALGORITHM, headers={"kid": kid, "typ": ACCESS_TYP}
+        )
+        return token, ttl
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """Turn an Authorization header value into a Principal or raise Unauthenticated / InvalidToken."""
+        token = _bearer(authorization)
+        if token is None:
+            raise Unauthenticated("this endpoint needs 'Authorization: Bearer <token>'")
+        return self.verify(token)
+
+    def verify(self, token: str) -> Principal:
+        cached = self._cache.get(token)
+        now = time.time()
+        if cached is not None:
+            principal, expires = cached
+            if now < expires + LEEWAY_SECONDS:
+                return principal
+            del self._cache[token]
+            raise InvalidToken("token expired")
+        principal, expires = self._verify_uncached(token)
+        if len(self._cache) >= _CACHE_MAX:
+            # Evict the oldest entry (dicts keep insertion order); bounded memory under token floods.
+            del self._cache[next(iter(self._cache))]
+        self._cache[token] = (principal, expires)
+        return principal
+
+    def _verify_uncached(self, token: str) -> tuple[Principal, float]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("malformed token") from exc
+        if header.get("typ") != ACCESS_TYP or header.get("alg") != ALGORITHM:
+            raise InvalidToken("not an access token")
+        kid = header.get("kid")
+        key = self._ring.public_keys.get(kid) if isinstance(kid, str) and _KID_RE.match(kid) else None
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidToken("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("token rejected") from exc
+        sub, jti, exp = claims["sub"], claims["jti"], claims["exp"]
+        if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not isinstance(exp, int):
+            raise InvalidToken("token rejected")
+        return Principal(user_id=sub, token_id=jti), float(exp)
+
+
+def new_refresh_token() -> tuple[str, str]:
+    """Return (token for the client, SHA-256 hex to store). 256 bits from the CSPRNG."""
+    token = REFRESH_PREFIX + secrets.token_urlsafe(32)
+    return token, hash_refresh_token(token)
+
+
+def hash_refresh_token(token: str) -> str:
+    # A fast hash is right here: the token carries 256 random bits, nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def refresh_expiry(settings: Tokens) -> dt.datetime:
+    return utcnow() + dt.timedelta(seconds=settings.refresh_ttl_seconds)

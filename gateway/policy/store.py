@@ -1,0 +1,77 @@
+"""The database side of the policy: read everything the engine needs, add lines idempotently.
+
+Stored `p`/`g` lines come from `policy_rules`; membership `g` lines are derived from `memberships`, so the
+membership table is the single source of truth for who holds which role in which org.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.db.engine import bump_version, read_version
+from gateway.db.models import Membership, Organization, PolicyRule, User
+from gateway.policy.engine import OrgRef, PolicyState
+from gateway.policy.rules import Rule
+
+
+def _columns(rule: Rule) -> dict[str, str]:
+    values = list(rule.values) + [""] * (6 - len(rule.values))
+    return {"ptype": rule.ptype, **{f"v{i}": value for i, value in enumerate(values)}}
+
+
+def _row_rule(row: PolicyRule) -> Rule:
+    values = (row.v0, row.v1, row.v2, row.v3, row.v4, row.v5)
+    width = 5 if row.ptype == "p" else 3
+    return Rule(row.ptype, values[:width])
+
+
+async def read_state(session: AsyncSession) -> PolicyState:
+    """One consistent read of rules, memberships and orgs (the version is read first: a concurrent write
+    makes the next poll reload again rather than hide a change)."""
+    version = await read_version(session)
+    rules = [_row_rule(row) for row in (await session.scalars(select(PolicyRule).order_by(PolicyRule.id)))]
+    memberships = await session.execute(
+        select(Membership.user_id, Organization.slug, Membership.role)
+        .join(Organization, Organization.id == Membership.org_id)
+        .join(User, User.id == Membership.user_id)
+        .where(User.disabled.is_(False))
+    )
+    rules.extend(Rule("g", ("user:" + user_id, role, slug)) for user_id, slug, role in memberships)
+    orgs = [OrgRef(id=org_id, slug=slug) for org_id, slug in await session.execute(
+        select(Organization.id, Organization.slug))]
+    return PolicyState(rules=tuple(rules), orgs=tuple(orgs), version=version)
+
+
+async def add_rules(session: AsyncSession, rules: Iterable[Rule]) -> int:
+    """Insert lines that are not stored yet, in the caller's transaction; return how many were new."""
+    rows = [_columns(rule) for rule in rules]
+    if not rows:
+        return 0
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    added = 0
+    for row in rows:
+        result = await session.execute(insert(PolicyRule).values(**row).on_conflict_do_nothing())
+        added += result.rowcount or 0  # type: ignore[attr-defined]
+    if added:
+        await bump_version(session)
+    return added
+
+
+class PolicyStore:
+    """Binds the engine's reload to a database."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def version(self) -> int:
+        async with self._sessions() as session:
+            return await read_version(session)
+
+    async def state(self) -> PolicyState:
+        async with self._sessions() as session:
+            return await read_state(session)

@@ -1,0 +1,177 @@
+"""Stage 5, forward: header hygiene, streaming both ways over the shared aiohttp pool, upstream errors -> 502/504."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+from litestar.types import Receive, Send
+from yarl import URL
+
+from gateway.errors import BadGateway, BadRequest, GatewayTimeout
+from gateway.proxy.match import RouteMatch
+
+CHUNK = 64 * 1024
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+IDENTITY_PREFIX = "x-gateway-"
+# Written by the gateway itself; what the client sent under these names is dropped.
+GATEWAY_WRITTEN = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+SKIP_AUTO_HEADERS = frozenset({"Accept-Encoding", "User-Agent", "Content-Type"})
+
+
+class ClientGone(Exception):
+    """The client disconnected while its body was being forwarded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """What the gateway adds about the caller and the connection."""
+
+    identity: tuple[tuple[str, str], ...]
+    client_ip: str
+    scheme: str
+    host: str | None
+
+
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name == b"connection":
+            tokens.update(t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip())
+    return frozenset(tokens)
+
+
+def request_headers(
+    raw: list[tuple[bytes, bytes]], *, keep_authorization: bool, outgoing: Outgoing
+) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop ones, identity spoofs and gateway-written ones, plus ours."""
+    named = connection_tokens(raw)
+    headers: list[tuple[str, str]] = []
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1").lower()
+        if name in HOP_BY_HOP or name in named or name in GATEWAY_WRITTEN:
+            continue
+        if name.replace("_", "-").startswith(IDENTITY_PREFIX):
+            continue  # X-Gateway-*, x_gateway_*, X-Gateway_User...: only the gateway writes these
+        if name == "authorization" and not keep_authorization:
+            continue  # the credential was consumed here; upstreams get the verified identity instead
+        headers.append((name, raw_value.decode("latin-1")))
+    headers.extend(outgoing.identity)
+    headers.append(("x-forwarded-for", outgoing.client_ip))
+    headers.append(("x-forwarded-proto", outgoing.scheme))
+    if outgoing.host is not None:
+        headers.append(("x-forwarded-host", outgoing.host))
+    return headers
+
+
+def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers minus hop-by-hop ones and `Date` (the server adds its own, once)."""
+    pairs = list(raw)
+    named = connection_tokens((name.lower(), value) for name, value in pairs)
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in pairs:
+        lower = name.decode("latin-1").lower()
+        if lower in HOP_BY_HOP or lower in named or lower == "date":
+            continue
+        out.append((lower.encode("latin-1"), value))
+    return out
+
+
+def request_has_body(raw: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in raw:
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length":
+            try:
+                return int(value) > 0
+            except ValueError as exc:
+                raise BadRequest("Content-Length: not a number") from exc
+    return False
+
+
+async def body_stream(receive: Receive) -> AsyncIterator[bytes]:
+    """The client's body as it arrives; nothing is buffered beyond one ASGI message."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def forward(
+    session: aiohttp.ClientSession,
+    match: RouteMatch,
+    *,
+    method: str,
+    query: bytes,
+    headers: list[tuple[str, str]],
+    has_body: bool,
+    receive: Receive,
+    send: Send,
+) -> int:
+    """Send the request upstream and stream the answer back; return the upstream status."""
+    route = match.route
+    url = URL.build(
+        scheme=route.scheme,
+        host=route.host,
+        port=route.port,
+        path=match.upstream_path,
+        query_string=query.decode("latin-1"),
+        encoded=True,
+    )
+    data = body_stream(receive) if has_body else None
+    if not has_body:
+        headers = [(k, v) for k, v in headers if k != "content-length"]
+    started = False
+    try:
+        async with session.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            timeout=route.timeout,
+            skip_auto_headers=SKIP_AUTO_HEADERS,
+        ) as upstream:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": upstream.status,
+                    "headers": response_headers(upstream.raw_headers),
+                }
+            )
+            started = True
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return upstream.status
+    except (TimeoutError, asyncio.TimeoutError) as exc:
+        if started:
+            raise UpstreamBroke() from exc
+        raise GatewayTimeout("the upstream did not answer in time") from exc
+    except aiohttp.ClientError as exc:
+        if started:
+            raise UpstreamBroke() from exc
+        raise BadGateway("the upstream refused the connection or could not be reached") from exc
+
+
+class UpstreamBroke(Exception):
+    """The upstream failed after the response started: nothing can be sent but a cut connection."""

@@ -1,0 +1,82 @@
+"""Stage 1, route match: the longest configured prefix (on whole segments) wins; no match is 404."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from gateway.errors import NotFound
+from gateway.proxy.paths import canonical_path
+from gateway.settings import RESERVED_PREFIXES, ConfigError, Route, Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route with its upstream URL split and its timeouts resolved."""
+
+    prefix: str
+    scheme: str
+    host: str
+    port: int
+    base_path: str
+    strip_prefix: bool
+    public: bool
+    org_from: str
+    timeout: aiohttp.ClientTimeout
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    route: CompiledRoute
+    path: str
+    """The canonical request path: what Casbin evaluates."""
+    upstream_path: str
+    """Exactly what the upstream receives: `path`, minus the prefix when stripping, under the base path."""
+
+
+def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
+    if route.prefix != "/" and canonical_path(route.prefix.encode()) != route.prefix:
+        raise ConfigError(f"routes: prefix {route.prefix!r} is not in canonical form")
+    parts = urlsplit(route.upstream)
+    assert parts.hostname is not None  # checked by settings validation
+    base = parts.path.rstrip("/")
+    if base and canonical_path(base.encode()) != base:
+        raise ConfigError(f"routes: upstream path {parts.path!r} is not in canonical form")
+    return CompiledRoute(
+        prefix=route.prefix,
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=parts.port or (443 if parts.scheme == "https" else 80),
+        base_path=base,
+        strip_prefix=route.strip_prefix,
+        public=route.public,
+        org_from=route.org_from,
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            connect=route.connect_timeout or defaults.connect_timeout,
+            sock_read=route.read_timeout or defaults.read_timeout,
+        ),
+    )
+
+
+class RouteTable:
+    def __init__(self, routes: tuple[Route, ...], defaults: Upstream) -> None:
+        compiled = [compile_route(route, defaults) for route in routes]
+        self._routes = sorted(compiled, key=lambda route: len(route.prefix), reverse=True)
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def match(self, path: str) -> RouteMatch:
+        if any(path == reserved or path.startswith(reserved + "/") for reserved in RESERVED_PREFIXES):
+            raise NotFound("no such endpoint")  # the gateway's own paths are never forwarded, even by `/`
+        for route in self._routes:
+            prefix = route.prefix
+            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+                rest = path
+                if route.strip_prefix and prefix != "/":
+                    rest = path[len(prefix) :] or "/"
+                return RouteMatch(route=route, path=path, upstream_path=route.base_path + rest)
+        raise NotFound("no route matches this path")

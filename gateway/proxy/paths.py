@@ -1,0 +1,93 @@
+"""One canonical form for a request path: what routes match, Casbin evaluates, and the upstream receives.
+
+Rules (documented in the README):
+- decode percent-escapes of characters that may stand literally in a path (unreserved, sub-delims except `;`,
+  `:` and `@`); encode everything else as upper-case `%XX` (so non-ASCII and `%`, `?`, `#` stay escaped);
+- refuse what has no single meaning: encoded `/` or `\\`, raw `\\`, `;` path parameters, NUL and control
+  characters (raw or encoded), invalid escapes, encoded dot segments, dot segments that climb above `/`;
+- resolve literal `.` and `..` segments (RFC 3986 §5.2.4) and collapse repeated slashes;
+- keep case and a trailing slash: both are significant.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.errors import InvalidPath
+
+MAX_PATH_BYTES = 8192
+# Characters that stand for themselves in the canonical form.
+_LITERAL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,=:@")
+_ESCAPE = [f"%{byte:02X}" for byte in range(256)]
+# The common case: nothing to decode, encode, resolve or collapse.
+_FAST = re.compile(rb"^(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?$")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _segment(raw: bytes) -> str:
+    """Canonicalise one segment (no `/` inside)."""
+    out: list[str] = []
+    encoded_dot = False
+    index, length = 0, len(raw)
+    while index < length:
+        byte = raw[index]
+        if byte == 0x25:  # %
+            if index + 2 >= length or raw[index + 1] not in _HEX or raw[index + 2] not in _HEX:
+                raise InvalidPath("invalid percent-encoding in path")
+            byte = int(raw[index + 1 : index + 3], 16)
+            index += 3
+            if byte in (0x2F, 0x5C):
+                raise InvalidPath("encoded '/' or '\\' in path")
+            if byte < 0x20 or byte == 0x7F:
+                raise InvalidPath("encoded control character in path")
+            if byte == 0x2E:
+                encoded_dot = True
+            out.append(chr(byte) if byte in _LITERAL else _ESCAPE[byte])
+            continue
+        if byte < 0x21 or byte == 0x7F:
+            raise InvalidPath("control character or space in path")
+        if byte == 0x5C:
+            raise InvalidPath("'\\' in path")
+        if byte == 0x3B:
+            raise InvalidPath("';' path parameters are not accepted")
+        if byte in (0x3F, 0x23):
+            raise InvalidPath("'?' or '#' inside the path")
+        out.append(chr(byte) if byte in _LITERAL else _ESCAPE[byte])
+        index += 1
+    text = "".join(out)
+    if encoded_dot and text in (".", ".."):
+        raise InvalidPath("encoded dot segment in path")
+    return text
+
+
+def canonical_path(raw: bytes) -> str:
+    """Return the canonical form of a raw (still percent-encoded) request path or raise InvalidPath."""
+    if not raw.startswith(b"/"):
+        raise InvalidPath("path must start with '/'")
+    if len(raw) > MAX_PATH_BYTES:
+        raise InvalidPath("path too long")
+    if _FAST.match(raw) and b"//" not in raw:
+        return raw.decode("ascii")
+    parts = raw[1:].split(b"/")
+    stack: list[str] = []
+    trailing = False
+    for position, part in enumerate(parts):
+        last = position == len(parts) - 1
+        segment = _segment(part)
+        if segment == "":
+            trailing = last  # repeated slashes collapse; a final empty segment is a trailing slash
+            continue
+        trailing = False
+        if segment == ".":
+            trailing = last
+        elif segment == "..":
+            if not stack:
+                raise InvalidPath("'..' climbs above the root")
+            stack.pop()
+            trailing = last
+        else:
+            stack.append(segment)
+    path = "/" + "/".join(stack)
+    if trailing and stack:
+        path += "/"
+    return path

@@ -1,0 +1,127 @@
+"""Runs the stages in order; the only module that knows the order.
+
+    1 match -> 2 authenticate -> 3 resolve org -> 4 enforce -> 5 forward -> 6 audit
+
+A stage stops a request only by raising a GatewayError, rendered here as problem+json.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from litestar.types import Receive, Scope, Send
+
+from gateway.errors import PROBLEM_CONTENT_TYPE, BadRequest, GatewayError, render
+from gateway.identity.tokens import TokenService
+from gateway.policy import PolicyEngine
+from gateway.proxy.audit import AuditEvent, emit
+from gateway.proxy.authenticate import authenticate
+from gateway.proxy.enforce import Denied, enforce
+from gateway.proxy.forward import ClientGone, Outgoing, UpstreamBroke, forward, request_has_body, request_headers
+from gateway.proxy.match import RouteTable
+from gateway.proxy.paths import canonical_path
+from gateway.proxy.resolve import ORG_HEADER, resolve_org
+
+log = logging.getLogger("gateway.proxy")
+
+
+@dataclass(slots=True)
+class Pipeline:
+    """Long-lived parts the stages need; built once by the app's lifespan."""
+
+    routes: RouteTable
+    tokens: TokenService
+    policy: PolicyEngine
+    http: aiohttp.ClientSession
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # websockets are not proxied yet; Litestar closes the connection
+        started = time.perf_counter()
+        method: str = scope["method"]
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        client = scope.get("client")
+        event = AuditEvent(method=method, path="", client_ip=client[0] if client else None)
+        try:
+            # raw_path, never scope["path"]: the mount rewrites that, and it is already percent-decoded.
+            event.path = path = canonical_path(scope.get("raw_path") or b"")
+            match = self.routes.match(path)  # 1
+            event.route = match.route.prefix
+            authorization, org_header, host = _pick_headers(raw_headers)
+            identity: tuple[tuple[str, str], ...] = ()
+            if match.route.public:
+                event.granted, event.reason = True, "public route"
+            else:
+                principal = authenticate(self.tokens, authorization)  # 2
+                event.subject = principal.subject
+                org = resolve_org(self.policy, match, org_header)  # 3
+                event.org = org.slug
+                decision = enforce(self.policy, principal.subject, org.slug, path, method)  # 4
+                event.granted, event.reason = True, decision.reason
+                roles = self.policy.roles_of(principal.subject, org.slug)
+                identity = (
+                    ("x-gateway-user", principal.user_id),
+                    ("x-gateway-org", org.slug),
+                    ("x-gateway-roles", ",".join(roles)),
+                )
+            outgoing = Outgoing(identity=identity, client_ip=event.client_ip or "", scheme=scope["scheme"],
+                                host=host)
+            headers = request_headers(raw_headers, keep_authorization=match.route.public, outgoing=outgoing)
+            event.upstream_status = event.status = await forward(  # 5
+                self.http,
+                match,
+                method=method,
+                query=scope.get("query_string", b""),
+                headers=headers,
+                has_body=request_has_body(raw_headers),
+                receive=receive,
+                send=send,
+            )
+        except Denied as denied:
+            event.granted, event.reason, event.decision_id = False, denied.decision.reason, denied.decision_id
+            event.status = await _send_problem(send, denied)
+        except GatewayError as error:
+            if event.granted is None:
+                event.granted, event.reason = False, error.slug
+            event.status = await _send_problem(send, error)
+        except ClientGone:
+            event.reason, event.status = "client disconnected", 499
+        except UpstreamBroke:
+            event.reason = "upstream failed mid-response"
+            log.warning("upstream failed after the response started", extra={"route": event.route})
+        finally:
+            event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            emit(event)  # 6
+
+
+def _pick_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, str | None]:
+    """Authorization, X-Org and Host; a repeated one is ambiguous and refused."""
+    authorization = org = host = None
+    for name, value in raw:
+        if name == b"authorization":
+            if authorization is not None:
+                raise BadRequest("Authorization: sent more than once")
+            authorization = value.decode("latin-1")
+        elif name == ORG_HEADER.encode():
+            if org is not None:
+                raise BadRequest("X-Org: sent more than once")
+            org = value.decode("latin-1")
+        elif name == b"host":
+            host = value.decode("latin-1")
+    return authorization, org, host
+
+
+async def _send_problem(send: Send, error: GatewayError) -> int:
+    body = render(error)
+    headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items())
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    return error.status

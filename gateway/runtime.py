@@ -1,0 +1,89 @@
+"""The long-lived objects of one gateway process, built at startup and closed at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from gateway.db.engine import create_engine, session_factory
+from gateway.identity.passwords import PasswordHasher
+from gateway.identity.tokens import TokenService, load_or_create_keys
+from gateway.policy import PolicyEngine
+from gateway.policy.store import PolicyStore
+from gateway.proxy.match import RouteTable
+from gateway.proxy.pipeline import Pipeline
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway")
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything a request may need, created once. Built in two steps: config now, connections at startup."""
+
+    settings: Settings
+    routes: RouteTable
+    policy: PolicyEngine
+    hasher: PasswordHasher
+    db: AsyncEngine = field(init=False)
+    sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    store: PolicyStore = field(init=False)
+    tokens: TokenService = field(init=False)
+    http: aiohttp.ClientSession = field(init=False)
+    pipeline: Pipeline = field(init=False)
+    _watcher: asyncio.Task[None] | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def configure(cls, settings: Settings) -> Runtime:
+        """Everything that can fail on bad configuration fails here, before any connection is opened."""
+        return cls(
+            settings=settings,
+            routes=RouteTable(settings.routes, settings.upstream),
+            policy=PolicyEngine(settings.model_path),
+            hasher=PasswordHasher(settings.passwords),
+        )
+
+    async def start(self) -> None:
+        self.db = create_engine(self.settings.database_url)
+        self.sessions = session_factory(self.db)
+        self.store = PolicyStore(self.sessions)
+        self.tokens = TokenService(self.settings.tokens, await load_or_create_keys(self.sessions))
+        await self.policy.reload(self.store.version, self.store.state, force=True)
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.settings.upstream.pool_size, ttl_dns_cache=60),
+            auto_decompress=False,  # bytes pass through as the upstream sent them
+            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies into another's request
+        )
+        self.pipeline = Pipeline(routes=self.routes, tokens=self.tokens, policy=self.policy, http=self.http)
+        self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.http.close()
+        await self.db.dispose()
+
+    async def refresh(self) -> None:
+        """Reload now if anything changed (called after this process writes); never on the request path."""
+        if await self.policy.reload(self.store.version, self.store.state):
+            self.tokens.replace_ring(await load_or_create_keys(self.sessions))
+
+    async def _watch(self) -> None:
+        """Poll the state version so changes made by other processes (CLI, replicas) arrive within a poll."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.policy_poll_seconds)
+            self._wake.clear()
+            try:
+                await self.refresh()
+            except Exception:
+                # The old snapshot keeps serving; the next poll tries again.
+                log.exception("policy reload failed; keeping the previous policy")

@@ -1,0 +1,54 @@
+"""Run the app under uvicorn (uvloop + httptools), with uvicorn's own proxy-header trust switched off."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
+    # pycasbin logs the whole model at INFO on every enforcer build.
+    logging.getLogger("casbin").setLevel(logging.WARNING)
+
+
+def server(settings: Settings, *, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        # X-Forwarded-* are the gateway's business (trusted only from configured proxies), not uvicorn's.
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,  # the audit event is the access log
+        log_config=None,
+    )
+    return uvicorn.Server(config)
+
+
+def run_loop(main: Callable[[], Awaitable[None]]) -> None:
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    except ImportError:  # pragma: no cover - uvloop is absent on Windows only
+        asyncio.run(main())  # type: ignore[arg-type]
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        await server(settings, host=host, port=port).serve()
+
+    run_loop(main)

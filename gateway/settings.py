@@ -1,0 +1,216 @@
+"""Typed, frozen configuration: a TOML file decoded with msgspec, then `GATEWAY_*` environment overrides.
+
+Precedence, highest first: environment (`GATEWAY_DATABASE_URL`, `GATEWAY_TOKENS__ACCESS_TTL_SECONDS`, ...),
+then the TOML file (`--config PATH`, else `GATEWAY_CONFIG`, else `./gateway.toml` when it exists), then the
+defaults below. Every error names the offending key, and nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_ACCESS_TTL = 900
+DEFAULT_REFRESH_TTL = 14 * 24 * 3600
+DEFAULT_ISSUER = "casbin-gateway"
+DEFAULT_AUDIENCE = "casbin-gateway"
+ENV_PREFIX = "GATEWAY_"
+
+#: Paths served by the gateway itself; no route may overlap them.
+RESERVED_PREFIXES = ("/auth", "/admin", "/healthz", "/readyz", "/.well-known")
+
+_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$|^/$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key."""
+
+
+class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One `[[routes]]` table: requests under `prefix` go to `upstream`."""
+
+    prefix: str
+    """Path prefix, matched on whole segments (`/api` matches `/api` and `/api/x`, never `/apix`)."""
+    upstream: str
+    """Base URL of the upstream service, `http://` or `https://`; its path (if any) is prepended."""
+    strip_prefix: bool = False
+    """Forward the path without `prefix` (`/api/orders` -> `/orders`). Casbin still sees the full path."""
+    public: bool = False
+    """Skip authentication and authorization entirely. Identity headers are still stripped."""
+    org_from: Literal["header", "path"] = "header"
+    """Where the organization slug comes from: the `X-Org` header, or the first path segment after `prefix`."""
+    connect_timeout: float | None = None
+    """Seconds to establish the upstream connection (default: `[upstream].connect_timeout`)."""
+    read_timeout: float | None = None
+    """Seconds to wait for upstream data (default: `[upstream].read_timeout`)."""
+
+
+class Tokens(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Access and refresh token settings."""
+
+    issuer: str = DEFAULT_ISSUER
+    """The `iss` claim written into and required from access tokens."""
+    audience: str = DEFAULT_AUDIENCE
+    """The `aud` claim written into and required from access tokens."""
+    access_ttl_seconds: int = DEFAULT_ACCESS_TTL
+    """Lifetime of an access JWT (1..3600 s)."""
+    refresh_ttl_seconds: int = DEFAULT_REFRESH_TTL
+    """Absolute lifetime of a refresh token family."""
+
+
+class Upstream(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Defaults for the shared upstream connection pool."""
+
+    connect_timeout: float = 5.0
+    """Seconds to connect to an upstream; exceeding it is 504."""
+    read_timeout: float = 30.0
+    """Seconds to wait for each chunk from an upstream; exceeding it is 504."""
+    pool_size: int = 256
+    """Maximum open upstream connections for the whole process."""
+
+
+class Passwords(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Argon2id cost; defaults are OWASP's minimum (m=19 MiB, t=2, p=1)."""
+
+    memory_kib: int = 19456
+    """Argon2 memory cost in KiB."""
+    time_cost: int = 2
+    """Argon2 iterations."""
+    parallelism: int = 1
+    """Argon2 lanes."""
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything the gateway needs to start."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    """SQLAlchemy async URL: `sqlite+aiosqlite:///path` (default) or `postgresql+asyncpg://...`."""
+    host: str = DEFAULT_HOST
+    """Address `gateway serve` binds."""
+    port: int = DEFAULT_PORT
+    """Port `gateway serve` binds."""
+    model_path: str = "model.conf"
+    """The Casbin model file."""
+    policy_poll_seconds: float = 1.0
+    """How often the gateway checks the database for policy/membership changes made elsewhere."""
+    log_level: str = "INFO"
+    """Root log level."""
+    tokens: Tokens = msgspec.field(default_factory=Tokens)
+    upstream: Upstream = msgspec.field(default_factory=Upstream)
+    passwords: Passwords = msgspec.field(default_factory=Passwords)
+    routes: tuple[Route, ...] = ()
+    """The route table; see `Route`."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+def _validate(settings: Settings) -> None:
+    if not settings.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError("database_url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+    if not 0 < settings.port < 65536:
+        raise ConfigError("port: must be between 1 and 65535")
+    if not 1 <= settings.tokens.access_ttl_seconds <= 3600:
+        raise ConfigError("tokens.access_ttl_seconds: must be between 1 and 3600")
+    if settings.tokens.refresh_ttl_seconds < 60:
+        raise ConfigError("tokens.refresh_ttl_seconds: must be at least 60")
+    if settings.policy_poll_seconds <= 0:
+        raise ConfigError("policy_poll_seconds: must be positive")
+    seen: set[str] = set()
+    for index, route in enumerate(settings.routes):
+        key = f"routes[{index}]"
+        if not _PREFIX_RE.match(route.prefix) or (route.prefix != "/" and route.prefix.endswith("/")):
+            raise ConfigError(f"{key}.prefix: must start with '/', have no empty segment and no trailing '/'")
+        if route.prefix in seen:
+            raise ConfigError(f"{key}.prefix: {route.prefix!r} is configured twice")
+        seen.add(route.prefix)
+        # A catch-all `/` never shadows the gateway's own paths (they are matched first); anything else
+        # that overlaps them is refused so a route can never capture /auth or /admin traffic.
+        clash = [r for r in RESERVED_PREFIXES if route.prefix != "/" and _overlaps(route.prefix, r)]
+        if clash:
+            raise ConfigError(f"{key}.prefix: {route.prefix!r} overlaps the gateway's own {clash[0]}")
+        parts = urlsplit(route.upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{key}.upstream: must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{key}.upstream: must not carry a query or fragment")
+        if route.org_from == "path" and route.public:
+            raise ConfigError(f"{key}.org_from: a public route has no organization")
+
+
+def _overlaps(prefix: str, reserved: str) -> bool:
+    return prefix == reserved or prefix.startswith(reserved + "/") or reserved.startswith(prefix + "/")
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`GATEWAY_A__B=v` becomes `{"a": {"b": "v"}}`; `GATEWAY_CONFIG` names the file, not a setting."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if path == ["routes"]:
+            raise ConfigError("GATEWAY_ROUTES: routes are configured in the TOML file only")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _convert(raw: Mapping[str, Any], origin: str) -> Settings:
+    try:
+        # strict=False lets environment strings become ints, floats and booleans.
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{origin}: {_name_key(str(exc))}") from exc
+
+
+def _name_key(message: str) -> str:
+    # msgspec says "... - at `$.routes[0].prefix`"; turn the JSON path into the TOML key.
+    return re.sub(r"`\$\.?([^`]*)`", lambda m: f"`{m.group(1) or '(root)'}`", message)
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the config file (if any) and the environment into `Settings`; raise `ConfigError` naming the key."""
+    env = os.environ if environ is None else environ
+    explicit = config_path is not None or "GATEWAY_CONFIG" in env
+    path = Path(config_path if config_path is not None else env.get("GATEWAY_CONFIG", "gateway.toml"))
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    elif explicit:
+        raise ConfigError(f"{path}: config file not found")
+    raw = _merge(raw, _env_overrides(env))
+    return _convert(raw, str(path) if path.exists() else "environment")
+
+
+def settings_from_mapping(raw: Mapping[str, Any]) -> Settings:
+    """Build `Settings` from a plain mapping (tests and the demo use this)."""
+    return _convert(raw, "settings")
