@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,20 +29,20 @@ class AuthController(Controller):
     path = "/auth"
 
     @post("/login", status_code=200)
-    async def login(self, data: LoginRequest, runtime: Runtime, db: AsyncSession) -> Response[TokenResponse]:
+    async def login(self, data: JSONBody[LoginRequest], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]) -> Response[TokenResponse]:
         """Exchange email and password for an access JWT and a refresh token."""
         pair = await accounts.login(db, runtime.hasher, runtime.tokens, runtime.settings.tokens,
                                     email=data.email, password=data.password)
         return _tokens(pair)
 
     @post("/refresh", status_code=200)
-    async def refresh(self, data: RefreshRequest, runtime: Runtime, db: AsyncSession) -> Response[TokenResponse]:
+    async def refresh(self, data: JSONBody[RefreshRequest], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]) -> Response[TokenResponse]:
         """Rotate a refresh token: the old one is spent; presenting it again revokes the whole family."""
         pair = await accounts.refresh(db, runtime.tokens, runtime.settings.tokens, token=data.refresh_token)
         return _tokens(pair)
 
     @get("/me", dependencies={"principal": Provide(provide_principal, sync_to_thread=False)})
-    async def me(self, principal: Principal, runtime: Runtime, db: AsyncSession) -> Response[MeResponse]:
+    async def me(self, principal: NamedDependency[Principal], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]) -> Response[MeResponse]:
         """The current user and their memberships."""
         user = await db.get(User, principal.user_id)
         if user is None or user.disabled:

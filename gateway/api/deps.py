@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from litestar.di import NamedDependency
 from litestar import Request
 from litestar.datastructures import State
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +17,7 @@ def provide_runtime(state: State) -> Runtime:
     return runtime
 
 
-async def provide_db(runtime: Runtime) -> AsyncGenerator[AsyncSession, None]:
+async def provide_db(runtime: NamedDependency[Runtime]) -> AsyncGenerator[AsyncSession, None]:
     """A session whose transaction commits when the handler returns and rolls back when it raises."""
     async with runtime.sessions() as session:
         try:
@@ -28,5 +29,5 @@ async def provide_db(runtime: Runtime) -> AsyncGenerator[AsyncSession, None]:
             await session.commit()
 
 
-def provide_principal(request: Request[object, object, State], runtime: Runtime) -> Principal:
+def provide_principal(request: Request[object, object, State], runtime: NamedDependency[Runtime]) -> Principal:
     return runtime.tokens.authenticate(request.headers.get("authorization"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from litestar.di import NamedDependency
 from litestar import get
 from sqlalchemy import text
 
@@ -18,7 +19,7 @@ def healthz() -> dict[str, str]:
 
 
 @get("/readyz")
-async def readyz(runtime: Runtime) -> dict[str, Any]:
+async def readyz(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
     try:
         async with runtime.sessions() as session:
             await session.execute(text("SELECT 1"))

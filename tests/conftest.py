@@ -1,0 +1,286 @@
+"""Real seams for every test: SQLite and PostgreSQL databases, a recording upstream, a gateway on a real port."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import uvicorn
+from aiohttp import web
+from litestar import Litestar
+from multidict import CIMultiDict
+from yarl import URL
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+
+from gateway import accounts
+from gateway.app import create_app
+from gateway.db.engine import create_engine, session_factory
+from gateway.db.migrate import upgrade
+from gateway.db.models import Membership, Organization, PolicyRule, RefreshToken, SigningKey, User
+from gateway.policy.rules import parse_files
+from gateway.policy.store import add_rules
+from gateway.runtime import Runtime
+from gateway.settings import Settings, settings_from_mapping
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+# Cheap Argon2 for tests; the production default is checked in tests/identity.
+FAST_PASSWORDS = {"memory_kib": 1024, "time_cost": 1, "parallelism": 1}
+PASSWORD = "correct horse battery"
+
+
+def _postgres_admin_url() -> str:
+    return os.environ.get("GATEWAY_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+async def _pg_exec(url: str, statement: str) -> None:
+    parts = make_url(url)
+    connection = await asyncpg.connect(
+        host=parts.host, port=parts.port or 5432, user=parts.username, password=parts.password,
+        database=parts.database, timeout=5,
+    )
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated, empty database of each kind for the whole session."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'gateway.db'}"
+        upgrade(url)
+        yield url
+        return
+    admin = _postgres_admin_url()
+    name = "gw_test_" + secrets.token_hex(6)
+    try:
+        asyncio.run(_pg_exec(admin, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {admin} is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {admin} (set GATEWAY_TEST_POSTGRES_URL): {exc}")
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        asyncio.run(_pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _empty(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            for model in (RefreshToken, Membership, PolicyRule, Organization, User, SigningKey):
+                await session.execute(delete(model))
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def db_url(database_url: str) -> str:
+    """The session database, emptied for this test."""
+    await _empty(database_url)
+    return database_url
+
+
+# -- the recording upstream -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    method: str
+    raw_path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k.lower() == name.lower()]
+        return values[0] if values else None
+
+    def names(self) -> set[str]:
+        return {k.lower() for k, _ in self.headers}
+
+
+@dataclass
+class Upstream:
+    url: str
+    seen: list[Seen] = field(default_factory=list)
+
+    @property
+    def last(self) -> Seen:
+        return self.seen[-1]
+
+
+async def _upstream_handler(upstream: Upstream, request: web.Request) -> web.StreamResponse:
+    body = await request.read()
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+    upstream.seen.append(Seen(request.method, request.raw_path, headers, body))
+    tail = request.raw_path.split("?", 1)[0]
+    if tail.endswith("/slow"):
+        await asyncio.sleep(5)
+    if "/download/" in tail:
+        size = int(tail.rsplit("/", 1)[1])
+        response = web.StreamResponse(headers={"content-type": "application/octet-stream"})
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        sent = 0
+        while sent < size:
+            piece = chunk[: min(len(chunk), size - sent)]
+            await response.write(piece)
+            sent += len(piece)
+        await response.write_eof()
+        return response
+    return web.json_response(
+        {"method": request.method, "path": request.raw_path, "bytes": len(body)},
+        headers={"x-upstream": "yes", "connection": "x-secret-hop", "x-secret-hop": "1", "keep-alive": "5"},
+    )
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """A real HTTP server on an ephemeral port that records every request it receives."""
+    recorder = Upstream(url="")
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_route("*", "/{tail:.*}", functools.partial(_upstream_handler, recorder))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    recorder.url = f"http://127.0.0.1:{port}"
+    yield recorder
+    await runner.cleanup()
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- the gateway ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Gateway:
+    """A running gateway and helpers to seed it and call it."""
+
+    url: str
+    http: aiohttp.ClientSession
+    runtime: Runtime
+    upstream: Upstream
+
+    async def user(self, email: str, *, org: str | None = None, role: str | None = None,
+                   superadmin: bool = False, password: str = PASSWORD) -> str:
+        async with self.runtime.sessions() as session:
+            user = await accounts.create_user(session, self.runtime.hasher, email=email, password=password)
+            if superadmin:
+                await accounts.grant_superadmin(session, user)
+            await session.commit()
+        if org and role:
+            await self.member(org, email, role)
+        await self.runtime.refresh()
+        return user.id
+
+    async def org(self, slug: str, name: str | None = None) -> None:
+        async with self.runtime.sessions() as session:
+            await accounts.create_org(session, slug=slug, name=name or slug.title())
+            await session.commit()
+        await self.runtime.refresh()
+
+    async def member(self, org: str, email: str, role: str) -> None:
+        async with self.runtime.sessions() as session:
+            await accounts.add_member(session, org_slug=org, email=email, role=role)
+            await session.commit()
+        await self.runtime.refresh()
+
+    async def login(self, email: str, password: str = PASSWORD) -> str:
+        async with self.http.post(self.url + "/auth/login", json={"email": email, "password": password}) as r:
+            assert r.status == 200, await r.text()
+            token: str = (await r.json())["access_token"]
+            return token
+
+    async def call(self, method: str, path: str, *, token: str | None = None, org: str | None = None,
+                   headers: dict[str, str] | None = None, **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
+        sent = dict(headers or {})
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        if org:
+            sent["X-Org"] = org
+        # encoded=True: send the path byte for byte, without the client's own normalisation.
+        target = URL(self.url + path, encoded=True)
+        async with self.http.request(method, target, headers=sent, **kwargs) as response:
+            return response.status, response.headers.copy(), await response.read()
+
+
+def gateway_settings(db_url: str, upstream_url: str, **overrides: Any) -> Settings:
+    raw: dict[str, Any] = {
+        "database_url": db_url,
+        "model_path": str(ROOT / "model.conf"),
+        "policy_poll_seconds": 0.2,
+        "passwords": FAST_PASSWORDS,
+        "routes": [
+            {"prefix": "/api", "upstream": upstream_url},
+            {"prefix": "/orgs", "upstream": upstream_url, "org_from": "path"},
+            {"prefix": "/public", "upstream": upstream_url, "public": True},
+            {"prefix": "/stripped", "upstream": upstream_url + "/base", "strip_prefix": True},
+            {"prefix": "/down", "upstream": f"http://127.0.0.1:{closed_port()}"},
+            {"prefix": "/api/slowish", "upstream": upstream_url, "read_timeout": 0.5},
+        ],
+    }
+    raw.update(overrides)
+    return settings_from_mapping(raw)
+
+
+async def start_gateway(app: Litestar) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
+    """Serve `app` with uvicorn on an ephemeral port in this event loop."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="on", log_config=None, proxy_headers=False,
+                            server_header=False, access_log=False, http="httptools")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    assert server.started, "gateway did not start"
+    return f"http://127.0.0.1:{port}", server, task
+
+
+@pytest.fixture
+async def gateway(db_url: str, upstream: Upstream) -> AsyncIterator[Gateway]:
+    """A gateway serving on a real port in front of the recording upstream, system policies loaded."""
+    settings = gateway_settings(db_url, upstream.url)
+    engine = create_engine(db_url)
+    async with session_factory(engine)() as session:
+        await add_rules(session, parse_files(sorted((ROOT / "policies").glob("*.csv"))))
+        await session.commit()
+    await engine.dispose()
+    app = create_app(settings)
+    url, server, task = await start_gateway(app)
+    runtime: Runtime = app.state.runtime
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        yield Gateway(url=url, http=http, runtime=runtime, upstream=upstream)
+    server.should_exit = True
+    await task

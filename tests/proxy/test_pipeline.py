@@ -1,0 +1,340 @@
+"""The whole request path through real HTTP: match, authenticate, resolve org, enforce, forward, audit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.conftest import Gateway
+
+PROBLEM = "application/problem+json"
+
+
+async def _acme(gateway: Gateway) -> dict[str, str]:
+    """Users of each system role in acme, plus an outsider and a superadmin; returns email -> token."""
+    await gateway.org("acme")
+    await gateway.org("globex")
+    for role in ("owner", "admin", "member", "viewer"):
+        await gateway.user(f"{role}@acme.test", org="acme", role=role)
+    await gateway.user("carol@globex.test", org="globex", role="owner")
+    await gateway.user("root@platform.test", superadmin=True)
+    emails = [f"{r}@acme.test" for r in ("owner", "admin", "member", "viewer")]
+    emails += ["carol@globex.test", "root@platform.test"]
+    return {email.split("@")[0]: await gateway.login(email) for email in emails}
+
+
+ROLE_MATRIX = [
+    # role, method, expected status
+    ("viewer", "GET", 200),
+    ("viewer", "HEAD", 200),
+    ("viewer", "POST", 403),
+    ("viewer", "DELETE", 403),
+    ("member", "GET", 200),
+    ("member", "POST", 200),
+    ("member", "PUT", 200),
+    ("member", "PATCH", 200),
+    ("member", "DELETE", 403),
+    ("admin", "DELETE", 200),
+    ("admin", "POST", 200),
+    ("owner", "DELETE", 200),
+    ("owner", "GET", 200),
+]
+
+
+@pytest.mark.parametrize(("role", "method", "expected"), ROLE_MATRIX,
+                         ids=[f"{r}-{m}-{e}" for r, m, e in ROLE_MATRIX])
+async def test_system_roles_allow_and_deny(gateway: Gateway, role: str, method: str, expected: int) -> None:
+    """Each system role gets exactly the methods policies/system.csv grants it, in its own org."""
+    tokens = await _acme(gateway)
+    before = len(gateway.upstream.seen)
+    status, headers, _ = await gateway.call(method, "/api/orders/7", token=tokens[role], org="acme")
+    assert status == expected
+    forwarded = len(gateway.upstream.seen) - before
+    assert forwarded == (1 if expected == 200 else 0), "a denied request must never reach the upstream"
+    if expected == 403:
+        assert headers["Content-Type"].startswith(PROBLEM)
+
+
+async def test_cross_org_is_denied(gateway: Gateway) -> None:
+    """A member of acme has no rights in globex, and vice versa."""
+    tokens = await _acme(gateway)
+    status, _, body = await gateway.call("GET", "/api/x", token=tokens["owner"], org="globex")
+    assert status == 403
+    assert json.loads(body)["type"] == "urn:gateway:problem:forbidden"
+    status, _, _ = await gateway.call("GET", "/api/x", token=tokens["carol"], org="acme")
+    assert status == 403
+    status, _, _ = await gateway.call("GET", "/api/x", token=tokens["carol"], org="globex")
+    assert status == 200
+
+
+async def test_superadmin_is_allowed_in_every_org(gateway: Gateway) -> None:
+    """A `g, user, superadmin, *` line applies in every organization, for every method."""
+    tokens = await _acme(gateway)
+    for org in ("acme", "globex"):
+        for method in ("GET", "DELETE", "POST"):
+            status, _, _ = await gateway.call(method, "/api/anything/deep", token=tokens["root"], org=org)
+            assert status == 200
+    assert gateway.upstream.last.header("X-Gateway-Roles") == "superadmin"
+
+
+async def test_unknown_org_looks_exactly_like_a_denial(gateway: Gateway) -> None:
+    """An org that does not exist gets the same status and body shape as one the caller may not use."""
+    tokens = await _acme(gateway)
+    unknown = await gateway.call("GET", "/api/x", token=tokens["owner"], org="no-such-org")
+    foreign = await gateway.call("GET", "/api/x", token=tokens["owner"], org="globex")
+    assert unknown[0] == foreign[0] == 403
+    strip = lambda body: {k: v for k, v in json.loads(body).items() if k != "decision_id"}  # noqa: E731
+    assert strip(unknown[2]) == strip(foreign[2])
+    bogus = await gateway.call("GET", "/api/x", token=tokens["owner"], org="*")
+    assert bogus[0] == 403
+
+
+async def test_missing_org_header_is_a_clear_400(gateway: Gateway) -> None:
+    """A header-org route without X-Org says what is missing."""
+    tokens = await _acme(gateway)
+    status, _, body = await gateway.call("GET", "/api/x", token=tokens["owner"])
+    assert status == 400
+    assert "X-Org" in json.loads(body)["detail"]
+
+
+async def test_org_from_path_segment(gateway: Gateway) -> None:
+    """A route with org_from=path takes the org from the first segment after its prefix."""
+    tokens = await _acme(gateway)
+    status, _, _ = await gateway.call("GET", "/orgs/acme/projects", token=tokens["viewer"])
+    assert status == 200
+    assert gateway.upstream.last.header("X-Gateway-Org") == "acme"
+    status, _, _ = await gateway.call("GET", "/orgs/globex/projects", token=tokens["viewer"])
+    assert status == 403
+
+
+async def test_upstream_receives_verified_identity(gateway: Gateway) -> None:
+    """The upstream gets X-Gateway-User/Org/Roles and the path, query and body exactly as authorized."""
+    tokens = await _acme(gateway)
+    user_id = gateway.runtime.tokens.verify(tokens["member"]).user_id
+    status, _, _ = await gateway.call("POST", "/api/orders?limit=5&b=%20x", token=tokens["member"], org="acme",
+                                      data=b'{"n": 1}', headers={"content-type": "application/json"})
+    assert status == 200
+    seen = gateway.upstream.last
+    assert seen.method == "POST"
+    assert seen.raw_path == "/api/orders?limit=5&b=%20x"
+    assert seen.body == b'{"n": 1}'
+    assert seen.header("X-Gateway-User") == user_id
+    assert seen.header("X-Gateway-Org") == "acme"
+    assert seen.header("X-Gateway-Roles") == "member"
+    assert seen.header("Content-Type") == "application/json"
+    assert seen.header("Authorization") is None, "the gateway's credential is not passed on"
+
+
+async def test_client_sent_identity_headers_never_reach_upstream(gateway: Gateway) -> None:
+    """Spoofed X-Gateway-* headers, in any case or with underscores, are dropped before forwarding."""
+    tokens = await _acme(gateway)
+    spoof = {
+        "X-Gateway-User": "attacker",
+        "x-gateway-org": "globex",
+        "X-GATEWAY-ROLES": "superadmin",
+        "X_Gateway_Roles": "superadmin",
+        "X-Gateway-Extra": "1",
+    }
+    status, _, _ = await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme", headers=spoof)
+    assert status == 200
+    seen = gateway.upstream.last
+    values = [v for k, v in seen.headers if k.lower().replace("_", "-").startswith("x-gateway-")]
+    assert sorted(values) == sorted([seen.header("X-Gateway-User"), "acme", "viewer"])
+    assert "attacker" not in values and "superadmin" not in values
+    # public routes never carry identity either
+    status, _, _ = await gateway.call("GET", "/public/x", headers=spoof)
+    assert status == 200
+    assert not [k for k, _ in gateway.upstream.last.headers if k.lower().replace("_", "-").startswith("x-gateway")]
+
+
+async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Gateway) -> None:
+    """Connection, Keep-Alive, TE, Upgrade and headers named in Connection are not forwarded or returned."""
+    tokens = await _acme(gateway)
+    status, headers, _ = await gateway.call(
+        "GET", "/api/x", token=tokens["viewer"], org="acme",
+        headers={"Connection": "keep-alive, X-Drop-Me", "X-Drop-Me": "1", "TE": "trailers",
+                 "Proxy-Authorization": "Basic eA==", "X-Keep": "yes"},
+    )
+    assert status == 200
+    names = gateway.upstream.last.names()
+    assert {"x-drop-me", "te", "proxy-authorization"}.isdisjoint(names)
+    assert "x-keep" in names
+    assert gateway.upstream.last.header("X-Forwarded-For") == "127.0.0.1"
+    # the upstream answered with Connection: x-secret-hop and Keep-Alive; neither comes back
+    assert "X-Secret-Hop" not in headers and "Keep-Alive" not in headers
+    assert headers["X-Upstream"] == "yes"
+
+
+async def test_spoofed_forwarded_headers_are_replaced(gateway: Gateway) -> None:
+    """X-Forwarded-For from the client is not trusted: the gateway writes the address it saw."""
+    tokens = await _acme(gateway)
+    await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme",
+                       headers={"X-Forwarded-For": "10.9.9.9", "Forwarded": "for=10.9.9.9"})
+    seen = gateway.upstream.last
+    assert [v for k, v in seen.headers if k.lower() == "x-forwarded-for"] == ["127.0.0.1"]
+    assert seen.header("Forwarded") is None
+
+
+def _forge(claims: dict[str, object], *, key: Ed25519PrivateKey | None = None, kid: str = "x",
+           typ: str = "at+jwt") -> str:
+    return jwt.encode(claims, key or Ed25519PrivateKey.generate(), algorithm="EdDSA",
+                      headers={"kid": kid, "typ": typ})
+
+
+async def test_bad_credentials_are_401_with_bearer_challenge(gateway: Gateway) -> None:
+    """No token, garbage, bad signature, expired, wrong audience/issuer, wrong typ, alg none -> 401."""
+    tokens = await _acme(gateway)
+    ring = gateway.runtime.tokens.ring
+    kid = ring.active_kid
+    key = ring.private_keys[kid]
+    settings = gateway.runtime.settings.tokens
+    now = int(time.time())
+    good = {"iss": settings.issuer, "aud": settings.audience, "sub": "u", "iat": now, "exp": now + 60,
+            "jti": "j"}
+
+    status, headers, body = await gateway.call("GET", "/api/x", org="acme")
+    assert status == 401
+    assert headers["WWW-Authenticate"] == "Bearer"
+    assert headers["Content-Type"].startswith(PROBLEM)
+
+    bad_tokens = {
+        "garbage": "not.a.jwt",
+        "bad-signature": _forge(good, kid=kid),
+        "unknown-kid": _forge(good, key=key, kid="nope"),
+        "expired": _forge({**good, "iat": now - 120, "exp": now - 60}, key=key, kid=kid),
+        "wrong-audience": _forge({**good, "aud": "someone-else"}, key=key, kid=kid),
+        "wrong-issuer": _forge({**good, "iss": "evil"}, key=key, kid=kid),
+        "wrong-typ": _forge(good, key=key, kid=kid, typ="JWT"),
+        "no-exp": _forge({k: v for k, v in good.items() if k != "exp"}, key=key, kid=kid),
+        "alg-none": jwt.encode(good, None, algorithm="none", headers={"kid": kid, "typ": "at+jwt"}),
+        "tampered": tokens["viewer"][:-4] + ("AAAA" if not tokens["viewer"].endswith("AAAA") else "BBBB"),
+    }
+    for name, token in bad_tokens.items():
+        status, headers, body = await gateway.call("GET", "/api/x", token=token, org="acme")
+        assert status == 401, name
+        assert headers["WWW-Authenticate"] == 'Bearer error="invalid_token"', name
+        assert json.loads(body)["type"] == "urn:gateway:problem:invalid-token", name
+    status, headers, _ = await gateway.call("GET", "/api/x", org="acme",
+                                            headers={"Authorization": f"Basic {tokens['viewer']}"})
+    assert status == 401
+    assert gateway.upstream.seen == [], "no rejected request may reach the upstream"
+
+
+async def test_unknown_route_is_404_and_never_forwarded(gateway: Gateway) -> None:
+    """Paths outside every configured prefix (including look-alike prefixes) are 404."""
+    tokens = await _acme(gateway)
+    for path in ("/nothing", "/apix", "/ap", "/auth/nope", "/admin/x"):
+        status, headers, body = await gateway.call("GET", path, token=tokens["root"], org="acme")
+        assert status == 404, path
+        assert headers["Content-Type"].startswith(PROBLEM), path
+    assert gateway.upstream.seen == []
+
+
+async def test_upstream_down_is_502(gateway: Gateway) -> None:
+    """A refused upstream connection is 502 problem+json."""
+    tokens = await _acme(gateway)
+    status, headers, body = await gateway.call("GET", "/down/x", token=tokens["root"], org="acme")
+    assert status == 502
+    assert json.loads(body)["type"] == "urn:gateway:problem:bad-gateway"
+
+
+async def test_slow_upstream_is_504(gateway: Gateway) -> None:
+    """An upstream slower than the route's read timeout is 504 problem+json."""
+    tokens = await _acme(gateway)
+    started = time.perf_counter()
+    status, _, body = await gateway.call("GET", "/api/slowish/slow", token=tokens["root"], org="acme")
+    assert status == 504
+    assert json.loads(body)["type"] == "urn:gateway:problem:gateway-timeout"
+    assert time.perf_counter() - started < 3
+
+
+async def test_longest_prefix_wins_and_strip_prefix(gateway: Gateway) -> None:
+    """`/api/slowish` beats `/api`; a stripping route forwards the rest under the upstream's base path."""
+    tokens = await _acme(gateway)
+    status, _, _ = await gateway.call("GET", "/stripped/a/b?q=1", token=tokens["viewer"], org="acme")
+    assert status == 200
+    assert gateway.upstream.last.raw_path == "/base/a/b?q=1"
+    status, _, _ = await gateway.call("GET", "/stripped", token=tokens["viewer"], org="acme")
+    assert gateway.upstream.last.raw_path == "/base/"
+
+
+async def test_public_route_needs_no_token(gateway: Gateway) -> None:
+    """`public = true` routes skip authentication and authorization and keep the client's Authorization."""
+    status, _, _ = await gateway.call("GET", "/public/docs", headers={"Authorization": "Bearer opaque"})
+    assert status == 200
+    assert gateway.upstream.last.header("Authorization") == "Bearer opaque"
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    ["/api/a%2Fb", "/api/%2e%2e/admin", "/api/a%00b", "/api/a;b=1", "/api/a%zz", "/api/..%5cadmin", "/../api/x"],
+)
+async def test_ambiguous_paths_are_400(gateway: Gateway, raw_path: str) -> None:
+    """Paths with no single canonical meaning are refused before any other stage."""
+    tokens = await _acme(gateway)
+    status, _, body = await gateway.call("GET", raw_path, token=tokens["root"], org="acme")
+    assert status == 400
+    assert json.loads(body)["type"] == "urn:gateway:problem:invalid-path"
+    assert gateway.upstream.seen == []
+
+
+async def test_authorized_path_is_the_forwarded_path(gateway: Gateway) -> None:
+    """Dot segments and double slashes are resolved once; Casbin and the upstream see the same bytes."""
+    tokens = await _acme(gateway)
+    status, _, _ = await gateway.call("GET", "/api//orders/./7/../8", token=tokens["viewer"], org="acme")
+    assert status == 200
+    assert gateway.upstream.last.raw_path == "/api/orders/8"
+    status, _, _ = await gateway.call("GET", "/api/caf%c3%a9/%41", token=tokens["viewer"], org="acme")
+    assert status == 200
+    assert gateway.upstream.last.raw_path == "/api/caf%C3%A9/A"
+
+
+async def test_response_streams_back(gateway: Gateway) -> None:
+    """A multi-megabyte upstream response arrives whole."""
+    tokens = await _acme(gateway)
+    size = 5 * 1024 * 1024 + 17
+    status, _, body = await gateway.call("GET", f"/api/download/{size}", token=tokens["viewer"], org="acme")
+    assert status == 200
+    assert len(body) == size
+
+
+async def test_request_body_streams_upstream(gateway: Gateway) -> None:
+    """A chunked multi-megabyte upload reaches the upstream byte for byte."""
+    tokens = await _acme(gateway)
+    payload = bytes(range(256)) * 20000
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for start in range(0, len(payload), 100_000):
+            yield payload[start : start + 100_000]
+
+    status, _, _ = await gateway.call("PUT", "/api/blob", token=tokens["member"], org="acme", data=chunks())
+    assert status == 200
+    assert gateway.upstream.last.body == payload
+
+
+async def test_membership_change_takes_effect_without_restart(gateway: Gateway) -> None:
+    """Promoting a viewer to admin changes the next decision; the token stays the same."""
+    tokens = await _acme(gateway)
+    assert (await gateway.call("DELETE", "/api/x", token=tokens["viewer"], org="acme"))[0] == 403
+    await gateway.member("acme", "viewer@acme.test", "admin")
+    assert (await gateway.call("DELETE", "/api/x", token=tokens["viewer"], org="acme"))[0] == 200
+    assert gateway.upstream.last.header("X-Gateway-Roles") == "admin"
+
+
+async def test_every_request_is_audited_without_secrets(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    """One audit event per proxied request with the decision; the token never appears in the log."""
+    tokens = await _acme(gateway)
+    caplog.set_level(logging.INFO, logger="gateway.audit")
+    await gateway.call("GET", "/api/ok", token=tokens["viewer"], org="acme")
+    status, _, body = await gateway.call("DELETE", "/api/no", token=tokens["viewer"], org="acme")
+    events = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.audit"]
+    assert [(e["method"], e["granted"], e["status"]) for e in events] == [("GET", True, 200),
+                                                                          ("DELETE", False, 403)]
+    assert events[1]["decision_id"] == json.loads(body)["decision_id"]
+    assert events[0]["reason"].startswith("matched p, viewer")
+    assert all(tokens["viewer"] not in r.getMessage() for r in caplog.records)
