@@ -132,7 +132,7 @@ async def _upstream_handler(upstream: Upstream, request: web.Request) -> web.Str
     upstream.seen.append(Seen(request.method, request.raw_path, headers, body))
     tail = request.raw_path.split("?", 1)[0]
     if tail.endswith("/slow"):
-        await asyncio.sleep(5)
+        await asyncio.sleep(2)
     if "/download/" in tail:
         size = int(tail.rsplit("/", 1)[1])
         response = web.StreamResponse(headers={"content-type": "application/octet-stream"})

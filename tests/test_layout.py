@@ -1,0 +1,44 @@
+"""The package's shape: the hot path never imports the API, and importing does no work."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import gateway
+
+PACKAGE = Path(gateway.__file__).resolve().parent
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_proxy_never_imports_the_api() -> None:
+    """gateway.proxy modules import nothing from gateway.api."""
+    for module in (PACKAGE / "proxy").glob("*.py"):
+        assert not any(name.startswith("gateway.api") for name in _imports(module)), module.name
+
+
+def test_only_the_policy_package_imports_casbin() -> None:
+    """Casbin stays behind gateway.policy; no casbin type leaks out."""
+    for module in PACKAGE.rglob("*.py"):
+        if module.parent.name != "policy":
+            assert not any(name.split(".")[0] == "casbin" for name in _imports(module)), module
+
+
+def test_public_namespace() -> None:
+    """`gateway` exports create_app and __version__ and imports no framework until asked."""
+    assert sorted(gateway.__all__) == ["__version__", "create_app"]
+    code = "import sys, gateway; print('litestar' in sys.modules, 'casbin' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # noqa: S603
+    assert out.stdout.split() == ["False", "False"]
+    assert callable(gateway.create_app)

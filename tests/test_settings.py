@@ -1,0 +1,87 @@
+"""Configuration: TOML file, environment overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import ConfigError, load_settings
+
+GOOD = """
+database_url = "sqlite+aiosqlite:///./x.db"
+port = 9000
+
+[tokens]
+access_ttl_seconds = 300
+
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:9001"
+strip_prefix = true
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def test_file_is_decoded_into_frozen_typed_settings(tmp_path: Path) -> None:
+    """Values from the file land in typed fields; unspecified ones keep their defaults."""
+    settings = load_settings(_write(tmp_path, GOOD), environ={})
+    assert settings.port == 9000
+    assert settings.tokens.access_ttl_seconds == 300
+    assert settings.routes[0].strip_prefix is True
+    assert settings.routes[0].public is False
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    """GATEWAY_* variables win over the file, nested keys with a double underscore."""
+    env = {"GATEWAY_PORT": "9100", "GATEWAY_TOKENS__ACCESS_TTL_SECONDS": "60",
+           "GATEWAY_DATABASE_URL": "postgresql+asyncpg://u@h/db"}
+    settings = load_settings(_write(tmp_path, GOOD), environ=env)
+    assert (settings.port, settings.tokens.access_ttl_seconds) == (9100, 60)
+    assert settings.database_url == "postgresql+asyncpg://u@h/db"
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    """GATEWAY_CONFIG names the file when --config is absent; a named missing file is an error."""
+    path = _write(tmp_path, GOOD)
+    assert load_settings(environ={"GATEWAY_CONFIG": str(path)}).port == 9000
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(environ={"GATEWAY_CONFIG": str(tmp_path / "missing.toml")})
+
+
+BAD = [
+    ('port = "high"', "port"),
+    ("[[routes]]\nprefix = 1\nupstream = 'http://x'", "routes[0].prefix"),
+    ("[[routes]]\nprefix = '/api'\nupstream = 'ftp://x'", "routes[0].upstream"),
+    ("[[routes]]\nprefix = '/api/'\nupstream = 'http://x'", "routes[0].prefix"),
+    ("[[routes]]\nprefix = '/auth'\nupstream = 'http://x'", "routes[0].prefix"),
+    ("[[routes]]\nprefix = '/admin/x'\nupstream = 'http://x'", "routes[0].prefix"),
+    ("[[routes]]\nprefix = '/a'\nupstream = 'http://x'\n[[routes]]\nprefix = '/a'\nupstream = 'http://y'",
+     "routes[1].prefix"),
+    ("[[routes]]\nprefix = '/a'\nupstream = 'http://x'\nstrip = true", "strip"),
+    ("databse_url = 'x'", "databse_url"),
+    ("database_url = 'mysql://x'", "database_url"),
+    ("[tokens]\naccess_ttl_seconds = 0", "tokens.access_ttl_seconds"),
+    ("port = [", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), BAD)
+def test_bad_config_fails_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    """Wrong types, unknown keys, overlapping or duplicate prefixes fail at load with the key in the message."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, text), environ={})
+    assert key in str(info.value)
+
+
+def test_bad_environment_value_names_the_key(tmp_path: Path) -> None:
+    """A non-numeric GATEWAY_PORT is reported as `port`."""
+    with pytest.raises(ConfigError, match="port"):
+        load_settings(_write(tmp_path, GOOD), environ={"GATEWAY_PORT": "eighty"})
