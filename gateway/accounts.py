@@ -104,8 +104,13 @@ async def add_member(session: AsyncSession, *, org_slug: str, email: str, role: 
 
 
 async def login(
-    session: AsyncSession, hasher: PasswordHasher, tokens: TokenService, settings: Tokens,
-    *, email: str, password: str,
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    tokens: TokenService,
+    settings: Tokens,
+    *,
+    email: str,
+    password: str,
 ) -> TokenPair:
     """Check the password (always one Argon2 run, whether or not the user exists) and issue tokens."""
     try:
@@ -122,8 +127,13 @@ async def login(
 
 
 async def _issue(
-    session: AsyncSession, tokens: TokenService, settings: Tokens, user_id: str,
-    *, family_id: str | None, expires_at: dt.datetime | None,
+    session: AsyncSession,
+    tokens: TokenService,
+    settings: Tokens,
+    user_id: str,
+    *,
+    family_id: str | None,
+    expires_at: dt.datetime | None,
 ) -> TokenPair:
     refresh, refresh_hash = new_refresh_token()
     row = RefreshToken(

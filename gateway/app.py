@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
 
 from litestar import Litestar, Request, Response, asgi
 from litestar.di import Provide
@@ -22,34 +23,54 @@ from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 
-_HTTP_SLUGS = {400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found",
-               405: "method-not-allowed", 413: "payload-too-large", 415: "unsupported-media-type",
-               429: "too-many-requests"}
+_HTTP_SLUGS = {
+    400: "bad-request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    429: "too-many-requests",
+}
 
 
 def _problem(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response[bytes]:
-    return Response(body, status_code=status, media_type=PROBLEM_CONTENT_TYPE,
-                    headers={"cache-control": "no-store", **(headers or {})})
+    return Response(
+        body,
+        status_code=status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers={"cache-control": "no-store", **(headers or {})},
+    )
 
 
-def _gateway_error(_: Request[object, object, object], exc: GatewayError) -> Response[bytes]:
+def _gateway_error(_: Request[Any, Any, Any], exc: GatewayError) -> Response[bytes]:
     return _problem(exc.status, render(exc), exc.headers)
 
 
-def _http_error(_: Request[object, object, object], exc: HTTPException) -> Response[bytes]:
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     if status >= 500:
         return _internal(_, exc)
     extra = {"errors": exc.extra} if isinstance(exc, ValidationException) and exc.extra else None
-    body = problem_body(status=status, slug=_HTTP_SLUGS.get(status, "client-error"),
-                        title=_title(status), detail=str(exc.detail), extra=extra)
+    body = problem_body(
+        status=status,
+        slug=_HTTP_SLUGS.get(status, "client-error"),
+        title=_title(status),
+        detail=str(exc.detail),
+        extra=extra,
+    )
     return _problem(status, body, exc.headers)
 
 
-def _internal(_: Request[object, object, object], exc: Exception) -> Response[bytes]:
+def _internal(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.error("unhandled error", exc_info=exc)  # the trace stays in the log, never in the response
-    body = problem_body(status=500, slug="internal-error", title="Internal error",
-                        detail="the gateway failed to handle this request")
+    body = problem_body(
+        status=500,
+        slug="internal-error",
+        title="Internal error",
+        detail="the gateway failed to handle this request",
+    )
     return _problem(500, body)
 
 

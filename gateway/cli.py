@@ -170,9 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     create_org.add_argument("--name", required=True)
     create_org.set_defaults(func=cmd_orgs_create)
 
-    members = commands.add_parser("members", help="manage memberships").add_subparsers(
-        dest="action", required=True
-    )
+    members = commands.add_parser("members", help="manage memberships").add_subparsers(dest="action", required=True)
     add = members.add_parser("add", parents=[config], help="give a user a role in an organization")
     add.add_argument("--org", required=True)
     add.add_argument("--email", required=True)

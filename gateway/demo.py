@@ -14,7 +14,7 @@ from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
 from gateway.db.models import Organization, User
 from gateway.identity.passwords import PasswordHasher
-from gateway.policy.rules import parse_files
+from gateway.policy.rules import Rule, parse_files
 from gateway.policy.store import add_rules
 from gateway.serve import configure_logging, run_loop, server
 from gateway.settings import Settings, settings_from_mapping
@@ -45,20 +45,20 @@ async def echo(request: web.Request) -> web.Response:
     )
 
 
-async def seed(settings: Settings) -> None:
-    """Create the demo orgs, users and memberships if absent, and load policies/ (idempotent)."""
+async def seed(settings: Settings, rules: list[Rule]) -> None:
+    """Create the demo orgs, users and memberships if absent, and load the policy lines (idempotent)."""
     engine = create_engine(settings.database_url)
     hasher = PasswordHasher(settings.passwords)
     try:
         async with session_factory(engine)() as session:
-            await _seed(session, hasher)
+            await _seed(session, hasher, rules)
             await session.commit()
     finally:
         await engine.dispose()
 
 
-async def _seed(session: AsyncSession, hasher: PasswordHasher) -> None:
-    await add_rules(session, parse_files(sorted(Path("policies").glob("*.csv"))))
+async def _seed(session: AsyncSession, hasher: PasswordHasher, rules: list[Rule]) -> None:
+    await add_rules(session, rules)
     for slug, name in DEMO_ORGS:
         if await session.scalar(select(Organization).where(Organization.slug == slug)) is None:
             await accounts.create_org(session, slug=slug, name=name)
@@ -77,8 +77,10 @@ def _curl_lines(port: int) -> str:
 
     def login(email: str, password: str) -> str:
         payload = json.dumps({"email": email, "password": password})
-        return (f"curl -s {base}/auth/login -H 'content-type: application/json' -d '{payload}' "
-                "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'")
+        return (
+            f"curl -s {base}/auth/login -H 'content-type: application/json' -d '{payload}' "
+            "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
+        )
 
     return f"""
 Demo gateway on {base} (SQLite), upstream echo on /api. Users: alice (admin of acme), bob (viewer of acme),
@@ -108,9 +110,10 @@ def run_demo(*, port: int, upstream_port: int, database: str) -> None:
     )
     configure_logging("INFO")
     upgrade(settings.database_url)
+    rules = parse_files(sorted(Path("policies").glob("*.csv")))
 
     async def main() -> None:
-        await seed(settings)
+        await seed(settings, rules)
         upstream = web.Application()
         upstream.router.add_route("*", "/{tail:.*}", echo)
         runner = web.AppRunner(upstream, access_log=None)

@@ -143,9 +143,7 @@ class ServiceUnavailable(GatewayError):
 _encoder = msgspec.json.Encoder()
 
 
-def problem_body(
-    *, status: int, slug: str, title: str, detail: str, extra: dict[str, Any] | None = None
-) -> bytes:
+def problem_body(*, status: int, slug: str, title: str, detail: str, extra: dict[str, Any] | None = None) -> bytes:
     """Serialise one problem document; `extra` members are added after the standard ones."""
     doc: dict[str, Any] = {"type": _TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
     if extra:
@@ -155,6 +153,4 @@ def problem_body(
 
 def render(error: GatewayError) -> bytes:
     """Serialise a GatewayError as problem+json."""
-    return problem_body(
-        status=error.status, slug=error.slug, title=error.title, detail=error.detail, extra=error.extra
-    )
+    return problem_body(status=error.status, slug=error.slug, title=error.title, detail=error.detail, extra=error.extra)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import uvicorn
 
@@ -35,14 +36,14 @@ def server(settings: Settings, *, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
-def run_loop(main: Callable[[], Awaitable[None]]) -> None:
+def run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     try:
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(main())
     except ImportError:  # pragma: no cover - uvloop is absent on Windows only
-        asyncio.run(main())  # type: ignore[arg-type]
+        asyncio.run(main())
 
 
 def serve(settings: Settings, *, host: str, port: int) -> None:

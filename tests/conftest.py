@@ -19,9 +19,9 @@ import uvicorn
 from aiohttp import web
 from litestar import Litestar
 from multidict import CIMultiDict
-from yarl import URL
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
+from yarl import URL
 
 from gateway import accounts
 from gateway.app import create_app
@@ -34,7 +34,7 @@ from gateway.runtime import Runtime
 from gateway.settings import Settings, settings_from_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 # Cheap Argon2 for tests; the production default is checked in tests/identity.
 FAST_PASSWORDS = {"memory_kib": 1024, "time_cost": 1, "parallelism": 1}
 PASSWORD = "correct horse battery"
@@ -47,8 +47,12 @@ def _postgres_admin_url() -> str:
 async def _pg_exec(url: str, statement: str) -> None:
     parts = make_url(url)
     connection = await asyncpg.connect(
-        host=parts.host, port=parts.port or 5432, user=parts.username, password=parts.password,
-        database=parts.database, timeout=5,
+        host=parts.host,
+        port=parts.port or 5432,
+        user=parts.username,
+        password=parts.password,
+        database=parts.database,
+        timeout=5,
     )
     try:
         await connection.execute(statement)
@@ -187,8 +191,15 @@ class Gateway:
     runtime: Runtime
     upstream: Upstream
 
-    async def user(self, email: str, *, org: str | None = None, role: str | None = None,
-                   superadmin: bool = False, password: str = PASSWORD) -> str:
+    async def user(
+        self,
+        email: str,
+        *,
+        org: str | None = None,
+        role: str | None = None,
+        superadmin: bool = False,
+        password: str = PASSWORD,
+    ) -> str:
         async with self.runtime.sessions() as session:
             user = await accounts.create_user(session, self.runtime.hasher, email=email, password=password)
             if superadmin:
@@ -217,8 +228,16 @@ class Gateway:
             token: str = (await r.json())["access_token"]
             return token
 
-    async def call(self, method: str, path: str, *, token: str | None = None, org: str | None = None,
-                   headers: dict[str, str] | None = None, **kwargs: Any) -> tuple[int, CIMultiDict[str], bytes]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        org: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> tuple[int, CIMultiDict[str], bytes]:
         sent = dict(headers or {})
         if token:
             sent["Authorization"] = f"Bearer {token}"
@@ -254,8 +273,15 @@ async def start_gateway(app: Litestar) -> tuple[str, uvicorn.Server, asyncio.Tas
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_config=None, proxy_headers=False,
-                            server_header=False, access_log=False, http="httptools")
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,
+        http="httptools",
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     for _ in range(500):

@@ -14,19 +14,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(args: list[str], db_url: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    environ.update({"GATEWAY_DATABASE_URL": db_url, "GATEWAY_PASSWORDS__MEMORY_KIB": "1024",
-                    "GATEWAY_PASSWORDS__TIME_COST": "1", **env})
+    environ.update(
+        {
+            "GATEWAY_DATABASE_URL": db_url,
+            "GATEWAY_PASSWORDS__MEMORY_KIB": "1024",
+            "GATEWAY_PASSWORDS__TIME_COST": "1",
+            **env,
+        }
+    )
     return subprocess.run(  # noqa: S603 - our own CLI with fixed arguments
-        [sys.executable, "-m", "gateway.cli", *args], input=stdin, capture_output=True, text=True,
-        cwd=ROOT, env=environ, timeout=60, check=False,
+        [sys.executable, "-m", "gateway.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=environ,
+        timeout=60,
+        check=False,
     )
 
 
 def test_cli_creates_users_orgs_members_and_loads_policy(db_url: str) -> None:
     """users/orgs/members/policy commands succeed, and loading the policy twice adds nothing."""
     assert _run(["migrate"], db_url).returncode == 0
-    created = _run(["users", "create", "--email", "cli@example.test", "--superadmin"], db_url,
-                   stdin="a long password\n")
+    created = _run(
+        ["users", "create", "--email", "cli@example.test", "--superadmin"], db_url, stdin="a long password\n"
+    )
     assert created.returncode == 0, created.stderr
     assert "superadmin" in created.stdout
     assert _run(["orgs", "create", "--slug", "cli-org", "--name", "CLI Org"], db_url).returncode == 0
@@ -61,7 +74,8 @@ def test_cli_duplicate_and_bad_policy(db_url: str, tmp_path: Path) -> None:
     """A duplicate org is refused; a poisoned policy file is refused with file and line."""
     assert _run(["orgs", "create", "--slug", "dup", "--name", "x"], db_url).returncode == 0
     dup = _run(["orgs", "create", "--slug", "dup", "--name", "x"], db_url)
-    assert dup.returncode == 1 and "already exists" in dup.stderr
+    assert dup.returncode == 1
+    assert "already exists" in dup.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text("p, viewer, *, /a,b, GET\n")
     result = _run(["policy", "load", str(bad)], db_url)

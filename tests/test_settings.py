@@ -41,8 +41,11 @@ def test_file_is_decoded_into_frozen_typed_settings(tmp_path: Path) -> None:
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     """GATEWAY_* variables win over the file, nested keys with a double underscore."""
-    env = {"GATEWAY_PORT": "9100", "GATEWAY_TOKENS__ACCESS_TTL_SECONDS": "60",
-           "GATEWAY_DATABASE_URL": "postgresql+asyncpg://u@h/db"}
+    env = {
+        "GATEWAY_PORT": "9100",
+        "GATEWAY_TOKENS__ACCESS_TTL_SECONDS": "60",
+        "GATEWAY_DATABASE_URL": "postgresql+asyncpg://u@h/db",
+    }
     settings = load_settings(_write(tmp_path, GOOD), environ=env)
     assert (settings.port, settings.tokens.access_ttl_seconds) == (9100, 60)
     assert settings.database_url == "postgresql+asyncpg://u@h/db"
@@ -63,8 +66,10 @@ BAD = [
     ("[[routes]]\nprefix = '/api/'\nupstream = 'http://x'", "routes[0].prefix"),
     ("[[routes]]\nprefix = '/auth'\nupstream = 'http://x'", "routes[0].prefix"),
     ("[[routes]]\nprefix = '/admin/x'\nupstream = 'http://x'", "routes[0].prefix"),
-    ("[[routes]]\nprefix = '/a'\nupstream = 'http://x'\n[[routes]]\nprefix = '/a'\nupstream = 'http://y'",
-     "routes[1].prefix"),
+    (
+        "[[routes]]\nprefix = '/a'\nupstream = 'http://x'\n[[routes]]\nprefix = '/a'\nupstream = 'http://y'",
+        "routes[1].prefix",
+    ),
     ("[[routes]]\nprefix = '/a'\nupstream = 'http://x'\nstrip = true", "strip"),
     ("databse_url = 'x'", "databse_url"),
     ("database_url = 'mysql://x'", "database_url"),

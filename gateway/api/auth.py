@@ -11,17 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import accounts
 from gateway.api.deps import provide_principal
 from gateway.api.schemas import LoginRequest, MembershipView, MeResponse, RefreshRequest, TokenResponse
-from gateway.runtime import Runtime
 from gateway.db.models import Membership, Organization, User
 from gateway.errors import InvalidToken
 from gateway.identity.tokens import Principal
+from gateway.runtime import Runtime
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
 
 def _tokens(pair: accounts.TokenPair) -> Response[TokenResponse]:
-    body = TokenResponse(access_token=pair.access_token, refresh_token=pair.refresh_token,
-                         expires_in=pair.expires_in)
+    body = TokenResponse(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
     return Response(body, status_code=200, headers=NO_STORE)
 
 
@@ -29,20 +28,41 @@ class AuthController(Controller):
     path = "/auth"
 
     @post("/login", status_code=200)
-    async def login(self, data: JSONBody[LoginRequest], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]) -> Response[TokenResponse]:
+    async def login(
+        self,
+        data: JSONBody[LoginRequest],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[TokenResponse]:
         """Exchange email and password for an access JWT and a refresh token."""
-        pair = await accounts.login(db, runtime.hasher, runtime.tokens, runtime.settings.tokens,
-                                    email=data.email, password=data.password)
+        pair = await accounts.login(
+            db,
+            runtime.hasher,
+            runtime.tokens,
+            runtime.settings.tokens,
+            email=data.email,
+            password=data.password,
+        )
         return _tokens(pair)
 
     @post("/refresh", status_code=200)
-    async def refresh(self, data: JSONBody[RefreshRequest], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]) -> Response[TokenResponse]:
+    async def refresh(
+        self,
+        data: JSONBody[RefreshRequest],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[TokenResponse]:
         """Rotate a refresh token: the old one is spent; presenting it again revokes the whole family."""
         pair = await accounts.refresh(db, runtime.tokens, runtime.settings.tokens, token=data.refresh_token)
         return _tokens(pair)
 
     @get("/me", dependencies={"principal": Provide(provide_principal, sync_to_thread=False)})
-    async def me(self, principal: NamedDependency[Principal], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]) -> Response[MeResponse]:
+    async def me(
+        self,
+        principal: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[MeResponse]:
         """The current user and their memberships."""
         user = await db.get(User, principal.user_id)
         if user is None or user.disabled:

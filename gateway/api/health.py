@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from litestar.di import NamedDependency
 from litestar import get
+from litestar.di import NamedDependency
 from sqlalchemy import text
 
-from gateway.runtime import Runtime
 from gateway.errors import ServiceUnavailable
+from gateway.runtime import Runtime
 
 
 @get("/healthz", sync_to_thread=False)

@@ -34,8 +34,7 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def bump_version(session: AsyncSession) -> None:
     """Record, in the caller's transaction, that cached state changed; every gateway process reloads."""
     await session.execute(
-        update(StateVersion).where(StateVersion.id == 1).values(version=StateVersion.version + 1,
-                                                                updated_at=utcnow())
+        update(StateVersion).where(StateVersion.id == 1).values(version=StateVersion.version + 1, updated_at=utcnow())
     )
 
 

@@ -62,9 +62,7 @@ def _new_kid() -> str:
 
 
 def _load_ring(rows: list[SigningKey]) -> KeyRing:
-    private = {
-        row.kid: serialization.load_pem_private_key(row.private_key.encode(), password=None) for row in rows
-    }
+    private = {row.kid: serialization.load_pem_private_key(row.private_key.encode(), password=None) for row in rows}
     keys = {kid: key for kid, key in private.items() if isinstance(key, Ed25519PrivateKey)}
     newest = max(rows, key=lambda row: row.created_at)
     return KeyRing(

@@ -170,8 +170,12 @@ class PolicyEngine:
             loaded_at=time.time(),
             rule_count=len(state.rules),
         )
-        log.info("policy version %d built: %d lines in %.1f ms", state.version, len(state.rules),
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "policy version %d built: %d lines in %.1f ms",
+            state.version,
+            len(state.rules),
+            (time.perf_counter() - started) * 1000,
+        )
         return snapshot
 
     async def reload(self, fetch_version: _VersionFn, fetch_state: _StateFn, *, force: bool = False) -> bool:

@@ -42,8 +42,10 @@ async def read_state(session: AsyncSession) -> PolicyState:
         .where(User.disabled.is_(False))
     )
     rules.extend(Rule("g", ("user:" + user_id, role, slug)) for user_id, slug, role in memberships)
-    orgs = [OrgRef(id=org_id, slug=slug) for org_id, slug in await session.execute(
-        select(Organization.id, Organization.slug))]
+    orgs = [
+        OrgRef(id=org_id, slug=slug)
+        for org_id, slug in await session.execute(select(Organization.id, Organization.slug))
+    ]
     return PolicyState(rules=tuple(rules), orgs=tuple(orgs), version=version)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 from litestar.types import Receive, Send
@@ -109,7 +109,7 @@ async def body_stream(receive: Receive) -> AsyncIterator[bytes]:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone()
-        chunk = message.get("body", b"")
+        chunk = cast(bytes, message.get("body", b""))
         if chunk:
             yield chunk
         if not message.get("more_body", False):
@@ -163,7 +163,7 @@ async def forward(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return upstream.status
-    except (TimeoutError, asyncio.TimeoutError) as exc:
+    except TimeoutError as exc:
         if started:
             raise UpstreamBroke() from exc
         raise GatewayTimeout("the upstream did not answer in time") from exc

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
+from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
 from gateway.errors import PROBLEM_CONTENT_TYPE, BadRequest, GatewayError, render
@@ -20,7 +22,14 @@ from gateway.policy import PolicyEngine
 from gateway.proxy.audit import AuditEvent, emit
 from gateway.proxy.authenticate import authenticate
 from gateway.proxy.enforce import Denied, enforce
-from gateway.proxy.forward import ClientGone, Outgoing, UpstreamBroke, forward, request_has_body, request_headers
+from gateway.proxy.forward import (
+    ClientGone,
+    Outgoing,
+    UpstreamBroke,
+    forward,
+    request_has_body,
+    request_headers,
+)
 from gateway.proxy.match import RouteTable
 from gateway.proxy.paths import canonical_path
 from gateway.proxy.resolve import ORG_HEADER, resolve_org
@@ -38,11 +47,11 @@ class Pipeline:
     http: aiohttp.ClientSession
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             return  # websockets are not proxied yet; Litestar closes the connection
         started = time.perf_counter()
         method: str = scope["method"]
-        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])  # servers hand over a list
         client = scope.get("client")
         event = AuditEvent(method=method, path="", client_ip=client[0] if client else None)
         try:
@@ -67,8 +76,7 @@ class Pipeline:
                     ("x-gateway-org", org.slug),
                     ("x-gateway-roles", ",".join(roles)),
                 )
-            outgoing = Outgoing(identity=identity, client_ip=event.client_ip or "", scheme=scope["scheme"],
-                                host=host)
+            outgoing = Outgoing(identity=identity, client_ip=event.client_ip or "", scheme=scope["scheme"], host=host)
             headers = request_headers(raw_headers, keep_authorization=match.route.public, outgoing=outgoing)
             event.upstream_status = event.status = await forward(  # 5
                 self.http,

@@ -46,7 +46,9 @@ def upgrade() -> None:
         sa.Column("created_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("user_id", "org_id", name="pk_memberships"),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_memberships_user_id_users", ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["org_id"], ["organizations.id"], name="fk_memberships_org_id_organizations", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["org_id"], ["organizations.id"], name="fk_memberships_org_id_organizations", ondelete="CASCADE"
+        ),
     )
     op.create_table(
         "policy_rules",
@@ -54,7 +56,9 @@ def upgrade() -> None:
         sa.Column("ptype", sa.String(8), nullable=False),
         *(sa.Column(f"v{i}", sa.String(255), nullable=False, server_default="") for i in range(6)),
         sa.PrimaryKeyConstraint("id", name="pk_policy_rules"),
-        sa.UniqueConstraint("ptype", "v0", "v1", "v2", "v3", "v4", "v5", name="uq_policy_rules_ptype_v0_v1_v2_v3_v4_v5"),
+        sa.UniqueConstraint(
+            "ptype", "v0", "v1", "v2", "v3", "v4", "v5", name="uq_policy_rules_ptype_v0_v1_v2_v3_v4_v5"
+        ),
     )
     op.create_table(
         "signing_keys",
@@ -91,6 +95,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("state_version", "refresh_tokens", "signing_keys", "policy_rules", "memberships",
-                  "organizations", "users"):
+    for table in (
+        "state_version",
+        "refresh_tokens",
+        "signing_keys",
+        "policy_rules",
+        "memberships",
+        "organizations",
+        "users",
+    ):
         op.drop_table(table)

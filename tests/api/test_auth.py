@@ -23,9 +23,12 @@ async def test_login_returns_tokens(gateway: Gateway) -> None:
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 900
     assert body["refresh_token"].startswith("rt_")
-    assert headers["Cache-Control"] == "no-store" and headers["Pragma"] == "no-cache"
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["Pragma"] == "no-cache"
     header = jwt.get_unverified_header(body["access_token"])
-    assert header["alg"] == "EdDSA" and header["typ"] == "at+jwt" and header["kid"]
+    assert header["alg"] == "EdDSA"
+    assert header["typ"] == "at+jwt"
+    assert header["kid"]
     claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     assert {"iss", "aud", "sub", "exp", "iat", "jti"} <= claims.keys()
     assert claims["sub"] == user_id
@@ -64,7 +67,8 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(gateway: Gateway) ->
             return r.status, await r.json(content_type=None)
 
     status, second = await refresh(first["refresh_token"])
-    assert status == 200 and second["refresh_token"] != first["refresh_token"]
+    assert status == 200
+    assert second["refresh_token"] != first["refresh_token"]
     assert (await refresh(first["refresh_token"]))[0] == 401  # reuse detected
     assert (await refresh(second["refresh_token"]))[0] == 401  # the whole family is revoked
     assert (await refresh("rt_made_up"))[0] == 401
@@ -76,8 +80,7 @@ async def test_concurrent_refresh_succeeds_once(gateway: Gateway) -> None:
     _, _, pair = await _login(gateway, "ann@example.test")
 
     async def refresh() -> int:
-        async with gateway.http.post(gateway.url + "/auth/refresh",
-                                     json={"refresh_token": pair["refresh_token"]}) as r:
+        async with gateway.http.post(gateway.url + "/auth/refresh", json={"refresh_token": pair["refresh_token"]}) as r:
             return r.status
 
     statuses = await asyncio.gather(*(refresh() for _ in range(10)))
@@ -102,10 +105,16 @@ async def test_me_lists_memberships(gateway: Gateway) -> None:
 
 async def test_bad_input_is_a_problem_document_not_a_500(gateway: Gateway) -> None:
     """Malformed JSON, wrong types, missing fields and unknown fields are 400 problem+json."""
-    for raw in (b"{", b'{"email": 1, "password": "x"}', b'{"email": "a@b.c"}', b"[]",
-                b'{"email": "a@b.c", "password": "x", "role": "admin"}'):
-        async with gateway.http.post(gateway.url + "/auth/login", data=raw,
-                                     headers={"content-type": "application/json"}) as r:
+    for raw in (
+        b"{",
+        b'{"email": 1, "password": "x"}',
+        b'{"email": "a@b.c"}',
+        b"[]",
+        b'{"email": "a@b.c", "password": "x", "role": "admin"}',
+    ):
+        async with gateway.http.post(
+            gateway.url + "/auth/login", data=raw, headers={"content-type": "application/json"}
+        ) as r:
             assert r.status == 400, raw
             assert r.headers["Content-Type"].startswith("application/problem+json")
             assert (await r.json(content_type=None))["status"] == 400

@@ -27,8 +27,16 @@ async def test_upgrade_from_empty_matches_models(database_url: str) -> None:
     try:
         async with engine.connect() as connection:
             tables = set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
-            assert {"users", "organizations", "memberships", "policy_rules", "signing_keys",
-                    "refresh_tokens", "state_version", "alembic_version"} <= tables
+            assert {
+                "users",
+                "organizations",
+                "memberships",
+                "policy_rules",
+                "signing_keys",
+                "refresh_tokens",
+                "state_version",
+                "alembic_version",
+            } <= tables
             assert await connection.run_sync(_diff) == []
             version = await connection.scalar(text("SELECT version FROM state_version WHERE id = 1"))
             assert version is not None

@@ -22,8 +22,7 @@ VALID = [
 
 
 @pytest.mark.parametrize(("ptype", "values", "normalised"), VALID)
-def test_valid_lines_are_normalised(ptype: str, values: tuple[str, ...],
-                                    normalised: tuple[str, ...] | None) -> None:
+def test_valid_lines_are_normalised(ptype: str, values: tuple[str, ...], normalised: tuple[str, ...] | None) -> None:
     """Valid lines pass; a `p` line without an effect gets `allow`."""
     assert validate(ptype, values) == Rule(ptype, normalised or values)
 

@@ -46,8 +46,7 @@ ROLE_MATRIX = [
 ]
 
 
-@pytest.mark.parametrize(("role", "method", "expected"), ROLE_MATRIX,
-                         ids=[f"{r}-{m}-{e}" for r, m, e in ROLE_MATRIX])
+@pytest.mark.parametrize(("role", "method", "expected"), ROLE_MATRIX, ids=[f"{r}-{m}-{e}" for r, m, e in ROLE_MATRIX])
 async def test_system_roles_allow_and_deny(gateway: Gateway, role: str, method: str, expected: int) -> None:
     """Each system role gets exactly the methods policies/system.csv grants it, in its own org."""
     tokens = await _acme(gateway)
@@ -116,8 +115,14 @@ async def test_upstream_receives_verified_identity(gateway: Gateway) -> None:
     """The upstream gets X-Gateway-User/Org/Roles and the path, query and body exactly as authorized."""
     tokens = await _acme(gateway)
     user_id = gateway.runtime.tokens.verify(tokens["member"]).user_id
-    status, _, _ = await gateway.call("POST", "/api/orders?limit=5&b=%20x", token=tokens["member"], org="acme",
-                                      data=b'{"n": 1}', headers={"content-type": "application/json"})
+    status, _, _ = await gateway.call(
+        "POST",
+        "/api/orders?limit=5&b=%20x",
+        token=tokens["member"],
+        org="acme",
+        data=b'{"n": 1}',
+        headers={"content-type": "application/json"},
+    )
     assert status == 200
     seen = gateway.upstream.last
     assert seen.method == "POST"
@@ -145,7 +150,8 @@ async def test_client_sent_identity_headers_never_reach_upstream(gateway: Gatewa
     seen = gateway.upstream.last
     values = [v for k, v in seen.headers if k.lower().replace("_", "-").startswith("x-gateway-")]
     assert sorted(values) == sorted([seen.header("X-Gateway-User"), "acme", "viewer"])
-    assert "attacker" not in values and "superadmin" not in values
+    assert "attacker" not in values
+    assert "superadmin" not in values
     # public routes never carry identity either
     status, _, _ = await gateway.call("GET", "/public/x", headers=spoof)
     assert status == 200
@@ -156,9 +162,17 @@ async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Gateway) -> Non
     """Connection, Keep-Alive, TE, Upgrade and headers named in Connection are not forwarded or returned."""
     tokens = await _acme(gateway)
     status, headers, _ = await gateway.call(
-        "GET", "/api/x", token=tokens["viewer"], org="acme",
-        headers={"Connection": "keep-alive, X-Drop-Me", "X-Drop-Me": "1", "TE": "trailers",
-                 "Proxy-Authorization": "Basic eA==", "X-Keep": "yes"},
+        "GET",
+        "/api/x",
+        token=tokens["viewer"],
+        org="acme",
+        headers={
+            "Connection": "keep-alive, X-Drop-Me",
+            "X-Drop-Me": "1",
+            "TE": "trailers",
+            "Proxy-Authorization": "Basic eA==",
+            "X-Keep": "yes",
+        },
     )
     assert status == 200
     names = gateway.upstream.last.names()
@@ -166,24 +180,30 @@ async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Gateway) -> Non
     assert "x-keep" in names
     assert gateway.upstream.last.header("X-Forwarded-For") == "127.0.0.1"
     # the upstream answered with Connection: x-secret-hop and Keep-Alive; neither comes back
-    assert "X-Secret-Hop" not in headers and "Keep-Alive" not in headers
+    assert "X-Secret-Hop" not in headers
+    assert "Keep-Alive" not in headers
     assert headers["X-Upstream"] == "yes"
 
 
 async def test_spoofed_forwarded_headers_are_replaced(gateway: Gateway) -> None:
     """X-Forwarded-For from the client is not trusted: the gateway writes the address it saw."""
     tokens = await _acme(gateway)
-    await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme",
-                       headers={"X-Forwarded-For": "10.9.9.9", "Forwarded": "for=10.9.9.9"})
+    await gateway.call(
+        "GET",
+        "/api/x",
+        token=tokens["viewer"],
+        org="acme",
+        headers={"X-Forwarded-For": "10.9.9.9", "Forwarded": "for=10.9.9.9"},
+    )
     seen = gateway.upstream.last
     assert [v for k, v in seen.headers if k.lower() == "x-forwarded-for"] == ["127.0.0.1"]
     assert seen.header("Forwarded") is None
 
 
-def _forge(claims: dict[str, object], *, key: Ed25519PrivateKey | None = None, kid: str = "x",
-           typ: str = "at+jwt") -> str:
-    return jwt.encode(claims, key or Ed25519PrivateKey.generate(), algorithm="EdDSA",
-                      headers={"kid": kid, "typ": typ})
+def _forge(
+    claims: dict[str, object], *, key: Ed25519PrivateKey | None = None, kid: str = "x", typ: str = "at+jwt"
+) -> str:
+    return jwt.encode(claims, key or Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": kid, "typ": typ})
 
 
 async def test_bad_credentials_are_401_with_bearer_challenge(gateway: Gateway) -> None:
@@ -194,8 +214,14 @@ async def test_bad_credentials_are_401_with_bearer_challenge(gateway: Gateway) -
     key = ring.private_keys[kid]
     settings = gateway.runtime.settings.tokens
     now = int(time.time())
-    good = {"iss": settings.issuer, "aud": settings.audience, "sub": "u", "iat": now, "exp": now + 60,
-            "jti": "j"}
+    good = {
+        "iss": settings.issuer,
+        "aud": settings.audience,
+        "sub": "u",
+        "iat": now,
+        "exp": now + 60,
+        "jti": "j",
+    }
 
     status, headers, body = await gateway.call("GET", "/api/x", org="acme")
     assert status == 401
@@ -219,8 +245,9 @@ async def test_bad_credentials_are_401_with_bearer_challenge(gateway: Gateway) -
         assert status == 401, name
         assert headers["WWW-Authenticate"] == 'Bearer error="invalid_token"', name
         assert json.loads(body)["type"] == "urn:gateway:problem:invalid-token", name
-    status, headers, _ = await gateway.call("GET", "/api/x", org="acme",
-                                            headers={"Authorization": f"Basic {tokens['viewer']}"})
+    status, headers, _ = await gateway.call(
+        "GET", "/api/x", org="acme", headers={"Authorization": f"Basic {tokens['viewer']}"}
+    )
     assert status == 401
     assert gateway.upstream.seen == [], "no rejected request may reach the upstream"
 
@@ -229,7 +256,7 @@ async def test_unknown_route_is_404_and_never_forwarded(gateway: Gateway) -> Non
     """Paths outside every configured prefix (including look-alike prefixes) are 404."""
     tokens = await _acme(gateway)
     for path in ("/nothing", "/apix", "/ap", "/auth/nope", "/admin/x"):
-        status, headers, body = await gateway.call("GET", path, token=tokens["root"], org="acme")
+        status, headers, _body = await gateway.call("GET", path, token=tokens["root"], org="acme")
         assert status == 404, path
         assert headers["Content-Type"].startswith(PROBLEM), path
     assert gateway.upstream.seen == []
@@ -238,7 +265,7 @@ async def test_unknown_route_is_404_and_never_forwarded(gateway: Gateway) -> Non
 async def test_upstream_down_is_502(gateway: Gateway) -> None:
     """A refused upstream connection is 502 problem+json."""
     tokens = await _acme(gateway)
-    status, headers, body = await gateway.call("GET", "/down/x", token=tokens["root"], org="acme")
+    status, _headers, body = await gateway.call("GET", "/down/x", token=tokens["root"], org="acme")
     assert status == 502
     assert json.loads(body)["type"] == "urn:gateway:problem:bad-gateway"
 
@@ -272,7 +299,15 @@ async def test_public_route_needs_no_token(gateway: Gateway) -> None:
 
 @pytest.mark.parametrize(
     "raw_path",
-    ["/api/a%2Fb", "/api/%2e%2e/admin", "/api/a%00b", "/api/a;b=1", "/api/a%zz", "/api/..%5cadmin", "/../api/x"],
+    [
+        "/api/a%2Fb",
+        "/api/%2e%2e/admin",
+        "/api/a%00b",
+        "/api/a;b=1",
+        "/api/a%zz",
+        "/api/..%5cadmin",
+        "/../api/x",
+    ],
 )
 async def test_ambiguous_paths_are_400(gateway: Gateway, raw_path: str) -> None:
     """Paths with no single canonical meaning are refused before any other stage."""
@@ -331,10 +366,12 @@ async def test_every_request_is_audited_without_secrets(gateway: Gateway, caplog
     tokens = await _acme(gateway)
     caplog.set_level(logging.INFO, logger="gateway.audit")
     await gateway.call("GET", "/api/ok", token=tokens["viewer"], org="acme")
-    status, _, body = await gateway.call("DELETE", "/api/no", token=tokens["viewer"], org="acme")
+    _status, _, body = await gateway.call("DELETE", "/api/no", token=tokens["viewer"], org="acme")
     events = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.audit"]
-    assert [(e["method"], e["granted"], e["status"]) for e in events] == [("GET", True, 200),
-                                                                          ("DELETE", False, 403)]
+    assert [(e["method"], e["granted"], e["status"]) for e in events] == [
+        ("GET", True, 200),
+        ("DELETE", False, 403),
+    ]
     assert events[1]["decision_id"] == json.loads(body)["decision_id"]
     assert events[0]["reason"].startswith("matched p, viewer")
     assert all(tokens["viewer"] not in r.getMessage() for r in caplog.records)
