@@ -15,6 +15,7 @@ from gateway.identity.passwords import PasswordHasher
 from gateway.identity.tokens import TokenService, load_or_create_keys
 from gateway.policy import PolicyEngine
 from gateway.policy.store import PolicyStore
+from gateway.proxy.audit import AuditSink
 from gateway.proxy.match import RouteTable
 from gateway.proxy.pipeline import Pipeline
 from gateway.settings import Settings
@@ -35,6 +36,7 @@ class Runtime:
     store: PolicyStore = field(init=False)
     tokens: TokenService = field(init=False)
     http: aiohttp.ClientSession = field(init=False)
+    audit: AuditSink = field(init=False)
     pipeline: Pipeline = field(init=False)
     _watcher: asyncio.Task[None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -60,7 +62,11 @@ class Runtime:
             auto_decompress=False,  # bytes pass through as the upstream sent them
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies into another's request
         )
-        self.pipeline = Pipeline(routes=self.routes, tokens=self.tokens, policy=self.policy, http=self.http)
+        self.audit = AuditSink(self.settings.audit_log)
+        self.audit.start()
+        self.pipeline = Pipeline(
+            routes=self.routes, tokens=self.tokens, policy=self.policy, http=self.http, audit=self.audit
+        )
         self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")
 
     async def stop(self) -> None:
@@ -68,6 +74,7 @@ class Runtime:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        await self.audit.close()
         await self.http.close()
         await self.db.dispose()
 

@@ -105,6 +105,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How often the gateway checks the database for policy/membership changes made elsewhere."""
     log_level: str = "INFO"
     """Root log level."""
+    audit_log: str = "stderr"
+    """Where the per-request audit lines (JSON) go: `stderr`, `stdout`, a file path (appended) or `off`."""
     tokens: Tokens = msgspec.field(default_factory=Tokens)
     upstream: Upstream = msgspec.field(default_factory=Upstream)
     passwords: Passwords = msgspec.field(default_factory=Passwords)

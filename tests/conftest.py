@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
 import secrets
 import socket
@@ -191,6 +192,12 @@ class Gateway:
     runtime: Runtime
     upstream: Upstream
 
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Every audit line written so far."""
+        self.runtime.audit.flush()
+        path = Path(self.runtime.settings.audit_log)
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
     async def user(
         self,
         email: str,
@@ -295,9 +302,9 @@ async def start_gateway(app: Litestar) -> tuple[str, uvicorn.Server, asyncio.Tas
 
 
 @pytest.fixture
-async def gateway(db_url: str, upstream: Upstream) -> AsyncIterator[Gateway]:
+async def gateway(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncIterator[Gateway]:
     """A gateway serving on a real port in front of the recording upstream, system policies loaded."""
-    settings = gateway_settings(db_url, upstream.url)
+    settings = gateway_settings(db_url, upstream.url, audit_log=str(tmp_path / "audit.jsonl"))
     engine = create_engine(db_url)
     async with session_factory(engine)() as session:
         await add_rules(session, parse_files(sorted((ROOT / "policies").glob("*.csv"))))

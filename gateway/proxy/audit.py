@@ -1,12 +1,20 @@
-"""Stage 6, audit: one structured event per proxied request, fixed keys, never a credential."""
+"""Stage 6, audit: one JSON line per proxied request, fixed keys, never a credential.
+
+Events are encoded on the request path and written in batches by a background task (every 0.2 s, or at once
+when 10,000 are waiting), so an audit line costs the request about a microsecond instead of a logging record.
+"""
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import contextlib
+import sys
+from typing import IO
 
 import msgspec
 
-log = logging.getLogger("gateway.audit")
+FLUSH_SECONDS = 0.2
+MAX_BUFFERED = 10_000
 
 
 class AuditEvent(msgspec.Struct, kw_only=True):
@@ -26,9 +34,52 @@ class AuditEvent(msgspec.Struct, kw_only=True):
     client_ip: str | None = None
 
 
-_encoder = msgspec.json.Encoder()
+class AuditSink:
+    """Where audit lines go: `stderr`, `stdout`, a file path (appended), or `off`."""
 
+    def __init__(self, destination: str) -> None:
+        self._owned: IO[bytes] | None = None
+        self._stream: IO[bytes] | None
+        if destination == "off":
+            self._stream = None
+        elif destination == "stderr":
+            self._stream = sys.stderr.buffer
+        elif destination == "stdout":
+            self._stream = sys.stdout.buffer
+        else:
+            self._stream = self._owned = open(destination, "ab")  # noqa: SIM115 - closed in close()
+        self._buffer: list[bytes] = []
+        self._encoder = msgspec.json.Encoder()
+        self._task: asyncio.Task[None] | None = None
 
-def emit(event: AuditEvent) -> None:
-    if log.isEnabledFor(logging.INFO):
-        log.info(_encoder.encode(event).decode())
+    def emit(self, event: AuditEvent) -> None:
+        if self._stream is None:
+            return
+        self._buffer.append(self._encoder.encode(event))
+        if len(self._buffer) >= MAX_BUFFERED:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer or self._stream is None:
+            return
+        lines, self._buffer = self._buffer, []
+        lines.append(b"")
+        self._stream.write(b"\n".join(lines))
+        self._stream.flush()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gateway-audit-flush")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self.flush()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.flush()
+        if self._owned is not None:
+            self._owned.close()

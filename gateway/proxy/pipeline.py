@@ -19,7 +19,7 @@ from litestar.types import Receive, Scope, Send
 from gateway.errors import PROBLEM_CONTENT_TYPE, BadRequest, GatewayError, render
 from gateway.identity.tokens import TokenService
 from gateway.policy import PolicyEngine
-from gateway.proxy.audit import AuditEvent, emit
+from gateway.proxy.audit import AuditEvent, AuditSink
 from gateway.proxy.authenticate import authenticate
 from gateway.proxy.enforce import Denied, enforce
 from gateway.proxy.forward import (
@@ -45,6 +45,7 @@ class Pipeline:
     tokens: TokenService
     policy: PolicyEngine
     http: aiohttp.ClientSession
+    audit: AuditSink
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -102,7 +103,7 @@ class Pipeline:
             log.warning("upstream failed after the response started", extra={"route": event.route})
         finally:
             event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-            emit(event)  # 6
+            self.audit.emit(event)  # 6
 
 
 def _pick_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, str | None]:

@@ -1,0 +1,249 @@
+"""Throughput and latency of the full pipeline (JWT + Casbin + forward) against a bare passthrough.
+
+    python bench/proxy.py [--duration 10] [--connections 32] [--rounds 2]
+
+Starts, each in its own process: a fast upstream, a bare passthrough (the gateway's own aiohttp forwarding and
+header hygiene, no authentication, no enforcement), and the real gateway (`gateway serve`, SQLite, audit log on).
+wrk drives both with the same load in one run, a different path on every request so no cache keyed on the full
+path can help, alternating rounds so machine noise hits both. Prints requests/s, p50 and p99 for each and the
+ratio. Needs `wrk` (Debian package `wrk`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+LUA = """
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/api/items/" .. counter .. "/" .. math.random(1, 1000000000))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- roles run in child processes -----------------------------------------------------------------------------
+
+
+def run_upstream(port: int) -> None:
+    from aiohttp import web
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(body=b'{"ok":true}', content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ok)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def run_passthrough(port: int, upstream: str) -> None:
+    """The same forwarding the gateway does, minus authentication, org resolution, enforcement and audit."""
+    import aiohttp
+    import uvicorn
+
+    from gateway.proxy.forward import Outgoing, forward, request_has_body, request_headers
+    from gateway.proxy.match import RouteTable
+    from gateway.proxy.paths import canonical_path
+    from gateway.settings import Route, Upstream
+
+    routes = RouteTable((Route(prefix="/api", upstream=upstream),), Upstream())
+    state: dict[str, aiohttp.ClientSession] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    state["http"] = aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(limit=256), auto_decompress=False
+                    )
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await state["http"].close()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        match = routes.match(canonical_path(scope["raw_path"]))
+        raw = scope["headers"]
+        outgoing = Outgoing(identity=(), client_ip=scope["client"][0], scheme="http", host=None)
+        await forward(
+            state["http"],
+            match,
+            method=scope["method"],
+            query=scope["query_string"],
+            headers=request_headers(raw, keep_authorization=True, outgoing=outgoing),
+            has_body=request_has_body(raw),
+            receive=receive,
+            send=send,
+        )
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+# -- orchestration --------------------------------------------------------------------------------------------
+
+
+def wait_for(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback URL we built
+                return
+        except OSError as exc:
+            if getattr(exc, "code", None):  # an HTTP error status means the server is up
+                return
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def wrk(url: str, headers: dict[str, str], *, duration: int, connections: int, script: Path) -> dict[str, float]:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script)]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {
+        "rps": rps,
+        "p50": _ms(out, "50%"),
+        "p99": _ms(out, "99%"),
+        "errors": float(non2xx.group(1)) if non2xx else 0.0,
+    }
+
+
+def _ms(out: str, label: str) -> float:
+    value, unit = re.search(rf"{re.escape(label)}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def login(base: str, email: str, password: str) -> str:
+    request = urllib.request.Request(  # noqa: S310 - loopback URL we built
+        base + "/auth/login",
+        data=json.dumps({"email": email, "password": password}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        token: str = json.load(response)["access_token"]
+        return token
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--role", choices=["upstream", "passthrough"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "upstream":
+        return run_upstream(args.port)
+    if args.role == "passthrough":
+        return run_passthrough(args.port, args.upstream)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    up_port, pass_port, gw_port = free_port(), free_port(), free_port()
+    upstream_url = f"http://127.0.0.1:{up_port}"
+    db = f"sqlite+aiosqlite:///{work / 'bench.db'}"
+    (work / "gateway.toml").write_text(
+        f'database_url = "{db}"\nmodel_path = "{ROOT / "model.conf"}"\nlog_level = "INFO"\n'
+        f'[[routes]]\nprefix = "/api"\nupstream = "{upstream_url}"\n'
+    )
+    env = {**os.environ, "GATEWAY_CONFIG": str(work / "gateway.toml")}
+    gateway_cli = [sys.executable, "-m", "gateway.cli"]
+    setup = [
+        ["migrate"],
+        ["orgs", "create", "--slug", "acme", "--name", "Acme"],
+        ["users", "create", "--email", "bench@acme.test"],
+        ["members", "add", "--org", "acme", "--email", "bench@acme.test", "--role", "member"],
+        ["policy", "load"],
+    ]
+    for step in setup:
+        subprocess.run(
+            [*gateway_cli, *step],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            input="bench password 1\n",
+            text=True,
+            capture_output=True,
+        )
+    me = [sys.executable, __file__]
+    log = (work / "gateway.log").open("w")
+    children = [
+        subprocess.Popen([*me, "--role", "upstream", "--port", str(up_port)]),
+        subprocess.Popen([*me, "--role", "passthrough", "--port", str(pass_port), "--upstream", upstream_url]),
+        subprocess.Popen([*gateway_cli, "serve", "--port", str(gw_port)], cwd=ROOT, env=env, stderr=log),
+    ]
+    try:
+        wait_for(upstream_url + "/")
+        wait_for(f"http://127.0.0.1:{pass_port}/api/x")
+        wait_for(f"http://127.0.0.1:{gw_port}/healthz")
+        token = login(f"http://127.0.0.1:{gw_port}", "bench@acme.test", "bench password 1")
+        script = work / "paths.lua"
+        script.write_text(LUA)
+        targets = {
+            "passthrough": (f"http://127.0.0.1:{pass_port}", {}),
+            "gateway": (f"http://127.0.0.1:{gw_port}", {"Authorization": f"Bearer {token}", "X-Org": "acme"}),
+        }
+        for url, headers in targets.values():  # warm-up: connection pools and per-subject caches
+            wrk(url, headers, duration=2, connections=args.connections, script=script)
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, (url, headers) in targets.items():
+                results[name].append(
+                    wrk(url, headers, duration=args.duration, connections=args.connections, script=script)
+                )
+        best = {name: max(runs, key=lambda r: r["rps"]) for name, runs in results.items()}
+        print(f"{'':12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        for name, r in best.items():
+            print(f"{name:12} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>8.0f}")
+        ratio = best["gateway"]["rps"] / best["passthrough"]["rps"]
+        print(
+            f"gateway / passthrough throughput: {ratio:.2f} (target >= 0.75); "
+            f"{args.rounds} alternating rounds of {args.duration}s, {args.connections} connections, best of each"
+        )
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=10)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()
