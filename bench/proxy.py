@@ -126,18 +126,29 @@ def wait_for(url: str, timeout: float = 30) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def wrk(url: str, headers: dict[str, str], *, duration: int, connections: int, script: Path) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(
+    url: str, headers: dict[str, str], *, duration: int, connections: int, script: Path, pid: int
+) -> dict[str, float]:
+    cpu_before = cpu_seconds(pid)
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script)]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {
         "rps": rps,
         "p50": _ms(out, "50%"),
         "p99": _ms(out, "99%"),
         "errors": float(non2xx.group(1)) if non2xx else 0.0,
+        "cpu_us": (cpu_seconds(pid) - cpu_before) / total * 1e6,
     }
 
 
@@ -215,25 +226,33 @@ def main() -> None:
         script = work / "paths.lua"
         script.write_text(LUA)
         targets = {
-            "passthrough": (f"http://127.0.0.1:{pass_port}", {}),
-            "gateway": (f"http://127.0.0.1:{gw_port}", {"Authorization": f"Bearer {token}", "X-Org": "acme"}),
+            "passthrough": (f"http://127.0.0.1:{pass_port}", {}, children[1].pid),
+            "gateway": (
+                f"http://127.0.0.1:{gw_port}",
+                {"Authorization": f"Bearer {token}", "X-Org": "acme"},
+                children[2].pid,
+            ),
         }
-        for url, headers in targets.values():  # warm-up: connection pools and per-subject caches
-            wrk(url, headers, duration=2, connections=args.connections, script=script)
+        for url, headers, pid in targets.values():  # warm-up: connection pools and per-subject caches
+            wrk(url, headers, duration=2, connections=args.connections, script=script, pid=pid)
         results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         for _ in range(args.rounds):
-            for name, (url, headers) in targets.items():
-                results[name].append(
-                    wrk(url, headers, duration=args.duration, connections=args.connections, script=script)
-                )
+            for name, (url, headers, pid) in targets.items():
+                run = wrk(url, headers, duration=args.duration, connections=args.connections, script=script, pid=pid)
+                results[name].append(run)
         best = {name: max(runs, key=lambda r: r["rps"]) for name, runs in results.items()}
-        print(f"{'':12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        print(f"{'':12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11}")
         for name, r in best.items():
-            print(f"{name:12} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>8.0f}")
+            print(
+                f"{name:12} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>8.0f}"
+                f" {r['cpu_us']:>11.0f}"
+            )
         ratio = best["gateway"]["rps"] / best["passthrough"]["rps"]
+        cpu_ratio = best["passthrough"]["cpu_us"] / best["gateway"]["cpu_us"]
+        print(f"gateway / passthrough throughput: {ratio:.2f} (target >= 0.75); by CPU per request: {cpu_ratio:.2f}")
         print(
-            f"gateway / passthrough throughput: {ratio:.2f} (target >= 0.75); "
-            f"{args.rounds} alternating rounds of {args.duration}s, {args.connections} connections, best of each"
+            f"{args.rounds} alternating rounds of {args.duration}s, {args.connections} connections, best of each; "
+            f"the proxies share {os.cpu_count()} cores with the upstream and wrk"
         )
     finally:
         for child in children:
