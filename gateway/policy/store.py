@@ -34,7 +34,12 @@ async def read_state(session: AsyncSession) -> PolicyState:
     """One consistent read of rules, memberships and orgs (the version is read first: a concurrent write
     makes the next poll reload again rather than hide a change)."""
     version = await read_version(session)
-    rules = [_row_rule(row) for row in (await session.scalars(select(PolicyRule).order_by(PolicyRule.id)))]
+    disabled = {"user:" + user_id for user_id in await session.scalars(select(User.id).where(User.disabled))}
+    rules = [
+        rule
+        for rule in (_row_rule(row) for row in await session.scalars(select(PolicyRule).order_by(PolicyRule.id)))
+        if rule.values[0] not in disabled  # a disabled user keeps no grant, not even a global one
+    ]
     memberships = await session.execute(
         select(Membership.user_id, Organization.slug, Membership.role)
         .join(Organization, Organization.id == Membership.org_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -381,3 +382,65 @@ async def test_every_request_is_audited_without_secrets(gateway: Gateway) -> Non
     raw = Path(gateway.runtime.settings.audit_log).read_text()
     assert tokens["viewer"] not in raw
     assert "garbage" not in raw
+
+
+async def test_steady_state_makes_no_database_query(gateway: Gateway) -> None:
+    """Proxied requests are served from memory: the only statements are the background version poll."""
+    from sqlalchemy import event
+
+    tokens = await _acme(gateway)
+    await gateway.call("GET", "/api/warm", token=tokens["viewer"], org="acme")
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    engine = gateway.runtime.db.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for index in range(30):
+            status, _, _ = await gateway.call("GET", f"/api/items/{index}", token=tokens["viewer"], org="acme")
+            assert status == 200
+            status, _, _ = await gateway.call("DELETE", f"/api/items/{index}", token=tokens["viewer"], org="acme")
+            assert status == 403
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert all("state_version" in statement for statement in statements), statements
+
+
+async def test_disabled_user_loses_every_grant(gateway: Gateway) -> None:
+    """Disabling a user drops their memberships and global roles from the policy on the next reload."""
+    from sqlalchemy import update
+
+    from gateway.db.engine import bump_version
+    from gateway.db.models import User
+
+    tokens = await _acme(gateway)
+    assert (await gateway.call("GET", "/api/x", token=tokens["root"], org="acme"))[0] == 200
+    async with gateway.runtime.sessions() as session:
+        await session.execute(
+            update(User).where(User.email.in_(["root@platform.test", "viewer@acme.test"])).values(disabled=True)
+        )
+        await bump_version(session)
+        await session.commit()
+    await gateway.runtime.refresh()
+    assert (await gateway.call("GET", "/api/x", token=tokens["root"], org="acme"))[0] == 403
+    assert (await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme"))[0] == 403
+    assert (await gateway.call("GET", "/api/x", token=tokens["member"], org="acme"))[0] == 200
+
+
+async def test_changes_made_elsewhere_arrive_by_polling(gateway: Gateway) -> None:
+    """A membership written by another process (no explicit refresh here) is enforced within a poll or two."""
+    tokens = await _acme(gateway)
+    assert (await gateway.call("DELETE", "/api/x", token=tokens["member"], org="acme"))[0] == 403
+    from gateway import accounts
+
+    async with gateway.runtime.sessions() as session:  # as the CLI would: write, bump, commit; no refresh
+        await accounts.add_member(session, org_slug="acme", email="member@acme.test", role="admin")
+        await session.commit()
+    for _ in range(50):
+        if (await gateway.call("DELETE", "/api/x", token=tokens["member"], org="acme"))[0] == 200:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the change never reached the running gateway")
