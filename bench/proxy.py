@@ -29,9 +29,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 LUA = """
 local counter = 0
+local prefix = ""
+init = function(args)
+  prefix = args[1] or ""
+end
 request = function()
   counter = counter + 1
-  return wrk.format("GET", "/api/items/" .. counter .. "/" .. math.random(1, 1000000000))
+  return wrk.format("GET", prefix .. "/api/items/" .. counter .. "/" .. math.random(1, 1000000000))
 end
 """
 
@@ -133,13 +137,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(
-    url: str, headers: dict[str, str], *, duration: int, connections: int, script: Path, pid: int
+    url: str, prefix: str, headers: dict[str, str], *, duration: int, connections: int, script: Path, pid: int
 ) -> dict[str, float]:
+    """Drive `url` with paths `<prefix>/api/items/<n>/<random>`; return req/s, latency and CPU per request."""
     cpu_before = cpu_seconds(pid)
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script)]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*args, url, "--", prefix], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -191,6 +196,7 @@ def main() -> None:
     (work / "gateway.toml").write_text(
         f'database_url = "{db}"\nmodel_path = "{ROOT / "model.conf"}"\nlog_level = "INFO"\n'
         f'[[routes]]\nprefix = "/api"\nupstream = "{upstream_url}"\n'
+        f'[[routes]]\nprefix = "/open"\nupstream = "{upstream_url}"\npublic = true\nstrip_prefix = true\n'
     )
     env = {**os.environ, "GATEWAY_CONFIG": str(work / "gateway.toml")}
     gateway_cli = [sys.executable, "-m", "gateway.cli"]
@@ -225,26 +231,28 @@ def main() -> None:
         token = login(f"http://127.0.0.1:{gw_port}", "bench@acme.test", "bench password 1")
         script = work / "paths.lua"
         script.write_text(LUA)
-        targets = {
-            "passthrough": (f"http://127.0.0.1:{pass_port}", {}, children[1].pid),
+        targets = {  # name: (base URL, path prefix, headers, pid of the process doing the work)
+            "passthrough": (f"http://127.0.0.1:{pass_port}", "", {}, children[1].pid),
+            "gateway-public": (f"http://127.0.0.1:{gw_port}", "/open", {}, children[2].pid),
             "gateway": (
                 f"http://127.0.0.1:{gw_port}",
+                "",
                 {"Authorization": f"Bearer {token}", "X-Org": "acme"},
                 children[2].pid,
             ),
         }
-        for url, headers, pid in targets.values():  # warm-up: connection pools and per-subject caches
-            wrk(url, headers, duration=2, connections=args.connections, script=script, pid=pid)
+        load = {"duration": args.duration, "connections": args.connections, "script": script}
+        for url, prefix, headers, pid in targets.values():  # warm-up: connection pools, per-subject caches
+            wrk(url, prefix, headers, **{**load, "duration": 2}, pid=pid)  # type: ignore[arg-type]
         results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         for _ in range(args.rounds):
-            for name, (url, headers, pid) in targets.items():
-                run = wrk(url, headers, duration=args.duration, connections=args.connections, script=script, pid=pid)
-                results[name].append(run)
+            for name, (url, prefix, headers, pid) in targets.items():
+                results[name].append(wrk(url, prefix, headers, **load, pid=pid))  # type: ignore[arg-type]
         best = {name: max(runs, key=lambda r: r["rps"]) for name, runs in results.items()}
-        print(f"{'':12} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11}")
+        print(f"{'':14} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11}")
         for name, r in best.items():
             print(
-                f"{name:12} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>8.0f}"
+                f"{name:14} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>8.0f}"
                 f" {r['cpu_us']:>11.0f}"
             )
         ratio = best["gateway"]["rps"] / best["passthrough"]["rps"]

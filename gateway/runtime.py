@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from dataclasses import dataclass, field
 
@@ -68,6 +69,10 @@ class Runtime:
             routes=self.routes, tokens=self.tokens, policy=self.policy, http=self.http, audit=self.audit
         )
         self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")
+        # Everything built so far lives as long as the process. Freezing it keeps the collector's full passes
+        # from rescanning the framework, ORM and casbin objects (bench/proxy.py: gateway p99 82 ms -> 28 ms).
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         if self._watcher is not None:
