@@ -61,10 +61,16 @@ def run_upstream(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-def run_passthrough(port: int, upstream: str) -> None:
-    """The same forwarding the gateway does, minus authentication, org resolution, enforcement and audit."""
+def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
+    """The same forwarding the gateway does, minus authentication, org resolution, enforcement and audit.
+
+    With `mounted`, the same ASGI callable is mounted at `/` in an otherwise empty Litestar app, exactly as the
+    gateway mounts its pipeline: the difference between the two is the framework's cost per request.
+    """
     import aiohttp
     import uvicorn
+    from litestar import Litestar, asgi
+    from litestar.types import Receive, Scope, Send
 
     from gateway.proxy.forward import Outgoing, forward, request_has_body, request_headers
     from gateway.proxy.match import RouteTable
@@ -74,7 +80,7 @@ def run_passthrough(port: int, upstream: str) -> None:
     routes = RouteTable((Route(prefix="/api", upstream=upstream),), Upstream())
     state: dict[str, aiohttp.ClientSession] = {}
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -101,8 +107,19 @@ def run_passthrough(port: int, upstream: str) -> None:
             send=send,
         )
 
+    served: Any = app
+    if mounted:
+        mount = asgi("/", is_mount=True, copy_scope=False)(app)
+
+        async def open_pool() -> None:
+            state["http"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256), auto_decompress=False)
+
+        async def close_pool() -> None:
+            await state["http"].close()
+
+        served = Litestar([mount], on_startup=[open_pool], on_shutdown=[close_pool], logging_config=None)
     uvicorn.run(
-        app,
+        served,
         host="127.0.0.1",
         port=port,
         loop="uvloop",
@@ -178,19 +195,19 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--role", choices=["upstream", "passthrough"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["upstream", "passthrough", "mounted"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "upstream":
         return run_upstream(args.port)
-    if args.role == "passthrough":
-        return run_passthrough(args.port, args.upstream)
+    if args.role in ("passthrough", "mounted"):
+        return run_passthrough(args.port, args.upstream, mounted=args.role == "mounted")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
 
     work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
-    up_port, pass_port, gw_port = free_port(), free_port(), free_port()
+    up_port, pass_port, mount_port, gw_port = free_port(), free_port(), free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{up_port}"
     db = f"sqlite+aiosqlite:///{work / 'bench.db'}"
     (work / "gateway.toml").write_text(
@@ -223,16 +240,19 @@ def main() -> None:
         subprocess.Popen([*me, "--role", "upstream", "--port", str(up_port)]),
         subprocess.Popen([*me, "--role", "passthrough", "--port", str(pass_port), "--upstream", upstream_url]),
         subprocess.Popen([*gateway_cli, "serve", "--port", str(gw_port)], cwd=ROOT, env=env, stderr=log),
+        subprocess.Popen([*me, "--role", "mounted", "--port", str(mount_port), "--upstream", upstream_url]),
     ]
     try:
         wait_for(upstream_url + "/")
         wait_for(f"http://127.0.0.1:{pass_port}/api/x")
+        wait_for(f"http://127.0.0.1:{mount_port}/api/x")
         wait_for(f"http://127.0.0.1:{gw_port}/healthz")
         token = login(f"http://127.0.0.1:{gw_port}", "bench@acme.test", "bench password 1")
         script = work / "paths.lua"
         script.write_text(LUA)
         targets = {  # name: (base URL, path prefix, headers, pid of the process doing the work)
             "passthrough": (f"http://127.0.0.1:{pass_port}", "", {}, children[1].pid),
+            "pass-mounted": (f"http://127.0.0.1:{mount_port}", "", {}, children[3].pid),
             "gateway-public": (f"http://127.0.0.1:{gw_port}", "/open", {}, children[2].pid),
             "gateway": (
                 f"http://127.0.0.1:{gw_port}",
