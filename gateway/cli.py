@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, migrate, users, orgs, members, policy load, demo. Same services as the API."""
+"""The `gateway` command: serve, migrate, users, orgs, members, policy, demo. Same services as the API."""
 
 from __future__ import annotations
 
@@ -7,47 +7,17 @@ import asyncio
 import getpass
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import Sequence
 
-from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import accounts
-from gateway.db.engine import create_engine, session_factory
+from gateway import accounts, cli_policy
+from gateway.cli_common import CommandError, in_transaction, settings_of
 from gateway.errors import GatewayError
 from gateway.identity.passwords import PasswordHasher
-from gateway.policy.rules import PolicyError, parse_files
-from gateway.policy.store import add_rules
-from gateway.settings import ConfigError, Settings, load_settings
-
-T = TypeVar("T")
-
-
-class CommandError(Exception):
-    """A CLI failure with a message for the operator; exit code 1."""
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
-
-
-async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            result = await work(session)
-            await session.commit()
-            return result
-    except (OperationalError, ProgrammingError) as exc:
-        if "no such table" in str(exc) or "does not exist" in str(exc):
-            raise CommandError("the database has no schema yet: run `gateway migrate` first") from exc
-        raise CommandError(f"database error: {exc.orig}") from exc
-    except (DBAPIError, OSError) as exc:
-        raise CommandError(f"cannot reach the database: {exc}") from exc
-    finally:
-        await engine.dispose()
+from gateway.policy.rules import PolicyError
+from gateway.settings import ConfigError
 
 
 def _read_password(prompt: str = "Password: ") -> str:
@@ -62,17 +32,13 @@ def _read_password(prompt: str = "Password: ") -> str:
     return line.removesuffix("\n").removesuffix("\r")
 
 
-def default_policy_files() -> list[Path]:
-    return sorted(Path("policies").glob("*.csv"))
-
-
 # -- commands -------------------------------------------------------------------------------------------------
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
     from gateway.db.migrate import upgrade
 
-    settings = _settings(args)
+    settings = settings_of(args)
     try:
         upgrade(settings.database_url)
     except (OperationalError, DBAPIError, OSError) as exc:
@@ -81,7 +47,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
 
 
 def cmd_users_create(args: argparse.Namespace) -> None:
-    settings = _settings(args)
+    settings = settings_of(args)
     password = _read_password()
     hasher = PasswordHasher(settings.passwords)
 
@@ -91,7 +57,7 @@ def cmd_users_create(args: argparse.Namespace) -> None:
             await accounts.grant_superadmin(session, user)
         return user.id
 
-    user_id = asyncio.run(_in_transaction(settings, work))
+    user_id = asyncio.run(in_transaction(settings, work))
     print(f"created user {user_id}{' (superadmin)' if args.superadmin else ''}")
 
 
@@ -99,7 +65,7 @@ def cmd_orgs_create(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> str:
         return (await accounts.create_org(session, slug=args.slug, name=args.name)).id
 
-    org_id = asyncio.run(_in_transaction(_settings(args), work))
+    org_id = asyncio.run(in_transaction(settings_of(args), work))
     print(f"created organization {args.slug} ({org_id})")
 
 
@@ -107,30 +73,14 @@ def cmd_members_add(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> None:
         await accounts.add_member(session, org_slug=args.org, email=args.email, role=args.role)
 
-    asyncio.run(_in_transaction(_settings(args), work))
+    asyncio.run(in_transaction(settings_of(args), work))
     print(f"{args.email} is {args.role} in {args.org}")
-
-
-def cmd_policy_load(args: argparse.Namespace) -> None:
-    files = [Path(name) for name in args.files] or default_policy_files()
-    if not files:
-        raise CommandError("no policy files given and none found in policies/")
-    missing = [str(path) for path in files if not path.is_file()]
-    if missing:
-        raise CommandError(f"not found: {', '.join(missing)}")
-    rules = parse_files(files)
-
-    async def work(session: AsyncSession) -> int:
-        return await add_rules(session, rules)
-
-    added = asyncio.run(_in_transaction(_settings(args), work))
-    print(f"{len(rules)} lines read from {len(files)} file(s); {added} added, {len(rules) - added} already present")
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from gateway.serve import serve
 
-    settings = _settings(args)
+    settings = settings_of(args)
     serve(settings, host=args.host or settings.host, port=args.port or settings.port)
 
 
@@ -177,10 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--role", required=True)
     add.set_defaults(func=cmd_members_add)
 
-    policy = commands.add_parser("policy", help="policy files").add_subparsers(dest="action", required=True)
-    load = policy.add_parser("load", parents=[config], help="add policy lines from CSV files (idempotent)")
-    load.add_argument("files", nargs="*", help="CSV files (default: policies/*.csv)")
-    load.set_defaults(func=cmd_policy_load)
+    cli_policy.register(commands, config)
 
     demo = commands.add_parser("demo", help="run a self-contained demo on SQLite with a demo upstream")
     demo.add_argument("--port", type=int, default=8080)

@@ -8,6 +8,8 @@ import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,3 +319,26 @@ async def gateway(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncItera
         yield Gateway(url=url, http=http, runtime=runtime, upstream=upstream)
     server.should_exit = True
     await task
+
+
+def run_cli(args: list[str], db_url: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `gateway ARGS` in the repository root against `db_url`, with cheap Argon2."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    environ.update(
+        {
+            "GATEWAY_DATABASE_URL": db_url,
+            "GATEWAY_PASSWORDS__MEMORY_KIB": "1024",
+            "GATEWAY_PASSWORDS__TIME_COST": "1",
+            **env,
+        }
+    )
+    return subprocess.run(  # noqa: S603 - our own CLI with fixed arguments
+        [sys.executable, "-m", "gateway.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=environ,
+        timeout=60,
+        check=False,
+    )

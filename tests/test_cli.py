@@ -2,52 +2,27 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(args: list[str], db_url: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    environ.update(
-        {
-            "GATEWAY_DATABASE_URL": db_url,
-            "GATEWAY_PASSWORDS__MEMORY_KIB": "1024",
-            "GATEWAY_PASSWORDS__TIME_COST": "1",
-            **env,
-        }
-    )
-    return subprocess.run(  # noqa: S603 - our own CLI with fixed arguments
-        [sys.executable, "-m", "gateway.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=environ,
-        timeout=60,
-        check=False,
-    )
+from tests.conftest import run_cli
 
 
 def test_cli_creates_users_orgs_members_and_loads_policy(db_url: str) -> None:
     """users/orgs/members/policy commands succeed, and loading the policy twice adds nothing."""
-    assert _run(["migrate"], db_url).returncode == 0
-    created = _run(
+    assert run_cli(["migrate"], db_url).returncode == 0
+    created = run_cli(
         ["users", "create", "--email", "cli@example.test", "--superadmin"], db_url, stdin="a long password\n"
     )
     assert created.returncode == 0, created.stderr
     assert "superadmin" in created.stdout
-    assert _run(["orgs", "create", "--slug", "cli-org", "--name", "CLI Org"], db_url).returncode == 0
-    added = _run(["members", "add", "--org", "cli-org", "--email", "cli@example.test", "--role", "admin"], db_url)
+    assert run_cli(["orgs", "create", "--slug", "cli-org", "--name", "CLI Org"], db_url).returncode == 0
+    added = run_cli(["members", "add", "--org", "cli-org", "--email", "cli@example.test", "--role", "admin"], db_url)
     assert added.returncode == 0, added.stderr
-    first = _run(["policy", "load"], db_url)
+    first = run_cli(["policy", "load"], db_url)
     assert first.returncode == 0, first.stderr
-    second = _run(["policy", "load"], db_url)
+    second = run_cli(["policy", "load"], db_url)
     assert second.returncode == 0
     assert " 0 added" in second.stdout, second.stdout
 
@@ -64,7 +39,7 @@ def test_cli_creates_users_orgs_members_and_loads_policy(db_url: str) -> None:
 )
 def test_cli_errors_are_clear(db_url: str, args: list[str], stdin: str, code: int, message: str) -> None:
     """Invalid input gives a one-line error naming the problem and a non-zero exit code, no traceback."""
-    result = _run(args, db_url, stdin=stdin)
+    result = run_cli(args, db_url, stdin=stdin)
     assert result.returncode == code
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -72,13 +47,13 @@ def test_cli_errors_are_clear(db_url: str, args: list[str], stdin: str, code: in
 
 def test_cli_duplicate_and_bad_policy(db_url: str, tmp_path: Path) -> None:
     """A duplicate org is refused; a poisoned policy file is refused with file and line."""
-    assert _run(["orgs", "create", "--slug", "dup", "--name", "x"], db_url).returncode == 0
-    dup = _run(["orgs", "create", "--slug", "dup", "--name", "x"], db_url)
+    assert run_cli(["orgs", "create", "--slug", "dup", "--name", "x"], db_url).returncode == 0
+    dup = run_cli(["orgs", "create", "--slug", "dup", "--name", "x"], db_url)
     assert dup.returncode == 1
     assert "already exists" in dup.stderr
     bad = tmp_path / "bad.csv"
     bad.write_text("p, viewer, *, /a,b, GET\n")
-    result = _run(["policy", "load", str(bad)], db_url)
+    result = run_cli(["policy", "load", str(bad)], db_url)
     assert result.returncode == 1
     assert "bad.csv:1" in result.stderr
 
@@ -87,13 +62,13 @@ def test_cli_bad_config_exits_2(db_url: str, tmp_path: Path) -> None:
     """A broken config file stops the command with exit code 2 and the key's name."""
     config = tmp_path / "gateway.toml"
     config.write_text("port = 'x'\n")
-    result = _run(["migrate", "--config", str(config)], db_url)
+    result = run_cli(["migrate", "--config", str(config)], db_url)
     assert result.returncode == 2
     assert "port" in result.stderr
 
 
 def test_cli_unmigrated_database_says_so(tmp_path: Path) -> None:
     """Commands on an empty database tell the operator to run `gateway migrate`."""
-    result = _run(["orgs", "create", "--slug", "x", "--name", "x"], f"sqlite+aiosqlite:///{tmp_path}/empty.db")
+    result = run_cli(["orgs", "create", "--slug", "x", "--name", "x"], f"sqlite+aiosqlite:///{tmp_path}/empty.db")
     assert result.returncode == 1
     assert "gateway migrate" in result.stderr

@@ -145,3 +145,19 @@ class StateVersion(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditRecord(Base):
+    """A change to configuration (policy sync now; the admin API later), written in the change's transaction."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    """Who: `user:<id>`, or `cli:<os user>` for the command line."""
+    action: Mapped[str] = mapped_column(String(64))
+    org: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    target: Mapped[str] = mapped_column(String(255), default="")
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    """JSON: what changed (before/after, lines added and removed)."""

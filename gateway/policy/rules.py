@@ -108,20 +108,27 @@ def validate(ptype: str, values: tuple[str, ...]) -> Rule:
     raise PolicyError(f"ptype {ptype!r}: must be 'p' or 'g'")
 
 
+def parse_line(raw: str) -> Rule | None:
+    """One line of Casbin CSV: a Rule, None for a blank or `#` comment line, or PolicyError."""
+    line = raw.strip()
+    if not line or line.startswith("#"):
+        return None
+    if "#" in line:
+        raise PolicyError("inline comments are not allowed (Casbin keeps them as data)")
+    ptype, *values = (token.strip() for token in line.split(","))
+    return validate(ptype, tuple(values))
+
+
 def parse_text(text: str, source: str = "<policy>") -> list[Rule]:
     """Parse Casbin CSV; whole-line `#` comments and blank lines are skipped; errors name file and line."""
     rules: list[Rule] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if "#" in line:
-            raise PolicyError(f"{source}:{number}: inline comments are not allowed (Casbin keeps them as data)")
-        ptype, *values = (token.strip() for token in line.split(","))
         try:
-            rules.append(validate(ptype, tuple(values)))
+            rule = parse_line(raw)
         except PolicyError as exc:
             raise PolicyError(f"{source}:{number}: {exc}") from None
+        if rule is not None:
+            rules.append(rule)
     return rules
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -67,6 +67,39 @@ async def add_rules(session: AsyncSession, rules: Iterable[Rule]) -> int:
     if added:
         await bump_version(session)
     return added
+
+
+def is_grant(rule: Rule) -> bool:
+    """A `g` line binding a user (e.g. a superadmin grant): owned by the management side, not by policy files."""
+    return rule.ptype == "g" and rule.values[0].startswith("user:")
+
+
+async def stored_rules(session: AsyncSession) -> list[Rule]:
+    """The lines in `policy_rules`, in insertion order (memberships are not among them)."""
+    return [_row_rule(row) for row in await session.scalars(select(PolicyRule).order_by(PolicyRule.id))]
+
+
+def diff_rules(files: list[Rule], stored: list[Rule], *, include_grants: bool) -> tuple[list[Rule], list[Rule]]:
+    """(lines to add, lines to remove) to make the store equal the files. User grants are never removed
+    unless `include_grants`."""
+    in_files, in_store = set(files), set(stored)
+    added = list(dict.fromkeys(rule for rule in files if rule not in in_store))
+    removed = [rule for rule in stored if rule not in in_files and (include_grants or not is_grant(rule))]
+    return added, removed
+
+
+async def remove_rules(session: AsyncSession, rules: Iterable[Rule]) -> int:
+    """Delete exactly these lines (each matched on every column), in the caller's transaction."""
+    removed = 0
+    for rule in rules:
+        columns = _columns(rule)
+        result = await session.execute(
+            delete(PolicyRule).where(*(getattr(PolicyRule, name) == value for name, value in columns.items()))
+        )
+        removed += result.rowcount or 0  # type: ignore[attr-defined]
+    if removed:
+        await bump_version(session)
+    return removed
 
 
 class PolicyStore:

@@ -1,0 +1,40 @@
+"""Shared pieces of the command line: the error type, settings from --config, one transaction per command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db.engine import create_engine, session_factory
+from gateway.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """A CLI failure with a message for the operator; exit code 1."""
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+async def in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            result = await work(session)
+            await session.commit()
+            return result
+    except (OperationalError, ProgrammingError) as exc:
+        if "no such table" in str(exc) or "does not exist" in str(exc):
+            raise CommandError("the database has no schema yet: run `gateway migrate` first") from exc
+        raise CommandError(f"database error: {exc.orig}") from exc
+    except (DBAPIError, OSError) as exc:
+        raise CommandError(f"cannot reach the database: {exc}") from exc
+    finally:
+        await engine.dispose()
