@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -14,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.db.engine import create_engine, session_factory
 from gateway.identity.passwords import PasswordHasher
 from gateway.identity.tokens import TokenService, load_or_create_keys
-from gateway.policy import PolicyEngine
+from gateway.policy import PolicyEngine, PolicyState
+from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore
 from gateway.proxy.audit import AuditSink
 from gateway.proxy.match import RouteTable
@@ -39,6 +41,7 @@ class Runtime:
     http: aiohttp.ClientSession = field(init=False)
     audit: AuditSink = field(init=False)
     pipeline: Pipeline = field(init=False)
+    files: PolicyFiles | None = None
     _watcher: asyncio.Task[None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -50,6 +53,7 @@ class Runtime:
             routes=RouteTable(settings.routes, settings.upstream),
             policy=PolicyEngine(settings.model_path),
             hasher=PasswordHasher(settings.passwords),
+            files=PolicyFiles(Path(settings.model_path), Path(settings.policy_dir)) if settings.watch_files else None,
         )
 
     async def start(self) -> None:
@@ -57,7 +61,7 @@ class Runtime:
         self.sessions = session_factory(self.db)
         self.store = PolicyStore(self.sessions)
         self.tokens = TokenService(self.settings.tokens, await load_or_create_keys(self.sessions))
-        await self.policy.reload(self.store.version, self.store.state, force=True)
+        await self.policy.reload(self.store.version, self._state, force=True)
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.settings.upstream.pool_size, ttl_dns_cache=60),
             auto_decompress=False,  # bytes pass through as the upstream sent them
@@ -85,8 +89,19 @@ class Runtime:
 
     async def refresh(self) -> None:
         """Reload now if anything changed (called after this process writes); never on the request path."""
-        if await self.policy.reload(self.store.version, self.store.state):
+        files_changed = self.files is not None and self.files.changed()
+        if await self.policy.reload(self.store.version, self._state, force=files_changed):
             self.tokens.replace_ring(await load_or_create_keys(self.sessions))
+
+    async def _state(self) -> PolicyState:
+        """The database's lines, plus the watched files' lines and model when file watching is on."""
+        state = await self.store.state()
+        if self.files is None:
+            return state
+        model_text, file_rules = await asyncio.to_thread(self.files.load)
+        return PolicyState(
+            rules=state.rules + file_rules, orgs=state.orgs, version=state.version, model_text=model_text
+        )
 
     async def _watch(self) -> None:
         """Poll the state version so changes made by other processes (CLI, replicas) arrive within a poll."""

@@ -102,7 +102,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     model_path: str = "model.conf"
     """The Casbin model file."""
     policy_poll_seconds: float = 1.0
-    """How often the gateway checks the database for policy/membership changes made elsewhere."""
+    """How often the gateway checks the database (and watched files) for changes made elsewhere."""
+    watch_files: bool = False
+    """Also serve the lines of `policy_dir/*.csv` and reload them, and `model_path`, when they change.
+    A reload lints first: an edit with an error is refused, logged, and the previous policy keeps serving."""
+    policy_dir: str = "policies"
+    """The directory of policy CSV files (for `watch_files`)."""
     log_level: str = "INFO"
     """Root log level."""
     audit_log: str = "stderr"

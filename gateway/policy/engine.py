@@ -54,6 +54,8 @@ class PolicyState:
     rules: tuple[Rule, ...]
     orgs: tuple[OrgRef, ...] = ()
     version: int = 0
+    model_text: str | None = None
+    """A new model to switch to (file watching); None keeps the current one."""
 
 
 _VersionFn = Callable[[], Awaitable[int]]
@@ -71,18 +73,20 @@ class _Snapshot:
     compiled: CompiledPolicy | None
 
 
-def build_enforcer(model_path: str | Path, rules: Iterable[Rule]) -> casbin.Enforcer:
-    """A casbin Enforcer over `model_path` holding exactly `rules`; `g` domains match `*` as a wildcard."""
-    enforcer = casbin.Enforcer(str(model_path))
+def build_enforcer(model: str | Path, rules: Iterable[Rule]) -> casbin.Enforcer:
+    """A casbin Enforcer for `model` (a file path, or the model text itself) holding exactly `rules`;
+    `g` domains match `*` as a wildcard."""
+    text = model.read_text(encoding="utf-8") if isinstance(model, Path) else model
+    enforcer = casbin.Enforcer(casbin.Enforcer.new_model(text=text))
     # Without this, `g, root, superadmin, *` names a literal domain "*" and never applies (casbin.md §2.3).
     enforcer.add_named_domain_matching_func("g", key_match)
     p_rules = [list(rule.values) for rule in rules if rule.ptype == "p"]
     g_rules = [list(rule.values) for rule in rules if rule.ptype == "g"]
-    model = enforcer.get_model()
+    loaded = enforcer.get_model()
     if p_rules:
-        model.add_policies("p", "p", p_rules)
+        loaded.add_policies("p", "p", p_rules)
     if g_rules:
-        model.add_policies("g", "g", g_rules)
+        loaded.add_policies("g", "g", g_rules)
     enforcer.build_role_links()
     return enforcer
 
@@ -112,11 +116,13 @@ class PolicyEngine:
     """Decisions for (subject, org, path, method); the only object the rest of the gateway asks."""
 
     def __init__(self, model_path: str | Path) -> None:
-        self._model_path = str(model_path)
+        # The model is read once: a later edit of the file changes nothing unless a reload brings new text
+        # (file watching), so a half-written model.conf can never reach a reload triggered by the database.
+        self._model_text = Path(model_path).read_text(encoding="utf-8")
         self._snapshot: _Snapshot | None = None
         self._lock = asyncio.Lock()
         # Validate the model now so a broken model.conf fails at start, not on the first request.
-        build_enforcer(self._model_path, ())
+        build_enforcer(self._model_text, ())
 
     @property
     def loaded(self) -> bool:
@@ -171,10 +177,13 @@ class PolicyEngine:
     def install(self, state: PolicyState) -> None:
         """Build a snapshot from `state` and swap it in (synchronous; for files and tests)."""
         self._snapshot = self._build(state)
+        if state.model_text is not None:
+            self._model_text = state.model_text
 
     def _build(self, state: PolicyState) -> _Snapshot:
         started = time.perf_counter()
-        enforcer = build_enforcer(self._model_path, state.rules)
+        model_text = state.model_text or self._model_text
+        enforcer = build_enforcer(model_text, state.rules)
         snapshot = _Snapshot(
             compiled=_compile(enforcer),
             enforcer=enforcer,
@@ -203,4 +212,6 @@ class PolicyEngine:
             state = await fetch_state()
             snapshot = await asyncio.to_thread(self._build, state)
             self._snapshot = snapshot
+            if state.model_text is not None:
+                self._model_text = state.model_text
             return True

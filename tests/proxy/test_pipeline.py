@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
+import aiohttp
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.conftest import Gateway
+from gateway.app import create_app
+from tests.conftest import ROOT, Gateway, Upstream, gateway_settings, start_gateway
 
 PROBLEM = "application/problem+json"
 
@@ -444,3 +447,73 @@ async def test_changes_made_elsewhere_arrive_by_polling(gateway: Gateway) -> Non
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the change never reached the running gateway")
+
+
+async def test_watched_files_reload_and_bad_edits_are_refused(
+    db_url: str, upstream: Upstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With watch_files, edits to policies/ and model.conf apply without a restart; an edit with an error is
+    refused and logged while traffic keeps flowing on the previous policy."""
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    policy_file = policy_dir / "system.csv"
+    policy_file.write_text((ROOT / "policies" / "system.csv").read_text())
+    model = tmp_path / "model.conf"
+    model.write_text((ROOT / "model.conf").read_text())
+    settings = gateway_settings(
+        db_url,
+        upstream.url,
+        watch_files=True,
+        policy_dir=str(policy_dir),
+        model_path=str(model),
+        audit_log="off",
+        policy_poll_seconds=0.05,
+    )
+    app = create_app(settings)
+    url, server, task = await start_gateway(app)
+    try:
+        async with aiohttp.ClientSession() as http:
+            gateway = Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
+            await gateway.org("acme")
+            await gateway.user("v@acme.test", org="acme", role="viewer")
+            token = await gateway.login("v@acme.test")
+
+            async def status(method: str) -> int:
+                return (await gateway.call(method, "/api/x", token=token, org="acme"))[0]
+
+            async def eventually(method: str, expected: int) -> None:
+                for _ in range(100):
+                    if await status(method) == expected:
+                        return
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"{method} never became {expected}")
+
+            assert (await status("GET"), await status("DELETE")) == (200, 403)
+            with policy_file.open("a") as handle:
+                handle.write("p, viewer, acme, /api/x, DELETE\n")
+            await eventually("DELETE", 200)
+            loaded_at = gateway.runtime.policy.loaded_at
+
+            caplog.set_level(logging.ERROR, logger="gateway")
+            with policy_file.open("a") as handle:  # a poisoned line: the whole edit is refused
+                handle.write("p, viewer, acme, /a,b, GET\np, viewer, acme, /api/y, POST\n")
+            for _ in range(20):  # traffic keeps flowing on the old policy meanwhile
+                assert (await status("GET"), await status("DELETE")) == (200, 200)
+                await asyncio.sleep(0.02)
+            assert "policy files refused" in caplog.text
+            assert "system.csv:" in caplog.text
+            assert gateway.runtime.policy.loaded_at == loaded_at
+            assert (await gateway.call("POST", "/api/y", token=token, org="acme"))[0] == 403
+
+            caplog.clear()
+            model.write_text("[request_definition]\nr = sub\n")  # a broken model is refused the same way
+            await asyncio.sleep(0.3)
+            assert "casbin cannot load the model" in caplog.text
+            assert await status("DELETE") == 200
+
+            model.write_text((ROOT / "model.conf").read_text())
+            policy_file.write_text((ROOT / "policies" / "system.csv").read_text())
+            await eventually("DELETE", 403)  # the fixed files apply again
+    finally:
+        server.should_exit = True
+        await task
