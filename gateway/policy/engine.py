@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,20 +73,22 @@ class _Snapshot:
     compiled: CompiledPolicy | None
 
 
-def build_enforcer(model: str | Path, rules: Iterable[Rule]) -> casbin.Enforcer:
+def build_enforcer(model: str | Path, rules: Collection[Rule]) -> casbin.Enforcer:
     """A casbin Enforcer for `model` (a file path, or the model text itself) holding exactly `rules`;
     `g` domains match `*` as a wildcard."""
     text = model.read_text(encoding="utf-8") if isinstance(model, Path) else model
     enforcer = casbin.Enforcer(casbin.Enforcer.new_model(text=text))
     # Without this, `g, root, superadmin, *` names a literal domain "*" and never applies (casbin.md §2.3).
     enforcer.add_named_domain_matching_func("g", key_match)
-    p_rules = [list(rule.values) for rule in rules if rule.ptype == "p"]
-    g_rules = [list(rule.values) for rule in rules if rule.ptype == "g"]
     loaded = enforcer.get_model()
-    if p_rules:
-        loaded.add_policies("p", "p", p_rules)
-    if g_rules:
-        loaded.add_policies("g", "g", g_rules)
+    for sec in ("p", "g"):
+        # What casbin's add_policies does, minus its `rule in list` check per line (quadratic: a 10,000-line
+        # reload took 3.5 s); duplicates are dropped here instead, keeping first-seen order.
+        unique = dict.fromkeys(rule.values for rule in rules if rule.ptype == sec)
+        loaded[sec][sec].policy.extend(list(values) for values in unique)
+    # As casbin's own load_policy does after reading lines (both are no-ops for the shipped model).
+    loaded.sort_policies_by_subject_hierarchy()
+    loaded.sort_policies_by_priority()
     enforcer.build_role_links()
     return enforcer
 

@@ -24,10 +24,11 @@ def _columns(rule: Rule) -> dict[str, str]:
     return {"ptype": rule.ptype, **{f"v{i}": value for i, value in enumerate(values)}}
 
 
-def _row_rule(row: PolicyRule) -> Rule:
-    values = (row.v0, row.v1, row.v2, row.v3, row.v4, row.v5)
-    width = 5 if row.ptype == "p" else 3
-    return Rule(row.ptype, values[:width])
+_COLUMNS = (PolicyRule.ptype, PolicyRule.v0, PolicyRule.v1, PolicyRule.v2, PolicyRule.v3, PolicyRule.v4, PolicyRule.v5)
+
+
+def _row_rule(ptype: str, *values: str) -> Rule:
+    return Rule(ptype, values[: 5 if ptype == "p" else 3])
 
 
 async def read_state(session: AsyncSession) -> PolicyState:
@@ -37,7 +38,7 @@ async def read_state(session: AsyncSession) -> PolicyState:
     disabled = {"user:" + user_id for user_id in await session.scalars(select(User.id).where(User.disabled))}
     rules = [
         rule
-        for rule in (_row_rule(row) for row in await session.scalars(select(PolicyRule).order_by(PolicyRule.id)))
+        for rule in await stored_rules(session)
         if rule.values[0] not in disabled  # a disabled user keeps no grant, not even a global one
     ]
     memberships = await session.execute(
@@ -76,7 +77,9 @@ def is_grant(rule: Rule) -> bool:
 
 async def stored_rules(session: AsyncSession) -> list[Rule]:
     """The lines in `policy_rules`, in insertion order (memberships are not among them)."""
-    return [_row_rule(row) for row in await session.scalars(select(PolicyRule).order_by(PolicyRule.id))]
+    # Plain rows, not ORM objects: a reload reads every line, and materialising objects runs on the event loop.
+    rows = await session.execute(select(*_COLUMNS).order_by(PolicyRule.id))
+    return [_row_rule(*row) for row in rows]
 
 
 def diff_rules(files: list[Rule], stored: list[Rule], *, include_grants: bool) -> tuple[list[Rule], list[Rule]]:
