@@ -12,7 +12,6 @@ ratio. Needs `wrk` (Debian package `wrk`).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -24,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LUA = """
@@ -179,6 +178,16 @@ def _ms(out: str, label: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def clean_up(children: list[subprocess.Popen[bytes]], log: IO[str], work: Path) -> None:
+    """Stop the benchmark's processes and remove its scratch directory."""
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.wait(timeout=10)
+    log.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def login(base: str, email: str, password: str) -> str:
     request = urllib.request.Request(  # noqa: S310 - loopback URL we built
         base + "/auth/login",
@@ -283,14 +292,8 @@ def main() -> None:
             f"the proxies share {os.cpu_count()} cores with the upstream and wrk"
         )
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(timeout=10)
-        log.close()
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(children, log, work)
 
 
 if __name__ == "__main__":
-    asyncio.set_event_loop_policy(None)
     main()

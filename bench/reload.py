@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from proxy import LUA, ROOT, free_port, login, wait_for, wrk
+from proxy import LUA, ROOT, clean_up, free_port, login, wait_for, wrk
 
 from gateway.db.engine import create_engine, session_factory
 from gateway.policy.rules import Rule
@@ -138,12 +138,7 @@ def main() -> None:
         for name, run in (("no reloads", quiet), ("reload every 1s", busy)):
             print(f"{name:16} {run['rps']:>8.0f} {run['p50']:>8.2f} {run['p99']:>8.2f} {run['errors']:>8.0f}")
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            child.wait(timeout=10)
-        log.close()
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(children, log, work)
 
 
 if __name__ == "__main__":

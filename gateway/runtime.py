@@ -43,7 +43,6 @@ class Runtime:
     pipeline: Pipeline = field(init=False)
     files: PolicyFiles | None = None
     _watcher: asyncio.Task[None] | None = None
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def configure(cls, settings: Settings) -> Runtime:
@@ -106,9 +105,7 @@ class Runtime:
     async def _watch(self) -> None:
         """Poll the state version so changes made by other processes (CLI, replicas) arrive within a poll."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.policy_poll_seconds)
-            self._wake.clear()
+            await asyncio.sleep(self.settings.policy_poll_seconds)
             try:
                 await self.refresh()
             except Exception:

@@ -111,7 +111,7 @@ def _index_roles(rules: Iterable[Rule]) -> dict[tuple[str, str], tuple[str, ...]
     for rule in rules:
         if rule.ptype == "g" and rule.values[0].startswith("user:"):
             roles.setdefault((rule.values[0], rule.values[2]), []).append(rule.values[1])
-    return {key: tuple(sorted(value)) for key, value in roles.items()}
+    return {key: tuple(sorted(set(value))) for key, value in roles.items()}
 
 
 class PolicyEngine:
