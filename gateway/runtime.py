@@ -69,7 +69,12 @@ class Runtime:
         self.audit = AuditSink(self.settings.audit_log)
         self.audit.start()
         self.pipeline = Pipeline(
-            routes=self.routes, tokens=self.tokens, policy=self.policy, http=self.http, audit=self.audit
+            routes=self.routes,
+            tokens=self.tokens,
+            policy=self.policy,
+            http=self.http,
+            audit=self.audit,
+            allow_underscore_headers=self.settings.allow_underscore_headers,
         )
         self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")
         # Everything built so far lives as long as the process. Freezing it keeps the collector's full passes

@@ -110,6 +110,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The directory of policy CSV files (for `watch_files`)."""
     log_level: str = "INFO"
     """Root log level."""
+    allow_underscore_headers: bool = False
+    """Accept request header names containing `_` on proxied routes (refused with 400 by default: servers
+    disagree on whether `X_User` means `X-User`). Even when accepted, `x_gateway_*` spellings are stripped."""
     audit_log: str = "stderr"
     """Where the per-request audit lines (JSON) go: `stderr`, `stdout`, a file path (appended) or `off`."""
     tokens: Tokens = msgspec.field(default_factory=Tokens)

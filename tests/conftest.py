@@ -303,15 +303,20 @@ async def start_gateway(app: Litestar) -> tuple[str, uvicorn.Server, asyncio.Tas
     return f"http://127.0.0.1:{port}", server, task
 
 
-@pytest.fixture
-async def gateway(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncIterator[Gateway]:
-    """A gateway serving on a real port in front of the recording upstream, system policies loaded."""
-    settings = gateway_settings(db_url, upstream.url, audit_log=str(tmp_path / "audit.jsonl"))
+async def load_system_policy(db_url: str) -> None:
+    """Store policies/*.csv, as `gateway policy load` does."""
     engine = create_engine(db_url)
     async with session_factory(engine)() as session:
         await add_rules(session, parse_files(sorted((ROOT / "policies").glob("*.csv"))))
         await session.commit()
     await engine.dispose()
+
+
+@pytest.fixture
+async def gateway(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """A gateway serving on a real port in front of the recording upstream, system policies loaded."""
+    settings = gateway_settings(db_url, upstream.url, audit_log=str(tmp_path / "audit.jsonl"))
+    await load_system_policy(db_url)
     app = create_app(settings)
     url, server, task = await start_gateway(app)
     runtime: Runtime = app.state.runtime

@@ -30,6 +30,26 @@ HOP_BY_HOP = frozenset(
 IDENTITY_PREFIX = "x-gateway-"
 # Written by the gateway itself; what the client sent under these names is dropped.
 GATEWAY_WRITTEN = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+# Headers some frameworks and proxies obey to change the path or method they act on. The gateway authorized
+# one path and one method; a client must not be able to name another one behind its back.
+REWRITES = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-forwarded-uri",
+        "x-forwarded-path",
+        "x-forwarded-prefix",
+        "x-forwarded-method",
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-real-ip",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    }
+)
 SKIP_AUTO_HEADERS = frozenset({"Accept-Encoding", "User-Agent", "Content-Type"})
 
 
@@ -63,7 +83,7 @@ def request_headers(
     headers: list[tuple[str, str]] = []
     for raw_name, raw_value in raw:
         name = raw_name.decode("latin-1").lower()
-        if name in HOP_BY_HOP or name in named or name in GATEWAY_WRITTEN:
+        if name in HOP_BY_HOP or name in named or name in GATEWAY_WRITTEN or name in REWRITES:
             continue
         if name.replace("_", "-").startswith(IDENTITY_PREFIX):
             continue  # X-Gateway-*, x_gateway_*, X-Gateway_User...: only the gateway writes these

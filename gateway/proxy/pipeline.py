@@ -46,6 +46,7 @@ class Pipeline:
     policy: PolicyEngine
     http: aiohttp.ClientSession
     audit: AuditSink
+    allow_underscore_headers: bool = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -60,7 +61,7 @@ class Pipeline:
             event.path = path = canonical_path(scope.get("raw_path") or b"")
             match = self.routes.match(path)  # 1
             event.route = match.route.prefix
-            authorization, org_header, host = _pick_headers(raw_headers)
+            authorization, org_header, host = _pick_headers(raw_headers, self.allow_underscore_headers)
             identity: tuple[tuple[str, str], ...] = ()
             if match.route.public:
                 event.granted, event.reason = True, "public route"
@@ -106,10 +107,13 @@ class Pipeline:
             self.audit.emit(event)  # 6
 
 
-def _pick_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None, str | None]:
-    """Authorization, X-Org and Host; a repeated one is ambiguous and refused."""
+def _pick_headers(raw: list[tuple[bytes, bytes]], allow_underscores: bool) -> tuple[str | None, str | None, str | None]:
+    """Authorization, X-Org and Host; a repeated one is ambiguous and refused, and so is any header name with
+    `_`: servers disagree on whether `X_Gateway_User` is `X-Gateway-User` (OAuth2 Proxy CVE-2025-64484)."""
     authorization = org = host = None
     for name, value in raw:
+        if b"_" in name and not allow_underscores:
+            raise BadRequest(f"{name.decode('latin-1')}: header names containing '_' are refused")
         if name == b"authorization":
             if authorization is not None:
                 raise BadRequest("Authorization: sent more than once")

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.app import create_app
-from tests.conftest import ROOT, Gateway, Upstream, gateway_settings, start_gateway
+from tests.conftest import ROOT, Gateway, Upstream, gateway_settings, load_system_policy, start_gateway
 
 PROBLEM = "application/problem+json"
 
@@ -146,7 +146,6 @@ async def test_client_sent_identity_headers_never_reach_upstream(gateway: Gatewa
         "X-Gateway-User": "attacker",
         "x-gateway-org": "globex",
         "X-GATEWAY-ROLES": "superadmin",
-        "X_Gateway_Roles": "superadmin",
         "X-Gateway-Extra": "1",
     }
     status, _, _ = await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme", headers=spoof)
@@ -517,3 +516,62 @@ async def test_watched_files_reload_and_bad_edits_are_refused(
     finally:
         server.should_exit = True
         await task
+
+
+async def test_underscore_header_names_are_refused(gateway: Gateway) -> None:
+    """`X_Gateway_Roles` and any other name with `_` is a 400 on proxied routes and never forwarded."""
+    tokens = await _acme(gateway)
+    for name in ("X_Gateway_Roles", "x_gateway_user", "X-Custom_Thing"):
+        status, _, body = await gateway.call(
+            "GET", "/api/x", token=tokens["viewer"], org="acme", headers={name: "superadmin"}
+        )
+        assert status == 400, name
+        assert "'_'" in json.loads(body)["detail"]
+    assert gateway.upstream.seen == []
+
+
+async def test_underscore_headers_when_allowed_still_never_spoof_identity(
+    db_url: str, upstream: Upstream, tmp_path: Path
+) -> None:
+    """With allow_underscore_headers, other `_` headers pass, but `x_gateway_*` spellings are still stripped."""
+    await load_system_policy(db_url)
+    settings = gateway_settings(db_url, upstream.url, allow_underscore_headers=True, audit_log="off")
+    app = create_app(settings)
+    url, server, task = await start_gateway(app)
+    try:
+        async with aiohttp.ClientSession() as http:
+            gateway = Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
+            tokens = await _acme(gateway)
+            status, _, _ = await gateway.call(
+                "GET",
+                "/api/x",
+                token=tokens["viewer"],
+                org="acme",
+                headers={"X_Gateway_Roles": "superadmin", "X_Trace": "1"},
+            )
+            assert status == 200
+            names = upstream.last.names()
+            assert "x_trace" in names
+            assert "x_gateway_roles" not in names
+            assert upstream.last.header("X-Gateway-Roles") == "viewer"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_rewrite_and_method_override_headers_are_stripped(gateway: Gateway) -> None:
+    """Headers that make some upstreams act on another path or method never reach the upstream."""
+    tokens = await _acme(gateway)
+    rewrites = {
+        "X-Original-URL": "/api/admin",
+        "X-Rewrite-URL": "/api/admin",
+        "X-Forwarded-Uri": "/api/admin",
+        "X-Forwarded-Prefix": "/admin",
+        "X-HTTP-Method-Override": "DELETE",
+        "X-Method-Override": "DELETE",
+        "X-HTTP-Method": "DELETE",
+        "X-Real-IP": "10.0.0.1",
+    }
+    status, _, _ = await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme", headers=rewrites)
+    assert status == 200
+    assert not {name.lower() for name in rewrites} & gateway.upstream.last.names()
