@@ -168,6 +168,28 @@ def lint(model_path: Path, paths: list[Path]) -> list[Finding]:
 
     p_lines = [item for item in located if item.rule.ptype == "p"]
     denies = [item for item in p_lines if item.rule.values[4] == "deny"]
+    for deny in denies:
+        d_sub, d_dom, d_obj, d_act, _ = deny.rule.values
+        bare = d_obj[:-2]
+        if (
+            d_obj.endswith("/*")
+            and bare
+            and not any(
+                other.rule.values[:2] == (d_sub, d_dom)
+                and other.rule.values[3] == d_act
+                and pattern_covers(other.rule.values[2], bare)
+                for other in denies
+            )
+        ):
+            findings.append(
+                Finding(
+                    deny.source,
+                    deny.line,
+                    "warning",
+                    f"deny {d_obj!r} does not cover {bare!r} itself (keyMatch2 '/*' needs a "
+                    f"segment); add a deny line for {bare!r}",
+                )
+            )
     for item in p_lines:
         sub, dom, obj, act, eft = item.rule.values
         if not _canonical(obj):

@@ -53,6 +53,7 @@ def test_lint_reports_each_problem_with_file_and_line(db_url: str, tmp_path: Pat
     base = SYSTEM.count("\n")
     assert f"policy.csv:{base + 1}: warning: duplicate of" in out
     assert f"policy.csv:{base + 2}: warning: allow is always overridden by the deny at" in out
+    assert f"policy.csv:{base + 3}: warning: deny '/api/*' does not cover '/api' itself" in out
     assert f"policy.csv:{base + 4}: error: unknown role 'admni'" in out
     assert "error: role inheritance cycle:" in out
     assert f"policy.csv:{base + 6}: error:" in out
