@@ -1,8 +1,8 @@
 """The bypass corpus: request targets from the peers' advisories and beyond, sent byte for byte.
 
 The caller is a viewer of `acme`, allowed GET everywhere except `/api/admin` and `/api/admin/*` (deny lines).
-Every attempt must be either refused (4xx, nothing forwarded) or arrive at the upstream with exactly the path the gateway
-authorized (the audit line's path) - and never inside `/api/admin/`. Sources: Envoy CVE-2019-9901 (`..`),
+Every attempt must be either refused (4xx, nothing forwarded) or arrive at the upstream with exactly the path
+the gateway authorized (the audit line's path) - and never inside `/api/admin/`. Sources: Envoy CVE-2019-9901 (`..`),
 CVE-2021-29492 (`%2F`), CVE-2021-32779 (`#`); Oathkeeper GHSA-p224-6x5r-fjpm (raw `..`); Pomerium
 GHSA-pvrc-wvj2-f59p (policy path != routed path); APISIX CVE-2021-43557 (raw URI); OAuth2 Proxy
 GHSA-7rh7-c77v-6434 (query in route match), GHSA-pxq7-h93f-9jrg (fragment); OPA-Envoy GHSA-9f29-v6mm-pw6w
