@@ -74,6 +74,7 @@ def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
     from gateway.proxy.forward import Outgoing, forward, request_has_body, request_headers
     from gateway.proxy.match import RouteTable
     from gateway.proxy.paths import canonical_path
+    from gateway.proxy.pipeline import request_id_of
     from gateway.settings import Route, Upstream
 
     routes = RouteTable((Route(prefix="/api", upstream=upstream),), Upstream())
@@ -94,7 +95,8 @@ def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
                     return
         match = routes.match(canonical_path(scope["raw_path"]))
         raw = scope["headers"]
-        outgoing = Outgoing(identity=(), client_ip=scope["client"][0], scheme="http", host=None)
+        request_id = request_id_of(raw)  # the same per-request work the gateway does
+        outgoing = Outgoing(identity=(), client_ip=scope["client"][0], scheme="http", host=None, request_id=request_id)
         await forward(
             state["http"],
             match,
@@ -104,6 +106,7 @@ def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
             has_body=request_has_body(raw),
             receive=receive,
             send=send,
+            request_id=request_id,
         )
 
     served: Any = app

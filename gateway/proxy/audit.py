@@ -22,6 +22,7 @@ class AuditEvent(msgspec.Struct, kw_only=True):
 
     method: str
     path: str
+    request_id: str = ""
     route: str | None = None
     subject: str | None = None
     org: str | None = None

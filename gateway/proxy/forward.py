@@ -29,7 +29,9 @@ HOP_BY_HOP = frozenset(
 )
 IDENTITY_PREFIX = "x-gateway-"
 # Written by the gateway itself; what the client sent under these names is dropped.
-GATEWAY_WRITTEN = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+GATEWAY_WRITTEN = frozenset(
+    {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id"}
+)
 # Headers some frameworks and proxies obey to change the path or method they act on. The gateway authorized
 # one path and one method; a client must not be able to name another one behind its back.
 REWRITES = frozenset(
@@ -65,6 +67,7 @@ class Outgoing:
     client_ip: str
     scheme: str
     host: str | None
+    request_id: str
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[str]:
@@ -95,19 +98,22 @@ def request_headers(
     headers.append(("x-forwarded-proto", outgoing.scheme))
     if outgoing.host is not None:
         headers.append(("x-forwarded-host", outgoing.host))
+    headers.append(("x-request-id", outgoing.request_id))
     return headers
 
 
-def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's headers minus hop-by-hop ones and `Date` (the server adds its own, once)."""
+def response_headers(raw: Iterable[tuple[bytes, bytes]], request_id: str) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers minus hop-by-hop ones, `Date` (the server adds its own, once) and any
+    X-Request-Id (the gateway's goes back to the client)."""
     pairs = list(raw)
     named = connection_tokens((name.lower(), value) for name, value in pairs)
     out: list[tuple[bytes, bytes]] = []
     for name, value in pairs:
         lower = name.decode("latin-1").lower()
-        if lower in HOP_BY_HOP or lower in named or lower == "date":
+        if lower in HOP_BY_HOP or lower in named or lower in ("date", "x-request-id"):
             continue
         out.append((lower.encode("latin-1"), value))
+    out.append((b"x-request-id", request_id.encode("ascii")))
     return out
 
 
@@ -146,6 +152,7 @@ async def forward(
     has_body: bool,
     receive: Receive,
     send: Send,
+    request_id: str,
 ) -> int:
     """Send the request upstream and stream the answer back; return the upstream status."""
     route = match.route
@@ -175,7 +182,7 @@ async def forward(
                 {
                     "type": "http.response.start",
                     "status": upstream.status,
-                    "headers": response_headers(upstream.raw_headers),
+                    "headers": response_headers(upstream.raw_headers, request_id),
                 }
             )
             started = True

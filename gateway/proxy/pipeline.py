@@ -8,7 +8,9 @@ A stage stops a request only by raising a GatewayError, rendered here as problem
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import cast
 
@@ -35,6 +37,7 @@ from gateway.proxy.paths import canonical_path
 from gateway.proxy.resolve import ORG_HEADER, resolve_org
 
 log = logging.getLogger("gateway.proxy")
+_REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 
 
 @dataclass(slots=True)
@@ -55,7 +58,8 @@ class Pipeline:
         method: str = scope["method"]
         raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])  # servers hand over a list
         client = scope.get("client")
-        event = AuditEvent(method=method, path="", client_ip=client[0] if client else None)
+        request_id = request_id_of(raw_headers)
+        event = AuditEvent(method=method, path="", client_ip=client[0] if client else None, request_id=request_id)
         try:
             # raw_path, never scope["path"]: the mount rewrites that, and it is already percent-decoded.
             event.path = path = canonical_path(scope.get("raw_path") or b"")
@@ -78,7 +82,13 @@ class Pipeline:
                     ("x-gateway-org", org.slug),
                     ("x-gateway-roles", ",".join(roles)),
                 )
-            outgoing = Outgoing(identity=identity, client_ip=event.client_ip or "", scheme=scope["scheme"], host=host)
+            outgoing = Outgoing(
+                identity=identity,
+                client_ip=event.client_ip or "",
+                scheme=scope["scheme"],
+                host=host,
+                request_id=request_id,
+            )
             headers = request_headers(raw_headers, keep_authorization=match.route.public, outgoing=outgoing)
             event.upstream_status = event.status = await forward(  # 5
                 self.http,
@@ -89,14 +99,15 @@ class Pipeline:
                 has_body=request_has_body(raw_headers),
                 receive=receive,
                 send=send,
+                request_id=request_id,
             )
         except Denied as denied:
             event.granted, event.reason, event.decision_id = False, denied.decision.reason, denied.decision_id
-            event.status = await _send_problem(send, denied)
+            event.status = await _send_problem(send, denied, request_id)
         except GatewayError as error:
             if event.granted is None:
                 event.granted, event.reason = False, error.slug
-            event.status = await _send_problem(send, error)
+            event.status = await _send_problem(send, error, request_id)
         except ClientGone:
             event.reason, event.status = "client disconnected", 499
         except UpstreamBroke:
@@ -127,12 +138,21 @@ def _pick_headers(raw: list[tuple[bytes, bytes]], allow_underscores: bool) -> tu
     return authorization, org, host
 
 
-async def _send_problem(send: Send, error: GatewayError) -> int:
+def request_id_of(raw: list[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-Id when it is a plain token (1-128 of A-Z a-z 0-9 . _ -), else a new one."""
+    for name, value in raw:
+        if name == b"x-request-id" and _REQUEST_ID_RE.match(value):
+            return value.decode("ascii")
+    return uuid.uuid4().hex
+
+
+async def _send_problem(send: Send, error: GatewayError, request_id: str) -> int:
     body = render(error)
     headers = [
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
+        (b"x-request-id", request_id.encode("ascii")),
     ]
     headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items())
     await send({"type": "http.response.start", "status": error.status, "headers": headers})

@@ -575,3 +575,32 @@ async def test_rewrite_and_method_override_headers_are_stripped(gateway: Gateway
     status, _, _ = await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme", headers=rewrites)
     assert status == 200
     assert not {name.lower() for name in rewrites} & gateway.upstream.last.names()
+
+
+async def test_request_ids_are_accepted_or_created_and_passed_everywhere(gateway: Gateway) -> None:
+    """A well-formed X-Request-Id is kept, a bad one replaced; upstream, response and audit line carry it."""
+    tokens = await _acme(gateway)
+    status, headers, _ = await gateway.call(
+        "GET", "/api/x", token=tokens["viewer"], org="acme", headers={"X-Request-Id": "req-123.abc_DEF"}
+    )
+    assert status == 200
+    assert headers["X-Request-Id"] == "req-123.abc_DEF"
+    assert gateway.upstream.last.header("X-Request-Id") == "req-123.abc_DEF"
+    assert len([k for k, _ in gateway.upstream.last.headers if k.lower() == "x-request-id"]) == 1
+
+    _, headers, _ = await gateway.call(
+        "GET",
+        "/api/x",
+        token=tokens["viewer"],
+        org="acme",
+        headers={"X-Request-Id": "evil value\twith spaces" + "x" * 200},
+    )
+    created = headers["X-Request-Id"]
+    assert len(created) == 32
+    assert gateway.upstream.last.header("X-Request-Id") == created
+
+    status, headers, _ = await gateway.call("DELETE", "/api/x", token=tokens["viewer"], org="acme")
+    assert status == 403
+    denied_id = headers["X-Request-Id"]
+    events = gateway.audit_events()
+    assert [e["request_id"] for e in events[-3:]] == ["req-123.abc_DEF", created, denied_id]
