@@ -74,11 +74,13 @@ def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
     from gateway.proxy.forward import Outgoing, forward, request_has_body, request_headers
     from gateway.proxy.match import RouteTable
     from gateway.proxy.paths import canonical_path
+    from gateway.proxy.peer import TrustedProxies, resolve_peer
     from gateway.proxy.pipeline import request_id_of
     from gateway.settings import Route, Upstream
 
     routes = RouteTable((Route(prefix="/api", upstream=upstream),), Upstream())
     state: dict[str, aiohttp.ClientSession] = {}
+    untrusted = TrustedProxies(())
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -96,7 +98,10 @@ def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
         match = routes.match(canonical_path(scope["raw_path"]))
         raw = scope["headers"]
         request_id = request_id_of(raw)  # the same per-request work the gateway does
-        outgoing = Outgoing(identity=(), client_ip=scope["client"][0], scheme="http", host=None, request_id=request_id)
+        peer = resolve_peer(scope["client"][0], "http", raw, untrusted)
+        outgoing = Outgoing(
+            identity=(), forwarded_for=peer.forwarded_for, scheme=peer.scheme, host=peer.host, request_id=request_id
+        )
         await forward(
             state["http"],
             match,

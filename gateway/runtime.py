@@ -20,6 +20,7 @@ from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore
 from gateway.proxy.audit import AuditSink
 from gateway.proxy.match import RouteTable
+from gateway.proxy.peer import TrustedProxies
 from gateway.proxy.pipeline import Pipeline
 from gateway.settings import Settings
 
@@ -75,6 +76,7 @@ class Runtime:
             http=self.http,
             audit=self.audit,
             allow_underscore_headers=self.settings.allow_underscore_headers,
+            trusted_proxies=TrustedProxies(self.settings.trusted_proxies),
         )
         self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")
         # Everything built so far lives as long as the process. Freezing it keeps the collector's full passes

@@ -7,6 +7,7 @@ defaults below. Every error names the offending key, and nothing is read at impo
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -110,6 +111,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The directory of policy CSV files (for `watch_files`)."""
     log_level: str = "INFO"
     """Root log level."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks (`10.0.0.0/8`) of proxies in front of the gateway. Only from these are
+    X-Forwarded-For/-Proto/-Host and Forwarded believed; the client address is the right-most untrusted one."""
     allow_underscore_headers: bool = False
     """Accept request header names containing `_` on proxied routes (refused with 400 by default: servers
     disagree on whether `X_User` means `X-User`). Even when accepted, `x_gateway_*` spellings are stripped."""
@@ -134,6 +138,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("tokens.access_ttl_seconds: must be between 1 and 3600")
     if settings.tokens.refresh_ttl_seconds < 60:
         raise ConfigError("tokens.refresh_ttl_seconds: must be at least 60")
+    for index, network in enumerate(settings.trusted_proxies):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies[{index}]: {network!r} is not an address or network") from exc
     if settings.policy_poll_seconds <= 0:
         raise ConfigError("policy_poll_seconds: must be positive")
     seen: set[str] = set()

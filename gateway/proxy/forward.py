@@ -64,7 +64,7 @@ class Outgoing:
     """What the gateway adds about the caller and the connection."""
 
     identity: tuple[tuple[str, str], ...]
-    client_ip: str
+    forwarded_for: str
     scheme: str
     host: str | None
     request_id: str
@@ -94,7 +94,7 @@ def request_headers(
             continue  # the credential was consumed here; upstreams get the verified identity instead
         headers.append((name, raw_value.decode("latin-1")))
     headers.extend(outgoing.identity)
-    headers.append(("x-forwarded-for", outgoing.client_ip))
+    headers.append(("x-forwarded-for", outgoing.forwarded_for))
     headers.append(("x-forwarded-proto", outgoing.scheme))
     if outgoing.host is not None:
         headers.append(("x-forwarded-host", outgoing.host))

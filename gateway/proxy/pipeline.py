@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import aiohttp
@@ -34,6 +34,7 @@ from gateway.proxy.forward import (
 )
 from gateway.proxy.match import RouteTable
 from gateway.proxy.paths import canonical_path
+from gateway.proxy.peer import TrustedProxies, resolve_peer
 from gateway.proxy.resolve import ORG_HEADER, resolve_org
 
 log = logging.getLogger("gateway.proxy")
@@ -50,6 +51,7 @@ class Pipeline:
     http: aiohttp.ClientSession
     audit: AuditSink
     allow_underscore_headers: bool = False
+    trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies(()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -59,13 +61,14 @@ class Pipeline:
         raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])  # servers hand over a list
         client = scope.get("client")
         request_id = request_id_of(raw_headers)
-        event = AuditEvent(method=method, path="", client_ip=client[0] if client else None, request_id=request_id)
+        peer = resolve_peer(client[0] if client else "", scope["scheme"], raw_headers, self.trusted_proxies)
+        event = AuditEvent(method=method, path="", client_ip=peer.client_ip, request_id=request_id)
         try:
             # raw_path, never scope["path"]: the mount rewrites that, and it is already percent-decoded.
             event.path = path = canonical_path(scope.get("raw_path") or b"")
             match = self.routes.match(path)  # 1
             event.route = match.route.prefix
-            authorization, org_header, host = _pick_headers(raw_headers, self.allow_underscore_headers)
+            authorization, org_header = _pick_headers(raw_headers, self.allow_underscore_headers)
             identity: tuple[tuple[str, str], ...] = ()
             if match.route.public:
                 event.granted, event.reason = True, "public route"
@@ -84,9 +87,9 @@ class Pipeline:
                 )
             outgoing = Outgoing(
                 identity=identity,
-                client_ip=event.client_ip or "",
-                scheme=scope["scheme"],
-                host=host,
+                forwarded_for=peer.forwarded_for,
+                scheme=peer.scheme,
+                host=peer.host,
                 request_id=request_id,
             )
             headers = request_headers(raw_headers, keep_authorization=match.route.public, outgoing=outgoing)
@@ -118,10 +121,10 @@ class Pipeline:
             self.audit.emit(event)  # 6
 
 
-def _pick_headers(raw: list[tuple[bytes, bytes]], allow_underscores: bool) -> tuple[str | None, str | None, str | None]:
-    """Authorization, X-Org and Host; a repeated one is ambiguous and refused, and so is any header name with
+def _pick_headers(raw: list[tuple[bytes, bytes]], allow_underscores: bool) -> tuple[str | None, str | None]:
+    """Authorization and X-Org; a repeated one is ambiguous and refused, and so is any header name with
     `_`: servers disagree on whether `X_Gateway_User` is `X-Gateway-User` (OAuth2 Proxy CVE-2025-64484)."""
-    authorization = org = host = None
+    authorization = org = None
     for name, value in raw:
         if b"_" in name and not allow_underscores:
             raise BadRequest(f"{name.decode('latin-1')}: header names containing '_' are refused")
@@ -133,9 +136,7 @@ def _pick_headers(raw: list[tuple[bytes, bytes]], allow_underscores: bool) -> tu
             if org is not None:
                 raise BadRequest("X-Org: sent more than once")
             org = value.decode("latin-1")
-        elif name == b"host":
-            host = value.decode("latin-1")
-    return authorization, org, host
+    return authorization, org
 
 
 def request_id_of(raw: list[tuple[bytes, bytes]]) -> str:

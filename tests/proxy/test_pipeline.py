@@ -604,3 +604,26 @@ async def test_request_ids_are_accepted_or_created_and_passed_everywhere(gateway
     denied_id = headers["X-Request-Id"]
     events = gateway.audit_events()
     assert [e["request_id"] for e in events[-3:]] == ["req-123.abc_DEF", created, denied_id]
+
+
+async def test_trusted_proxy_chain_reaches_audit_and_upstream(db_url: str, upstream: Upstream, tmp_path: Path) -> None:
+    """Behind a configured proxy, the audit line and the upstream see the real client and scheme."""
+    await load_system_policy(db_url)
+    settings = gateway_settings(
+        db_url, upstream.url, trusted_proxies=["127.0.0.1"], audit_log=str(tmp_path / "audit.jsonl")
+    )
+    app = create_app(settings)
+    url, server, task = await start_gateway(app)
+    try:
+        async with aiohttp.ClientSession() as http:
+            gateway = Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
+            tokens = await _acme(gateway)
+            forwarded = {"X-Forwarded-For": "6.6.6.6, 203.0.113.9", "X-Forwarded-Proto": "https"}
+            status, _, _ = await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme", headers=forwarded)
+            assert status == 200
+            assert gateway.audit_events()[-1]["client_ip"] == "203.0.113.9"
+            assert upstream.last.header("X-Forwarded-For") == "6.6.6.6, 203.0.113.9, 127.0.0.1"
+            assert upstream.last.header("X-Forwarded-Proto") == "https"
+    finally:
+        server.should_exit = True
+        await task
