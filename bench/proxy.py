@@ -108,7 +108,7 @@ def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
             method=scope["method"],
             query=scope["query_string"],
             headers=request_headers(raw, keep_authorization=True, outgoing=outgoing),
-            has_body=request_has_body(raw),
+            has_body=request_has_body(raw, match.route.max_body_bytes),
             receive=receive,
             send=send,
             request_id=request_id,

@@ -8,6 +8,8 @@
     ├── Forbidden                     403 forbidden            authenticated but not allowed (also unknown org)
     ├── NotFound                      404 not-found            no route, or no such resource
     ├── Conflict                      409 conflict             the change clashes with existing state
+    ├── PayloadTooLarge               413 payload-too-large    the body exceeds the route's limit
+    ├── HeadersTooLarge               431 headers-too-large    the request headers exceed the limit
     ├── Unprocessable                 422 validation-failed    well-formed input with invalid values
     ├── BadGateway                    502 bad-gateway          upstream refused, reset or unreachable
     ├── GatewayTimeout                504 gateway-timeout      upstream did not answer in time
@@ -106,6 +108,22 @@ class Conflict(GatewayError):
     status = 409
     slug = "conflict"
     title = "Conflict"
+
+
+class PayloadTooLarge(GatewayError):
+    """Raise when a request body exceeds the route's `max_body_bytes` (declared or counted while streaming)."""
+
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class HeadersTooLarge(GatewayError):
+    """Raise when the request headers together exceed `max_header_bytes`."""
+
+    status = 431
+    slug = "headers-too-large"
+    title = "Request header fields too large"
 
 
 class Unprocessable(GatewayError):

@@ -76,6 +76,7 @@ class Runtime:
             http=self.http,
             audit=self.audit,
             allow_underscore_headers=self.settings.allow_underscore_headers,
+            max_header_bytes=self.settings.upstream.max_header_bytes,
             trusted_proxies=TrustedProxies(self.settings.trusted_proxies),
         )
         self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")

@@ -54,6 +54,8 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Seconds to establish the upstream connection (default: `[upstream].connect_timeout`)."""
     read_timeout: float | None = None
     """Seconds to wait for upstream data (default: `[upstream].read_timeout`)."""
+    max_body_bytes: int | None = None
+    """Largest request body forwarded, in bytes (default: `[upstream].max_body_bytes`); more is 413."""
 
 
 class Tokens(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -78,6 +80,10 @@ class Upstream(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Seconds to wait for each chunk from an upstream; exceeding it is 504."""
     pool_size: int = 256
     """Maximum open upstream connections for the whole process."""
+    max_body_bytes: int = 100 * 1024 * 1024
+    """Largest request body forwarded, in bytes, unless a route says otherwise; more is 413."""
+    max_header_bytes: int = 32 * 1024
+    """Largest total size of a request's header names and values; more is 431."""
 
 
 class Passwords(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -271,6 +271,7 @@ def gateway_settings(db_url: str, upstream_url: str, **overrides: Any) -> Settin
             {"prefix": "/stripped", "upstream": upstream_url + "/base", "strip_prefix": True},
             {"prefix": "/down", "upstream": f"http://127.0.0.1:{closed_port()}"},
             {"prefix": "/api/slowish", "upstream": upstream_url, "read_timeout": 0.5},
+            {"prefix": "/api/small", "upstream": upstream_url, "max_body_bytes": 1000},
         ],
     }
     raw.update(overrides)

@@ -10,7 +10,7 @@ import aiohttp
 from litestar.types import Receive, Send
 from yarl import URL
 
-from gateway.errors import BadGateway, BadRequest, GatewayTimeout
+from gateway.errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge
 from gateway.proxy.match import RouteMatch
 
 CHUNK = 64 * 1024
@@ -57,6 +57,10 @@ SKIP_AUTO_HEADERS = frozenset({"Accept-Encoding", "User-Agent", "Content-Type"})
 
 class ClientGone(Exception):
     """The client disconnected while its body was being forwarded."""
+
+
+class BodyOverLimit(Exception):
+    """A streamed body passed the route's limit; raised inside aiohttp's writer, answered as 413."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,25 +121,33 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]], request_id: str) -> lis
     return out
 
 
-def request_has_body(raw: list[tuple[bytes, bytes]]) -> bool:
+def request_has_body(raw: list[tuple[bytes, bytes]], limit: int) -> bool:
+    """Whether a body follows; a declared Content-Length over `limit` is refused before anything is read."""
     for name, value in raw:
         if name == b"transfer-encoding":
             return True
         if name == b"content-length":
             try:
-                return int(value) > 0
+                length = int(value)
             except ValueError as exc:
                 raise BadRequest("Content-Length: not a number") from exc
+            if length > limit:
+                raise PayloadTooLarge(f"the body may be at most {limit} bytes on this route")
+            return length > 0
     return False
 
 
-async def body_stream(receive: Receive) -> AsyncIterator[bytes]:
-    """The client's body as it arrives; nothing is buffered beyond one ASGI message."""
+async def body_stream(receive: Receive, limit: int, counter: list[int]) -> AsyncIterator[bytes]:
+    """The client's body as it arrives; nothing is buffered beyond one ASGI message. Passing `limit` bytes
+    stops the stream (the caller answers 413); `counter[0]` holds the bytes seen."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone()
         chunk = cast(bytes, message.get("body", b""))
+        counter[0] += len(chunk)
+        if counter[0] > limit:
+            raise BodyOverLimit()
         if chunk:
             yield chunk
         if not message.get("more_body", False):
@@ -164,7 +176,8 @@ async def forward(
         query_string=query.decode("latin-1"),
         encoded=True,
     )
-    data = body_stream(receive) if has_body else None
+    counted = [0]
+    data = body_stream(receive, route.max_body_bytes, counted) if has_body else None
     if not has_body:
         headers = [(k, v) for k, v in headers if k != "content-length"]
     started = False
@@ -190,11 +203,15 @@ async def forward(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return upstream.status
+    except BodyOverLimit as exc:
+        raise PayloadTooLarge(f"the body may be at most {route.max_body_bytes} bytes on this route") from exc
     except TimeoutError as exc:
         if started:
             raise UpstreamBroke() from exc
         raise GatewayTimeout("the upstream did not answer in time") from exc
     except aiohttp.ClientError as exc:
+        if counted[0] > route.max_body_bytes:  # aiohttp may wrap the writer's exception
+            raise PayloadTooLarge(f"the body may be at most {route.max_body_bytes} bytes on this route") from exc
         if started:
             raise UpstreamBroke() from exc
         raise BadGateway("the upstream refused the connection or could not be reached") from exc

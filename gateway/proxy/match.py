@@ -25,6 +25,7 @@ class CompiledRoute:
     public: bool
     org_from: str
     timeout: aiohttp.ClientTimeout
+    max_body_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
         strip_prefix=route.strip_prefix,
         public=route.public,
         org_from=route.org_from,
+        max_body_bytes=route.max_body_bytes if route.max_body_bytes is not None else defaults.max_body_bytes,
         timeout=aiohttp.ClientTimeout(
             total=None,
             connect=route.connect_timeout or defaults.connect_timeout,

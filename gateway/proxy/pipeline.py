@@ -18,7 +18,7 @@ import aiohttp
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
-from gateway.errors import PROBLEM_CONTENT_TYPE, BadRequest, GatewayError, render
+from gateway.errors import PROBLEM_CONTENT_TYPE, BadRequest, GatewayError, HeadersTooLarge, render
 from gateway.identity.tokens import TokenService
 from gateway.policy import PolicyEngine
 from gateway.proxy.audit import AuditEvent, AuditSink
@@ -51,6 +51,7 @@ class Pipeline:
     http: aiohttp.ClientSession
     audit: AuditSink
     allow_underscore_headers: bool = False
+    max_header_bytes: int = 32 * 1024
     trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies(()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,7 +69,8 @@ class Pipeline:
             event.path = path = canonical_path(scope.get("raw_path") or b"")
             match = self.routes.match(path)  # 1
             event.route = match.route.prefix
-            authorization, org_header = _pick_headers(raw_headers, self.allow_underscore_headers)
+            authorization, org_header = _pick_headers(raw_headers, self.allow_underscore_headers, self.max_header_bytes)
+            has_body = request_has_body(raw_headers, match.route.max_body_bytes)
             identity: tuple[tuple[str, str], ...] = ()
             if match.route.public:
                 event.granted, event.reason = True, "public route"
@@ -99,7 +101,7 @@ class Pipeline:
                 method=method,
                 query=scope.get("query_string", b""),
                 headers=headers,
-                has_body=request_has_body(raw_headers),
+                has_body=has_body,
                 receive=receive,
                 send=send,
                 request_id=request_id,
@@ -121,10 +123,14 @@ class Pipeline:
             self.audit.emit(event)  # 6
 
 
-def _pick_headers(raw: list[tuple[bytes, bytes]], allow_underscores: bool) -> tuple[str | None, str | None]:
+def _pick_headers(
+    raw: list[tuple[bytes, bytes]], allow_underscores: bool, max_bytes: int
+) -> tuple[str | None, str | None]:
     """Authorization and X-Org; a repeated one is ambiguous and refused, and so is any header name with
     `_`: servers disagree on whether `X_Gateway_User` is `X-Gateway-User` (OAuth2 Proxy CVE-2025-64484)."""
     authorization = org = None
+    if sum(len(name) + len(value) for name, value in raw) > max_bytes:
+        raise HeadersTooLarge(f"request headers may total at most {max_bytes} bytes")
     for name, value in raw:
         if b"_" in name and not allow_underscores:
             raise BadRequest(f"{name.decode('latin-1')}: header names containing '_' are refused")

@@ -627,3 +627,34 @@ async def test_trusted_proxy_chain_reaches_audit_and_upstream(db_url: str, upstr
     finally:
         server.should_exit = True
         await task
+
+
+async def test_body_over_the_route_limit_is_413(gateway: Gateway) -> None:
+    """A declared or streamed body over max_body_bytes is 413 and never delivered whole upstream."""
+    tokens = await _acme(gateway)
+    ok = await gateway.call("POST", "/api/small/x", token=tokens["member"], org="acme", data=b"x" * 1000)
+    assert ok[0] == 200
+    declared = await gateway.call("POST", "/api/small/x", token=tokens["member"], org="acme", data=b"x" * 1001)
+    assert declared[0] == 413
+    assert json.loads(declared[2])["type"] == "urn:gateway:problem:payload-too-large"
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(5):
+            yield b"y" * 400
+
+    before = len(gateway.upstream.seen)
+    streamed = await gateway.call("POST", "/api/small/x", token=tokens["member"], org="acme", data=chunks())
+    assert streamed[0] == 413
+    assert len(gateway.upstream.seen) == before, "the upstream must not receive a truncated body as complete"
+    big = await gateway.call("POST", "/api/x", token=tokens["member"], org="acme", data=b"z" * 50_000)
+    assert big[0] == 200, "other routes keep the default limit"
+
+
+async def test_oversized_headers_are_431(gateway: Gateway) -> None:
+    """Request headers totalling more than max_header_bytes are refused before authentication."""
+    tokens = await _acme(gateway)
+    headers = {f"X-Pad-{i}": "p" * 1000 for i in range(40)}
+    status, _, body = await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme", headers=headers)
+    assert status == 431
+    assert json.loads(body)["type"] == "urn:gateway:problem:headers-too-large"
+    assert gateway.upstream.seen == []
