@@ -18,6 +18,7 @@ from gateway.api.auth import AuthController
 from gateway.api.deps import provide_db, provide_runtime
 from gateway.api.health import healthz, readyz
 from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, problem_body, render
+from gateway.proxy.forward_auth import FORWARD_AUTH_PATH
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 
@@ -86,6 +87,10 @@ def create_app(settings: Settings) -> Litestar:
     async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
         await runtime.pipeline(scope, receive, send)
 
+    @asgi(FORWARD_AUTH_PATH, copy_scope=False)
+    async def forward_auth(scope: Scope, receive: Receive, send: Send) -> None:
+        await runtime.pipeline.forward_auth(scope, receive, send)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         await runtime.start()
@@ -95,7 +100,7 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
 
     app = Litestar(
-        route_handlers=[AuthController, healthz, readyz, proxy],
+        route_handlers=[AuthController, healthz, readyz, forward_auth, proxy],
         lifespan=[lifespan],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False), "db": Provide(provide_db)},
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _internal},

@@ -32,6 +32,7 @@ from gateway.proxy.forward import (
     request_has_body,
     request_headers,
 )
+from gateway.proxy.forward_auth import FORWARD_AUTH_PATH, decide_described, describe
 from gateway.proxy.match import RouteTable
 from gateway.proxy.paths import canonical_path
 from gateway.proxy.peer import TrustedProxies, resolve_peer
@@ -53,6 +54,36 @@ class Pipeline:
     allow_underscore_headers: bool = False
     max_header_bytes: int = 32 * 1024
     trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies(()))
+
+    async def forward_auth(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/authz/forward`: the same decision for a request another proxy describes; nothing is forwarded."""
+        if scope["type"] != ScopeType.HTTP:
+            return
+        started = time.perf_counter()
+        raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])
+        client = scope.get("client")
+        request_id = request_id_of(raw_headers)
+        peer_ip = client[0] if client else ""
+        event = AuditEvent(
+            method=scope["method"], path="", route=FORWARD_AUTH_PATH, client_ip=peer_ip, request_id=request_id
+        )
+        try:
+            described = describe(peer_ip, raw_headers, self.trusted_proxies)
+            event.method, event.path = described.method, described.path
+            identity = decide_described(self.tokens, self.policy, described)
+            event.subject, event.org = "user:" + identity[0][1], identity[1][1]
+            event.granted, event.reason, event.status = True, "forward-auth allowed", 200
+            headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]
+            await _send_empty(send, 200, [*headers, (b"x-request-id", request_id.encode())])
+        except Denied as denied:
+            event.granted, event.reason, event.decision_id = False, denied.decision.reason, denied.decision_id
+            event.status = await _send_problem(send, denied, request_id)
+        except GatewayError as error:
+            event.granted, event.reason = False, error.slug
+            event.status = await _send_problem(send, error, request_id)
+        finally:
+            event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            self.audit.emit(event)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -121,6 +152,17 @@ class Pipeline:
         finally:
             event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
             self.audit.emit(event)  # 6
+
+
+async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", b"0"), (b"cache-control", b"no-store"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _pick_headers(

@@ -1,0 +1,75 @@
+"""Forward-auth mode: decisions only, for Traefik ForwardAuth, nginx `auth_request` and Caddy `forward_auth`.
+
+The proxy in front describes the original request with X-Forwarded-Method and X-Forwarded-Uri and passes the
+caller's Authorization and X-Org headers; the gateway answers 200 with the identity headers, or 401/403, after
+the same canonical-path, authentication, organization and Casbin steps as proxied traffic. Those descriptive
+headers are believed only from `trusted_proxies` (a spoofed X-Forwarded-Uri was OAuth2 Proxy's
+GHSA-7x63-xv5r-3p2x): from anyone else the answer is 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.errors import BadRequest, Forbidden
+from gateway.identity.tokens import TokenService
+from gateway.policy import PolicyEngine
+from gateway.proxy.authenticate import authenticate
+from gateway.proxy.enforce import enforce
+from gateway.proxy.paths import canonical_path
+from gateway.proxy.peer import TrustedProxies
+from gateway.proxy.resolve import ORG_HEADER
+
+FORWARD_AUTH_PATH = "/authz/forward"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class Described:
+    """The original request as the fronting proxy describes it."""
+
+    method: str
+    path: str
+    authorization: str | None
+    org: str | None
+
+
+def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxies) -> Described:
+    if not trusted.trusts(peer_ip):
+        raise Forbidden("forward-auth answers only the proxies listed in trusted_proxies")
+    found: dict[bytes, str] = {}
+    for name, value in raw:
+        if name in (b"x-forwarded-method", b"x-forwarded-uri", b"authorization", ORG_HEADER.encode()):
+            if name in found:
+                raise BadRequest(f"{name.decode()}: sent more than once")
+            found[name] = value.decode("latin-1")
+    method = found.get(b"x-forwarded-method", "").upper()
+    uri = found.get(b"x-forwarded-uri")
+    if method not in METHODS:
+        raise BadRequest("X-Forwarded-Method: missing or not an HTTP method")
+    if uri is None:
+        raise BadRequest("X-Forwarded-Uri: missing")
+    # The query is not part of the decision; a fragment never reaches a server and is refused if present.
+    target = uri.split("?", 1)[0]
+    if "#" in target:
+        raise BadRequest("X-Forwarded-Uri: a fragment is not part of a request target")
+    path = canonical_path(target.encode("latin-1"))
+    return Described(method, path, found.get(b"authorization"), found.get(ORG_HEADER.encode()))
+
+
+def decide_described(tokens: TokenService, policy: PolicyEngine, described: Described) -> tuple[tuple[str, str], ...]:
+    """The identity headers for an allowed request; raises 401/403 errors otherwise."""
+    principal = authenticate(tokens, described.authorization)
+    slug = (described.org or "").strip()
+    org = policy.org(slug) if slug else None
+    if described.org is None:
+        raise BadRequest("X-Org: the organization slug is needed")
+    if org is None:
+        raise Forbidden("not allowed in this organization")
+    enforce(policy, principal.subject, org.slug, described.path, described.method)
+    roles = policy.roles_of(principal.subject, org.slug)
+    return (
+        ("x-gateway-user", principal.user_id),
+        ("x-gateway-org", org.slug),
+        ("x-gateway-roles", ",".join(roles)),
+    )
