@@ -56,6 +56,9 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Seconds to wait for upstream data (default: `[upstream].read_timeout`)."""
     max_body_bytes: int | None = None
     """Largest request body forwarded, in bytes (default: `[upstream].max_body_bytes`); more is 413."""
+    identity_token: bool = False
+    """Also send `X-Gateway-Identity`: a 60-second EdDSA JWT (sub, org, roles, aud = the upstream's origin)
+    that the upstream verifies with `/.well-known/jwks.json`."""
 
 
 class Tokens(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

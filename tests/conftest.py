@@ -272,6 +272,7 @@ def gateway_settings(db_url: str, upstream_url: str, **overrides: Any) -> Settin
             {"prefix": "/down", "upstream": f"http://127.0.0.1:{closed_port()}"},
             {"prefix": "/api/slowish", "upstream": upstream_url, "read_timeout": 0.5},
             {"prefix": "/api/small", "upstream": upstream_url, "max_body_bytes": 1000},
+            {"prefix": "/signed", "upstream": upstream_url, "identity_token": True},
         ],
     }
     raw.update(overrides)

@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from jwt.algorithms import OKPAlgorithm
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +30,9 @@ from gateway.settings import Tokens
 
 ALGORITHM = "EdDSA"
 ACCESS_TYP = "at+jwt"
+IDENTITY_TYP = "gw-identity+jwt"
+IDENTITY_TTL = 60
+_IDENTITY_REUSE = 30  # an identity token is re-signed once it has less than this many seconds left
 LEEWAY_SECONDS = 5
 REFRESH_PREFIX = "rt_"
 _CACHE_MAX = 50_000
@@ -105,6 +109,7 @@ class TokenService:
         self._settings = settings
         self._ring = ring
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._identities: dict[tuple[str, str, str, str], tuple[str, float]] = {}
 
     @property
     def ring(self) -> KeyRing:
@@ -114,7 +119,49 @@ class TokenService:
         """Swap keys (after a rotation elsewhere); cached verifications made with old keys are dropped."""
         if ring.public_keys.keys() != self._ring.public_keys.keys():
             self._cache = {}
+            self._identities = {}
         self._ring = ring
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        """The public half of every key, as a JWK Set (RFC 7517): never a private member."""
+        keys = []
+        for kid, public in sorted(self._ring.public_keys.items()):
+            jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
+            keys.append(
+                {"kty": jwk["kty"], "crv": jwk["crv"], "x": jwk["x"], "kid": kid, "alg": ALGORITHM, "use": "sig"}
+            )
+        return {"keys": keys}
+
+    def identity_token(self, *, user_id: str, org: str, roles: str, audience: str) -> str:
+        """A short-lived JWT an upstream can verify with the JWKS instead of trusting the network.
+
+        Signed once and reused while it has more than half its life left, so the proxy pays the signature
+        about once per caller, org and upstream per 30 seconds.
+        """
+        key = (user_id, org, roles, audience)
+        now = time.time()
+        cached = self._identities.get(key)
+        if cached is not None and cached[1] - now > _IDENTITY_REUSE:
+            return cached[0]
+        issued = int(now)
+        claims = {
+            "iss": self._settings.issuer,
+            "aud": audience,
+            "sub": user_id,
+            "org": org,
+            "roles": roles.split(",") if roles else [],
+            "iat": issued,
+            "exp": issued + IDENTITY_TTL,
+            "jti": secrets.token_urlsafe(12),
+        }
+        kid = self._ring.active_kid
+        token = jwt.encode(
+            claims, self._ring.private_keys[kid], algorithm=ALGORITHM, headers={"kid": kid, "typ": IDENTITY_TYP}
+        )
+        if len(self._identities) >= _CACHE_MAX:
+            del self._identities[next(iter(self._identities))]
+        self._identities[key] = (token, float(issued + IDENTITY_TTL))
+        return token
 
     def issue_access_token(self, user_id: str, *, auth_time: int | None = None) -> tuple[str, int]:
         """Return (jwt, lifetime seconds) for `user_id`."""

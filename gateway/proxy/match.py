@@ -26,6 +26,9 @@ class CompiledRoute:
     org_from: str
     timeout: aiohttp.ClientTimeout
     max_body_bytes: int
+    identity_token: bool
+    audience: str
+    """The upstream's origin (scheme://host:port): the `aud` of identity tokens for this route."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
         public=route.public,
         org_from=route.org_from,
         max_body_bytes=route.max_body_bytes if route.max_body_bytes is not None else defaults.max_body_bytes,
+        identity_token=route.identity_token,
+        audience=f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}",
         timeout=aiohttp.ClientTimeout(
             total=None,
             connect=route.connect_timeout or defaults.connect_timeout,

@@ -113,11 +113,17 @@ class Pipeline:
                 decision = enforce(self.policy, principal.subject, org.slug, path, method)  # 4
                 event.granted, event.reason = True, decision.reason
                 roles = self.policy.roles_of(principal.subject, org.slug)
+                joined = ",".join(roles)
                 identity = (
                     ("x-gateway-user", principal.user_id),
                     ("x-gateway-org", org.slug),
-                    ("x-gateway-roles", ",".join(roles)),
+                    ("x-gateway-roles", joined),
                 )
+                if match.route.identity_token:
+                    token = self.tokens.identity_token(
+                        user_id=principal.user_id, org=org.slug, roles=joined, audience=match.route.audience
+                    )
+                    identity = (*identity, ("x-gateway-identity", token))
             outgoing = Outgoing(
                 identity=identity,
                 forwarded_for=peer.forwarded_for,

@@ -658,3 +658,29 @@ async def test_oversized_headers_are_431(gateway: Gateway) -> None:
     assert status == 431
     assert json.loads(body)["type"] == "urn:gateway:problem:headers-too-large"
     assert gateway.upstream.seen == []
+
+
+async def test_identity_token_verifies_with_the_jwks(gateway: Gateway) -> None:
+    """A route with identity_token sends a short-lived JWT the upstream verifies with the public JWKS alone."""
+    tokens = await _acme(gateway)
+    status, _, _ = await gateway.call("GET", "/signed/x", token=tokens["member"], org="acme")
+    assert status == 200
+    identity = gateway.upstream.last.header("X-Gateway-Identity")
+    assert identity is not None
+    async with gateway.http.get(gateway.url + "/.well-known/jwks.json") as response:
+        assert response.status == 200
+        jwks = await response.json()
+    assert all(set(key) == {"kty", "crv", "x", "kid", "alg", "use"} for key in jwks["keys"]), "no private part"
+    header = jwt.get_unverified_header(identity)
+    assert header["typ"] == "gw-identity+jwt"
+    public = jwt.PyJWK({k: v for k, v in next(k for k in jwks["keys"] if k["kid"] == header["kid"]).items()})
+    claims = jwt.decode(identity, public.key, algorithms=["EdDSA"], audience=gateway.upstream.url)
+    assert claims["sub"] == gateway.upstream.last.header("X-Gateway-User")
+    assert claims["org"] == "acme"
+    assert claims["roles"] == ["member"]
+    assert claims["exp"] - claims["iat"] == 60
+    # the identity token is not an access token: the gateway refuses it as a bearer
+    assert (await gateway.call("GET", "/api/x", token=identity, org="acme"))[0] == 401
+    # routes without the option send none
+    await gateway.call("GET", "/api/x", token=tokens["member"], org="acme")
+    assert gateway.upstream.last.header("X-Gateway-Identity") is None
