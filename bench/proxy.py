@@ -112,6 +112,7 @@ def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
             receive=receive,
             send=send,
             request_id=request_id,
+            extra_response_headers=[],
         )
 
     served: Any = app

@@ -37,6 +37,19 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names the key."""
 
 
+class Cors(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[routes.cors]`: the gateway answers preflights and sets Access-Control-* for this route."""
+
+    allow_origins: tuple[str, ...]
+    """Exact origins (`https://app.example`), or `*` for any (never with credentials)."""
+    allow_methods: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+    allow_headers: tuple[str, ...] = ("authorization", "content-type", "x-org", "x-request-id")
+    expose_headers: tuple[str, ...] = ("x-request-id",)
+    allow_credentials: bool = False
+    max_age: int = 600
+    """Seconds a browser may cache a preflight answer."""
+
+
 class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One `[[routes]]` table: requests under `prefix` go to `upstream`."""
 
@@ -56,6 +69,8 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Seconds to wait for upstream data (default: `[upstream].read_timeout`)."""
     max_body_bytes: int | None = None
     """Largest request body forwarded, in bytes (default: `[upstream].max_body_bytes`); more is 413."""
+    cors: Cors | None = None
+    """CORS for this route; absent means OPTIONS is authenticated and authorized like any method."""
     identity_token: bool = False
     """Also send `X-Gateway-Identity`: a 60-second EdDSA JWT (sub, org, roles, aud = the upstream's origin)
     that the upstream verifies with `/.well-known/jwks.json`."""
@@ -172,6 +187,8 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{key}.upstream: must be an http:// or https:// URL with a host")
         if parts.query or parts.fragment:
             raise ConfigError(f"{key}.upstream: must not carry a query or fragment")
+        if route.cors is not None and route.cors.allow_credentials and "*" in route.cors.allow_origins:
+            raise ConfigError(f"{key}.cors.allow_origins: '*' cannot be combined with allow_credentials")
         if route.org_from == "path" and route.public:
             raise ConfigError(f"{key}.org_from: a public route has no organization")
 

@@ -273,6 +273,11 @@ def gateway_settings(db_url: str, upstream_url: str, **overrides: Any) -> Settin
             {"prefix": "/api/slowish", "upstream": upstream_url, "read_timeout": 0.5},
             {"prefix": "/api/small", "upstream": upstream_url, "max_body_bytes": 1000},
             {"prefix": "/signed", "upstream": upstream_url, "identity_token": True},
+            {
+                "prefix": "/cors",
+                "upstream": upstream_url,
+                "cors": {"allow_origins": ["https://app.example"], "allow_credentials": True},
+            },
         ],
     }
     raw.update(overrides)

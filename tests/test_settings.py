@@ -75,6 +75,11 @@ BAD = [
     ("database_url = 'mysql://x'", "database_url"),
     ("[tokens]\naccess_ttl_seconds = 0", "tokens.access_ttl_seconds"),
     ("port = [", "not valid TOML"),
+    (
+        "[[routes]]\nprefix = '/a'\nupstream = 'http://x'\n"
+        "[routes.cors]\nallow_origins = ['*']\nallow_credentials = true",
+        "routes[0].cors.allow_origins",
+    ),
 ]
 
 

@@ -106,7 +106,9 @@ def request_headers(
     return headers
 
 
-def response_headers(raw: Iterable[tuple[bytes, bytes]], request_id: str) -> list[tuple[bytes, bytes]]:
+def response_headers(
+    raw: Iterable[tuple[bytes, bytes]], request_id: str, extra: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
     """The upstream's headers minus hop-by-hop ones, `Date` (the server adds its own, once) and any
     X-Request-Id (the gateway's goes back to the client)."""
     pairs = list(raw)
@@ -116,8 +118,11 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]], request_id: str) -> lis
         lower = name.decode("latin-1").lower()
         if lower in HOP_BY_HOP or lower in named or lower in ("date", "x-request-id"):
             continue
+        if extra and lower.startswith("access-control-"):
+            continue  # the route's CORS policy (in `extra`) replaces the upstream's
         out.append((lower.encode("latin-1"), value))
     out.append((b"x-request-id", request_id.encode("ascii")))
+    out.extend(extra)
     return out
 
 
@@ -165,6 +170,7 @@ async def forward(
     receive: Receive,
     send: Send,
     request_id: str,
+    extra_response_headers: list[tuple[bytes, bytes]],
 ) -> int:
     """Send the request upstream and stream the answer back; return the upstream status."""
     route = match.route
@@ -195,7 +201,7 @@ async def forward(
                 {
                     "type": "http.response.start",
                     "status": upstream.status,
-                    "headers": response_headers(upstream.raw_headers, request_id),
+                    "headers": response_headers(upstream.raw_headers, request_id, extra_response_headers),
                 }
             )
             started = True

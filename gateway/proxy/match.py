@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway.errors import NotFound
+from gateway.proxy.cors import CorsPolicy
 from gateway.proxy.paths import canonical_path
 from gateway.settings import RESERVED_PREFIXES, ConfigError, Route, Upstream
 
@@ -27,6 +28,7 @@ class CompiledRoute:
     timeout: aiohttp.ClientTimeout
     max_body_bytes: int
     identity_token: bool
+    cors: CorsPolicy | None
     audience: str
     """The upstream's origin (scheme://host:port): the `aud` of identity tokens for this route."""
 
@@ -59,6 +61,7 @@ def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
         org_from=route.org_from,
         max_body_bytes=route.max_body_bytes if route.max_body_bytes is not None else defaults.max_body_bytes,
         identity_token=route.identity_token,
+        cors=CorsPolicy.compile(route.cors) if route.cors is not None else None,
         audience=f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}",
         timeout=aiohttp.ClientTimeout(
             total=None,

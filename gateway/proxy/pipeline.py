@@ -95,11 +95,19 @@ class Pipeline:
         request_id = request_id_of(raw_headers)
         peer = resolve_peer(client[0] if client else "", scope["scheme"], raw_headers, self.trusted_proxies)
         event = AuditEvent(method=method, path="", client_ip=peer.client_ip, request_id=request_id)
+        cors: list[tuple[bytes, bytes]] = []
         try:
             # raw_path, never scope["path"]: the mount rewrites that, and it is already percent-decoded.
             event.path = path = canonical_path(scope.get("raw_path") or b"")
             match = self.routes.match(path)  # 1
             event.route = match.route.prefix
+            if match.route.cors is not None:
+                preflight = match.route.cors.preflight(raw_headers) if method == "OPTIONS" else None
+                if preflight is not None:  # answered here: no credentials, nothing forwarded
+                    event.granted, event.reason, event.status = True, "CORS preflight", 204
+                    await _send_empty(send, 204, [*preflight, (b"x-request-id", request_id.encode())])
+                    return
+                cors = match.route.cors.response_headers(raw_headers)
             authorization, org_header = _pick_headers(raw_headers, self.allow_underscore_headers, self.max_header_bytes)
             has_body = request_has_body(raw_headers, match.route.max_body_bytes)
             identity: tuple[tuple[str, str], ...] = ()
@@ -142,14 +150,15 @@ class Pipeline:
                 receive=receive,
                 send=send,
                 request_id=request_id,
+                extra_response_headers=cors,
             )
         except Denied as denied:
             event.granted, event.reason, event.decision_id = False, denied.decision.reason, denied.decision_id
-            event.status = await _send_problem(send, denied, request_id)
+            event.status = await _send_problem(send, denied, request_id, cors)
         except GatewayError as error:
             if event.granted is None:
                 event.granted, event.reason = False, error.slug
-            event.status = await _send_problem(send, error, request_id)
+            event.status = await _send_problem(send, error, request_id, cors)
         except ClientGone:
             event.reason, event.status = "client disconnected", 499
         except UpstreamBroke:
@@ -201,7 +210,9 @@ def request_id_of(raw: list[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
-async def _send_problem(send: Send, error: GatewayError, request_id: str) -> int:
+async def _send_problem(
+    send: Send, error: GatewayError, request_id: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> int:
     body = render(error)
     headers = [
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
@@ -210,6 +221,7 @@ async def _send_problem(send: Send, error: GatewayError, request_id: str) -> int
         (b"x-request-id", request_id.encode("ascii")),
     ]
     headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items())
+    headers.extend(extra or ())
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
     return error.status
