@@ -16,7 +16,7 @@ from litestar.types import Receive, Scope, Send
 
 from gateway.api.auth import AuthController
 from gateway.api.deps import provide_db, provide_runtime
-from gateway.api.health import healthz, readyz
+from gateway.api.health import healthz, metrics, readyz
 from gateway.api.keys import jwks
 from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, problem_body, render
 from gateway.proxy.forward_auth import FORWARD_AUTH_PATH
@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
 
     app = Litestar(
-        route_handlers=[AuthController, healthz, readyz, jwks, forward_auth, proxy],
+        route_handlers=[AuthController, healthz, readyz, metrics, jwks, forward_auth, proxy],
         lifespan=[lifespan],
         dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False), "db": Provide(provide_db)},
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _internal},

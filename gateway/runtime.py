@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.db.engine import create_engine, session_factory
 from gateway.identity.passwords import PasswordHasher
 from gateway.identity.tokens import TokenService, load_or_create_keys
+from gateway.metrics import Metrics
 from gateway.policy import PolicyEngine, PolicyState
 from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore
@@ -41,6 +42,7 @@ class Runtime:
     tokens: TokenService = field(init=False)
     http: aiohttp.ClientSession = field(init=False)
     audit: AuditSink = field(init=False)
+    metrics: Metrics = field(init=False)
     pipeline: Pipeline = field(init=False)
     files: PolicyFiles | None = None
     _watcher: asyncio.Task[None] | None = None
@@ -67,6 +69,7 @@ class Runtime:
             auto_decompress=False,  # bytes pass through as the upstream sent them
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies into another's request
         )
+        self.metrics = Metrics(lambda: self.policy.version, lambda: self.policy.rule_count)
         self.audit = AuditSink(self.settings.audit_log)
         self.audit.start()
         self.pipeline = Pipeline(
@@ -75,6 +78,7 @@ class Runtime:
             policy=self.policy,
             http=self.http,
             audit=self.audit,
+            metrics=self.metrics,
             allow_underscore_headers=self.settings.allow_underscore_headers,
             max_header_bytes=self.settings.upstream.max_header_bytes,
             trusted_proxies=TrustedProxies(self.settings.trusted_proxies),

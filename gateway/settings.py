@@ -28,7 +28,7 @@ DEFAULT_AUDIENCE = "casbin-gateway"
 ENV_PREFIX = "GATEWAY_"
 
 #: Paths served by the gateway itself; no route may overlap them.
-RESERVED_PREFIXES = ("/auth", "/authz", "/admin", "/healthz", "/readyz", "/.well-known")
+RESERVED_PREFIXES = ("/auth", "/authz", "/admin", "/healthz", "/readyz", "/metrics", "/.well-known")
 
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$|^/$")
 

@@ -1,16 +1,23 @@
-"""/healthz (the process answers) and /readyz (database reachable, policy loaded), both unauthenticated."""
+"""/healthz (the process answers), /readyz (database reachable, policy loaded), /metrics (Prometheus)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from litestar import get
+from litestar import Response, get
 from litestar.di import NamedDependency
 from sqlalchemy import text
 
 from gateway.errors import ServiceUnavailable
+from gateway.metrics import CONTENT_TYPE
 from gateway.runtime import Runtime
+
+
+@get("/metrics", sync_to_thread=False)
+def metrics(runtime: NamedDependency[Runtime]) -> Response[bytes]:
+    """Prometheus text format: requests by route, status and decision; latency split gateway/upstream."""
+    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
 
 
 @get("/healthz", sync_to_thread=False)

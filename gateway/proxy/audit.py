@@ -32,6 +32,7 @@ class AuditEvent(msgspec.Struct, kw_only=True):
     status: int = 0
     upstream_status: int | None = None
     duration_ms: float = 0.0
+    upstream_ms: float | None = None
     client_ip: str | None = None
 
 

@@ -20,6 +20,7 @@ from litestar.types import Receive, Scope, Send
 
 from gateway.errors import PROBLEM_CONTENT_TYPE, BadRequest, GatewayError, HeadersTooLarge, render
 from gateway.identity.tokens import TokenService
+from gateway.metrics import Metrics
 from gateway.policy import PolicyEngine
 from gateway.proxy.audit import AuditEvent, AuditSink
 from gateway.proxy.authenticate import authenticate
@@ -51,6 +52,7 @@ class Pipeline:
     policy: PolicyEngine
     http: aiohttp.ClientSession
     audit: AuditSink
+    metrics: Metrics
     allow_underscore_headers: bool = False
     max_header_bytes: int = 32 * 1024
     trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies(()))
@@ -140,18 +142,25 @@ class Pipeline:
                 request_id=request_id,
             )
             headers = request_headers(raw_headers, keep_authorization=match.route.public, outgoing=outgoing)
-            event.upstream_status = event.status = await forward(  # 5
-                self.http,
-                match,
-                method=method,
-                query=scope.get("query_string", b""),
-                headers=headers,
-                has_body=has_body,
-                receive=receive,
-                send=send,
-                request_id=request_id,
-                extra_response_headers=cors,
-            )
+            in_flight = self.metrics.in_flight.labels(match.route.prefix)
+            in_flight.inc()
+            forwarding = time.perf_counter()
+            try:
+                event.upstream_status = event.status = await forward(  # 5
+                    self.http,
+                    match,
+                    method=method,
+                    query=scope.get("query_string", b""),
+                    headers=headers,
+                    has_body=has_body,
+                    receive=receive,
+                    send=send,
+                    request_id=request_id,
+                    extra_response_headers=cors,
+                )
+            finally:
+                in_flight.dec()
+                event.upstream_ms = round((time.perf_counter() - forwarding) * 1000, 3)
         except Denied as denied:
             event.granted, event.reason, event.decision_id = False, denied.decision.reason, denied.decision_id
             event.status = await _send_problem(send, denied, request_id, cors)
@@ -167,6 +176,7 @@ class Pipeline:
         finally:
             event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
             self.audit.emit(event)  # 6
+            self.metrics.observe(event)
 
 
 async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:

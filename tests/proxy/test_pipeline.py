@@ -734,3 +734,28 @@ async def test_without_cors_an_options_request_is_authorized_like_any_other(gate
     tokens = await _acme(gateway)
     assert (await gateway.call("OPTIONS", "/api/x", headers=PREFLIGHT))[0] == 401
     assert (await gateway.call("OPTIONS", "/api/x", token=tokens["viewer"], org="acme", headers=PREFLIGHT))[0] == 403
+
+
+async def test_metrics_count_decisions_and_split_latency(gateway: Gateway) -> None:
+    """/metrics counts proxied requests by route, status and decision and times gateway vs upstream."""
+    tokens = await _acme(gateway)
+    await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme")
+    await gateway.call("DELETE", "/api/x", token=tokens["viewer"], org="acme")
+    await gateway.call("GET", "/api/x", org="acme")
+    await gateway.call("GET", "/public/x")
+    async with gateway.http.get(gateway.url + "/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    for line in (
+        'gateway_requests_total{decision="allowed",route="/api",status="200"} 1.0',
+        'gateway_requests_total{decision="denied",route="/api",status="403"} 1.0',
+        'gateway_requests_total{decision="refused",route="/api",status="401"} 1.0',
+        'gateway_requests_total{decision="public",route="/public",status="200"} 1.0',
+        'gateway_upstream_seconds_count{route="/api"} 1.0',
+        'gateway_overhead_seconds_count{route="/api"} 3.0',
+        'gateway_upstream_in_flight{route="/api"} 0.0',
+        f"gateway_policy_version {float(gateway.runtime.policy.version)}",
+    ):
+        assert line in text, line
+    assert tokens["viewer"] not in text
