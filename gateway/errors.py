@@ -11,6 +11,7 @@
     ├── PayloadTooLarge               413 payload-too-large    the body exceeds the route's limit
     ├── HeadersTooLarge               431 headers-too-large    the request headers exceed the limit
     ├── Unprocessable                 422 validation-failed    well-formed input with invalid values
+    ├── TooManyRequests               429 too-many-requests    over a rate limit (Retry-After)
     ├── BadGateway                    502 bad-gateway          upstream refused, reset or unreachable
     ├── GatewayTimeout                504 gateway-timeout      upstream did not answer in time
     └── ServiceUnavailable            503 not-ready            the gateway cannot serve yet
@@ -132,6 +133,17 @@ class Unprocessable(GatewayError):
     status = 422
     slug = "validation-failed"
     title = "Validation failed"
+
+
+class TooManyRequests(GatewayError):
+    """Raise when a rate limit is exhausted; `retry_after` (seconds) becomes the Retry-After header."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after: str) -> None:
+        super().__init__(detail, headers={"retry-after": retry_after})
 
 
 class BadGateway(GatewayError):

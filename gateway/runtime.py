@@ -20,6 +20,7 @@ from gateway.policy import PolicyEngine, PolicyState
 from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore
 from gateway.proxy.audit import AuditSink
+from gateway.proxy.limit import MemoryCounter, RateLimiter, RedisCounter
 from gateway.proxy.match import RouteTable
 from gateway.proxy.peer import TrustedProxies
 from gateway.proxy.pipeline import Pipeline
@@ -43,6 +44,7 @@ class Runtime:
     http: aiohttp.ClientSession = field(init=False)
     audit: AuditSink = field(init=False)
     metrics: Metrics = field(init=False)
+    limiter: RateLimiter = field(init=False)
     pipeline: Pipeline = field(init=False)
     files: PolicyFiles | None = None
     _watcher: asyncio.Task[None] | None = None
@@ -69,6 +71,9 @@ class Runtime:
             auto_decompress=False,  # bytes pass through as the upstream sent them
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies into another's request
         )
+        limits = self.settings.rate_limits
+        counter = RedisCounter(limits.redis_url) if limits.redis_url else MemoryCounter()
+        self.limiter = RateLimiter(counter, per_user=limits.per_user_per_minute, per_org=limits.per_org_per_minute)
         self.metrics = Metrics(lambda: self.policy.version, lambda: self.policy.rule_count)
         self.audit = AuditSink(self.settings.audit_log)
         self.audit.start()
@@ -79,6 +84,7 @@ class Runtime:
             http=self.http,
             audit=self.audit,
             metrics=self.metrics,
+            limiter=self.limiter,
             allow_underscore_headers=self.settings.allow_underscore_headers,
             max_header_bytes=self.settings.upstream.max_header_bytes,
             trusted_proxies=TrustedProxies(self.settings.trusted_proxies),
@@ -95,6 +101,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.audit.close()
+        await self.limiter.counter.close()
         await self.http.close()
         await self.db.dispose()
 

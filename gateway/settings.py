@@ -115,6 +115,15 @@ class Passwords(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Argon2 lanes."""
 
 
+class RateLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[rate_limits]`: requests per minute on authenticated proxied routes; unset means unlimited."""
+
+    per_user_per_minute: int | None = None
+    per_org_per_minute: int | None = None
+    redis_url: str | None = None
+    """`redis://host:6379/0` to share the budget between replicas; otherwise counted in each process."""
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything the gateway needs to start."""
 
@@ -146,6 +155,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tokens: Tokens = msgspec.field(default_factory=Tokens)
     upstream: Upstream = msgspec.field(default_factory=Upstream)
     passwords: Passwords = msgspec.field(default_factory=Passwords)
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
     routes: tuple[Route, ...] = ()
     """The route table; see `Route`."""
 

@@ -34,6 +34,7 @@ from gateway.proxy.forward import (
     request_headers,
 )
 from gateway.proxy.forward_auth import FORWARD_AUTH_PATH, decide_described, describe
+from gateway.proxy.limit import MemoryCounter, RateLimiter
 from gateway.proxy.match import RouteTable
 from gateway.proxy.paths import canonical_path
 from gateway.proxy.peer import TrustedProxies, resolve_peer
@@ -53,6 +54,7 @@ class Pipeline:
     http: aiohttp.ClientSession
     audit: AuditSink
     metrics: Metrics
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(MemoryCounter(), per_user=None, per_org=None))
     allow_underscore_headers: bool = False
     max_header_bytes: int = 32 * 1024
     trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies(()))
@@ -120,6 +122,8 @@ class Pipeline:
                 event.subject = principal.subject
                 org = resolve_org(self.policy, match, org_header)  # 3
                 event.org = org.slug
+                if self.limiter.active:
+                    await self.limiter.check(principal.user_id, org.slug)
                 decision = enforce(self.policy, principal.subject, org.slug, path, method)  # 4
                 event.granted, event.reason = True, decision.reason
                 roles = self.policy.roles_of(principal.subject, org.slug)

@@ -1,0 +1,102 @@
+"""Rate limits per user and per org: 429 with Retry-After, in one process or shared through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio
+
+from gateway.app import create_app
+from tests.conftest import Gateway, Upstream, closed_port, gateway_settings, load_system_policy, start_gateway
+
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@asynccontextmanager
+async def _gateway(db_url: str, upstream: Upstream, limits: dict[str, Any]) -> AsyncIterator[Gateway]:
+    app = create_app(gateway_settings(db_url, upstream.url, rate_limits=limits, audit_log="off"))
+    url, server, task = await start_gateway(app)
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _not_at_a_minute_boundary() -> None:
+    """Counts reset every minute; start well inside one so a test's requests share a window."""
+    left = 60 - time.time() % 60
+    if left < 5:
+        await asyncio.sleep(left + 0.1)
+
+
+async def _seed(gateway: Gateway) -> dict[str, str]:
+    await gateway.org("acme")
+    await gateway.org("globex")
+    for email, org in (("a@acme.test", "acme"), ("b@acme.test", "acme"), ("c@globex.test", "globex")):
+        await gateway.user(email, org=org, role="viewer")
+    return {email[0]: await gateway.login(email) for email in ("a@acme.test", "b@acme.test", "c@globex.test")}
+
+
+async def test_per_user_and_per_org_budgets(db_url: str, upstream: Upstream) -> None:
+    """A user over budget gets 429 + Retry-After; users of one org share the org budget; other orgs don't."""
+    await load_system_policy(db_url)
+    async with _gateway(db_url, upstream, {"per_user_per_minute": 3, "per_org_per_minute": 5}) as gateway:
+        tokens = await _seed(gateway)
+        await _not_at_a_minute_boundary()
+        statuses = [(await gateway.call("GET", "/api/x", token=tokens["a"], org="acme"))[0] for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        status, headers, body = await gateway.call("GET", "/api/x", token=tokens["a"], org="acme")
+        assert status == 429
+        assert 1 <= int(headers["Retry-After"]) <= 60
+        assert json.loads(body)["type"] == "urn:gateway:problem:too-many-requests"
+        # b has its own user budget, but acme's org budget (5) is spent by a's 3 allowed + b's next 2
+        b = [(await gateway.call("GET", "/api/x", token=tokens["b"], org="acme"))[0] for _ in range(3)]
+        assert b.count(429) >= 1
+        assert (await gateway.call("GET", "/api/x", token=tokens["c"], org="globex"))[0] == 200
+
+
+async def _redis_or_skip() -> None:
+    client = redis.asyncio.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        await client.ping()
+    except (OSError, redis.exceptions.RedisError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis at {REDIS_URL} is required in CI: {exc}")
+        pytest.skip(f"Redis not reachable at {REDIS_URL} (set GATEWAY_TEST_REDIS_URL): {exc}")
+    finally:
+        await client.aclose()
+
+
+async def test_replicas_share_one_budget_through_redis(db_url: str, upstream: Upstream) -> None:
+    """Two gateway processes on one Redis spend one user budget between them."""
+    await _redis_or_skip()
+    await load_system_policy(db_url)
+    limits = {"per_user_per_minute": 4, "redis_url": REDIS_URL}
+    async with _gateway(db_url, upstream, limits) as first, _gateway(db_url, upstream, limits) as second:
+        tokens = await _seed(first)
+        await second.runtime.refresh()
+        await _not_at_a_minute_boundary()
+        statuses = []
+        for replica in (first, second, first, second, first, second):
+            statuses.append((await replica.call("GET", "/api/x", token=tokens["a"], org="acme"))[0])
+        assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+async def test_unreachable_redis_lets_requests_through(db_url: str, upstream: Upstream) -> None:
+    """The limit protects upstreams but is not authorization: with its store down, requests still pass."""
+    await load_system_policy(db_url)
+    limits = {"per_user_per_minute": 1, "redis_url": f"redis://127.0.0.1:{closed_port()}/0"}
+    async with _gateway(db_url, upstream, limits) as gateway:
+        tokens = await _seed(gateway)
+        for _ in range(3):
+            assert (await gateway.call("GET", "/api/x", token=tokens["a"], org="acme"))[0] == 200
