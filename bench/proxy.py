@@ -72,10 +72,10 @@ def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
     from litestar.types import Receive, Scope, Send
 
     from gateway.proxy.forward import Outgoing, forward, request_has_body, request_headers
+    from gateway.proxy.headers import request_id_of
     from gateway.proxy.match import RouteTable
     from gateway.proxy.paths import canonical_path
     from gateway.proxy.peer import TrustedProxies, resolve_peer
-    from gateway.proxy.pipeline import request_id_of
     from gateway.settings import Route, Upstream
 
     routes = RouteTable((Route(prefix="/api", upstream=upstream),), Upstream())

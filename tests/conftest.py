@@ -133,7 +133,23 @@ class Upstream:
         return self.seen[-1]
 
 
+async def _upstream_websocket(upstream: Upstream, request: web.Request) -> web.WebSocketResponse:
+    """Echo every message back, prefixed with `echo:`."""
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+    upstream.seen.append(Seen("WEBSOCKET", request.raw_path, headers, b""))
+    socket = web.WebSocketResponse()
+    await socket.prepare(request)
+    async for message in socket:
+        if message.type == aiohttp.WSMsgType.TEXT:
+            await socket.send_str("echo:" + message.data)
+        elif message.type == aiohttp.WSMsgType.BINARY:
+            await socket.send_bytes(b"echo:" + message.data)
+    return socket
+
+
 async def _upstream_handler(upstream: Upstream, request: web.Request) -> web.StreamResponse:
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await _upstream_websocket(upstream, request)
     body = await request.read()
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
     upstream.seen.append(Seen(request.method, request.raw_path, headers, body))

@@ -8,9 +8,7 @@ A stage stops a request only by raising a GatewayError, rendered here as problem
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -18,7 +16,7 @@ import aiohttp
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
-from gateway.errors import PROBLEM_CONTENT_TYPE, BadRequest, GatewayError, HeadersTooLarge, render
+from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, render
 from gateway.identity.tokens import TokenService
 from gateway.metrics import Metrics
 from gateway.policy import PolicyEngine
@@ -34,14 +32,15 @@ from gateway.proxy.forward import (
     request_headers,
 )
 from gateway.proxy.forward_auth import FORWARD_AUTH_PATH, decide_described, describe
+from gateway.proxy.headers import pick_headers, request_id_of
 from gateway.proxy.limit import MemoryCounter, RateLimiter
 from gateway.proxy.match import RouteTable
 from gateway.proxy.paths import canonical_path
 from gateway.proxy.peer import TrustedProxies, resolve_peer
-from gateway.proxy.resolve import ORG_HEADER, resolve_org
+from gateway.proxy.resolve import resolve_org
+from gateway.proxy.websocket import proxy_websocket
 
 log = logging.getLogger("gateway.proxy")
-_REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 
 
 @dataclass(slots=True)
@@ -90,8 +89,9 @@ class Pipeline:
             self.audit.emit(event)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            return  # websockets are not proxied yet; Litestar closes the connection
+        if scope["type"] == ScopeType.WEBSOCKET:
+            await proxy_websocket(self, scope, receive, send)
+            return
         started = time.perf_counter()
         method: str = scope["method"]
         raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])  # servers hand over a list
@@ -112,7 +112,7 @@ class Pipeline:
                     await _send_empty(send, 204, [*preflight, (b"x-request-id", request_id.encode())])
                     return
                 cors = match.route.cors.response_headers(raw_headers)
-            authorization, org_header = _pick_headers(raw_headers, self.allow_underscore_headers, self.max_header_bytes)
+            authorization, org_header = pick_headers(raw_headers, self.allow_underscore_headers, self.max_header_bytes)
             has_body = request_has_body(raw_headers, match.route.max_body_bytes)
             identity: tuple[tuple[str, str], ...] = ()
             if match.route.public:
@@ -192,36 +192,6 @@ async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]
         }
     )
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-def _pick_headers(
-    raw: list[tuple[bytes, bytes]], allow_underscores: bool, max_bytes: int
-) -> tuple[str | None, str | None]:
-    """Authorization and X-Org; a repeated one is ambiguous and refused, and so is any header name with
-    `_`: servers disagree on whether `X_Gateway_User` is `X-Gateway-User` (OAuth2 Proxy CVE-2025-64484)."""
-    authorization = org = None
-    if sum(len(name) + len(value) for name, value in raw) > max_bytes:
-        raise HeadersTooLarge(f"request headers may total at most {max_bytes} bytes")
-    for name, value in raw:
-        if b"_" in name and not allow_underscores:
-            raise BadRequest(f"{name.decode('latin-1')}: header names containing '_' are refused")
-        if name == b"authorization":
-            if authorization is not None:
-                raise BadRequest("Authorization: sent more than once")
-            authorization = value.decode("latin-1")
-        elif name == ORG_HEADER.encode():
-            if org is not None:
-                raise BadRequest("X-Org: sent more than once")
-            org = value.decode("latin-1")
-    return authorization, org
-
-
-def request_id_of(raw: list[tuple[bytes, bytes]]) -> str:
-    """The client's X-Request-Id when it is a plain token (1-128 of A-Z a-z 0-9 . _ -), else a new one."""
-    for name, value in raw:
-        if name == b"x-request-id" and _REQUEST_ID_RE.match(value):
-            return value.decode("ascii")
-    return uuid.uuid4().hex
 
 
 async def _send_problem(

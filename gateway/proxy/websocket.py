@@ -1,0 +1,239 @@
+"""WebSockets: the same stages as HTTP before the handshake, then a live re-check while the connection lasts.
+
+A handshake is a GET: it is matched, authenticated, resolved and enforced exactly like one, and refused with
+an HTTP problem response (401/403/...) before any upgrade. Once open, messages are pumped both ways, and every
+`RECHECK_SECONDS` the gateway looks at the policy version; when it moved (membership removed, role changed,
+policy edited, user disabled) the decision is taken again and a connection no longer allowed is closed with
+1008 (policy violation) on both sides. No peer re-checks live connections; this one does within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, cast
+
+import aiohttp
+from litestar.types import (
+    Receive,
+    Scope,
+    Send,
+    WebSocketAcceptEvent,
+    WebSocketCloseEvent,
+    WebSocketResponseBodyEvent,
+    WebSocketResponseStartEvent,
+    WebSocketSendEvent,
+)
+from yarl import URL
+
+from gateway.errors import PROBLEM_CONTENT_TYPE, BadGateway, GatewayError, GatewayTimeout, render
+from gateway.proxy.audit import AuditEvent
+from gateway.proxy.authenticate import authenticate
+from gateway.proxy.enforce import Denied, enforce
+from gateway.proxy.forward import Outgoing, request_headers
+from gateway.proxy.headers import pick_headers, request_id_of
+from gateway.proxy.match import RouteMatch
+from gateway.proxy.paths import canonical_path
+from gateway.proxy.peer import resolve_peer
+from gateway.proxy.resolve import resolve_org
+
+if TYPE_CHECKING:
+    from gateway.proxy.pipeline import Pipeline
+
+RECHECK_SECONDS = 1.0
+POLICY_VIOLATION = 1008
+# The client's handshake headers belong to its connection to us; aiohttp writes its own to the upstream.
+HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "content-length",
+    }
+)
+
+
+async def _refuse(scope: Scope, send: Send, error: GatewayError, request_id: str) -> int:
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        body = render(error)
+        headers = [
+            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()),
+        ]
+        headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items())
+        await send(
+            WebSocketResponseStartEvent(type="websocket.http.response.start", status=error.status, headers=headers)
+        )
+        await send(WebSocketResponseBodyEvent(type="websocket.http.response.body", body=body, more_body=False))
+    else:  # the server answers 403 to a close before accept
+        await send(_close(POLICY_VIOLATION))
+    return error.status
+
+
+def _close(code: int) -> WebSocketCloseEvent:
+    return WebSocketCloseEvent(type="websocket.close", code=code, reason=None)
+
+
+def _upstream_url(match: RouteMatch, query: bytes) -> URL:
+    route = match.route
+    return URL.build(
+        scheme="wss" if route.scheme == "https" else "ws",
+        host=route.host,
+        port=route.port,
+        path=match.upstream_path,
+        query_string=query.decode("latin-1"),
+        encoded=True,
+    )
+
+
+async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
+    started = time.perf_counter()
+    raw = cast(list[tuple[bytes, bytes]], scope["headers"])
+    client = scope.get("client")
+    request_id = request_id_of(raw)
+    peer = resolve_peer(client[0] if client else "", "http", raw, pipeline.trusted_proxies)
+    event = AuditEvent(method="WEBSOCKET", path="", client_ip=peer.client_ip, request_id=request_id)
+    if (await receive())["type"] != "websocket.connect":
+        return
+    try:
+        event.path = path = canonical_path(scope.get("raw_path") or b"")
+        match = pipeline.routes.match(path)
+        event.route = match.route.prefix
+        authorization, org_header = pick_headers(raw, pipeline.allow_underscore_headers, pipeline.max_header_bytes)
+        identity: tuple[tuple[str, str], ...] = ()
+        subject = org_slug = None
+        if match.route.public:
+            event.granted, event.reason = True, "public route"
+        else:
+            principal = authenticate(pipeline.tokens, authorization)
+            event.subject = subject = principal.subject
+            org = resolve_org(pipeline.policy, match, org_header)
+            event.org = org_slug = org.slug
+            decision = enforce(pipeline.policy, subject, org.slug, path, "GET")
+            event.granted, event.reason = True, decision.reason
+            identity = (
+                ("x-gateway-user", principal.user_id),
+                ("x-gateway-org", org.slug),
+                ("x-gateway-roles", ",".join(pipeline.policy.roles_of(subject, org.slug))),
+            )
+        outgoing = Outgoing(
+            identity=identity,
+            forwarded_for=peer.forwarded_for,
+            scheme=peer.scheme,
+            host=peer.host,
+            request_id=request_id,
+        )
+        headers = [
+            (k, v)
+            for k, v in request_headers(raw, keep_authorization=match.route.public, outgoing=outgoing)
+            if k not in HANDSHAKE
+        ]
+        protocols = [
+            p.strip()
+            for k, v in raw
+            if k == b"sec-websocket-protocol"
+            for p in v.decode("latin-1").split(",")
+            if p.strip()
+        ]
+        try:
+            upstream = await asyncio.wait_for(
+                pipeline.http.ws_connect(
+                    _upstream_url(match, scope.get("query_string", b"")),
+                    headers=headers,
+                    protocols=protocols,
+                    autoclose=False,
+                    autoping=True,
+                ),
+                match.route.timeout.connect,
+            )
+        except TimeoutError as exc:
+            raise GatewayTimeout("the upstream did not accept the WebSocket in time") from exc
+        except aiohttp.ClientError as exc:
+            raise BadGateway("the upstream refused the WebSocket") from exc
+    except Denied as denied:
+        event.granted, event.reason, event.decision_id = False, denied.decision.reason, denied.decision_id
+        event.status = await _refuse(scope, send, denied, request_id)
+        _finish(pipeline, event, started)
+        return
+    except GatewayError as error:
+        if event.granted is None:
+            event.granted, event.reason = False, error.slug
+        event.status = await _refuse(scope, send, error, request_id)
+        _finish(pipeline, event, started)
+        return
+
+    accept = WebSocketAcceptEvent(
+        type="websocket.accept", subprotocol=upstream.protocol, headers=[(b"x-request-id", request_id.encode())]
+    )
+    await send(accept)
+    event.status = 101
+    tasks = [
+        asyncio.create_task(_client_to_upstream(receive, upstream)),
+        asyncio.create_task(_upstream_to_client(upstream, send)),
+    ]
+    if subject is not None and org_slug is not None:
+        tasks.append(asyncio.create_task(_recheck(pipeline, subject, org_slug, path)))
+    revoked = False
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        revoked = any(task.result() == "revoked" for task in done if not task.cancelled() and not task.exception())
+    finally:
+        # Stop both pumps before closing anything, so neither relays the other side's ordinary close.
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if revoked:
+            event.reason = "closed: no longer authorized"
+            with contextlib.suppress(Exception):
+                await send(_close(POLICY_VIOLATION))
+        if not upstream.closed:
+            await upstream.close(code=POLICY_VIOLATION if revoked else 1000)
+        _finish(pipeline, event, started)
+
+
+async def _client_to_upstream(receive: Receive, upstream: aiohttp.ClientWebSocketResponse) -> str:
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            await upstream.close()
+            return "client closed"
+        if message["type"] == "websocket.receive":
+            if message.get("text") is not None:
+                await upstream.send_str(cast(str, message["text"]))
+            elif message.get("bytes") is not None:
+                await upstream.send_bytes(cast(bytes, message["bytes"]))
+
+
+async def _upstream_to_client(upstream: aiohttp.ClientWebSocketResponse, send: Send) -> str:
+    async for message in upstream:
+        if message.type == aiohttp.WSMsgType.TEXT:
+            await send(WebSocketSendEvent(type="websocket.send", text=message.data, bytes=None))
+        elif message.type == aiohttp.WSMsgType.BINARY:
+            await send(WebSocketSendEvent(type="websocket.send", bytes=message.data, text=None))
+        else:
+            break
+    with contextlib.suppress(Exception):
+        await send(_close(upstream.close_code or 1000))
+    return "upstream closed"
+
+
+async def _recheck(pipeline: Pipeline, subject: str, org: str, path: str) -> str:
+    """Wait until the policy version moves and the connection is no longer allowed."""
+    version = pipeline.policy.version
+    while True:
+        await asyncio.sleep(RECHECK_SECONDS)
+        if pipeline.policy.version == version:
+            continue
+        version = pipeline.policy.version
+        if pipeline.policy.org(org) is None or not pipeline.policy.decide(subject, org, path, "GET").allowed:
+            return "revoked"
+
+
+def _finish(pipeline: Pipeline, event: AuditEvent, started: float) -> None:
+    event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    pipeline.audit.emit(event)

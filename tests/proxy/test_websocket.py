@@ -1,0 +1,76 @@
+"""WebSockets: authorized like a GET before the handshake, then closed when authorization is withdrawn."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from sqlalchemy import delete
+
+from gateway.db.engine import bump_version
+from gateway.db.models import Membership
+from tests.conftest import Gateway
+
+
+async def _seed(gateway: Gateway) -> str:
+    await gateway.org("acme")
+    await gateway.org("globex")
+    await gateway.user("v@acme.test", org="acme", role="viewer")
+    return await gateway.login("v@acme.test")
+
+
+def _ws_url(gateway: Gateway, path: str) -> str:
+    return gateway.url.replace("http://", "ws://") + path
+
+
+async def test_websocket_is_proxied_after_authorization(gateway: Gateway) -> None:
+    """An allowed caller's messages pass both ways; the upstream sees the identity, not the token."""
+    token = await _seed(gateway)
+    headers = {"Authorization": f"Bearer {token}", "X-Org": "acme", "X-Gateway-User": "spoof"}
+    async with gateway.http.ws_connect(_ws_url(gateway, "/api/ws?room=1"), headers=headers) as socket:
+        await socket.send_str("hello")
+        assert (await socket.receive(timeout=5)).data == "echo:hello"
+        await socket.send_bytes(b"\x00\x01")
+        assert (await socket.receive(timeout=5)).data == b"echo:\x00\x01"
+    seen = gateway.upstream.last
+    assert seen.method == "WEBSOCKET"
+    assert seen.raw_path == "/api/ws?room=1"
+    assert seen.header("X-Gateway-Org") == "acme"
+    assert seen.header("X-Gateway-User") != "spoof"
+    assert seen.header("Authorization") is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer nonsense", "X-Org": "acme"}, 401),
+        ({"X-Org": "globex"}, 403),
+    ],
+)
+async def test_refused_handshakes_get_http_errors(gateway: Gateway, headers: dict[str, str], status: int) -> None:
+    """No token, a bad token or a foreign org is refused before any upgrade, as plain HTTP."""
+    token = await _seed(gateway)
+    if headers.get("X-Org") == "globex":
+        headers = {**headers, "Authorization": f"Bearer {token}"}
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        async with gateway.http.ws_connect(_ws_url(gateway, "/api/ws"), headers=headers):
+            pass
+    assert info.value.status == status
+    assert gateway.upstream.seen == []
+
+
+async def test_open_connection_is_closed_when_membership_is_removed(gateway: Gateway) -> None:
+    """Removing the caller's membership closes the live connection with 1008 within a few seconds."""
+    token = await _seed(gateway)
+    headers = {"Authorization": f"Bearer {token}", "X-Org": "acme"}
+    async with gateway.http.ws_connect(_ws_url(gateway, "/api/ws"), headers=headers) as socket:
+        await socket.send_str("before")
+        assert (await socket.receive(timeout=5)).data == "echo:before"
+        async with gateway.runtime.sessions() as session:
+            await session.execute(delete(Membership))
+            await bump_version(session)
+            await session.commit()
+        await gateway.runtime.refresh()
+        message = await socket.receive(timeout=5)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert socket.close_code == 1008
