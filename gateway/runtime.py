@@ -29,6 +29,14 @@ from gateway.settings import Settings
 log = logging.getLogger("gateway")
 
 
+def _pool(size: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=size, ttl_dns_cache=60),
+        auto_decompress=False,  # bytes pass through as the upstream sent them
+        cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies into another's request
+    )
+
+
 @dataclass(slots=True)
 class Runtime:
     """Everything a request may need, created once. Built in two steps: config now, connections at startup."""
@@ -42,6 +50,7 @@ class Runtime:
     store: PolicyStore = field(init=False)
     tokens: TokenService = field(init=False)
     http: aiohttp.ClientSession = field(init=False)
+    pools: dict[str, aiohttp.ClientSession] = field(init=False)
     audit: AuditSink = field(init=False)
     metrics: Metrics = field(init=False)
     limiter: RateLimiter = field(init=False)
@@ -66,11 +75,8 @@ class Runtime:
         self.store = PolicyStore(self.sessions)
         self.tokens = TokenService(self.settings.tokens, await load_or_create_keys(self.sessions))
         await self.policy.reload(self.store.version, self._state, force=True)
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.settings.upstream.pool_size, ttl_dns_cache=60),
-            auto_decompress=False,  # bytes pass through as the upstream sent them
-            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies into another's request
-        )
+        self.http = _pool(self.settings.upstream.pool_size)
+        self.pools = {route.prefix: _pool(route.pool_size) for route in self.routes.routes if route.pool_size}
         limits = self.settings.rate_limits
         counter = RedisCounter(limits.redis_url) if limits.redis_url else MemoryCounter()
         self.limiter = RateLimiter(counter, per_user=limits.per_user_per_minute, per_org=limits.per_org_per_minute)
@@ -85,6 +91,7 @@ class Runtime:
             audit=self.audit,
             metrics=self.metrics,
             limiter=self.limiter,
+            pools=self.pools,
             allow_underscore_headers=self.settings.allow_underscore_headers,
             max_header_bytes=self.settings.upstream.max_header_bytes,
             trusted_proxies=TrustedProxies(self.settings.trusted_proxies),
@@ -103,6 +110,8 @@ class Runtime:
         await self.audit.close()
         await self.limiter.counter.close()
         await self.http.close()
+        for pool in self.pools.values():
+            await pool.close()
         await self.db.dispose()
 
     async def refresh(self) -> None:

@@ -69,6 +69,10 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Seconds to wait for upstream data (default: `[upstream].read_timeout`)."""
     max_body_bytes: int | None = None
     """Largest request body forwarded, in bytes (default: `[upstream].max_body_bytes`); more is 413."""
+    retries: int = 1
+    """Extra attempts after a connect failure, for GET/HEAD/OPTIONS/PUT/DELETE without a body."""
+    pool_size: int | None = None
+    """Give this route its own connection pool of this size (default: the shared `[upstream].pool_size`)."""
     cors: Cors | None = None
     """CORS for this route; absent means OPTIONS is authenticated and authorized like any method."""
     identity_token: bool = False

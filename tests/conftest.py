@@ -289,6 +289,7 @@ def gateway_settings(db_url: str, upstream_url: str, **overrides: Any) -> Settin
             {"prefix": "/api/slowish", "upstream": upstream_url, "read_timeout": 0.5},
             {"prefix": "/api/small", "upstream": upstream_url, "max_body_bytes": 1000},
             {"prefix": "/signed", "upstream": upstream_url, "identity_token": True},
+            {"prefix": "/pooled", "upstream": upstream_url, "pool_size": 1},
             {
                 "prefix": "/cors",
                 "upstream": upstream_url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import cast
@@ -159,6 +160,12 @@ async def body_stream(receive: Receive, limit: int, counter: list[int]) -> Async
             return
 
 
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_BACKOFF = 0.05
+# Failures before a single byte reached the upstream: safe to try again for idempotent methods.
+CONNECT_FAILURES = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
 async def forward(
     session: aiohttp.ClientSession,
     match: RouteMatch,
@@ -172,7 +179,11 @@ async def forward(
     request_id: str,
     extra_response_headers: list[tuple[bytes, bytes]],
 ) -> int:
-    """Send the request upstream and stream the answer back; return the upstream status."""
+    """Send the request upstream and stream the answer back; return the upstream status.
+
+    Idempotent requests without a body are retried on connect failures (`retries` per route). While the
+    upstream works, the client's connection is watched: if it goes away, the upstream request is cancelled.
+    """
     route = match.route
     url = URL.build(
         scheme=route.scheme,
@@ -182,10 +193,59 @@ async def forward(
         query_string=query.decode("latin-1"),
         encoded=True,
     )
-    counted = [0]
-    data = body_stream(receive, route.max_body_bytes, counted) if has_body else None
     if not has_body:
         headers = [(k, v) for k, v in headers if k != "content-length"]
+    attempts = 1 + (route.retries if method in IDEMPOTENT and not has_body else 0)
+    current = asyncio.current_task()
+    gone = asyncio.Event()
+    # With a body, receive() belongs to the body stream, which notices a disconnect itself.
+    watcher = None if has_body or current is None else asyncio.create_task(_watch_disconnect(receive, current, gone))
+    try:
+        for attempt in range(attempts):
+            try:
+                return await _exchange(
+                    session, match, url, method, headers, has_body, receive, send, request_id, extra_response_headers
+                )
+            except CONNECT_FAILURES as exc:
+                if attempt + 1 == attempts:
+                    if isinstance(exc, TimeoutError):
+                        raise GatewayTimeout("the upstream did not accept the connection in time") from exc
+                    raise BadGateway("the upstream refused the connection or could not be reached") from exc
+                await asyncio.sleep(RETRY_BACKOFF * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+    except asyncio.CancelledError:
+        if gone.is_set() and current is not None:
+            current.uncancel()
+            raise ClientGone() from None
+        raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[object], gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+    task.cancel()
+
+
+async def _exchange(
+    session: aiohttp.ClientSession,
+    match: RouteMatch,
+    url: URL,
+    method: str,
+    headers: list[tuple[str, str]],
+    has_body: bool,
+    receive: Receive,
+    send: Send,
+    request_id: str,
+    extra_response_headers: list[tuple[bytes, bytes]],
+) -> int:
+    """One attempt. Connect failures propagate as they are (the caller may retry); the rest become errors."""
+    route = match.route
+    counted = [0]
+    data = body_stream(receive, route.max_body_bytes, counted) if has_body else None
     started = False
     try:
         async with session.request(
@@ -209,6 +269,8 @@ async def forward(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return upstream.status
+    except CONNECT_FAILURES:
+        raise
     except BodyOverLimit as exc:
         raise PayloadTooLarge(f"the body may be at most {route.max_body_bytes} bytes on this route") from exc
     except TimeoutError as exc:

@@ -28,6 +28,8 @@ class CompiledRoute:
     timeout: aiohttp.ClientTimeout
     max_body_bytes: int
     identity_token: bool
+    retries: int
+    pool_size: int | None
     cors: CorsPolicy | None
     audience: str
     """The upstream's origin (scheme://host:port): the `aud` of identity tokens for this route."""
@@ -61,6 +63,8 @@ def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
         org_from=route.org_from,
         max_body_bytes=route.max_body_bytes if route.max_body_bytes is not None else defaults.max_body_bytes,
         identity_token=route.identity_token,
+        retries=max(route.retries, 0),
+        pool_size=route.pool_size,
         cors=CorsPolicy.compile(route.cors) if route.cors is not None else None,
         audience=f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}",
         timeout=aiohttp.ClientTimeout(
@@ -78,6 +82,10 @@ class RouteTable:
 
     def __len__(self) -> int:
         return len(self._routes)
+
+    @property
+    def routes(self) -> list[CompiledRoute]:
+        return list(self._routes)
 
     def match(self, path: str) -> RouteMatch:
         if any(path == reserved or path.startswith(reserved + "/") for reserved in RESERVED_PREFIXES):

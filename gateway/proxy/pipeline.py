@@ -53,6 +53,8 @@ class Pipeline:
     http: aiohttp.ClientSession
     audit: AuditSink
     metrics: Metrics
+    pools: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
+    """Routes with their own `pool_size`, by prefix; every other route uses `http`."""
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(MemoryCounter(), per_user=None, per_org=None))
     allow_underscore_headers: bool = False
     max_header_bytes: int = 32 * 1024
@@ -151,7 +153,7 @@ class Pipeline:
             forwarding = time.perf_counter()
             try:
                 event.upstream_status = event.status = await forward(  # 5
-                    self.http,
+                    self.pools.get(match.route.prefix, self.http),
                     match,
                     method=method,
                     query=scope.get("query_string", b""),

@@ -140,7 +140,7 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         ]
         try:
             upstream = await asyncio.wait_for(
-                pipeline.http.ws_connect(
+                pipeline.pools.get(match.route.prefix, pipeline.http).ws_connect(
                     _upstream_url(match, scope.get("query_string", b"")),
                     headers=headers,
                     protocols=protocols,

@@ -11,10 +11,19 @@ from pathlib import Path
 import aiohttp
 import jwt
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.app import create_app
-from tests.conftest import ROOT, Gateway, Upstream, gateway_settings, load_system_policy, start_gateway
+from tests.conftest import (
+    ROOT,
+    Gateway,
+    Upstream,
+    closed_port,
+    gateway_settings,
+    load_system_policy,
+    start_gateway,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -759,3 +768,67 @@ async def test_metrics_count_decisions_and_split_latency(gateway: Gateway) -> No
     ):
         assert line in text, line
     assert tokens["viewer"] not in text
+
+
+async def test_idempotent_requests_retry_a_refused_connection(db_url: str, upstream: Upstream, tmp_path: Path) -> None:
+    """A GET whose upstream comes up during the retry back-off succeeds; a POST is never retried."""
+    await load_system_policy(db_url)
+    port = closed_port()
+    routes = [{"prefix": "/late", "upstream": f"http://127.0.0.1:{port}", "retries": 2}]
+    app = create_app(gateway_settings(db_url, upstream.url, routes=routes, audit_log="off"))
+    url, server, task = await start_gateway(app)
+    late = web.AppRunner(web.Application())
+    try:
+        async with aiohttp.ClientSession() as http:
+            gateway = Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
+            tokens = await _acme(gateway)
+            assert (await gateway.call("POST", "/late/x", token=tokens["member"], org="acme"))[0] == 502
+
+            async def answer(_: web.Request) -> web.Response:
+                return web.Response(text="late")
+
+            async def come_up() -> None:
+                await asyncio.sleep(0.02)
+                late.app.router.add_get("/late/x", answer)
+                await late.setup()
+                await web.TCPSite(late, "127.0.0.1", port).start()
+
+            started = asyncio.create_task(come_up())
+            status, _, body = await gateway.call("GET", "/late/x", token=tokens["viewer"], org="acme")
+            await started
+            assert (status, body) == (200, b"late")
+    finally:
+        await late.cleanup()
+        server.should_exit = True
+        await task
+
+
+async def test_client_disconnect_cancels_the_upstream_request(gateway: Gateway) -> None:
+    """When the client goes away while the upstream works, the gateway stops waiting at once."""
+    tokens = await _acme(gateway)
+    with pytest.raises(TimeoutError):
+        async with gateway.http.get(
+            gateway.url + "/api/x/slow",
+            timeout=aiohttp.ClientTimeout(total=0.3),
+            headers={"Authorization": f"Bearer {tokens['viewer']}", "X-Org": "acme"},
+        ):
+            pass
+    for _ in range(40):
+        events = [e for e in gateway.audit_events() if e["path"] == "/api/x/slow"]
+        if events:
+            break
+        await asyncio.sleep(0.05)
+    assert events, "no audit line for the abandoned request"
+    assert events[0]["status"] == 499
+    assert events[0]["reason"] == "client disconnected"
+    assert events[0]["duration_ms"] < 1500, "the gateway kept waiting for the upstream"
+
+
+async def test_route_with_its_own_pool(gateway: Gateway) -> None:
+    """pool_size on a route gives it a separate connection pool of that size."""
+    tokens = await _acme(gateway)
+    assert (await gateway.call("GET", "/pooled/x", token=tokens["viewer"], org="acme"))[0] == 200
+    assert gateway.runtime.pools["/pooled"].connector is not None
+    assert gateway.runtime.pools["/pooled"].connector.limit == 1
+    assert gateway.runtime.http.connector is not None
+    assert gateway.runtime.http.connector.limit == 256
