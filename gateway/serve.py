@@ -8,9 +8,23 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.app import create_app
 from gateway.settings import Settings
+
+FRAGMENT_MARK = "gateway.fragment"
+
+
+class StrictHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, except that a request target carrying a `#` fragment is marked in the
+    scope (the parser would silently drop the fragment), so the pipeline can refuse it instead of
+    authorizing a shorter path than the client wrote (Envoy CVE-2021-32779)."""
+
+    def on_headers_complete(self) -> None:
+        if b"#" in self.url:
+            self.scope[FRAGMENT_MARK] = True  # type: ignore[literal-required]
+        super().on_headers_complete()
 
 
 def configure_logging(level: str) -> None:
@@ -25,7 +39,7 @@ def server(settings: Settings, *, host: str, port: int) -> uvicorn.Server:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=StrictHttpToolsProtocol,
         lifespan="on",
         # X-Forwarded-* are the gateway's business (trusted only from configured proxies), not uvicorn's.
         proxy_headers=False,

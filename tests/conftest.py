@@ -34,6 +34,7 @@ from gateway.db.models import Membership, Organization, PolicyRule, RefreshToken
 from gateway.policy.rules import parse_files
 from gateway.policy.store import add_rules
 from gateway.runtime import Runtime
+from gateway.serve import StrictHttpToolsProtocol
 from gateway.settings import Settings, settings_from_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,7 +314,7 @@ async def start_gateway(app: Litestar) -> tuple[str, uvicorn.Server, asyncio.Tas
         proxy_headers=False,
         server_header=False,
         access_log=False,
-        http="httptools",
+        http=StrictHttpToolsProtocol,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

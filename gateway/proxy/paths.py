@@ -4,7 +4,8 @@ Rules (documented in the README):
 - decode percent-escapes of characters that may stand literally in a path (unreserved, sub-delims except `;`,
   `:` and `@`); encode everything else as upper-case `%XX` (so non-ASCII and `%`, `?`, `#` stay escaped);
 - refuse what has no single meaning: encoded `/` or `\\`, raw `\\`, `;` path parameters, NUL and control
-  characters (raw or encoded), invalid escapes, encoded dot segments, dot segments that climb above `/`;
+  characters (raw or encoded), invalid escapes, encoded dot segments, dot segments that climb above `/`,
+  bytes that are not UTF-8 (overlong forms such as `%C0%AE` included), and (serve.py) a `#` fragment;
 - resolve literal `.` and `..` segments (RFC 3986 §5.2.4) and collapse repeated slashes;
 - keep case and a trailing slash: both are significant.
 """
@@ -12,6 +13,7 @@ Rules (documented in the README):
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_to_bytes
 
 from gateway.errors import InvalidPath
 
@@ -22,6 +24,7 @@ _ESCAPE = [f"%{byte:02X}" for byte in range(256)]
 # The common case: nothing to decode, encode, resolve or collapse.
 _FAST = re.compile(rb"^(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,=:@]+)*/?$")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_HIGH_ESCAPE = re.compile(r"%[89A-F][0-9A-F]")
 
 
 def _segment(raw: bytes) -> str:
@@ -90,4 +93,9 @@ def canonical_path(raw: bytes) -> str:
     path = "/" + "/".join(stack)
     if trailing and stack:
         path += "/"
+    if _HIGH_ESCAPE.search(path):
+        try:  # overlong forms (%C0%AE for '.'), surrogates, stray bytes: decoders disagree on what they mean
+            unquote_to_bytes(path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidPath("invalid or overlong UTF-8 in path") from None
     return path

@@ -16,7 +16,7 @@ import aiohttp
 from litestar.enums import ScopeType
 from litestar.types import Receive, Scope, Send
 
-from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, render
+from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, InvalidPath, render
 from gateway.identity.tokens import TokenService
 from gateway.metrics import Metrics
 from gateway.policy import PolicyEngine
@@ -103,6 +103,8 @@ class Pipeline:
         event = AuditEvent(method=method, path="", client_ip=peer.client_ip, request_id=request_id)
         cors: list[tuple[bytes, bytes]] = []
         try:
+            if scope.get("gateway.fragment"):
+                raise InvalidPath("a fragment ('#') is not part of a request target")
             # raw_path, never scope["path"]: the mount rewrites that, and it is already percent-decoded.
             event.path = path = canonical_path(scope.get("raw_path") or b"")
             match = self.routes.match(path)  # 1

@@ -235,6 +235,8 @@ async def test_no_attempt_reaches_the_denied_area(gateway: Gateway) -> None:
         (b"/api/admin;/secret", 400),  # path parameter
         (b"//api/admin/secret", 403),  # leading // is a path, not an authority
         (b"/api/public%23/../admin/secret", 403),  # %23 is data, `..` still resolves
+        (b"/api/public#/../admin/secret", 400),  # a raw fragment is refused, not silently dropped
+        (b"/api/public/%c0%ae%c0%ae/admin/secret", 400),  # overlong UTF-8 for `..`
     ],
 )
 async def test_known_vectors_get_the_documented_answer(gateway: Gateway, target: bytes, expected: int) -> None:

@@ -64,6 +64,12 @@ REFUSED = [
     b"/api/a?b",
     b"/api/a#b",
     b"/" + b"a" * 9000,
+    b"/api/%c0%ae%c0%ae/admin",
+    b"/api/%c0%afadmin",
+    b"/api/%e0%80%ae",
+    b"/api/%ed%a0%80",
+    b"/api/caf%e9",
+    b"/api/\xc0\xae",
 ]
 
 
