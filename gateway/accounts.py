@@ -7,6 +7,7 @@ caches, so every gateway process reloads its snapshot.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 
@@ -15,11 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.engine import bump_version
-from gateway.db.models import Membership, Organization, RefreshToken, User, new_id, utcnow
+from gateway.db.models import ApiKey, Membership, Organization, RefreshToken, User, new_id, utcnow
 from gateway.errors import Conflict, InvalidToken, NotFound, Unauthenticated, Unprocessable
+from gateway.identity import apikeys
 from gateway.identity.passwords import PasswordHasher, password_problem
 from gateway.identity.tokens import TokenService, hash_refresh_token, new_refresh_token
-from gateway.policy import store
+from gateway.policy import rules, store
 from gateway.policy.rules import ORG_SLUG_RE, ROLE_RE, Rule
 from gateway.settings import Tokens
 
@@ -181,3 +183,75 @@ async def refresh(session: AsyncSession, tokens: TokenService, settings: Tokens,
     if user is None or user.disabled:
         raise InvalidToken("refresh token rejected")
     return await _issue(session, tokens, settings, user.id, family_id=row.family_id, expires_at=row.expires_at)
+
+
+def validate_scopes(scopes: list[str]) -> list[str]:
+    """Each scope is "METHOD /pattern" (METHOD may be *), with the same pattern rules as policy lines."""
+    checked = []
+    for index, scope in enumerate(scopes):
+        method, _, pattern = scope.strip().partition(" ")
+        try:
+            rules.validate("p", ("viewer", "*", pattern.strip(), method.strip()))
+        except rules.PolicyError as exc:
+            raise Unprocessable(f"scopes[{index}]: {exc}") from None
+        checked.append(f"{method.strip()} {pattern.strip()}")
+    return checked
+
+
+async def create_api_key(
+    session: AsyncSession,
+    *,
+    org_slug: str,
+    email: str,
+    name: str,
+    expires_in_days: int | None = None,
+    scopes: list[str] | None = None,
+) -> tuple[str, ApiKey]:
+    """A key acting as the user in the org; returns (the key, shown only now, and its row)."""
+    if not name.strip() or len(name) > 100:
+        raise Unprocessable("name: 1-100 characters")
+    if expires_in_days is not None and not 1 <= expires_in_days <= 3650:
+        raise Unprocessable("expires_in_days: between 1 and 3650")
+    checked = validate_scopes(scopes or [])
+    org = await session.scalar(select(Organization).where(Organization.slug == org_slug))
+    if org is None:
+        raise NotFound(f"org: no organization with slug {org_slug!r}")
+    user = await session.scalar(select(User).where(User.email == normalise_email(email)))
+    if user is None:
+        raise NotFound("email: no user with this email")
+    if await session.get(Membership, (user.id, org.id)) is None:
+        raise Unprocessable("email: the user is not a member of this organization")
+    key, key_id = apikeys.new_key()
+    now = utcnow()
+    row = ApiKey(
+        id=key_id,
+        org_id=org.id,
+        user_id=user.id,
+        name=name.strip(),
+        key_hash=apikeys.key_hash(key),
+        last4=key[-4:],
+        scopes=json.dumps(checked),
+        created_at=now,
+        expires_at=now + dt.timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    session.add(row)
+    await session.flush()
+    await bump_version(session)
+    return key, row
+
+
+async def revoke_api_key(session: AsyncSession, key_id: str) -> None:
+    """Revoked keys leave every gateway's snapshot on its next reload (within one poll)."""
+    row = await session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound("key: no API key with this id")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await bump_version(session)
+
+
+async def list_api_keys(session: AsyncSession, *, org_slug: str) -> list[ApiKey]:
+    org = await session.scalar(select(Organization).where(Organization.slug == org_slug))
+    if org is None:
+        raise NotFound(f"org: no organization with slug {org_slug!r}")
+    return list(await session.scalars(select(ApiKey).where(ApiKey.org_id == org.id).order_by(ApiKey.created_at)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import logging
 import sys
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import accounts, cli_policy
 from gateway.cli_common import CommandError, in_transaction, settings_of
 from gateway.errors import GatewayError
+from gateway.identity import apikeys
 from gateway.identity.passwords import PasswordHasher
 from gateway.policy.rules import PolicyError
 from gateway.settings import ConfigError
@@ -77,6 +79,57 @@ def cmd_members_add(args: argparse.Namespace) -> None:
     print(f"{args.email} is {args.role} in {args.org}")
 
 
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    async def work(session: AsyncSession) -> str:
+        key, _ = await accounts.create_api_key(
+            session,
+            org_slug=args.org,
+            email=args.email,
+            name=args.name,
+            expires_in_days=args.expires_days,
+            scopes=args.scope,
+        )
+        return key
+
+    key = asyncio.run(in_transaction(settings_of(args), work))
+    print(key)
+    print("This is the only time the key is shown; only its hash is stored.", file=sys.stderr)
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> None:
+    async def work(session: AsyncSession) -> None:
+        await accounts.revoke_api_key(session, args.id)
+
+    asyncio.run(in_transaction(settings_of(args), work))
+    print(f"revoked {args.id}")
+
+
+def cmd_keys_list(args: argparse.Namespace) -> None:
+    async def work(session: AsyncSession) -> list[str]:
+        return [
+            "\t".join(
+                (
+                    apikeys.listing(row.id, row.last4),
+                    row.name,
+                    row.created_at.isoformat(timespec="seconds"),
+                    _when(row.expires_at),
+                    _when(row.last_used_at),
+                    "revoked" if row.revoked_at else "active",
+                )
+            )
+            for row in await accounts.list_api_keys(session, org_slug=args.org)
+        ]
+
+    rows = asyncio.run(in_transaction(settings_of(args), work))
+    print("key\tname\tcreated\texpires\tlast used\tstate")
+    for row in rows:
+        print(row)
+
+
+def _when(value: dt.datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from gateway.serve import serve
 
@@ -126,6 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--email", required=True)
     add.add_argument("--role", required=True)
     add.set_defaults(func=cmd_members_add)
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    create_key = keys.add_parser("create", parents=[config], help="create a key for a member; printed once")
+    create_key.add_argument("--org", required=True)
+    create_key.add_argument("--email", required=True, help="the member the key acts as")
+    create_key.add_argument("--name", required=True)
+    create_key.add_argument("--expires-days", type=int)
+    create_key.add_argument("--scope", action="append", default=[], help='narrow to "METHOD /pattern" (repeatable)')
+    create_key.set_defaults(func=cmd_keys_create)
+    revoke_key = keys.add_parser("revoke", parents=[config], help="revoke a key by id (effective within a poll)")
+    revoke_key.add_argument("--id", required=True)
+    revoke_key.set_defaults(func=cmd_keys_revoke)
+    list_keys = keys.add_parser("list", parents=[config], help="list an organization's keys (never the secret)")
+    list_keys.add_argument("--org", required=True)
+    list_keys.set_defaults(func=cmd_keys_list)
 
     cli_policy.register(commands, config)
 

@@ -124,6 +124,8 @@ class RateLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     per_user_per_minute: int | None = None
     per_org_per_minute: int | None = None
+    per_key_per_minute: int | None = None
+    """Per API key, on top of its owner's user budget."""
     redis_url: str | None = None
     """`redis://host:6379/0` to share the budget between replicas; otherwise counted in each process."""
 

@@ -30,7 +30,16 @@ from gateway import accounts
 from gateway.app import create_app
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
-from gateway.db.models import Membership, Organization, PolicyRule, RefreshToken, SigningKey, User
+from gateway.db.models import (
+    ApiKey,
+    AuditRecord,
+    Membership,
+    Organization,
+    PolicyRule,
+    RefreshToken,
+    SigningKey,
+    User,
+)
 from gateway.policy.rules import parse_files
 from gateway.policy.store import add_rules
 from gateway.runtime import Runtime
@@ -92,7 +101,7 @@ async def _empty(url: str) -> None:
     engine = create_engine(url)
     try:
         async with session_factory(engine)() as session:
-            for model in (RefreshToken, Membership, PolicyRule, Organization, User, SigningKey):
+            for model in (RefreshToken, ApiKey, AuditRecord, Membership, PolicyRule, Organization, User, SigningKey):
                 await session.execute(delete(model))
             await session.commit()
     finally:

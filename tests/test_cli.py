@@ -72,3 +72,47 @@ def test_cli_unmigrated_database_says_so(tmp_path: Path) -> None:
     result = run_cli(["orgs", "create", "--slug", "x", "--name", "x"], f"sqlite+aiosqlite:///{tmp_path}/empty.db")
     assert result.returncode == 1
     assert "gateway migrate" in result.stderr
+
+
+def test_cli_api_keys(db_url: str) -> None:
+    """keys create prints the key once; list shows only prefix, id and last four; revoke marks it revoked."""
+    assert run_cli(["migrate"], db_url).returncode == 0
+    assert run_cli(["orgs", "create", "--slug", "acme", "--name", "Acme"], db_url).returncode == 0
+    assert run_cli(["users", "create", "--email", "ci@acme.test"], db_url, stdin="a long password\n").returncode == 0
+    assert (
+        run_cli(["members", "add", "--org", "acme", "--email", "ci@acme.test", "--role", "member"], db_url).returncode
+        == 0
+    )
+    created = run_cli(
+        [
+            "keys",
+            "create",
+            "--org",
+            "acme",
+            "--email",
+            "ci@acme.test",
+            "--name",
+            "deploy",
+            "--scope",
+            "GET /api/*",
+            "--expires-days",
+            "30",
+        ],
+        db_url,
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("gw_live_")
+    assert "only time" in created.stderr
+    listed = run_cli(["keys", "list", "--org", "acme"], db_url)
+    assert key[-4:] in listed.stdout
+    assert key[20:60] not in listed.stdout, "the secret never appears in a listing"
+    assert "active" in listed.stdout
+    key_id = key.split("_")[2]
+    assert run_cli(["keys", "revoke", "--id", key_id], db_url).returncode == 0
+    assert "revoked" in run_cli(["keys", "list", "--org", "acme"], db_url).stdout
+    bad = run_cli(
+        ["keys", "create", "--org", "acme", "--email", "ci@acme.test", "--name", "x", "--scope", "GET x"], db_url
+    )
+    assert bad.returncode == 1
+    assert "scopes[0]" in bad.stderr

@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -27,6 +27,9 @@ from gateway.db.engine import bump_version
 from gateway.db.models import SigningKey, utcnow
 from gateway.errors import InvalidToken, Unauthenticated
 from gateway.settings import Tokens
+
+if TYPE_CHECKING:
+    from gateway.policy.engine import KeyRecord
 
 ALGORITHM = "EdDSA"
 ACCESS_TYP = "at+jwt"
@@ -45,6 +48,8 @@ class Principal:
 
     user_id: str
     token_id: str
+    key: KeyRecord | None = None
+    """Set when the caller authenticated with an API key: its org and scopes apply."""
 
     @property
     def subject(self) -> str:
@@ -109,7 +114,7 @@ class TokenService:
         self._settings = settings
         self._ring = ring
         self._cache: dict[str, tuple[Principal, float]] = {}
-        self._identities: dict[tuple[str, str, str, str], tuple[str, float]] = {}
+        self._identities: dict[tuple[str, str, str, str, str], tuple[str, float]] = {}
 
     @property
     def ring(self) -> KeyRing:
@@ -132,13 +137,13 @@ class TokenService:
             )
         return {"keys": keys}
 
-    def identity_token(self, *, user_id: str, org: str, roles: str, audience: str) -> str:
+    def identity_token(self, *, user_id: str, org: str, roles: str, audience: str, key_id: str | None = None) -> str:
         """A short-lived JWT an upstream can verify with the JWKS instead of trusting the network.
 
         Signed once and reused while it has more than half its life left, so the proxy pays the signature
         about once per caller, org and upstream per 30 seconds.
         """
-        key = (user_id, org, roles, audience)
+        key = (user_id, org, roles, audience, key_id or "")
         now = time.time()
         cached = self._identities.get(key)
         if cached is not None and cached[1] - now > _IDENTITY_REUSE:
@@ -154,6 +159,8 @@ class TokenService:
             "exp": issued + IDENTITY_TTL,
             "jti": secrets.token_urlsafe(12),
         }
+        if key_id is not None:
+            claims["key_id"] = key_id
         kid = self._ring.active_kid
         token = jwt.encode(
             claims, self._ring.private_keys[kid], algorithm=ALGORITHM, headers={"kid": kid, "typ": IDENTITY_TYP}

@@ -19,7 +19,7 @@ import casbin
 from casbin.util import key_match
 
 from gateway.policy import compiled
-from gateway.policy.compiled import CompiledPolicy
+from gateway.policy.compiled import CompiledPolicy, key_match2_regex
 from gateway.policy.rules import Rule
 
 log = logging.getLogger("gateway.policy")
@@ -31,6 +31,24 @@ class OrgRef:
 
     id: str
     slug: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What the hot path knows about an API key: enough to verify it and to narrow what it may do."""
+
+    key_id: str
+    key_hash: str
+    user_id: str
+    org: str
+    scopes: tuple[tuple[str, str], ...]
+    """(METHOD or *, keyMatch2 pattern) pairs; empty means the owner's roles apply unnarrowed."""
+    expires_at: float | None
+
+    def permits(self, method: str, path: str) -> bool:
+        return not self.scopes or any(
+            m in (method, "*") and key_match2_regex(p).match(path) is not None for m, p in self.scopes
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +72,7 @@ class PolicyState:
     rules: tuple[Rule, ...]
     orgs: tuple[OrgRef, ...] = ()
     version: int = 0
+    keys: tuple[KeyRecord, ...] = ()
     model_text: str | None = None
     """A new model to switch to (file watching); None keeps the current one."""
 
@@ -71,6 +90,7 @@ class _Snapshot:
     loaded_at: float
     rule_count: int
     compiled: CompiledPolicy | None
+    keys: dict[str, KeyRecord]
 
 
 def build_enforcer(model: str | Path, rules: Collection[Rule]) -> casbin.Enforcer:
@@ -154,6 +174,10 @@ class PolicyEngine:
         """The organization with this slug, or None. Callers must do this before `decide`."""
         return self._current().orgs.get(slug)
 
+    def api_key(self, key_id: str) -> KeyRecord | None:
+        """The live (not revoked, owner enabled) key with this id, or None."""
+        return self._current().keys.get(key_id)
+
     def roles_of(self, subject: str, org: str) -> tuple[str, ...]:
         """Roles bound directly to `subject` in `org`, plus those it holds in every org (`*`)."""
         snapshot = self._current()
@@ -188,6 +212,7 @@ class PolicyEngine:
         enforcer = build_enforcer(model_text, state.rules)
         snapshot = _Snapshot(
             compiled=_compile(enforcer),
+            keys={key.key_id: key for key in state.keys},
             enforcer=enforcer,
             orgs={org.slug: org for org in state.orgs},
             roles=_index_roles(state.rules),

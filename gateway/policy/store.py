@@ -6,6 +6,7 @@ membership table is the single source of truth for who holds which role in which
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from sqlalchemy import delete, select
@@ -14,8 +15,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.engine import bump_version, read_version
-from gateway.db.models import Membership, Organization, PolicyRule, User
-from gateway.policy.engine import OrgRef, PolicyState
+from gateway.db.models import ApiKey, Membership, Organization, PolicyRule, User
+from gateway.policy.engine import KeyRecord, OrgRef, PolicyState
 from gateway.policy.rules import Rule
 
 
@@ -52,7 +53,30 @@ async def read_state(session: AsyncSession) -> PolicyState:
         OrgRef(id=org_id, slug=slug)
         for org_id, slug in await session.execute(select(Organization.id, Organization.slug))
     ]
-    return PolicyState(rules=tuple(rules), orgs=tuple(orgs), version=version)
+    keys = await session.execute(
+        select(ApiKey.id, ApiKey.key_hash, ApiKey.user_id, Organization.slug, ApiKey.scopes, ApiKey.expires_at)
+        .join(Organization, Organization.id == ApiKey.org_id)
+        .join(User, User.id == ApiKey.user_id)
+        .where(ApiKey.revoked_at.is_(None), User.disabled.is_(False))
+    )
+    records = tuple(
+        KeyRecord(
+            key_id=key_id,
+            key_hash=digest,
+            user_id=user_id,
+            org=slug,
+            scopes=parse_scopes(scopes),
+            expires_at=expires.timestamp() if expires else None,
+        )
+        for key_id, digest, user_id, slug, scopes, expires in keys
+    )
+    return PolicyState(rules=tuple(rules), orgs=tuple(orgs), version=version, keys=records)
+
+
+def parse_scopes(raw: str) -> tuple[tuple[str, str], ...]:
+    """Stored scopes (a JSON list of "METHOD /pattern") as pairs."""
+    pairs = (str(scope).split(" ", 1) for scope in json.loads(raw))
+    return tuple((method, pattern) for method, pattern in pairs)
 
 
 async def add_rules(session: AsyncSession, rules: Iterable[Rule]) -> int:

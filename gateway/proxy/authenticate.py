@@ -1,10 +1,40 @@
-"""Stage 2, authenticate: the access JWT from `Authorization: Bearer` becomes a Principal, or 401."""
+"""Stage 2, authenticate: an access JWT or an API key becomes a Principal, or 401.
+
+API keys come as `X-API-Key: <key>` or `Authorization: Bearer <key>`; their checksum is verified before any
+lookup, the lookup is in the in-memory snapshot (no database), and the stored hash is compared in constant time.
+"""
 
 from __future__ import annotations
 
+import hmac
+import time
+
+from gateway.errors import BadRequest, InvalidToken
+from gateway.identity import apikeys
 from gateway.identity.tokens import Principal, TokenService
+from gateway.policy import PolicyEngine
 
 
-def authenticate(tokens: TokenService, authorization: str | None) -> Principal:
-    """Missing credentials -> Unauthenticated; a rejected token -> InvalidToken (both 401)."""
+def authenticate(
+    tokens: TokenService, authorization: str | None, *, api_key: str | None = None, policy: PolicyEngine | None = None
+) -> Principal:
+    """Missing credentials -> Unauthenticated; a rejected token or key -> InvalidToken (both 401)."""
+    bearer = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
+    if bearer is not None and apikeys.looks_like_key(bearer):
+        if api_key is not None:
+            raise BadRequest("send an API key in X-API-Key or in Authorization, not both")
+        api_key = bearer
+    if api_key is not None and policy is not None:
+        return _by_key(policy, api_key)
     return tokens.authenticate(authorization)
+
+
+def _by_key(policy: PolicyEngine, key: str) -> Principal:
+    key_id = apikeys.parse(key)
+    record = policy.api_key(key_id)
+    digest = apikeys.key_hash(key)
+    if record is None or not hmac.compare_digest(record.key_hash, digest):
+        raise InvalidToken("API key rejected")
+    if record.expires_at is not None and time.time() >= record.expires_at:
+        raise InvalidToken("API key expired")
+    return Principal(user_id=record.user_id, token_id=key_id, key=record)

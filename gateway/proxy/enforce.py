@@ -5,20 +5,26 @@ from __future__ import annotations
 import secrets
 
 from gateway.errors import Forbidden
-from gateway.policy import Decision, PolicyEngine
+from gateway.policy import Decision, KeyRecord, PolicyEngine
 
 
-def enforce(policy: PolicyEngine, subject: str, org: str, path: str, method: str) -> Decision:
+def enforce(
+    policy: PolicyEngine, subject: str, org: str, path: str, method: str, *, key: KeyRecord | None = None
+) -> Decision:
+    """Casbin decides; an API key's scopes can then only narrow the answer, never widen it."""
     decision = policy.decide(subject, org, path, method)
     if not decision.allowed:
         raise Denied(decision)
+    if key is not None and not key.permits(method, path):
+        raise Denied(Decision(False, ()), reason=f"outside the scopes of API key {key.key_id}")
     return decision
 
 
 class Denied(Forbidden):
     """Casbin said no; `decision_id` links the 403 the client sees to the audit event."""
 
-    def __init__(self, decision: Decision) -> None:
+    def __init__(self, decision: Decision, *, reason: str | None = None) -> None:
         self.decision = decision
+        self.reason = reason or decision.reason
         self.decision_id = secrets.token_hex(8)
         super().__init__("not allowed in this organization", decision_id=self.decision_id)

@@ -95,7 +95,7 @@ def request_headers(
             continue
         if name.replace("_", "-").startswith(IDENTITY_PREFIX):
             continue  # X-Gateway-*, x_gateway_*, X-Gateway_User...: only the gateway writes these
-        if name == "authorization" and not keep_authorization:
+        if name in ("authorization", "x-api-key") and not keep_authorization:
             continue  # the credential was consumed here; upstreams get the verified identity instead
         headers.append((name, raw_value.decode("latin-1")))
     headers.extend(outgoing.identity)

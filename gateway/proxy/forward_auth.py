@@ -32,6 +32,7 @@ class Described:
     path: str
     authorization: str | None
     org: str | None
+    api_key: str | None
 
 
 def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxies) -> Described:
@@ -39,7 +40,7 @@ def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxi
         raise Forbidden("forward-auth answers only the proxies listed in trusted_proxies")
     found: dict[bytes, str] = {}
     for name, value in raw:
-        if name in (b"x-forwarded-method", b"x-forwarded-uri", b"authorization", ORG_HEADER.encode()):
+        if name in (b"x-forwarded-method", b"x-forwarded-uri", b"authorization", b"x-api-key", ORG_HEADER.encode()):
             if name in found:
                 raise BadRequest(f"{name.decode()}: sent more than once")
             found[name] = value.decode("latin-1")
@@ -54,19 +55,22 @@ def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxi
     if "#" in target:
         raise BadRequest("X-Forwarded-Uri: a fragment is not part of a request target")
     path = canonical_path(target.encode("latin-1"))
-    return Described(method, path, found.get(b"authorization"), found.get(ORG_HEADER.encode()))
+    return Described(method, path, found.get(b"authorization"), found.get(ORG_HEADER.encode()), found.get(b"x-api-key"))
 
 
 def decide_described(tokens: TokenService, policy: PolicyEngine, described: Described) -> tuple[tuple[str, str], ...]:
     """The identity headers for an allowed request; raises 401/403 errors otherwise."""
-    principal = authenticate(tokens, described.authorization)
-    slug = (described.org or "").strip()
+    principal = authenticate(tokens, described.authorization, api_key=described.api_key, policy=policy)
+    key = principal.key
+    slug = key.org if key is not None else (described.org or "").strip()
+    if key is not None and described.org is not None and described.org.strip() != key.org:
+        raise Forbidden("not allowed in this organization")
     org = policy.org(slug) if slug else None
-    if described.org is None:
+    if key is None and described.org is None:
         raise BadRequest("X-Org: the organization slug is needed")
     if org is None:
         raise Forbidden("not allowed in this organization")
-    enforce(policy, principal.subject, org.slug, described.path, described.method)
+    enforce(policy, principal.subject, org.slug, described.path, described.method, key=key)
     roles = policy.roles_of(principal.subject, org.slug)
     return (
         ("x-gateway-user", principal.user_id),

@@ -66,20 +66,26 @@ class RedisCounter:
 
 
 class RateLimiter:
-    def __init__(self, counter: Counter, *, per_user: int | None, per_org: int | None) -> None:
+    def __init__(
+        self, counter: Counter, *, per_user: int | None, per_org: int | None, per_key: int | None = None
+    ) -> None:
         self.counter = counter
         self._per_user = per_user
         self._per_org = per_org
+        self._per_key = per_key
 
     @property
     def active(self) -> bool:
-        return bool(self._per_user or self._per_org)
+        return bool(self._per_user or self._per_org or self._per_key)
 
-    async def check(self, user_id: str, org: str) -> None:
+    async def check(self, user_id: str, org: str, key_id: str | None = None) -> None:
         now = time.time()
         window = int(now // WINDOW)
         retry_after = str(max(1, int((window + 1) * WINDOW - now)))
-        for kind, key, budget in (("user", user_id, self._per_user), ("org", org, self._per_org)):
+        budgets = [("user", user_id, self._per_user), ("org", org, self._per_org)]
+        if key_id is not None:
+            budgets.append(("key", key_id, self._per_key))
+        for kind, key, budget in budgets:
             if budget and await self.counter.hit(f"{kind}:{key}", window) > budget:
                 raise TooManyRequests(
                     f"more than {budget} requests per minute for this {kind}", retry_after=retry_after

@@ -54,6 +54,8 @@ class Pipeline:
     audit: AuditSink
     metrics: Metrics
     pools: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
+    key_usage: dict[str, float] = field(default_factory=dict)
+    """API key id -> last use (epoch seconds), drained by the runtime's batch writer."""
     """Routes with their own `pool_size`, by prefix; every other route uses `http`."""
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(MemoryCounter(), per_user=None, per_org=None))
     allow_underscore_headers: bool = False
@@ -81,7 +83,7 @@ class Pipeline:
             headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]
             await _send_empty(send, 200, [*headers, (b"x-request-id", request_id.encode())])
         except Denied as denied:
-            event.granted, event.reason, event.decision_id = False, denied.decision.reason, denied.decision_id
+            event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
             event.status = await _send_problem(send, denied, request_id)
         except GatewayError as error:
             event.granted, event.reason = False, error.slug
@@ -116,19 +118,24 @@ class Pipeline:
                     await _send_empty(send, 204, [*preflight, (b"x-request-id", request_id.encode())])
                     return
                 cors = match.route.cors.response_headers(raw_headers)
-            authorization, org_header = pick_headers(raw_headers, self.allow_underscore_headers, self.max_header_bytes)
+            authorization, org_header, api_key = pick_headers(
+                raw_headers, self.allow_underscore_headers, self.max_header_bytes
+            )
             has_body = request_has_body(raw_headers, match.route.max_body_bytes)
             identity: tuple[tuple[str, str], ...] = ()
             if match.route.public:
                 event.granted, event.reason = True, "public route"
             else:
-                principal = authenticate(self.tokens, authorization)  # 2
+                principal = authenticate(self.tokens, authorization, api_key=api_key, policy=self.policy)  # 2
                 event.subject = principal.subject
-                org = resolve_org(self.policy, match, org_header)  # 3
+                key = principal.key
+                org = resolve_org(self.policy, match, org_header, key.org if key else None)  # 3
                 event.org = org.slug
                 if self.limiter.active:
-                    await self.limiter.check(principal.user_id, org.slug)
-                decision = enforce(self.policy, principal.subject, org.slug, path, method)  # 4
+                    await self.limiter.check(principal.user_id, org.slug, key.key_id if key else None)
+                decision = enforce(self.policy, principal.subject, org.slug, path, method, key=key)  # 4
+                if key is not None:
+                    self.key_usage[key.key_id] = time.time()  # written in batches, never per request
                 event.granted, event.reason = True, decision.reason
                 roles = self.policy.roles_of(principal.subject, org.slug)
                 joined = ",".join(roles)
@@ -139,7 +146,11 @@ class Pipeline:
                 )
                 if match.route.identity_token:
                     token = self.tokens.identity_token(
-                        user_id=principal.user_id, org=org.slug, roles=joined, audience=match.route.audience
+                        user_id=principal.user_id,
+                        org=org.slug,
+                        roles=joined,
+                        audience=match.route.audience,
+                        key_id=key.key_id if key else None,
                     )
                     identity = (*identity, ("x-gateway-identity", token))
             outgoing = Outgoing(
@@ -170,7 +181,7 @@ class Pipeline:
                 in_flight.dec()
                 event.upstream_ms = round((time.perf_counter() - forwarding) * 1000, 3)
         except Denied as denied:
-            event.granted, event.reason, event.decision_id = False, denied.decision.reason, denied.decision_id
+            event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
             event.status = await _send_problem(send, denied, request_id, cors)
         except GatewayError as error:
             if event.granted is None:

@@ -1,4 +1,4 @@
-"""Stage 3, resolve the organization: from `X-Org` or a path segment, validated before Casbin sees it."""
+"""Stage 3, resolve the organization: from `X-Org`, a path segment or the API key, validated before Casbin."""
 
 from __future__ import annotations
 
@@ -9,16 +9,26 @@ from gateway.proxy.match import RouteMatch
 ORG_HEADER = "x-org"
 
 
-def resolve_org(policy: PolicyEngine, match: RouteMatch, header_value: str | None) -> OrgRef:
-    """An unknown org is 403 with the same body as a denial, so existence is never revealed."""
-    if match.route.org_from == "path":
-        rest = match.path[len(match.route.prefix) :] if match.route.prefix != "/" else match.path
-        slug = rest.lstrip("/").split("/", 1)[0]
-    else:
-        if header_value is None:
-            raise BadRequest("X-Org: this route needs the organization slug in the X-Org header")
-        slug = header_value.strip()
-    org = policy.org(slug) if slug else None
+def resolve_org(
+    policy: PolicyEngine, match: RouteMatch, header_value: str | None, key_org: str | None = None
+) -> OrgRef:
+    """An unknown org is 403 with the same body as a denial, so existence is never revealed. An API key's
+    org is the org: a request naming another one (header or path) is refused."""
+    named = _named(match, header_value)
+    if key_org is not None:
+        if named is not None and named != key_org:
+            raise Forbidden("not allowed in this organization")
+        named = key_org
+    if named is None:
+        raise BadRequest("X-Org: this route needs the organization slug in the X-Org header")
+    org = policy.org(named) if named else None
     if org is None:
         raise Forbidden("not allowed in this organization")
     return org
+
+
+def _named(match: RouteMatch, header_value: str | None) -> str | None:
+    if match.route.org_from == "path":
+        rest = match.path[len(match.route.prefix) :] if match.route.prefix != "/" else match.path
+        return rest.lstrip("/").split("/", 1)[0]
+    return header_value.strip() if header_value is not None else None

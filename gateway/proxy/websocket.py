@@ -102,17 +102,21 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         event.path = path = canonical_path(scope.get("raw_path") or b"")
         match = pipeline.routes.match(path)
         event.route = match.route.prefix
-        authorization, org_header = pick_headers(raw, pipeline.allow_underscore_headers, pipeline.max_header_bytes)
+        authorization, org_header, api_key = pick_headers(
+            raw, pipeline.allow_underscore_headers, pipeline.max_header_bytes
+        )
         identity: tuple[tuple[str, str], ...] = ()
         subject = org_slug = None
+        key = None
         if match.route.public:
             event.granted, event.reason = True, "public route"
         else:
-            principal = authenticate(pipeline.tokens, authorization)
+            principal = authenticate(pipeline.tokens, authorization, api_key=api_key, policy=pipeline.policy)
+            key = principal.key
             event.subject = subject = principal.subject
-            org = resolve_org(pipeline.policy, match, org_header)
+            org = resolve_org(pipeline.policy, match, org_header, key.org if key else None)
             event.org = org_slug = org.slug
-            decision = enforce(pipeline.policy, subject, org.slug, path, "GET")
+            decision = enforce(pipeline.policy, subject, org.slug, path, "GET", key=key)
             event.granted, event.reason = True, decision.reason
             identity = (
                 ("x-gateway-user", principal.user_id),
@@ -154,7 +158,7 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         except aiohttp.ClientError as exc:
             raise BadGateway("the upstream refused the WebSocket") from exc
     except Denied as denied:
-        event.granted, event.reason, event.decision_id = False, denied.decision.reason, denied.decision_id
+        event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
         event.status = await _refuse(scope, send, denied, request_id)
         _finish(pipeline, event, started)
         return
@@ -175,7 +179,8 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         asyncio.create_task(_upstream_to_client(upstream, send)),
     ]
     if subject is not None and org_slug is not None:
-        tasks.append(asyncio.create_task(_recheck(pipeline, subject, org_slug, path)))
+        key_id = key.key_id if key is not None else None
+        tasks.append(asyncio.create_task(_recheck(pipeline, subject, org_slug, path, key_id)))
     revoked = False
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -222,14 +227,16 @@ async def _upstream_to_client(upstream: aiohttp.ClientWebSocketResponse, send: S
     return "upstream closed"
 
 
-async def _recheck(pipeline: Pipeline, subject: str, org: str, path: str) -> str:
-    """Wait until the policy version moves and the connection is no longer allowed."""
+async def _recheck(pipeline: Pipeline, subject: str, org: str, path: str, key_id: str | None) -> str:
+    """Wait until the policy version moves and the connection is no longer allowed (or its key revoked)."""
     version = pipeline.policy.version
     while True:
         await asyncio.sleep(RECHECK_SECONDS)
         if pipeline.policy.version == version:
             continue
         version = pipeline.policy.version
+        if key_id is not None and pipeline.policy.api_key(key_id) is None:
+            return "revoked"
         if pipeline.policy.org(org) is None or not pipeline.policy.decide(subject, org, path, "GET").allowed:
             return "revoked"
 

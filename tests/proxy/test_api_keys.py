@@ -1,0 +1,145 @@
+"""API keys on proxied traffic: format and checksum, org from the key, scopes that only narrow, revocation,
+expiry, batched last-use times, and what they change in WebSockets, rate limits and identity tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import aiohttp
+import jwt
+import pytest
+from sqlalchemy import select, update
+
+from gateway import accounts
+from gateway.db.engine import bump_version
+from gateway.db.models import ApiKey
+from gateway.errors import InvalidToken
+from gateway.identity import apikeys
+from tests.conftest import Gateway
+
+
+async def _key(
+    gateway: Gateway, *, role: str = "member", scopes: list[str] | None = None, expires_in_days: int | None = None
+) -> str:
+    await gateway.org("acme")
+    await gateway.org("globex")
+    await gateway.user("ci@acme.test", org="acme", role=role)
+    async with gateway.runtime.sessions() as session:
+        key, _ = await accounts.create_api_key(
+            session, org_slug="acme", email="ci@acme.test", name="ci", scopes=scopes, expires_in_days=expires_in_days
+        )
+        await session.commit()
+    await gateway.runtime.refresh()
+    return key
+
+
+def test_key_format_and_checksum() -> None:
+    """Keys are recognisable, carry a public id, and a one-character typo fails the checksum offline."""
+    key, key_id = apikeys.new_key()
+    assert key.startswith("gw_live_")
+    assert len(key) == 70
+    assert apikeys.parse(key) == key_id
+    for index in (10, 30, len(key) - 1):
+        typo = key[:index] + ("A" if key[index] != "A" else "B") + key[index + 1 :]
+        with pytest.raises(InvalidToken):
+            apikeys.parse(typo)
+
+
+async def test_key_works_in_either_header_and_brings_its_org(gateway: Gateway) -> None:
+    """X-API-Key or Bearer; no X-Org needed; another org named in the request is refused."""
+    key = await _key(gateway)
+    for headers in ({"X-API-Key": key}, {"Authorization": f"Bearer {key}"}):
+        status, _, _ = await gateway.call("POST", "/api/jobs", headers=headers)
+        assert status == 200
+        assert gateway.upstream.last.header("X-Gateway-Org") == "acme"
+        assert gateway.upstream.last.header("X-API-Key") is None, "the key is consumed, not forwarded"
+    assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": key, "X-Org": "globex"}))[0] == 403
+    assert (await gateway.call("GET", "/orgs/globex/x", headers={"X-API-Key": key}))[0] == 403
+    assert (await gateway.call("DELETE", "/api/x", headers={"X-API-Key": key}))[0] == 403, "roles still apply"
+
+
+async def test_bad_revoked_and_expired_keys_are_401(gateway: Gateway) -> None:
+    """A made-up, mistyped, revoked or expired key is 401; revocation applies on the next reload."""
+    key = await _key(gateway)
+    made_up, _ = apikeys.new_key()
+    typo = key[:-1] + ("A" if key[-1] != "A" else "B")
+    for bad in (made_up, typo, "gw_live_short"):
+        assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": bad}))[0] == 401
+    async with gateway.runtime.sessions() as session:
+        await accounts.revoke_api_key(session, apikeys.parse(key))
+        await session.commit()
+    await gateway.runtime.refresh()
+    assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] == 401
+
+
+async def test_expired_key_is_401(gateway: Gateway) -> None:
+    """A key past its expiry is refused even before any reload."""
+    key = await _key(gateway, expires_in_days=1)
+    assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] == 200
+    async with gateway.runtime.sessions() as session:
+        await session.execute(update(ApiKey).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+        await bump_version(session)
+        await session.commit()
+    await gateway.runtime.refresh()
+    status, headers, _ = await gateway.call("GET", "/api/x", headers={"X-API-Key": key})
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+async def test_scopes_narrow_but_never_widen(gateway: Gateway) -> None:
+    """A key scoped to GET /api/reports/* cannot POST elsewhere; a DELETE scope does not let a member DELETE."""
+    key = await _key(gateway, scopes=["GET /api/reports/*", "DELETE /api/*"])
+    assert (await gateway.call("GET", "/api/reports/1", headers={"X-API-Key": key}))[0] == 200
+    assert (await gateway.call("GET", "/api/orders/1", headers={"X-API-Key": key}))[0] == 403
+    assert (await gateway.call("POST", "/api/reports/1", headers={"X-API-Key": key}))[0] == 403
+    assert (await gateway.call("DELETE", "/api/orders/1", headers={"X-API-Key": key}))[0] == 403
+
+
+async def test_last_use_is_written_in_batches(gateway: Gateway) -> None:
+    """Using a key writes nothing per request; the batch writer records the last use."""
+    key = await _key(gateway)
+    await gateway.call("GET", "/api/x", headers={"X-API-Key": key})
+    async with gateway.runtime.sessions() as session:
+        assert await session.scalar(select(ApiKey.last_used_at)) is None
+    await gateway.runtime.flush_key_usage()
+    async with gateway.runtime.sessions() as session:
+        assert await session.scalar(select(ApiKey.last_used_at)) is not None
+
+
+async def test_identity_token_names_the_key(gateway: Gateway) -> None:
+    """X-Gateway-Identity carries key_id when the caller used an API key."""
+    key = await _key(gateway)
+    await gateway.call("GET", "/signed/x", headers={"X-API-Key": key})
+    claims = jwt.decode(gateway.upstream.last.header("X-Gateway-Identity") or "", options={"verify_signature": False})
+    assert claims["key_id"] == apikeys.parse(key)
+
+
+async def test_revoking_a_key_closes_its_websocket(gateway: Gateway) -> None:
+    """A live WebSocket opened with a key is closed with 1008 once the key is revoked."""
+    key = await _key(gateway)
+    url = gateway.url.replace("http://", "ws://") + "/api/ws"
+    async with gateway.http.ws_connect(url, headers={"X-API-Key": key}) as socket:
+        await socket.send_str("hi")
+        assert (await socket.receive(timeout=5)).data == "echo:hi"
+        async with gateway.runtime.sessions() as session:
+            await accounts.revoke_api_key(session, apikeys.parse(key))
+            await session.commit()
+        await gateway.runtime.refresh()
+        message = await socket.receive(timeout=5)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert socket.close_code == 1008
+
+
+async def test_key_creation_is_validated(gateway: Gateway) -> None:
+    """Bad scopes, names and non-member owners are refused with the field named."""
+    await _key(gateway)
+    await gateway.user("outsider@x.test")
+    cases = [
+        ({"email": "ci@acme.test", "name": "x", "scopes": ["GET api"]}, r"scopes\[0\]"),
+        ({"email": "ci@acme.test", "name": "", "scopes": []}, "name"),
+        ({"email": "outsider@x.test", "name": "x", "scopes": []}, "not a member"),
+    ]
+    for kwargs, field in cases:
+        async with gateway.runtime.sessions() as session:
+            with pytest.raises(Exception, match=field):
+                await accounts.create_api_key(session, org_slug="acme", **kwargs)  # type: ignore[arg-type]
