@@ -187,6 +187,29 @@ def _ms(out: str, label: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+BENCH_USER, BENCH_PASSWORD = "bench@acme.test", "bench password 1"
+
+
+def seed(env: dict[str, str]) -> None:
+    """Migrate the configured database and create acme, a member and the system policy, via the CLI."""
+    for step in (
+        ["migrate"],
+        ["orgs", "create", "--slug", "acme", "--name", "Acme"],
+        ["users", "create", "--email", BENCH_USER],
+        ["members", "add", "--org", "acme", "--email", BENCH_USER, "--role", "member"],
+        ["policy", "load"],
+    ):
+        subprocess.run(
+            [sys.executable, "-m", "gateway.cli", *step],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            input=BENCH_PASSWORD + "\n",
+            text=True,
+            capture_output=True,
+        )
+
+
 def clean_up(children: list[subprocess.Popen[bytes]], log: IO[str], work: Path) -> None:
     """Stop the benchmark's processes and remove its scratch directory."""
     for child in children:
@@ -235,23 +258,7 @@ def main() -> None:
     )
     env = {**os.environ, "GATEWAY_CONFIG": str(work / "gateway.toml")}
     gateway_cli = [sys.executable, "-m", "gateway.cli"]
-    setup = [
-        ["migrate"],
-        ["orgs", "create", "--slug", "acme", "--name", "Acme"],
-        ["users", "create", "--email", "bench@acme.test"],
-        ["members", "add", "--org", "acme", "--email", "bench@acme.test", "--role", "member"],
-        ["policy", "load"],
-    ]
-    for step in setup:
-        subprocess.run(
-            [*gateway_cli, *step],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            input="bench password 1\n",
-            text=True,
-            capture_output=True,
-        )
+    seed(env)
     me = [sys.executable, __file__]
     log = (work / "gateway.log").open("w")
     children = [
@@ -265,7 +272,7 @@ def main() -> None:
         wait_for(f"http://127.0.0.1:{pass_port}/api/x")
         wait_for(f"http://127.0.0.1:{mount_port}/api/x")
         wait_for(f"http://127.0.0.1:{gw_port}/healthz")
-        token = login(f"http://127.0.0.1:{gw_port}", "bench@acme.test", "bench password 1")
+        token = login(f"http://127.0.0.1:{gw_port}", BENCH_USER, BENCH_PASSWORD)
         script = work / "paths.lua"
         script.write_text(LUA)
         targets = {  # name: (base URL, path prefix, headers, pid of the process doing the work)

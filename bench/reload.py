@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from proxy import LUA, ROOT, clean_up, free_port, login, wait_for, wrk
+from proxy import BENCH_PASSWORD, BENCH_USER, LUA, ROOT, clean_up, free_port, login, seed, wait_for, wrk
 
 from gateway.db.engine import create_engine, session_factory
 from gateway.policy.rules import Rule
@@ -72,22 +72,7 @@ def main() -> None:
     )
     env = {**os.environ, "GATEWAY_CONFIG": str(work / "gateway.toml")}
     cli = [sys.executable, "-m", "gateway.cli"]
-    for step in (
-        ["migrate"],
-        ["orgs", "create", "--slug", "acme", "--name", "Acme"],
-        ["users", "create", "--email", "bench@acme.test"],
-        ["members", "add", "--org", "acme", "--email", "bench@acme.test", "--role", "member"],
-        ["policy", "load"],
-    ):
-        subprocess.run(
-            [*cli, *step],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            input="bench password 1\n",
-            text=True,
-            capture_output=True,
-        )
+    seed(env)
     asyncio.run(_add_lines(db, args.lines))
 
     log = log_path.open("w")
@@ -108,7 +93,7 @@ def main() -> None:
         base = f"http://127.0.0.1:{gw_port}"
         wait_for(upstream_url + "/")
         wait_for(base + "/healthz")
-        token = login(base, "bench@acme.test", "bench password 1")
+        token = login(base, BENCH_USER, BENCH_PASSWORD)
         headers = {"Authorization": f"Bearer {token}", "X-Org": "acme"}
         script = work / "paths.lua"
         script.write_text(LUA)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from proxy import ROOT, clean_up, free_port, login, wait_for
+from proxy import BENCH_PASSWORD, BENCH_USER, ROOT, clean_up, free_port, login, seed, wait_for
 
 CHUNK = 256 * 1024
 
@@ -110,22 +110,13 @@ def main() -> None:
     )
     env = {**os.environ, "GATEWAY_CONFIG": str(work / "gateway.toml")}
     cli = [sys.executable, "-m", "gateway.cli"]
-    for step in (
-        ["migrate"],
-        ["orgs", "create", "--slug", "acme", "--name", "Acme"],
-        ["users", "create", "--email", "bench@acme.test"],
-        ["members", "add", "--org", "acme", "--email", "bench@acme.test", "--role", "member"],
-        ["policy", "load"],
-    ):
-        subprocess.run(
-            [*cli, *step], cwd=ROOT, env=env, check=True, input="bench password 1\n", text=True, capture_output=True
-        )
+    seed(env)
     log = (work / "gateway.log").open("w")
     gateway = subprocess.Popen([*cli, "serve", "--port", str(gw_port)], cwd=ROOT, env=env, stderr=log)
     try:
         base = f"http://127.0.0.1:{gw_port}"
         wait_for(base + "/healthz")
-        token = login(base, "bench@acme.test", "bench password 1")
+        token = login(base, BENCH_USER, BENCH_PASSWORD)
         asyncio.run(run(size, upstream_port, base, token, gateway.pid))
     finally:
         clean_up([gateway], log, work)

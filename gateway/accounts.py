@@ -84,16 +84,26 @@ async def create_org(session: AsyncSession, *, slug: str, name: str) -> Organiza
     return org
 
 
+async def _org(session: AsyncSession, slug: str) -> Organization:
+    org = await session.scalar(select(Organization).where(Organization.slug == slug))
+    if org is None:
+        raise NotFound(f"org: no organization with slug {slug!r}")
+    return org
+
+
+async def _user(session: AsyncSession, email: str) -> User:
+    user = await session.scalar(select(User).where(User.email == normalise_email(email)))
+    if user is None:
+        raise NotFound("email: no user with this email")
+    return user
+
+
 async def add_member(session: AsyncSession, *, org_slug: str, email: str, role: str) -> Membership:
     """Give the user `role` in the org (replacing a previous role there)."""
     if not ROLE_RE.match(role):
         raise Unprocessable("role: a role name (a-z, 0-9, '_', '-')")
-    org = await session.scalar(select(Organization).where(Organization.slug == org_slug))
-    if org is None:
-        raise NotFound(f"org: no organization with slug {org_slug!r}")
-    user = await session.scalar(select(User).where(User.email == normalise_email(email)))
-    if user is None:
-        raise NotFound("email: no user with this email")
+    org = await _org(session, org_slug)
+    user = await _user(session, email)
     membership = await session.get(Membership, (user.id, org.id))
     if membership is None:
         membership = Membership(user_id=user.id, org_id=org.id, role=role, created_at=utcnow())
@@ -213,12 +223,8 @@ async def create_api_key(
     if expires_in_days is not None and not 1 <= expires_in_days <= 3650:
         raise Unprocessable("expires_in_days: between 1 and 3650")
     checked = validate_scopes(scopes or [])
-    org = await session.scalar(select(Organization).where(Organization.slug == org_slug))
-    if org is None:
-        raise NotFound(f"org: no organization with slug {org_slug!r}")
-    user = await session.scalar(select(User).where(User.email == normalise_email(email)))
-    if user is None:
-        raise NotFound("email: no user with this email")
+    org = await _org(session, org_slug)
+    user = await _user(session, email)
     if await session.get(Membership, (user.id, org.id)) is None:
         raise Unprocessable("email: the user is not a member of this organization")
     key, key_id = apikeys.new_key()
@@ -251,7 +257,5 @@ async def revoke_api_key(session: AsyncSession, key_id: str) -> None:
 
 
 async def list_api_keys(session: AsyncSession, *, org_slug: str) -> list[ApiKey]:
-    org = await session.scalar(select(Organization).where(Organization.slug == org_slug))
-    if org is None:
-        raise NotFound(f"org: no organization with slug {org_slug!r}")
+    org = await _org(session, org_slug)
     return list(await session.scalars(select(ApiKey).where(ApiKey.org_id == org.id).order_by(ApiKey.created_at)))

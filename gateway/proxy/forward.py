@@ -138,7 +138,7 @@ def request_has_body(raw: list[tuple[bytes, bytes]], limit: int) -> bool:
             except ValueError as exc:
                 raise BadRequest("Content-Length: not a number") from exc
             if length > limit:
-                raise PayloadTooLarge(f"the body may be at most {limit} bytes on this route")
+                raise _too_large(limit)
             return length > 0
     return False
 
@@ -272,17 +272,21 @@ async def _exchange(
     except CONNECT_FAILURES:
         raise
     except BodyOverLimit as exc:
-        raise PayloadTooLarge(f"the body may be at most {route.max_body_bytes} bytes on this route") from exc
+        raise _too_large(route.max_body_bytes) from exc
     except TimeoutError as exc:
         if started:
             raise UpstreamBroke() from exc
         raise GatewayTimeout("the upstream did not answer in time") from exc
     except aiohttp.ClientError as exc:
         if counted[0] > route.max_body_bytes:  # aiohttp may wrap the writer's exception
-            raise PayloadTooLarge(f"the body may be at most {route.max_body_bytes} bytes on this route") from exc
+            raise _too_large(route.max_body_bytes) from exc
         if started:
             raise UpstreamBroke() from exc
         raise BadGateway("the upstream refused the connection or could not be reached") from exc
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the body may be at most {limit} bytes on this route")
 
 
 class UpstreamBroke(Exception):

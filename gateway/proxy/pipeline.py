@@ -19,7 +19,7 @@ from litestar.types import Receive, Scope, Send
 from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, InvalidPath, render
 from gateway.identity.tokens import TokenService
 from gateway.metrics import Metrics
-from gateway.policy import PolicyEngine
+from gateway.policy import KeyRecord, PolicyEngine
 from gateway.proxy.audit import AuditEvent, AuditSink
 from gateway.proxy.authenticate import authenticate
 from gateway.proxy.enforce import Denied, enforce
@@ -34,13 +34,23 @@ from gateway.proxy.forward import (
 from gateway.proxy.forward_auth import FORWARD_AUTH_PATH, decide_described, describe
 from gateway.proxy.headers import pick_headers, request_id_of
 from gateway.proxy.limit import MemoryCounter, RateLimiter
-from gateway.proxy.match import RouteTable
+from gateway.proxy.match import RouteMatch, RouteTable
 from gateway.proxy.paths import canonical_path
 from gateway.proxy.peer import TrustedProxies, resolve_peer
 from gateway.proxy.resolve import resolve_org
 from gateway.proxy.websocket import proxy_websocket
 
 log = logging.getLogger("gateway.proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """What stages 2-4 established about an admitted request."""
+
+    identity: tuple[tuple[str, str], ...]
+    subject: str | None
+    org: str | None
+    key: KeyRecord | None
 
 
 @dataclass(slots=True)
@@ -61,6 +71,49 @@ class Pipeline:
     allow_underscore_headers: bool = False
     max_header_bytes: int = 32 * 1024
     trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies(()))
+
+    async def admit(
+        self,
+        match: RouteMatch,
+        path: str,
+        method: str,
+        authorization: str | None,
+        org_header: str | None,
+        api_key: str | None,
+        event: AuditEvent,
+    ) -> Admitted:
+        """Stages 2-4 for a request (HTTP or WebSocket handshake): authenticate, resolve the org (then the
+        rate limits), enforce; returns the identity headers for the upstream. Raises a GatewayError to stop."""
+        if match.route.public:
+            event.granted, event.reason = True, "public route"
+            return Admitted((), None, None, None)
+        principal = authenticate(self.tokens, authorization, api_key=api_key, policy=self.policy)  # 2
+        event.subject = principal.subject
+        key = principal.key
+        org = resolve_org(self.policy, match, org_header, key.org if key else None)  # 3
+        event.org = org.slug
+        if self.limiter.active:
+            await self.limiter.check(principal.user_id, org.slug, key.key_id if key else None)
+        decision = enforce(self.policy, principal.subject, org.slug, path, method, key=key)  # 4
+        event.granted, event.reason = True, decision.reason
+        if key is not None:
+            self.key_usage[key.key_id] = time.time()  # written in batches, never per request
+        roles = ",".join(self.policy.roles_of(principal.subject, org.slug))
+        identity: tuple[tuple[str, str], ...] = (
+            ("x-gateway-user", principal.user_id),
+            ("x-gateway-org", org.slug),
+            ("x-gateway-roles", roles),
+        )
+        if match.route.identity_token:
+            token = self.tokens.identity_token(
+                user_id=principal.user_id,
+                org=org.slug,
+                roles=roles,
+                audience=match.route.audience,
+                key_id=key.key_id if key else None,
+            )
+            identity = (*identity, ("x-gateway-identity", token))
+        return Admitted(identity, principal.subject, org.slug, key)
 
     async def forward_auth(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`/authz/forward`: the same decision for a request another proxy describes; nothing is forwarded."""
@@ -122,39 +175,9 @@ class Pipeline:
                 raw_headers, self.allow_underscore_headers, self.max_header_bytes
             )
             has_body = request_has_body(raw_headers, match.route.max_body_bytes)
-            identity: tuple[tuple[str, str], ...] = ()
-            if match.route.public:
-                event.granted, event.reason = True, "public route"
-            else:
-                principal = authenticate(self.tokens, authorization, api_key=api_key, policy=self.policy)  # 2
-                event.subject = principal.subject
-                key = principal.key
-                org = resolve_org(self.policy, match, org_header, key.org if key else None)  # 3
-                event.org = org.slug
-                if self.limiter.active:
-                    await self.limiter.check(principal.user_id, org.slug, key.key_id if key else None)
-                decision = enforce(self.policy, principal.subject, org.slug, path, method, key=key)  # 4
-                if key is not None:
-                    self.key_usage[key.key_id] = time.time()  # written in batches, never per request
-                event.granted, event.reason = True, decision.reason
-                roles = self.policy.roles_of(principal.subject, org.slug)
-                joined = ",".join(roles)
-                identity = (
-                    ("x-gateway-user", principal.user_id),
-                    ("x-gateway-org", org.slug),
-                    ("x-gateway-roles", joined),
-                )
-                if match.route.identity_token:
-                    token = self.tokens.identity_token(
-                        user_id=principal.user_id,
-                        org=org.slug,
-                        roles=joined,
-                        audience=match.route.audience,
-                        key_id=key.key_id if key else None,
-                    )
-                    identity = (*identity, ("x-gateway-identity", token))
+            admitted = await self.admit(match, path, method, authorization, org_header, api_key, event)  # 2-4
             outgoing = Outgoing(
-                identity=identity,
+                identity=admitted.identity,
                 forwarded_for=peer.forwarded_for,
                 scheme=peer.scheme,
                 host=peer.host,

@@ -29,14 +29,12 @@ from yarl import URL
 
 from gateway.errors import PROBLEM_CONTENT_TYPE, BadGateway, GatewayError, GatewayTimeout, render
 from gateway.proxy.audit import AuditEvent
-from gateway.proxy.authenticate import authenticate
-from gateway.proxy.enforce import Denied, enforce
+from gateway.proxy.enforce import Denied
 from gateway.proxy.forward import Outgoing, request_headers
 from gateway.proxy.headers import pick_headers, request_id_of
 from gateway.proxy.match import RouteMatch
 from gateway.proxy.paths import canonical_path
 from gateway.proxy.peer import resolve_peer
-from gateway.proxy.resolve import resolve_org
 
 if TYPE_CHECKING:
     from gateway.proxy.pipeline import Pipeline
@@ -105,26 +103,9 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         authorization, org_header, api_key = pick_headers(
             raw, pipeline.allow_underscore_headers, pipeline.max_header_bytes
         )
-        identity: tuple[tuple[str, str], ...] = ()
-        subject = org_slug = None
-        key = None
-        if match.route.public:
-            event.granted, event.reason = True, "public route"
-        else:
-            principal = authenticate(pipeline.tokens, authorization, api_key=api_key, policy=pipeline.policy)
-            key = principal.key
-            event.subject = subject = principal.subject
-            org = resolve_org(pipeline.policy, match, org_header, key.org if key else None)
-            event.org = org_slug = org.slug
-            decision = enforce(pipeline.policy, subject, org.slug, path, "GET", key=key)
-            event.granted, event.reason = True, decision.reason
-            identity = (
-                ("x-gateway-user", principal.user_id),
-                ("x-gateway-org", org.slug),
-                ("x-gateway-roles", ",".join(pipeline.policy.roles_of(subject, org.slug))),
-            )
+        admitted = await pipeline.admit(match, path, "GET", authorization, org_header, api_key, event)
         outgoing = Outgoing(
-            identity=identity,
+            identity=admitted.identity,
             forwarded_for=peer.forwarded_for,
             scheme=peer.scheme,
             host=peer.host,
@@ -178,9 +159,9 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         asyncio.create_task(_client_to_upstream(receive, upstream)),
         asyncio.create_task(_upstream_to_client(upstream, send)),
     ]
-    if subject is not None and org_slug is not None:
-        key_id = key.key_id if key is not None else None
-        tasks.append(asyncio.create_task(_recheck(pipeline, subject, org_slug, path, key_id)))
+    if admitted.subject is not None and admitted.org is not None:
+        key_id = admitted.key.key_id if admitted.key is not None else None
+        tasks.append(asyncio.create_task(_recheck(pipeline, admitted.subject, admitted.org, path, key_id)))
     revoked = False
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
