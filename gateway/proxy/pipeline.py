@@ -1,8 +1,10 @@
 """Runs the stages in order; the only module that knows the order.
 
-    1 match -> 2 authenticate -> 3 resolve org -> 4 enforce -> 5 forward -> 6 audit
+    1 match -> 2 authenticate -> 3 resolve org (+ rate limits) -> 4 enforce -> 5 forward -> 6 audit
 
-A stage stops a request only by raising a GatewayError, rendered here as problem+json.
+`__call__` runs them for HTTP; WebSocket handshakes (websocket.py) and forward-auth (forward_auth.py) reuse
+stages 2-4 and end differently. A stage stops a request only by raising a GatewayError, rendered here as
+problem+json.
 """
 
 from __future__ import annotations
@@ -64,9 +66,9 @@ class Pipeline:
     audit: AuditSink
     metrics: Metrics
     pools: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
+    """Routes with their own `pool_size`, by prefix; every other route uses `http`."""
     key_usage: dict[str, float] = field(default_factory=dict)
     """API key id -> last use (epoch seconds), drained by the runtime's batch writer."""
-    """Routes with their own `pool_size`, by prefix; every other route uses `http`."""
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(MemoryCounter(), per_user=None, per_org=None))
     allow_underscore_headers: bool = False
     max_header_bytes: int = 32 * 1024
