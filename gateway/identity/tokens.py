@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -26,10 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.db.engine import bump_version
 from gateway.db.models import SigningKey, utcnow
 from gateway.errors import InvalidToken, Unauthenticated
+from gateway.policy.engine import KeyRecord  # at run time: Litestar resolves Principal's hints
 from gateway.settings import Tokens
-
-if TYPE_CHECKING:
-    from gateway.policy.engine import KeyRecord
 
 ALGORITHM = "EdDSA"
 ACCESS_TYP = "at+jwt"
