@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,19 @@ async def load_system_policy(db_url: str) -> None:
         await add_rules(session, parse_files(sorted((ROOT / "policies").glob("*.csv"))))
         await session.commit()
     await engine.dispose()
+
+
+@asynccontextmanager
+async def serving(settings: Settings, upstream: Upstream) -> AsyncIterator[Gateway]:
+    """Another gateway with these settings on its own port, stopped afterwards."""
+    app = create_app(settings)
+    url, server, task = await start_gateway(app)
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
+    finally:
+        server.should_exit = True
+        await task
 
 
 @pytest.fixture

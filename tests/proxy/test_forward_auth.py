@@ -13,7 +13,15 @@ import aiohttp
 import pytest
 
 from gateway.app import create_app
-from tests.conftest import Gateway, Upstream, closed_port, gateway_settings, load_system_policy, start_gateway
+from tests.conftest import (
+    Gateway,
+    Upstream,
+    closed_port,
+    gateway_settings,
+    load_system_policy,
+    serving,
+    start_gateway,
+)
 
 
 @pytest.fixture
@@ -23,15 +31,10 @@ async def fronted(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncItera
     settings = gateway_settings(
         db_url, upstream.url, trusted_proxies=["127.0.0.1"], audit_log=str(tmp_path / "audit.jsonl")
     )
-    app = create_app(settings)
-    url, server, task = await start_gateway(app)
-    async with aiohttp.ClientSession() as http:
-        gateway = Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
+    async with serving(settings, upstream) as gateway:
         await gateway.org("acme")
         await gateway.user("viewer@acme.test", org="acme", role="viewer")
         yield gateway
-    server.should_exit = True
-    await task
 
 
 async def _ask(

@@ -6,30 +6,19 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio
 
-from gateway.app import create_app
-from tests.conftest import Gateway, Upstream, closed_port, gateway_settings, load_system_policy, start_gateway
+from tests.conftest import Gateway, Upstream, closed_port, gateway_settings, load_system_policy, serving
 
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
-@asynccontextmanager
-async def _gateway(db_url: str, upstream: Upstream, limits: dict[str, Any]) -> AsyncIterator[Gateway]:
-    app = create_app(gateway_settings(db_url, upstream.url, rate_limits=limits, audit_log="off"))
-    url, server, task = await start_gateway(app)
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
-    finally:
-        server.should_exit = True
-        await task
+def _gateway(db_url: str, upstream: Upstream, limits: dict[str, Any]) -> AbstractAsyncContextManager[Gateway]:
+    return serving(gateway_settings(db_url, upstream.url, rate_limits=limits, audit_log="off"), upstream)
 
 
 async def _not_at_a_minute_boundary() -> None:

@@ -22,6 +22,7 @@ from tests.conftest import (
     closed_port,
     gateway_settings,
     load_system_policy,
+    serving,
     start_gateway,
 )
 
@@ -477,54 +478,47 @@ async def test_watched_files_reload_and_bad_edits_are_refused(
         audit_log="off",
         policy_poll_seconds=0.05,
     )
-    app = create_app(settings)
-    url, server, task = await start_gateway(app)
-    try:
-        async with aiohttp.ClientSession() as http:
-            gateway = Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
-            await gateway.org("acme")
-            await gateway.user("v@acme.test", org="acme", role="viewer")
-            token = await gateway.login("v@acme.test")
+    async with serving(settings, upstream) as gateway:
+        await gateway.org("acme")
+        await gateway.user("v@acme.test", org="acme", role="viewer")
+        token = await gateway.login("v@acme.test")
 
-            async def status(method: str) -> int:
-                return (await gateway.call(method, "/api/x", token=token, org="acme"))[0]
+        async def status(method: str) -> int:
+            return (await gateway.call(method, "/api/x", token=token, org="acme"))[0]
 
-            async def eventually(method: str, expected: int) -> None:
-                for _ in range(100):
-                    if await status(method) == expected:
-                        return
-                    await asyncio.sleep(0.05)
-                raise AssertionError(f"{method} never became {expected}")
+        async def eventually(method: str, expected: int) -> None:
+            for _ in range(100):
+                if await status(method) == expected:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{method} never became {expected}")
 
-            assert (await status("GET"), await status("DELETE")) == (200, 403)
-            with policy_file.open("a") as handle:
-                handle.write("p, viewer, acme, /api/x, DELETE\n")
-            await eventually("DELETE", 200)
-            loaded_at = gateway.runtime.policy.loaded_at
+        assert (await status("GET"), await status("DELETE")) == (200, 403)
+        with policy_file.open("a") as handle:
+            handle.write("p, viewer, acme, /api/x, DELETE\n")
+        await eventually("DELETE", 200)
+        loaded_at = gateway.runtime.policy.loaded_at
 
-            caplog.set_level(logging.ERROR, logger="gateway")
-            with policy_file.open("a") as handle:  # a poisoned line: the whole edit is refused
-                handle.write("p, viewer, acme, /a,b, GET\np, viewer, acme, /api/y, POST\n")
-            for _ in range(20):  # traffic keeps flowing on the old policy meanwhile
-                assert (await status("GET"), await status("DELETE")) == (200, 200)
-                await asyncio.sleep(0.02)
-            assert "policy files refused" in caplog.text
-            assert "system.csv:" in caplog.text
-            assert gateway.runtime.policy.loaded_at == loaded_at
-            assert (await gateway.call("POST", "/api/y", token=token, org="acme"))[0] == 403
+        caplog.set_level(logging.ERROR, logger="gateway")
+        with policy_file.open("a") as handle:  # a poisoned line: the whole edit is refused
+            handle.write("p, viewer, acme, /a,b, GET\np, viewer, acme, /api/y, POST\n")
+        for _ in range(20):  # traffic keeps flowing on the old policy meanwhile
+            assert (await status("GET"), await status("DELETE")) == (200, 200)
+            await asyncio.sleep(0.02)
+        assert "policy files refused" in caplog.text
+        assert "system.csv:" in caplog.text
+        assert gateway.runtime.policy.loaded_at == loaded_at
+        assert (await gateway.call("POST", "/api/y", token=token, org="acme"))[0] == 403
 
-            caplog.clear()
-            model.write_text("[request_definition]\nr = sub\n")  # a broken model is refused the same way
-            await asyncio.sleep(0.3)
-            assert "casbin cannot load the model" in caplog.text
-            assert await status("DELETE") == 200
+        caplog.clear()
+        model.write_text("[request_definition]\nr = sub\n")  # a broken model is refused the same way
+        await asyncio.sleep(0.3)
+        assert "casbin cannot load the model" in caplog.text
+        assert await status("DELETE") == 200
 
-            model.write_text((ROOT / "model.conf").read_text())
-            policy_file.write_text((ROOT / "policies" / "system.csv").read_text())
-            await eventually("DELETE", 403)  # the fixed files apply again
-    finally:
-        server.should_exit = True
-        await task
+        model.write_text((ROOT / "model.conf").read_text())
+        policy_file.write_text((ROOT / "policies" / "system.csv").read_text())
+        await eventually("DELETE", 403)  # the fixed files apply again
 
 
 async def test_underscore_header_names_are_refused(gateway: Gateway) -> None:
@@ -545,27 +539,20 @@ async def test_underscore_headers_when_allowed_still_never_spoof_identity(
     """With allow_underscore_headers, other `_` headers pass, but `x_gateway_*` spellings are still stripped."""
     await load_system_policy(db_url)
     settings = gateway_settings(db_url, upstream.url, allow_underscore_headers=True, audit_log="off")
-    app = create_app(settings)
-    url, server, task = await start_gateway(app)
-    try:
-        async with aiohttp.ClientSession() as http:
-            gateway = Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
-            tokens = await _acme(gateway)
-            status, _, _ = await gateway.call(
-                "GET",
-                "/api/x",
-                token=tokens["viewer"],
-                org="acme",
-                headers={"X_Gateway_Roles": "superadmin", "X_Trace": "1"},
-            )
-            assert status == 200
-            names = upstream.last.names()
-            assert "x_trace" in names
-            assert "x_gateway_roles" not in names
-            assert upstream.last.header("X-Gateway-Roles") == "viewer"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(settings, upstream) as gateway:
+        tokens = await _acme(gateway)
+        status, _, _ = await gateway.call(
+            "GET",
+            "/api/x",
+            token=tokens["viewer"],
+            org="acme",
+            headers={"X_Gateway_Roles": "superadmin", "X_Trace": "1"},
+        )
+        assert status == 200
+        names = upstream.last.names()
+        assert "x_trace" in names
+        assert "x_gateway_roles" not in names
+        assert upstream.last.header("X-Gateway-Roles") == "viewer"
 
 
 async def test_rewrite_and_method_override_headers_are_stripped(gateway: Gateway) -> None:
@@ -621,21 +608,14 @@ async def test_trusted_proxy_chain_reaches_audit_and_upstream(db_url: str, upstr
     settings = gateway_settings(
         db_url, upstream.url, trusted_proxies=["127.0.0.1"], audit_log=str(tmp_path / "audit.jsonl")
     )
-    app = create_app(settings)
-    url, server, task = await start_gateway(app)
-    try:
-        async with aiohttp.ClientSession() as http:
-            gateway = Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
-            tokens = await _acme(gateway)
-            forwarded = {"X-Forwarded-For": "6.6.6.6, 203.0.113.9", "X-Forwarded-Proto": "https"}
-            status, _, _ = await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme", headers=forwarded)
-            assert status == 200
-            assert gateway.audit_events()[-1]["client_ip"] == "203.0.113.9"
-            assert upstream.last.header("X-Forwarded-For") == "6.6.6.6, 203.0.113.9, 127.0.0.1"
-            assert upstream.last.header("X-Forwarded-Proto") == "https"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(settings, upstream) as gateway:
+        tokens = await _acme(gateway)
+        forwarded = {"X-Forwarded-For": "6.6.6.6, 203.0.113.9", "X-Forwarded-Proto": "https"}
+        status, _, _ = await gateway.call("GET", "/api/x", token=tokens["viewer"], org="acme", headers=forwarded)
+        assert status == 200
+        assert gateway.audit_events()[-1]["client_ip"] == "203.0.113.9"
+        assert upstream.last.header("X-Forwarded-For") == "6.6.6.6, 203.0.113.9, 127.0.0.1"
+        assert upstream.last.header("X-Forwarded-Proto") == "https"
 
 
 async def test_body_over_the_route_limit_is_413(gateway: Gateway) -> None:
