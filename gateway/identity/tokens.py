@@ -8,7 +8,6 @@ same signature result) until they expire, so the proxy pays the signature check 
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 import secrets
@@ -251,7 +250,3 @@ def new_refresh_token() -> tuple[str, str]:
 def hash_refresh_token(token: str) -> str:
     # A fast hash is right here: the token carries 256 random bits, nothing to brute-force.
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def refresh_expiry(settings: Tokens) -> dt.datetime:
-    return utcnow() + dt.timedelta(seconds=settings.refresh_ttl_seconds)

@@ -147,10 +147,6 @@ class PolicyEngine:
         build_enforcer(self._model_text, ())
 
     @property
-    def loaded(self) -> bool:
-        return self._snapshot is not None
-
-    @property
     def version(self) -> int:
         return self._snapshot.version if self._snapshot else -1
 

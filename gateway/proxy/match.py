@@ -80,9 +80,6 @@ class RouteTable:
         compiled = [compile_route(route, defaults) for route in routes]
         self._routes = sorted(compiled, key=lambda route: len(route.prefix), reverse=True)
 
-    def __len__(self) -> int:
-        return len(self._routes)
-
     @property
     def routes(self) -> list[CompiledRoute]:
         return list(self._routes)
