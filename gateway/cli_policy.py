@@ -104,7 +104,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 async def _compute(session: AsyncSession, files: list[Rule], include_grants: bool) -> tuple[list[Rule], list[Rule]]:
-    return diff_rules(files, await stored_rules(session), include_grants=include_grants)
+    # Only lines that came from files: lines written through the admin API belong to their orgs.
+    return diff_rules(files, await stored_rules(session, origin="file"), include_grants=include_grants)
 
 
 def _print_diff(added: list[Rule], removed: list[Rule]) -> None:

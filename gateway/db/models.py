@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -64,12 +65,19 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
-    """Stored lower-cased; compared lower-cased."""
-    password_hash: Mapped[str] = mapped_column(String(255))
-    """Argon2id PHC string."""
+    email: Mapped[str | None] = mapped_column(String(320), unique=True, nullable=True)
+    """Stored lower-cased; compared lower-cased. NULL for service accounts, which never log in."""
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """Argon2id PHC string; NULL for service accounts."""
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16), default="human")
+    """`human`, or `service`: a non-human member of one org that authenticates only with API keys."""
+    name: Mapped[str] = mapped_column(String(200), default="")
+    org_id: Mapped[str | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    """The org a service account belongs to (NULL for humans)."""
 
 
 class Organization(Base):
@@ -80,6 +88,25 @@ class Organization(Base):
     """The Casbin domain: lower-case letters, digits and single hyphens."""
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    archived_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """Set while archived: the org leaves every snapshot, so its members and keys are denied everywhere."""
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    """Bumped on every update of this row; the admin API's ETag (If-Match refuses a stale write)."""
+
+
+class Role(Base):
+    """A custom role of one org; its permissions are `p` lines and its parents `g` lines in that org's domain."""
+
+    __tablename__ = "roles"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    """Bumped on every change of the role or its lines; the admin API's ETag."""
 
 
 class Membership(Base):
@@ -107,6 +134,8 @@ class PolicyRule(Base):
     v3: Mapped[str] = mapped_column(String(255), default="")
     v4: Mapped[str] = mapped_column(String(255), default="")
     v5: Mapped[str] = mapped_column(String(255), default="")
+    origin: Mapped[str] = mapped_column(String(8), default="file")
+    """`file` (policy files: `policy sync` owns them) or `api` (the admin API; sync never removes them)."""
 
 
 class SigningKey(Base):
@@ -148,9 +177,10 @@ class StateVersion(Base):
 
 
 class AuditRecord(Base):
-    """A change to configuration (policy sync now; the admin API later), written in the change's transaction."""
+    """A change to configuration (admin API, CLI, policy sync), written in the change's own transaction."""
 
     __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_org_id", "org", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
@@ -161,6 +191,7 @@ class AuditRecord(Base):
     target: Mapped[str] = mapped_column(String(255), default="")
     detail: Mapped[str] = mapped_column(Text, default="{}")
     """JSON: what changed (before/after, lines added and removed)."""
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class ApiKey(Base):

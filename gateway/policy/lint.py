@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.errors import InvalidPath
-from gateway.policy.rules import ANY_DOMAIN, PolicyError, Rule, parse_line
+from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN, PolicyError, Rule, parse_line
 from gateway.proxy.paths import canonical_path
 
 Severity = Literal["error", "warning"]
@@ -101,8 +101,9 @@ def _canonical(pattern: str) -> bool:
     pattern is reachable only if it is itself in canonical form."""
     if pattern == "*":
         return True
+    path = pattern.removeprefix(ADMIN_OBJECT)  # a management object is `admin:` + a canonical path
     try:
-        return canonical_path(pattern.encode()) == pattern
+        return canonical_path(path.encode()) == path
     except InvalidPath:
         return False
 

@@ -17,6 +17,9 @@ ORG_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 EFFECTS = frozenset({"allow", "deny"})
 ANY_DOMAIN = "*"
+ADMIN_OBJECT = "admin:"
+"""Objects of the management API are `admin:` + the path after `/admin` (`admin:/orgs/acme/members`). Proxied
+paths always start with `/`, so a proxied grant such as `/*` can never reach the management plane."""
 # A pattern segment is a literal (unreserved characters or canonical %XX escapes), `:name` or `*`.
 _LITERAL_SEGMENT_RE = re.compile(r"^(?:[A-Za-z0-9_~-]|%[0-9A-F]{2})+$")
 _PARAM_SEGMENT_RE = re.compile(r"^:[A-Za-z_][A-Za-z0-9_]*$")
@@ -45,12 +48,18 @@ def is_subject(value: str) -> bool:
     return bool(ROLE_RE.match(value) or USER_SUBJECT_RE.match(value))
 
 
+def is_admin_pattern(pattern: str) -> bool:
+    """True for a line about the management API (or `*`, which matches it too)."""
+    return pattern == "*" or pattern.startswith(ADMIN_OBJECT)
+
+
 def _check_pattern(pattern: str) -> None:
     if pattern == "*":
         return
-    if not pattern.startswith("/"):
-        raise PolicyError(f"path pattern {pattern!r}: must start with '/'")
-    segments = pattern[1:].split("/")
+    path = pattern.removeprefix(ADMIN_OBJECT)
+    if not path.startswith("/"):
+        raise PolicyError(f"path pattern {pattern!r}: must start with '/' (or 'admin:/' for the management API)")
+    segments = path[1:].split("/")
     for index, segment in enumerate(segments):
         if segment == "" and index == len(segments) - 1:
             continue  # a trailing slash is literal and significant

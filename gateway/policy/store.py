@@ -42,22 +42,27 @@ async def read_state(session: AsyncSession) -> PolicyState:
         for rule in await stored_rules(session)
         if rule.values[0] not in disabled  # a disabled user keeps no grant, not even a global one
     ]
+    # An archived org leaves the snapshot entirely: unknown to the hot path, its members and keys are denied.
+    live = Organization.archived_at.is_(None)
     memberships = await session.execute(
         select(Membership.user_id, Organization.slug, Membership.role)
         .join(Organization, Organization.id == Membership.org_id)
         .join(User, User.id == Membership.user_id)
-        .where(User.disabled.is_(False))
+        .where(User.disabled.is_(False), live)
     )
     rules.extend(Rule("g", ("user:" + user_id, role, slug)) for user_id, slug, role in memberships)
     orgs = [
         OrgRef(id=org_id, slug=slug)
-        for org_id, slug in await session.execute(select(Organization.id, Organization.slug))
+        for org_id, slug in await session.execute(select(Organization.id, Organization.slug).where(live))
     ]
+    # A key works only while its owner is enabled and still a member of the key's org (re-adding a removed
+    # member does not revive their old keys: removal revokes them, see manage.members).
     keys = await session.execute(
         select(ApiKey.id, ApiKey.key_hash, ApiKey.user_id, Organization.slug, ApiKey.scopes, ApiKey.expires_at)
         .join(Organization, Organization.id == ApiKey.org_id)
         .join(User, User.id == ApiKey.user_id)
-        .where(ApiKey.revoked_at.is_(None), User.disabled.is_(False))
+        .join(Membership, (Membership.user_id == ApiKey.user_id) & (Membership.org_id == ApiKey.org_id))
+        .where(ApiKey.revoked_at.is_(None), User.disabled.is_(False), live)
     )
     records = tuple(
         KeyRecord(
@@ -79,9 +84,10 @@ def parse_scopes(raw: str) -> tuple[tuple[str, str], ...]:
     return tuple((method, pattern) for method, pattern in pairs)
 
 
-async def add_rules(session: AsyncSession, rules: Iterable[Rule]) -> int:
-    """Insert lines that are not stored yet, in the caller's transaction; return how many were new."""
-    rows = [_columns(rule) for rule in rules]
+async def add_rules(session: AsyncSession, rules: Iterable[Rule], *, origin: str = "file") -> int:
+    """Insert lines that are not stored yet, in the caller's transaction; return how many were new.
+    `origin` is `file` for policy files and `api` for the admin API (sync never removes those)."""
+    rows = [{**_columns(rule), "origin": origin} for rule in rules]
     if not rows:
         return 0
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
@@ -99,10 +105,13 @@ def is_grant(rule: Rule) -> bool:
     return rule.ptype == "g" and rule.values[0].startswith("user:")
 
 
-async def stored_rules(session: AsyncSession) -> list[Rule]:
-    """The lines in `policy_rules`, in insertion order (memberships are not among them)."""
+async def stored_rules(session: AsyncSession, *, origin: str | None = None) -> list[Rule]:
+    """The lines in `policy_rules` (of one origin, or all), in insertion order (memberships are not among them)."""
     # Plain rows, not ORM objects: a reload reads every line, and materialising objects runs on the event loop.
-    rows = await session.execute(select(*_COLUMNS).order_by(PolicyRule.id))
+    query = select(*_COLUMNS).order_by(PolicyRule.id)
+    if origin is not None:
+        query = query.where(PolicyRule.origin == origin)
+    rows = await session.execute(query)
     return [_row_rule(*row) for row in rows]
 
 

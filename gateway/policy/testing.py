@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway.errors import InvalidPath
 from gateway.policy.engine import Decision, OrgRef, PolicyEngine, PolicyState
-from gateway.policy.rules import METHODS, PolicyError, Rule, is_org_slug, is_subject
+from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN, METHODS, PolicyError, Rule, is_org_slug, is_subject
 from gateway.proxy.paths import canonical_path
 
 
@@ -44,14 +44,15 @@ def read_cases(paths: list[Path]) -> list[Case]:
             subject, org, method, request_path, expected = fields
             if not is_subject(subject):
                 raise PolicyError(f"{where}: subject {subject!r} is not a role name or user:<uuid>")
-            if not is_org_slug(org):
-                raise PolicyError(f"{where}: org {org!r} is not an organization slug")
+            if org != ANY_DOMAIN and not is_org_slug(org):
+                raise PolicyError(f"{where}: org {org!r} is not an organization slug or '*'")
             if method not in METHODS or method == "*":
                 raise PolicyError(f"{where}: method {method!r} is not an HTTP method")
             if expected not in ("allow", "deny"):
                 raise PolicyError(f"{where}: expected must be 'allow' or 'deny', not {expected!r}")
+            namespace = ADMIN_OBJECT if request_path.startswith(ADMIN_OBJECT) else ""
             try:
-                canonical = canonical_path(request_path.encode())
+                canonical = namespace + canonical_path(request_path.removeprefix(namespace).encode())
             except InvalidPath as exc:
                 raise PolicyError(f"{where}: path {request_path!r}: {exc.detail}") from None
             cases.append(Case(str(path), number, subject, org, method, canonical, expected == "allow"))
@@ -61,6 +62,6 @@ def read_cases(paths: list[Path]) -> list[Case]:
 def run_cases(model_path: Path, rules: list[Rule], cases: list[Case]) -> list[tuple[Case, Decision]]:
     """Every case's decision, computed by casbin's own evaluator (the reference)."""
     engine = PolicyEngine(model_path)
-    orgs = tuple(OrgRef(id=slug, slug=slug) for slug in sorted({case.org for case in cases}))
+    orgs = tuple(OrgRef(id=slug, slug=slug) for slug in sorted({case.org for case in cases} - {ANY_DOMAIN}))
     engine.install(PolicyState(rules=tuple(rules), orgs=orgs))
     return [(case, engine.explain(case.subject, case.org, case.path, case.method)) for case in cases]
