@@ -1,4 +1,4 @@
-"""Users, organizations, memberships and sessions: the operations the CLI and the API share.
+"""Users, logins and sessions: the identity operations the CLI and the API share (orgs and members: manage/).
 
 Each function runs in the caller's session and bumps the state version when it changes something the hot path
 caches, so every gateway process reloads its snapshot.
@@ -7,7 +7,6 @@ caches, so every gateway process reloads its snapshot.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass
 
@@ -15,14 +14,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.db.engine import bump_version
-from gateway.db.models import ApiKey, Membership, Organization, RefreshToken, User, new_id, utcnow
-from gateway.errors import Conflict, InvalidToken, NotFound, Unauthenticated, Unprocessable
-from gateway.identity import apikeys
+from gateway.db.models import RefreshToken, User, new_id, utcnow
+from gateway.errors import Conflict, InvalidToken, Unauthenticated, Unprocessable
 from gateway.identity.passwords import PasswordHasher, password_problem
 from gateway.identity.tokens import TokenService, hash_refresh_token, new_refresh_token
-from gateway.policy import rules, store
-from gateway.policy.rules import ORG_SLUG_RE, ROLE_RE, Rule
+from gateway.policy import store
+from gateway.policy.rules import Rule
 from gateway.settings import Tokens
 
 SUPERADMIN_ROLE = "superadmin"
@@ -66,53 +63,7 @@ async def create_user(session: AsyncSession, hasher: PasswordHasher, *, email: s
 
 
 async def grant_superadmin(session: AsyncSession, user: User) -> None:
-    await store.add_rules(session, [Rule("g", ("user:" + user.id, SUPERADMIN_ROLE, "*"))])
-
-
-async def create_org(session: AsyncSession, *, slug: str, name: str) -> Organization:
-    if not ORG_SLUG_RE.match(slug):
-        raise Unprocessable("slug: 1-63 lower-case letters, digits and inner hyphens")
-    if not name.strip() or len(name) > 200:
-        raise Unprocessable("name: 1-200 characters")
-    org = Organization(slug=slug, name=name.strip(), created_at=utcnow())
-    session.add(org)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise Conflict("slug: an organization with this slug already exists") from exc
-    await bump_version(session)
-    return org
-
-
-async def _org(session: AsyncSession, slug: str) -> Organization:
-    org = await session.scalar(select(Organization).where(Organization.slug == slug))
-    if org is None:
-        raise NotFound(f"org: no organization with slug {slug!r}")
-    return org
-
-
-async def _user(session: AsyncSession, email: str) -> User:
-    user = await session.scalar(select(User).where(User.email == normalise_email(email)))
-    if user is None:
-        raise NotFound("email: no user with this email")
-    return user
-
-
-async def add_member(session: AsyncSession, *, org_slug: str, email: str, role: str) -> Membership:
-    """Give the user `role` in the org (replacing a previous role there)."""
-    if not ROLE_RE.match(role):
-        raise Unprocessable("role: a role name (a-z, 0-9, '_', '-')")
-    org = await _org(session, org_slug)
-    user = await _user(session, email)
-    membership = await session.get(Membership, (user.id, org.id))
-    if membership is None:
-        membership = Membership(user_id=user.id, org_id=org.id, role=role, created_at=utcnow())
-        session.add(membership)
-    else:
-        membership.role = role
-    await session.flush()
-    await bump_version(session)
-    return membership
+    await store.add_rules(session, [Rule("g", ("user:" + user.id, SUPERADMIN_ROLE, "*"))], origin="api")
 
 
 async def login(
@@ -129,7 +80,7 @@ async def login(
         address = normalise_email(email)
     except Unprocessable:
         address = None
-    user = await session.scalar(select(User).where(User.email == address)) if address else None
+    user = await session.scalar(select(User).where(User.email == address, User.kind == "human")) if address else None
     valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not valid or user.disabled:
         raise LoginFailed()
@@ -193,69 +144,3 @@ async def refresh(session: AsyncSession, tokens: TokenService, settings: Tokens,
     if user is None or user.disabled:
         raise InvalidToken("refresh token rejected")
     return await _issue(session, tokens, settings, user.id, family_id=row.family_id, expires_at=row.expires_at)
-
-
-def validate_scopes(scopes: list[str]) -> list[str]:
-    """Each scope is "METHOD /pattern" (METHOD may be *), with the same pattern rules as policy lines."""
-    checked = []
-    for index, scope in enumerate(scopes):
-        method, _, pattern = scope.strip().partition(" ")
-        try:
-            rules.validate("p", ("viewer", "*", pattern.strip(), method.strip()))
-        except rules.PolicyError as exc:
-            raise Unprocessable(f"scopes[{index}]: {exc}") from None
-        checked.append(f"{method.strip()} {pattern.strip()}")
-    return checked
-
-
-async def create_api_key(
-    session: AsyncSession,
-    *,
-    org_slug: str,
-    email: str,
-    name: str,
-    expires_in_days: int | None = None,
-    scopes: list[str] | None = None,
-) -> tuple[str, ApiKey]:
-    """A key acting as the user in the org; returns (the key, shown only now, and its row)."""
-    if not name.strip() or len(name) > 100:
-        raise Unprocessable("name: 1-100 characters")
-    if expires_in_days is not None and not 1 <= expires_in_days <= 3650:
-        raise Unprocessable("expires_in_days: between 1 and 3650")
-    checked = validate_scopes(scopes or [])
-    org = await _org(session, org_slug)
-    user = await _user(session, email)
-    if await session.get(Membership, (user.id, org.id)) is None:
-        raise Unprocessable("email: the user is not a member of this organization")
-    key, key_id = apikeys.new_key()
-    now = utcnow()
-    row = ApiKey(
-        id=key_id,
-        org_id=org.id,
-        user_id=user.id,
-        name=name.strip(),
-        key_hash=apikeys.key_hash(key),
-        last4=key[-4:],
-        scopes=json.dumps(checked),
-        created_at=now,
-        expires_at=now + dt.timedelta(days=expires_in_days) if expires_in_days else None,
-    )
-    session.add(row)
-    await session.flush()
-    await bump_version(session)
-    return key, row
-
-
-async def revoke_api_key(session: AsyncSession, key_id: str) -> None:
-    """Revoked keys leave every gateway's snapshot on its next reload (within one poll)."""
-    row = await session.get(ApiKey, key_id)
-    if row is None:
-        raise NotFound("key: no API key with this id")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        await bump_version(session)
-
-
-async def list_api_keys(session: AsyncSession, *, org_slug: str) -> list[ApiKey]:
-    org = await _org(session, org_slug)
-    return list(await session.scalars(select(ApiKey).where(ApiKey.org_id == org.id).order_by(ApiKey.created_at)))

@@ -18,6 +18,8 @@ from gateway.cli_common import CommandError, in_transaction, settings_of
 from gateway.errors import GatewayError
 from gateway.identity import apikeys
 from gateway.identity.passwords import PasswordHasher
+from gateway.manage import keys, members, orgs
+from gateway.manage.common import MAX_LIMIT, Actor, find_org
 from gateway.policy.rules import PolicyError
 from gateway.settings import ConfigError
 
@@ -63,9 +65,13 @@ def cmd_users_create(args: argparse.Namespace) -> None:
     print(f"created user {user_id}{' (superadmin)' if args.superadmin else ''}")
 
 
+def _actor() -> Actor:
+    return Actor(subject=f"cli:{getpass.getuser()}")
+
+
 def cmd_orgs_create(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> str:
-        return (await accounts.create_org(session, slug=args.slug, name=args.name)).id
+        return (await orgs.create_org(session, _actor(), slug=args.slug, name=args.name)).id
 
     org_id = asyncio.run(in_transaction(settings_of(args), work))
     print(f"created organization {args.slug} ({org_id})")
@@ -73,7 +79,8 @@ def cmd_orgs_create(args: argparse.Namespace) -> None:
 
 def cmd_members_add(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> None:
-        await accounts.add_member(session, org_slug=args.org, email=args.email, role=args.role)
+        org = await find_org(session, args.org)
+        await members.set_role(session, _actor(), org, await members.find_user(session, email=args.email), args.role)
 
     asyncio.run(in_transaction(settings_of(args), work))
     print(f"{args.email} is {args.role} in {args.org}")
@@ -81,10 +88,12 @@ def cmd_members_add(args: argparse.Namespace) -> None:
 
 def cmd_keys_create(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> str:
-        key, _ = await accounts.create_api_key(
+        org = await find_org(session, args.org)
+        key, _ = await keys.create_key(
             session,
-            org_slug=args.org,
-            email=args.email,
+            _actor(),
+            org,
+            await members.find_user(session, email=args.email),
             name=args.name,
             expires_in_days=args.expires_days,
             scopes=args.scope,
@@ -98,7 +107,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> None:
-        await accounts.revoke_api_key(session, args.id)
+        await keys.revoke_key(session, _actor(), await keys.org_of_key(session, args.id), args.id)
 
     asyncio.run(in_transaction(settings_of(args), work))
     print(f"revoked {args.id}")
@@ -106,6 +115,14 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
 
 def cmd_keys_list(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> list[str]:
+        org = await find_org(session, args.org)
+        listed: list[keys.KeyView] = []
+        cursor: str | None = None
+        while True:
+            page = await keys.list_keys(session, org, cursor=cursor, limit=MAX_LIMIT)
+            listed.extend(page.items)
+            if (cursor := page.next_cursor) is None:
+                break
         return [
             "\t".join(
                 (
@@ -117,7 +134,7 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
                     "revoked" if row.revoked_at else "active",
                 )
             )
-            for row in await accounts.list_api_keys(session, org_slug=args.org)
+            for row in sorted(listed, key=lambda view: view.created_at)
         ]
 
     rows = asyncio.run(in_transaction(settings_of(args), work))

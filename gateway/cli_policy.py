@@ -17,7 +17,7 @@ from gateway.errors import InvalidPath
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.lint import lint
 from gateway.policy.rules import Rule, parse_files
-from gateway.policy.store import add_rules, diff_rules, read_state, remove_rules, stored_rules
+from gateway.policy.store import add_rules, diff_rules, is_grant, read_state, remove_rules, stored_rules
 from gateway.policy.testing import read_cases, run_cases
 from gateway.proxy.paths import canonical_path
 
@@ -104,8 +104,12 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 async def _compute(session: AsyncSession, files: list[Rule], include_grants: bool) -> tuple[list[Rule], list[Rule]]:
-    # Only lines that came from files: lines written through the admin API belong to their orgs.
-    return diff_rules(files, await stored_rules(session, origin="file"), include_grants=include_grants)
+    # Lines that came from files; lines written through the admin API belong to their orgs, except user grants
+    # (superadmin), which --include-grants puts under the files' control too.
+    stored = await stored_rules(session, origin="file")
+    if include_grants:
+        stored += [rule for rule in await stored_rules(session, origin="api") if is_grant(rule)]
+    return diff_rules(files, stored, include_grants=include_grants)
 
 
 def _print_diff(added: list[Rule], removed: list[Rule]) -> None:

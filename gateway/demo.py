@@ -14,6 +14,8 @@ from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
 from gateway.db.models import Organization, User
 from gateway.identity.passwords import PasswordHasher
+from gateway.manage import members, orgs
+from gateway.manage.common import Actor, find_org
 from gateway.policy.rules import Rule, parse_files
 from gateway.policy.store import add_rules
 from gateway.serve import configure_logging, run_loop, server
@@ -59,9 +61,10 @@ async def seed(settings: Settings, rules: list[Rule]) -> None:
 
 async def _seed(session: AsyncSession, hasher: PasswordHasher, rules: list[Rule]) -> None:
     await add_rules(session, rules)
+    actor = Actor(subject="cli:demo")
     for slug, name in DEMO_ORGS:
         if await session.scalar(select(Organization).where(Organization.slug == slug)) is None:
-            await accounts.create_org(session, slug=slug, name=name)
+            await orgs.create_org(session, actor, slug=slug, name=name)
     for email, password, membership in DEMO_USERS:
         user = await session.scalar(select(User).where(User.email == email))
         if user is None:
@@ -69,7 +72,8 @@ async def _seed(session: AsyncSession, hasher: PasswordHasher, rules: list[Rule]
         if membership is None:
             await accounts.grant_superadmin(session, user)
         else:
-            await accounts.add_member(session, org_slug=membership[0], email=email, role=membership[1])
+            org = await find_org(session, membership[0])
+            await members.set_role(session, actor, org, user, membership[1])
 
 
 def _curl_lines(port: int) -> str:

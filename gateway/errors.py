@@ -8,9 +8,10 @@
     ├── Forbidden                     403 forbidden            authenticated but not allowed (also unknown org)
     ├── NotFound                      404 not-found            no route, or no such resource
     ├── Conflict                      409 conflict             the change clashes with existing state
+    ├── PreconditionFailed            412 precondition-failed  If-Match names a version that is no longer current
     ├── PayloadTooLarge               413 payload-too-large    the body exceeds the route's limit
     ├── HeadersTooLarge               431 headers-too-large    the request headers exceed the limit
-    ├── Unprocessable                 422 validation-failed    well-formed input with invalid values
+    ├── Unprocessable                 422 validation-failed    well-formed input with invalid values (`field`)
     ├── TooManyRequests               429 too-many-requests    over a rate limit (Retry-After)
     ├── BadGateway                    502 bad-gateway          upstream refused, reset or unreachable
     ├── GatewayTimeout                504 gateway-timeout      upstream did not answer in time
@@ -111,6 +112,14 @@ class Conflict(GatewayError):
     title = "Conflict"
 
 
+class PreconditionFailed(GatewayError):
+    """Raise when a write's If-Match names a version someone else has already replaced (no lost updates)."""
+
+    status = 412
+    slug = "precondition-failed"
+    title = "Precondition failed"
+
+
 class PayloadTooLarge(GatewayError):
     """Raise when a request body exceeds the route's `max_body_bytes` (declared or counted while streaming)."""
 
@@ -133,6 +142,12 @@ class Unprocessable(GatewayError):
     status = 422
     slug = "validation-failed"
     title = "Validation failed"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        # Details read "<field>: <problem>"; the field is also a member of the problem document.
+        if detail and "field" not in extra and ": " in detail:
+            extra["field"] = detail.split(": ", 1)[0]
+        super().__init__(detail, **extra)
 
 
 class TooManyRequests(GatewayError):

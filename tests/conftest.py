@@ -38,9 +38,13 @@ from gateway.db.models import (
     Organization,
     PolicyRule,
     RefreshToken,
+    Role,
     SigningKey,
     User,
 )
+from gateway.identity import apikeys
+from gateway.manage import keys, members, orgs
+from gateway.manage.common import Actor, find_org
 from gateway.policy.rules import parse_files
 from gateway.policy.store import add_rules
 from gateway.runtime import Runtime
@@ -52,6 +56,7 @@ DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 # Cheap Argon2 for tests; the production default is checked in tests/identity.
 FAST_PASSWORDS = {"memory_kib": 1024, "time_cost": 1, "parallelism": 1}
 PASSWORD = "correct horse battery"
+CLI = Actor(subject="cli:tests")
 
 
 def _postgres_admin_url() -> str:
@@ -102,7 +107,17 @@ async def _empty(url: str) -> None:
     engine = create_engine(url)
     try:
         async with session_factory(engine)() as session:
-            for model in (RefreshToken, ApiKey, AuditRecord, Membership, PolicyRule, Organization, User, SigningKey):
+            for model in (
+                RefreshToken,
+                ApiKey,
+                AuditRecord,
+                Membership,
+                PolicyRule,
+                Role,
+                User,
+                Organization,
+                SigningKey,
+            ):
                 await session.execute(delete(model))
             await session.commit()
     finally:
@@ -248,13 +263,31 @@ class Gateway:
 
     async def org(self, slug: str, name: str | None = None) -> None:
         async with self.runtime.sessions() as session:
-            await accounts.create_org(session, slug=slug, name=name or slug.title())
+            await orgs.create_org(session, CLI, slug=slug, name=name or slug.title())
             await session.commit()
         await self.runtime.refresh()
 
     async def member(self, org: str, email: str, role: str) -> None:
         async with self.runtime.sessions() as session:
-            await accounts.add_member(session, org_slug=org, email=email, role=role)
+            found = await find_org(session, org)
+            await members.set_role(session, CLI, found, await members.find_user(session, email=email), role)
+            await session.commit()
+        await self.runtime.refresh()
+
+    async def key(self, org: str, email: str, name: str = "ci", **options: Any) -> str:
+        """A new API key for the member `email` of `org` (as `gateway keys create` makes it)."""
+        async with self.runtime.sessions() as session:
+            found = await find_org(session, org)
+            user = await members.find_user(session, email=email)
+            key, _ = await keys.create_key(session, CLI, found, user, name=name, **options)
+            await session.commit()
+        await self.runtime.refresh()
+        return key
+
+    async def revoke(self, key: str) -> None:
+        async with self.runtime.sessions() as session:
+            key_id = apikeys.parse(key)
+            await keys.revoke_key(session, CLI, await keys.org_of_key(session, key_id), key_id)
             await session.commit()
         await self.runtime.refresh()
 

@@ -31,7 +31,7 @@ class MembershipView(msgspec.Struct):
 
 class MeResponse(msgspec.Struct):
     id: str
-    email: str
+    email: str | None
     created_at: dt.datetime
     memberships: list[MembershipView]
     global_roles: list[str]

@@ -163,7 +163,8 @@ def test_diff_sync_prune_and_export_round_trip(db_url: str, tmp_path: Path) -> N
         engine = create_engine(db_url)
         try:
             async with session_factory(engine)() as session:
-                return list(await session.scalars(select(AuditRecord).order_by(AuditRecord.id)))
+                query = select(AuditRecord).where(AuditRecord.action == "policy.sync").order_by(AuditRecord.id)
+                return list(await session.scalars(query))
         finally:
             await engine.dispose()
 

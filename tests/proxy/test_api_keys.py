@@ -10,10 +10,9 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
-from gateway import accounts
 from gateway.db.engine import bump_version
 from gateway.db.models import ApiKey
-from gateway.errors import InvalidToken
+from gateway.errors import InvalidToken, Unprocessable
 from gateway.identity import apikeys
 from tests.conftest import Gateway
 
@@ -24,13 +23,7 @@ async def _key(
     await gateway.org("acme")
     await gateway.org("globex")
     await gateway.user("ci@acme.test", org="acme", role=role)
-    async with gateway.runtime.sessions() as session:
-        key, _ = await accounts.create_api_key(
-            session, org_slug="acme", email="ci@acme.test", name="ci", scopes=scopes, expires_in_days=expires_in_days
-        )
-        await session.commit()
-    await gateway.runtime.refresh()
-    return key
+    return await gateway.key("acme", "ci@acme.test", scopes=scopes, expires_in_days=expires_in_days)
 
 
 def test_key_format_and_checksum() -> None:
@@ -65,10 +58,7 @@ async def test_bad_revoked_and_expired_keys_are_401(gateway: Gateway) -> None:
     typo = key[:-1] + ("A" if key[-1] != "A" else "B")
     for bad in (made_up, typo, "gw_live_short"):
         assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": bad}))[0] == 401
-    async with gateway.runtime.sessions() as session:
-        await accounts.revoke_api_key(session, apikeys.parse(key))
-        await session.commit()
-    await gateway.runtime.refresh()
+    await gateway.revoke(key)
     assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] == 401
 
 
@@ -121,10 +111,7 @@ async def test_revoking_a_key_closes_its_websocket(gateway: Gateway) -> None:
     async with gateway.http.ws_connect(url, headers={"X-API-Key": key}) as socket:
         await socket.send_str("hi")
         assert (await socket.receive(timeout=5)).data == "echo:hi"
-        async with gateway.runtime.sessions() as session:
-            await accounts.revoke_api_key(session, apikeys.parse(key))
-            await session.commit()
-        await gateway.runtime.refresh()
+        await gateway.revoke(key)
         message = await socket.receive(timeout=5)
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert socket.close_code == 1008
@@ -140,6 +127,5 @@ async def test_key_creation_is_validated(gateway: Gateway) -> None:
         ({"email": "outsider@x.test", "name": "x", "scopes": []}, "not a member"),
     ]
     for kwargs, field in cases:
-        async with gateway.runtime.sessions() as session:
-            with pytest.raises(Exception, match=field):
-                await accounts.create_api_key(session, org_slug="acme", **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(Unprocessable, match=field):
+            await gateway.key("acme", **kwargs)  # type: ignore[arg-type]

@@ -93,16 +93,11 @@ async def test_unreachable_redis_lets_requests_through(db_url: str, upstream: Up
 
 async def test_per_key_budget(db_url: str, upstream: Upstream) -> None:
     """An API key has a budget of its own."""
-    from gateway import accounts
-
     await load_system_policy(db_url)
     async with _gateway(db_url, upstream, {"per_key_per_minute": 2}) as gateway:
         await gateway.org("acme")
         await gateway.user("ci@acme.test", org="acme", role="viewer")
-        async with gateway.runtime.sessions() as session:
-            key, _ = await accounts.create_api_key(session, org_slug="acme", email="ci@acme.test", name="ci")
-            await session.commit()
-        await gateway.runtime.refresh()
+        key = await gateway.key("acme", "ci@acme.test")
         await _not_at_a_minute_boundary()
         statuses = [(await gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] for _ in range(3)]
         assert statuses == [200, 200, 429]

@@ -445,10 +445,13 @@ async def test_changes_made_elsewhere_arrive_by_polling(gateway: Gateway) -> Non
     """A membership written by another process (no explicit refresh here) is enforced within a poll or two."""
     tokens = await _acme(gateway)
     assert (await gateway.call("DELETE", "/api/x", token=tokens["member"], org="acme"))[0] == 403
-    from gateway import accounts
+    from gateway.manage import members
+    from gateway.manage.common import find_org
+    from tests.conftest import CLI
 
     async with gateway.runtime.sessions() as session:  # as the CLI would: write, bump, commit; no refresh
-        await accounts.add_member(session, org_slug="acme", email="member@acme.test", role="admin")
+        user = await members.find_user(session, email="member@acme.test")
+        await members.change_role(session, CLI, await find_org(session, "acme"), user.id, "admin")
         await session.commit()
     for _ in range(50):
         if (await gateway.call("DELETE", "/api/x", token=tokens["member"], org="acme"))[0] == 200:

@@ -1,0 +1,205 @@
+"""API keys and service accounts: credentials that act as one member of one org, shown once, stored hashed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db.engine import bump_version
+from gateway.db.models import ApiKey, Membership, Organization, User, new_id, utcnow
+from gateway.errors import NotFound, Unprocessable
+from gateway.identity import apikeys
+from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
+from gateway.manage.members import MemberView, _is_uuid
+from gateway.manage.roles import implies_owner, require_role
+from gateway.policy import rules
+from gateway.policy.store import parse_scopes
+
+MAX_EXPIRY_DAYS = 3650
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    """What a listing shows: never the key, only its id and last four characters."""
+
+    id: str
+    name: str
+    user_id: str
+    prefix: str
+    last4: str
+    scopes: tuple[str, ...]
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+def key_view(row: ApiKey) -> KeyView:
+    return KeyView(
+        id=row.id,
+        name=row.name,
+        user_id=row.user_id,
+        prefix=f"{apikeys.PREFIX}{row.id}_",
+        last4=row.last4,
+        scopes=tuple(f"{method} {pattern}" for method, pattern in parse_scopes(row.scopes)),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def validate_scopes(scopes: list[str]) -> list[str]:
+    """Each scope is "METHOD /pattern" (METHOD may be *), with the same pattern rules as proxied policy lines."""
+    checked = []
+    for index, scope in enumerate(scopes):
+        method, _, pattern = scope.strip().partition(" ")
+        pattern = pattern.strip()
+        if rules.is_admin_pattern(pattern):
+            raise Unprocessable(f"scopes[{index}]: scopes name proxied paths ('/...')")
+        try:
+            rules.validate("p", ("viewer", "*", pattern, method.strip()))
+        except rules.PolicyError as exc:
+            raise Unprocessable(f"scopes[{index}]: {exc}") from None
+        checked.append(f"{method.strip()} {pattern}")
+    return checked
+
+
+async def create_key(
+    session: AsyncSession,
+    actor: Actor,
+    org: Organization,
+    user: User,
+    *,
+    name: str,
+    expires_in_days: int | None = None,
+    scopes: list[str] | None = None,
+) -> tuple[str, KeyView]:
+    """A key acting as `user` in `org`; returns the key (shown only now) and its listing."""
+    if not name.strip() or len(name) > 100:
+        raise Unprocessable("name: 1-100 characters")
+    if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
+        raise Unprocessable(f"expires_in_days: between 1 and {MAX_EXPIRY_DAYS}")
+    checked = validate_scopes(scopes or [])
+    if await session.get(Membership, (user.id, org.id)) is None:
+        raise Unprocessable("user: not a member of this organization")
+    key, key_id = apikeys.new_key()
+    now = utcnow()
+    row = ApiKey(
+        id=key_id,
+        org_id=org.id,
+        user_id=user.id,
+        name=name.strip(),
+        key_hash=apikeys.key_hash(key),
+        last4=key[-4:],
+        scopes=json.dumps(checked),
+        created_at=now,
+        expires_at=now + dt.timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    session.add(row)
+    await session.flush()
+    await bump_version(session)
+    view = key_view(row)
+    record(session, actor, "key.create", org=org.slug, target=key_id, after={"user": user.id, "name": row.name})
+    return key, view
+
+
+async def list_keys(
+    session: AsyncSession, org: Organization, *, user_id: str | None = None, cursor: str | None, limit: int
+) -> Page[KeyView]:
+    query = select(ApiKey).where(ApiKey.org_id == org.id)
+    if user_id is not None:
+        query = query.where(ApiKey.user_id == user_id)
+    page = await fetch_page(session, query, ApiKey.id, cursor=cursor, limit=limit, key_of=lambda k: k.id)
+    return Page([key_view(row) for row in page.items], page.next_cursor)
+
+
+async def revoke_key(
+    session: AsyncSession, actor: Actor, org: Organization, key_id: str, *, user_id: str | None = None
+) -> KeyView:
+    """Revoked keys leave every gateway's snapshot on the next reload. Another org's key, or (with `user_id`)
+    another user's key, is not found."""
+    row = await session.get(ApiKey, key_id)
+    if row is None or row.org_id != org.id or (user_id is not None and row.user_id != user_id):
+        raise NotFound("key: no such API key")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await session.flush()
+        await bump_version(session)
+        record(session, actor, "key.revoke", org=org.slug, target=key_id, before={"user": row.user_id})
+    return key_view(row)
+
+
+async def org_of_key(session: AsyncSession, key_id: str) -> Organization:
+    """The org a key belongs to (for the CLI, which names keys by id alone)."""
+    row = await session.get(ApiKey, key_id)
+    org = await session.get(Organization, row.org_id) if row is not None else None
+    if org is None:
+        raise NotFound("key: no such API key")
+    return org
+
+
+# -- service accounts -----------------------------------------------------------------------------------------
+
+
+async def create_service_account(
+    session: AsyncSession, actor: Actor, org: Organization, *, name: str, role: str
+) -> MemberView:
+    """A non-human member of this org: no email, no password; it authenticates with its API keys only."""
+    if not name.strip() or len(name) > 200:
+        raise Unprocessable("name: 1-200 characters")
+    await lock_org(session, org)
+    await require_role(session, org, role)
+    if await implies_owner(session, org, role):
+        raise Unprocessable("role: a service account cannot own an organization")
+    now = utcnow()
+    user = User(id=new_id(), email=None, password_hash=None, kind="service", name=name.strip(), org_id=org.id)
+    user.created_at = now
+    session.add(user)
+    await session.flush()
+    membership = Membership(user_id=user.id, org_id=org.id, role=role, created_at=now)
+    session.add(membership)
+    await session.flush()
+    await bump_version(session)
+    record(session, actor, "service_account.create", org=org.slug, target=user.id, after={"name": name, "role": role})
+    return MemberView(user.id, None, user.name, user.kind, role, now)
+
+
+async def service_account(session: AsyncSession, org: Organization, account_id: str) -> User:
+    user = await session.get(User, account_id) if _is_uuid(account_id) else None
+    if user is None or user.kind != "service" or user.org_id != org.id:
+        raise NotFound("service account: no such service account in this organization")
+    return user
+
+
+async def list_service_accounts(
+    session: AsyncSession, org: Organization, *, cursor: str | None, limit: int
+) -> Page[MemberView]:
+    page = await fetch_page(
+        session,
+        select(User).where(User.kind == "service", User.org_id == org.id),
+        User.id,
+        cursor=cursor,
+        limit=limit,
+        key_of=lambda u: u.id,
+    )
+    roles = dict(
+        (await session.execute(select(Membership.user_id, Membership.role).where(Membership.org_id == org.id))).tuples()
+    )
+    return Page(
+        [MemberView(u.id, None, u.name, u.kind, roles.get(u.id, ""), u.created_at) for u in page.items],
+        page.next_cursor,
+    )
+
+
+async def delete_service_account(session: AsyncSession, actor: Actor, org: Organization, account_id: str) -> None:
+    """Deletes the account with its membership and keys (its keys stop working on the next reload)."""
+    user = await service_account(session, org, account_id)
+    await session.delete(user)
+    await session.flush()
+    await bump_version(session)
+    record(session, actor, "service_account.delete", org=org.slug, target=account_id, before={"name": user.name})

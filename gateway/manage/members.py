@@ -1,0 +1,166 @@
+"""Members of an org: who holds which role there. The membership table is the source of the `g` lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.accounts import normalise_email
+from gateway.db.engine import bump_version
+from gateway.db.models import ApiKey, Membership, Organization, User, utcnow
+from gateway.errors import Conflict, NotFound, Unprocessable
+from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
+from gateway.manage.roles import OWNER, implies_owner, owners_object, require_role
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    user_id: str
+    email: str | None
+    name: str
+    kind: str
+    role: str
+    created_at: dt.datetime
+
+
+def _view(membership: Membership, user: User) -> MemberView:
+    return MemberView(user.id, user.email, user.name, user.kind, membership.role, membership.created_at)
+
+
+async def find_user(session: AsyncSession, *, email: str | None = None, user_id: str | None = None) -> User:
+    """A user by email or id (exactly one of them); 404 when there is none."""
+    if (email is None) == (user_id is None):
+        raise Unprocessable("user_id: give either email or user_id")
+    if user_id is not None:
+        if not _is_uuid(user_id):
+            raise Unprocessable("user_id: not a user id")
+        user = await session.get(User, user_id)
+    else:
+        user = await session.scalar(select(User).where(User.email == normalise_email(email or "")))
+    if user is None:
+        raise NotFound("user: no such user")
+    return user
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+async def list_members(session: AsyncSession, org: Organization, *, cursor: str | None, limit: int) -> Page[MemberView]:
+    page = await fetch_page(
+        session,
+        select(Membership).where(Membership.org_id == org.id),
+        Membership.user_id,
+        cursor=cursor,
+        limit=limit,
+        key_of=lambda m: m.user_id,
+    )
+    users = {u.id: u for u in await session.scalars(select(User).where(User.id.in_([m.user_id for m in page.items])))}
+    return Page([_view(m, users[m.user_id]) for m in page.items], page.next_cursor)
+
+
+async def _membership(session: AsyncSession, org: Organization, user_id: str) -> tuple[Membership, User]:
+    membership = await session.get(Membership, (user_id, org.id), populate_existing=True) if _is_uuid(user_id) else None
+    user = await session.get(User, user_id) if membership is not None else None
+    if membership is None or user is None:
+        raise NotFound("member: no such member in this organization")
+    return membership, user
+
+
+async def get_member(session: AsyncSession, org: Organization, user_id: str) -> MemberView:
+    return _view(*await _membership(session, org, user_id))
+
+
+async def _owners(session: AsyncSession, org: Organization) -> int:
+    count = await session.scalar(
+        select(func.count()).select_from(Membership).where(Membership.org_id == org.id, Membership.role == OWNER)
+    )
+    return int(count or 0)
+
+
+async def _check_grant(session: AsyncSession, actor: Actor, org: Organization, user: User, role: str) -> None:
+    await require_role(session, org, role)
+    if await implies_owner(session, org, role):
+        if user.kind == "service":
+            raise Unprocessable("role: a service account cannot own an organization")
+        actor.require(owners_object(org), "POST", "only owners may grant owner")
+
+
+async def add_member(
+    session: AsyncSession,
+    actor: Actor,
+    org: Organization,
+    *,
+    role: str,
+    email: str | None = None,
+    user_id: str | None = None,
+) -> MemberView:
+    """Give an existing user a role in the org; 409 if they are a member already (change the role instead)."""
+    user = await find_user(session, email=email, user_id=user_id)
+    if user.kind == "service" and user.org_id != org.id:
+        raise Unprocessable("user_id: a service account belongs to its own organization only")
+    await lock_org(session, org)
+    await _check_grant(session, actor, org, user, role)
+    if await session.get(Membership, (user.id, org.id)) is not None:
+        raise Conflict("user: already a member of this organization; change their role instead")
+    membership = Membership(user_id=user.id, org_id=org.id, role=role, created_at=utcnow())
+    session.add(membership)
+    await session.flush()
+    await bump_version(session)
+    view = _view(membership, user)
+    record(session, actor, "member.add", org=org.slug, target=user.id, after={"role": role})
+    return view
+
+
+async def change_role(session: AsyncSession, actor: Actor, org: Organization, user_id: str, role: str) -> MemberView:
+    """Takes effect on the next request everywhere (the state version moves). The last owner stays owner."""
+    await lock_org(session, org)
+    membership, user = await _membership(session, org, user_id)
+    before = membership.role
+    if before == role:
+        return _view(membership, user)
+    await _check_grant(session, actor, org, user, role)
+    if await implies_owner(session, org, before):
+        actor.require(owners_object(org), "POST", "only owners may change an owner's role")
+        if before == OWNER and await _owners(session, org) <= 1:
+            raise Conflict("role: this is the organization's last owner; make someone else owner first")
+    membership.role = role
+    await session.flush()
+    await bump_version(session)
+    record(session, actor, "member.role", org=org.slug, target=user.id, before={"role": before}, after={"role": role})
+    return _view(membership, user)
+
+
+async def remove_member(session: AsyncSession, actor: Actor, org: Organization, user_id: str) -> None:
+    """Remove the membership and revoke the member's API keys in this org (they do not revive on re-adding)."""
+    await lock_org(session, org)
+    membership, user = await _membership(session, org, user_id)
+    if user.kind == "service":
+        raise Conflict("member: this is a service account; delete it under /service-accounts")
+    if await implies_owner(session, org, membership.role):
+        actor.require(owners_object(org), "POST", "only owners may remove an owner")
+        if membership.role == OWNER and await _owners(session, org) <= 1:
+            raise Conflict("member: this is the organization's last owner; make someone else owner first")
+    role = membership.role
+    await session.delete(membership)
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.org_id == org.id, ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    await bump_version(session)
+    record(session, actor, "member.remove", org=org.slug, target=user.id, before={"role": role})
+
+
+async def set_role(session: AsyncSession, actor: Actor, org: Organization, user: User, role: str) -> MemberView:
+    """Add the user with `role`, or change their role if they are a member already (the CLI's `members add`)."""
+    if await session.get(Membership, (user.id, org.id)) is None:
+        return await add_member(session, actor, org, role=role, user_id=user.id)
+    return await change_role(session, actor, org, user.id, role)

@@ -1,0 +1,140 @@
+"""Raw policy lines through the API: an org's own lines, and (superadmins) global ones, validated first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.db.engine import bump_version
+from gateway.db.models import Membership, Organization, PolicyRule
+from gateway.errors import Conflict, NotFound, Unprocessable
+from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
+from gateway.manage.roles import SUPERADMIN, check_inheritance, require_role
+from gateway.policy import rules, store
+from gateway.policy.rules import ANY_DOMAIN, USER_SUBJECT_RE, Rule
+
+MAX_LINES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class LineView:
+    id: int
+    line: str
+    origin: str
+
+
+def _view(row: PolicyRule) -> LineView:
+    values = [row.v0, row.v1, row.v2, row.v3, row.v4, row.v5][: 5 if row.ptype == "p" else 3]
+    return LineView(row.id, ", ".join((row.ptype, *values)), row.origin)
+
+
+def _of_org(slug: str) -> object:
+    """Lines in an org's domain, except user grants (memberships own those)."""
+    return or_(
+        (PolicyRule.ptype == "p") & (PolicyRule.v1 == slug),
+        (PolicyRule.ptype == "g") & (PolicyRule.v2 == slug) & ~PolicyRule.v0.startswith("user:"),
+    )
+
+
+async def list_lines(
+    session: AsyncSession, org: Organization | None, *, cursor: str | None, limit: int
+) -> Page[LineView]:
+    query = select(PolicyRule)
+    if org is not None:
+        query = query.where(_of_org(org.slug))  # type: ignore[arg-type]
+    page = await fetch_page(session, query, PolicyRule.id, cursor=cursor, limit=limit, key_of=lambda r: r.id)
+    return Page([_view(row) for row in page.items], page.next_cursor)
+
+
+def _parse(lines: list[str]) -> list[Rule]:
+    if not lines:
+        raise Unprocessable("lines: give at least one line")
+    if len(lines) > MAX_LINES:
+        raise Unprocessable(f"lines: at most {MAX_LINES} per request")
+    parsed = []
+    for index, raw in enumerate(lines):
+        try:
+            rule = rules.parse_line(raw)
+        except rules.PolicyError as exc:
+            raise Unprocessable(f"lines[{index}]: {exc}") from None
+        if rule is None:
+            raise Unprocessable(f"lines[{index}]: empty or a comment")
+        parsed.append(rule)
+    return parsed
+
+
+async def _check_org_line(session: AsyncSession, actor: Actor, org: Organization, rule: Rule, field: str) -> None:
+    """An org's own lines stay inside the org: its domain, proxied paths, its roles and members."""
+    domain = rule.values[1] if rule.ptype == "p" else rule.values[2]
+    if domain != org.slug:
+        raise Unprocessable(f"{field}: org {domain!r}: an org's lines must name {org.slug!r} (not '*' or another org)")
+    subject = rule.values[0]
+    if rule.ptype == "p":
+        if rules.is_admin_pattern(rule.values[2]):
+            raise Unprocessable(f"{field}: path {rule.values[2]!r}: org lines grant proxied paths ('/...') only")
+        if USER_SUBJECT_RE.match(subject):
+            member = await session.get(Membership, (subject.removeprefix("user:"), org.id))
+            if member is None:
+                raise Unprocessable(f"{field}: subject {subject!r} is not a member of this organization")
+        else:
+            await require_role(session, org, subject, f"{field}: subject")
+        return
+    if USER_SUBJECT_RE.match(subject):
+        raise Unprocessable(f"{field}: subject {subject!r}: give users roles through /members, not g lines")
+    await require_role(session, org, subject, f"{field}: subject")
+    await check_inheritance(session, actor, org, subject, [rule.values[1]], f"{field}: role")
+
+
+async def add_lines(session: AsyncSession, actor: Actor, org: Organization | None, lines: list[str]) -> list[LineView]:
+    """Store the lines (all or none); lines already stored are kept as they are. Global lines (`org` None) may
+    name any domain and admin objects, but never grant superadmin to a role."""
+    parsed = _parse(lines)
+    if org is not None:
+        await lock_org(session, org)
+    for index, rule in enumerate(parsed):
+        if org is not None:
+            await _check_org_line(session, actor, org, rule, f"lines[{index}]")
+        elif rule.ptype == "g" and rule.values[1] == SUPERADMIN and not rule.values[0].startswith("user:"):
+            raise Unprocessable(f"lines[{index}]: role: a role cannot inherit superadmin; grant it to users")
+    await store.add_rules(session, parsed, origin="api")
+    await bump_version(session)
+    stored = []
+    for rule in parsed:
+        values = list(rule.values) + [""] * (6 - len(rule.values))
+        row = await session.scalar(
+            select(PolicyRule).where(
+                PolicyRule.ptype == rule.ptype, *(getattr(PolicyRule, f"v{i}") == v for i, v in enumerate(values))
+            )
+        )
+        if row is not None:
+            stored.append(_view(row))
+    record(
+        session,
+        actor,
+        "policy.add",
+        org=org.slug if org else None,
+        target=org.slug if org else ANY_DOMAIN,
+        after=[line.line for line in stored],
+    )
+    return stored
+
+
+async def remove_line(session: AsyncSession, actor: Actor, org: Organization | None, line_id: int) -> None:
+    """Remove one line by id. Lines from policy files are refused: `policy sync` would bring them back."""
+    row = await session.get(PolicyRule, line_id)
+    if row is None or (org is not None and not _in_org(row, org.slug)):
+        raise NotFound("line: no such policy line")
+    if row.origin != "api":
+        raise Conflict("line: this line comes from the policy files; change the files and run `policy sync`")
+    before = _view(row).line
+    await session.execute(delete(PolicyRule).where(PolicyRule.id == line_id))
+    await bump_version(session)
+    record(session, actor, "policy.remove", org=org.slug if org else None, target=str(line_id), before=before)
+
+
+def _in_org(row: PolicyRule, slug: str) -> bool:
+    if row.ptype == "p":
+        return row.v1 == slug
+    return row.v2 == slug and not row.v0.startswith("user:")
