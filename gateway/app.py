@@ -14,6 +14,8 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.types import Receive, Scope, Send
 
+from gateway.api.admin import admin_router
+from gateway.api.admin.guard import provide_caller
 from gateway.api.auth import AuthController
 from gateway.api.deps import provide_db, provide_runtime
 from gateway.api.health import healthz, metrics, readyz
@@ -54,7 +56,9 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
     status = exc.status_code
     if status >= 500:
         return _internal(_, exc)
-    extra = {"errors": exc.extra} if isinstance(exc, ValidationException) and exc.extra else None
+    if isinstance(exc, ValidationException):
+        return _validation_error(exc)
+    extra = None
     body = problem_body(
         status=status,
         slug=_HTTP_SLUGS.get(status, "client-error"),
@@ -63,6 +67,39 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
         extra=extra,
     )
     return _problem(status, body, exc.headers)
+
+
+def _validation_error(exc: ValidationException) -> Response[bytes]:
+    """Litestar's validation failures. Values that fail a field's type or bounds are 422 with the field named;
+    a body that is not the expected JSON shape at all (`{`, `[]`) stays 400."""
+    errors = [item for item in exc.extra if isinstance(item, dict)] if isinstance(exc.extra, list) else []
+    fields = [_field_of(item) for item in errors]
+    named = [name for name in fields if name]
+    status = 422 if named and len(named) == len(errors) else 400
+    body = problem_body(
+        status=status,
+        slug="validation-failed" if status == 422 else "bad-request",
+        title=_title(status),
+        detail=str(exc.detail)
+        if not named
+        else "; ".join(f"{name}: {item.get('message', 'invalid')}" for name, item in zip(fields, errors, strict=True)),
+        extra={"field": named[0], "errors": errors} if named else ({"errors": errors} if errors else None),
+    )
+    return _problem(status, body, exc.headers)
+
+
+def _field_of(item: dict[str, Any]) -> str:
+    """The field a Litestar/msgspec validation message is about: `key` for parameters, `$.path` for bodies."""
+    message = str(item.get("message", ""))
+    if "- at `$." in message:
+        return message.rsplit("- at `$.", 1)[1].rstrip("`")
+    if item.get("source") in ("query", "path", "header", "cookie") and item.get("key"):
+        return str(item["key"])
+    if "missing required field `" in message:
+        return message.split("missing required field `", 1)[1].split("`", 1)[0]
+    if "unknown field `" in message.lower():
+        return message.lower().split("unknown field `", 1)[1].split("`", 1)[0]
+    return ""
 
 
 def _internal(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -84,7 +121,9 @@ def create_app(settings: Settings) -> Litestar:
     """Build the ASGI application. Nothing connects until the lifespan starts."""
     runtime = Runtime.configure(settings)
 
-    @asgi("/", is_mount=True, copy_scope=False)
+    # Every path Litestar does not route itself goes to the proxy: a catch-all path parameter, not a mount at
+    # "/" (Litestar lets a root mount shadow routes that have path parameters, such as /admin/orgs/{org}).
+    @asgi(["/", "/{tail:path}"], copy_scope=False)
     async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
         await runtime.pipeline(scope, receive, send)
 
@@ -101,9 +140,13 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
 
     app = Litestar(
-        route_handlers=[AuthController, healthz, readyz, metrics, jwks, forward_auth, proxy],
+        route_handlers=[AuthController, admin_router(), healthz, readyz, metrics, jwks, forward_auth, proxy],
         lifespan=[lifespan],
-        dependencies={"runtime": Provide(provide_runtime, sync_to_thread=False), "db": Provide(provide_db)},
+        dependencies={
+            "runtime": Provide(provide_runtime, sync_to_thread=False),
+            "db": Provide(provide_db),
+            "caller": Provide(provide_caller, sync_to_thread=False),
+        },
         exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _internal},
         openapi_config=OpenAPIConfig(title="casbin-gateway", version="0.1.0", path="/auth/schema"),
         debug=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 
 from litestar import Request
@@ -12,14 +13,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.identity.tokens import Principal
 from gateway.runtime import Runtime
 
+log = logging.getLogger("gateway.api")
+
 
 def provide_runtime(state: State) -> Runtime:
     runtime: Runtime = state.runtime
     return runtime
 
 
-async def provide_db(runtime: NamedDependency[Runtime]) -> AsyncGenerator[AsyncSession, None]:
-    """A session whose transaction commits when the handler returns and rolls back when it raises."""
+async def provide_db(
+    request: Request[object, object, State], runtime: NamedDependency[Runtime]
+) -> AsyncGenerator[AsyncSession, None]:
+    """A session whose transaction commits when the handler returns and rolls back when it raises. After a
+    write, this process reloads its policy before the response is sent, so the caller's next request (proxied
+    or admin) already sees the change; other processes see it within their next poll."""
     async with runtime.sessions() as session:
         try:
             yield session
@@ -28,6 +35,11 @@ async def provide_db(runtime: NamedDependency[Runtime]) -> AsyncGenerator[AsyncS
             raise
         else:
             await session.commit()
+    if request.method not in ("GET", "HEAD"):
+        try:
+            await runtime.refresh()
+        except Exception:
+            log.exception("policy reload after a change failed; the next poll retries")
 
 
 def provide_principal(request: Request[object, object, State], runtime: NamedDependency[Runtime]) -> Principal:

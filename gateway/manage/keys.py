@@ -188,7 +188,7 @@ async def list_service_accounts(
         key_of=lambda u: u.id,
     )
     roles = dict(
-        (await session.execute(select(Membership.user_id, Membership.role).where(Membership.org_id == org.id))).tuples()
+        (await session.execute(select(Membership.user_id, Membership.role).where(Membership.org_id == org.id))).all()
     )
     return Page(
         [MemberView(u.id, None, u.name, u.kind, roles.get(u.id, ""), u.created_at) for u in page.items],

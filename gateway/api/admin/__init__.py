@@ -1,0 +1,32 @@
+"""/admin: the management API. Every handler is behind `authorize`, which asks the proxy's own enforcer."""
+
+from __future__ import annotations
+
+from litestar import Router
+
+from gateway.api.admin.audit import AuditController, GlobalAuditController
+from gateway.api.admin.decisions import DecisionsController
+from gateway.api.admin.guard import authorize
+from gateway.api.admin.keys import KeysController, ServiceAccountsController
+from gateway.api.admin.members import MembersController
+from gateway.api.admin.orgs import OrgsController
+from gateway.api.admin.policies import GlobalPoliciesController, PoliciesController
+from gateway.api.admin.roles import RolesController
+
+ADMIN_CONTROLLERS = (
+    OrgsController,
+    MembersController,
+    RolesController,
+    PoliciesController,
+    GlobalPoliciesController,
+    DecisionsController,
+    KeysController,
+    ServiceAccountsController,
+    AuditController,
+    GlobalAuditController,
+)
+
+
+def admin_router() -> Router:
+    """All /admin handlers, each authorized by `authorize` before its dependencies or body are read."""
+    return Router(path="/admin", guards=[authorize], route_handlers=list(ADMIN_CONTROLLERS))

@@ -1,0 +1,117 @@
+"""Authorization of /admin: authenticate like the proxy (JWT or API key), then ask the same enforcer.
+
+The Casbin object of an admin request is `admin:` + its path after /admin, rebuilt from the route template and
+the validated path parameters (never from the raw target), in the org named by the `{org}` parameter. Platform
+endpoints (creating orgs, global lines) are checked in domain `*`, where only global grants (superadmin) apply;
+so are requests for an org that is unknown or archived. Handlers declare which with `opt={"authz": ...}`:
+
+    "org"       (default) the `{org}` path parameter is the domain
+    "platform"  domain `*`
+    "self"      authenticated only: the handler returns the caller's own data (GET /admin/orgs)
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from gateway.errors import Forbidden
+from gateway.identity.tokens import Principal
+from gateway.manage.common import Actor
+from gateway.policy import PolicyEngine
+from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN
+from gateway.proxy.audit import AuditEvent
+from gateway.proxy.authenticate import authenticate
+from gateway.proxy.enforce import Denied, enforce
+from gateway.runtime import Runtime
+
+CALLER_KEY = "gateway.caller"
+_PARAM_RE = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authorized caller of an admin request."""
+
+    principal: Principal
+    domain: str
+    """The org slug the request was authorized in, or `*`."""
+    actor: Actor
+
+    @property
+    def user_id(self) -> str:
+        return self.principal.user_id
+
+
+def admin_object(template: str, params: dict[str, Any]) -> str:
+    """`/admin/orgs/{org:str}/members/{member:str}` with its parameters -> `admin:/orgs/acme/members/<id>`."""
+    return ADMIN_OBJECT + _PARAM_RE.sub(lambda m: str(params[m.group(1)]), template.removeprefix("/admin"))
+
+
+def allowed(policy: PolicyEngine, principal: Principal, domain: str, obj: str, method: str) -> bool:
+    try:
+        enforce(policy, principal.subject, domain, obj, method, key=principal.key)
+    except Denied:
+        return False
+    return True
+
+
+async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Litestar guard: 401 without valid credentials, 403 (with a decision id) unless the enforcer allows."""
+    runtime: Runtime = connection.app.state.runtime
+    policy = runtime.policy
+    headers = connection.headers
+    principal = authenticate(
+        runtime.tokens, headers.get("authorization"), api_key=headers.get("x-api-key"), policy=policy
+    )
+    mode = handler.opt.get("authz", "org")
+    method = connection.scope["method"]  # type: ignore[typeddict-item]
+    obj = admin_object(connection.scope["path_template"], connection.path_params)
+    if mode == "org":
+        slug = str(connection.path_params["org"])
+        # An unknown or archived org is not in the snapshot: only platform-wide grants apply there.
+        domain = slug if policy.org(slug) is not None else ANY_DOMAIN
+        if principal.key is not None and principal.key.org != slug:
+            raise Forbidden("not allowed in this organization")
+    else:
+        domain = ANY_DOMAIN
+        if principal.key is not None:
+            raise Forbidden("API keys act inside their own organization only")
+    request_id = headers.get("x-request-id", "")
+    request_id = request_id if _REQUEST_ID_RE.match(request_id) else secrets.token_hex(16)
+    if mode != "self":
+        try:
+            enforce(policy, principal.subject, domain, obj, method, key=principal.key)
+        except Denied as denied:
+            runtime.audit.emit(
+                AuditEvent(
+                    method=method,
+                    path=connection.url.path,
+                    route="/admin",
+                    subject=principal.subject,
+                    org=domain,
+                    granted=False,
+                    reason=denied.reason,
+                    decision_id=denied.decision_id,
+                    status=403,
+                    request_id=request_id,
+                )
+            )
+            raise
+
+    def may(other: str, other_method: str) -> bool:
+        return allowed(policy, principal, domain, other, other_method)
+
+    actor = Actor(subject=principal.subject, request_id=request_id, may=may)
+    connection.scope[CALLER_KEY] = Caller(principal=principal, domain=domain, actor=actor)  # type: ignore[literal-required]
+
+
+def provide_caller(request: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    caller: Caller = request.scope[CALLER_KEY]  # type: ignore[literal-required]
+    return caller

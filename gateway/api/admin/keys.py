@@ -1,0 +1,168 @@
+"""API keys (the caller's own, any member's, the whole org's) and service accounts with their keys."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.api.admin import schemas
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, key_view, live_or_archived, member_view
+from gateway.api.admin.guard import Caller
+from gateway.db.models import Organization, User
+from gateway.errors import Forbidden
+from gateway.manage import keys
+from gateway.manage.common import Page
+from gateway.manage.members import get_member
+
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+def _page(page: Page[keys.KeyView]) -> schemas.KeyPage:
+    return schemas.KeyPage([key_view(k) for k in page.items], page.next_cursor)
+
+
+def _member_id(caller: Caller, member: FromPath[str]) -> str:
+    return caller.user_id if member == "me" else member
+
+
+async def _create(
+    db: AsyncSession, caller: Caller, org: Organization, user: User, data: schemas.KeyCreate
+) -> Response[schemas.KeyCreated]:
+    key, view = await keys.create_key(
+        db, caller.actor, org, user, name=data.name, expires_in_days=data.expires_in_days, scopes=data.scopes
+    )
+    return Response(schemas.KeyCreated(key=key, details=key_view(view)), status_code=201, headers=NO_STORE)
+
+
+class KeysController(Controller):
+    """`members/me/keys` are the caller's own; `members/{id}/keys` and `keys` are for admins."""
+
+    path = "/orgs/{org:str}"
+    tags = ["api keys"]
+
+    @get("/keys")
+    async def list_org_keys(
+        self, org: FromPath[str], db: NamedDependency[AsyncSession], cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
+    ) -> schemas.KeyPage:
+        """Every key of the org, revoked ones included, ordered by key id."""
+        return _page(await keys.list_keys(db, await live_or_archived(db, org), cursor=cursor, limit=limit))
+
+    @get("/members/{member:str}/keys")
+    async def list_member_keys(
+        self,
+        org: FromPath[str],
+        member: FromPath[str],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE,
+    ) -> schemas.KeyPage:
+        found = await live_or_archived(db, org)
+        user_id = (await get_member(db, found, _member_id(caller, member))).user_id
+        return _page(await keys.list_keys(db, found, user_id=user_id, cursor=cursor, limit=limit))
+
+    @post("/members/{member:str}/keys")
+    async def create_member_key(
+        self,
+        org: FromPath[str],
+        member: FromPath[str],
+        data: JSONBody[schemas.KeyCreate],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[schemas.KeyCreated]:
+        """A key acting as the caller (`members/me/keys`). Nobody mints a key that acts as another person."""
+        if _member_id(caller, member) != caller.user_id:
+            raise Forbidden("a key acts as its creator: create it under members/me/keys")
+        found = await live_or_archived(db, org)
+        user = await db.get(User, caller.user_id)
+        if user is None:
+            raise Forbidden("not allowed in this organization")
+        return await _create(db, caller, found, user, data)
+
+    @delete("/members/{member:str}/keys/{key:str}")
+    async def revoke_member_key(
+        self,
+        org: FromPath[str],
+        member: FromPath[str],
+        key: FromPath[str],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> None:
+        """Revoke; another member's key id (or another org's) is 404."""
+        found = await live_or_archived(db, org)
+        await keys.revoke_key(db, caller.actor, found, key, user_id=_member_id(caller, member))
+
+
+class ServiceAccountsController(Controller):
+    path = "/orgs/{org:str}/service-accounts"
+    tags = ["service accounts"]
+
+    @get("/")
+    async def list_accounts(
+        self, org: FromPath[str], db: NamedDependency[AsyncSession], cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
+    ) -> schemas.MemberPage:
+        page = await keys.list_service_accounts(db, await live_or_archived(db, org), cursor=cursor, limit=limit)
+        return schemas.MemberPage([member_view(m) for m in page.items], page.next_cursor)
+
+    @post("/")
+    async def create(
+        self,
+        org: FromPath[str],
+        data: JSONBody[schemas.ServiceAccountCreate],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> schemas.MemberView:
+        """A non-human member with a role (never owner); it authenticates with API keys only."""
+        found = await live_or_archived(db, org)
+        return member_view(await keys.create_service_account(db, caller.actor, found, name=data.name, role=data.role))
+
+    @delete("/{account:str}")
+    async def remove(
+        self,
+        org: FromPath[str],
+        account: FromPath[str],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> None:
+        """Delete the account, its membership and its keys."""
+        await keys.delete_service_account(db, caller.actor, await live_or_archived(db, org), account)
+
+    @get("/{account:str}/keys")
+    async def list_keys(
+        self,
+        org: FromPath[str],
+        account: FromPath[str],
+        db: NamedDependency[AsyncSession],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE,
+    ) -> schemas.KeyPage:
+        found = await live_or_archived(db, org)
+        user = await keys.service_account(db, found, account)
+        return _page(await keys.list_keys(db, found, user_id=user.id, cursor=cursor, limit=limit))
+
+    @post("/{account:str}/keys")
+    async def create_key(
+        self,
+        org: FromPath[str],
+        account: FromPath[str],
+        data: JSONBody[schemas.KeyCreate],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[schemas.KeyCreated]:
+        found = await live_or_archived(db, org)
+        return await _create(db, caller, found, await keys.service_account(db, found, account), data)
+
+    @delete("/{account:str}/keys/{key:str}")
+    async def revoke_key(
+        self,
+        org: FromPath[str],
+        account: FromPath[str],
+        key: FromPath[str],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> None:
+        found = await live_or_archived(db, org)
+        user = await keys.service_account(db, found, account)
+        await keys.revoke_key(db, caller.actor, found, key, user_id=user.id)

@@ -1,0 +1,69 @@
+"""/admin/orgs/{org}/members: list, add, read, change role, remove."""
+
+from __future__ import annotations
+
+from litestar import Controller, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.api.admin import schemas
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, live_or_archived, member_view
+from gateway.api.admin.guard import Caller
+from gateway.manage import members
+
+
+class MembersController(Controller):
+    path = "/orgs/{org:str}/members"
+    tags = ["members"]
+
+    @get("/")
+    async def list_members(
+        self, org: FromPath[str], db: NamedDependency[AsyncSession], cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
+    ) -> schemas.MemberPage:
+        """Members (people and service accounts), ordered by user id."""
+        page = await members.list_members(db, await live_or_archived(db, org), cursor=cursor, limit=limit)
+        return schemas.MemberPage([member_view(m) for m in page.items], page.next_cursor)
+
+    @post("/")
+    async def add(
+        self,
+        org: FromPath[str],
+        data: JSONBody[schemas.MemberAdd],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> schemas.MemberView:
+        """Add an existing user (by email or user_id) with a role; granting owner takes an owner."""
+        found = await live_or_archived(db, org)
+        view = await members.add_member(db, caller.actor, found, role=data.role, email=data.email, user_id=data.user_id)
+        return member_view(view)
+
+    @get("/{member:str}")
+    async def read(
+        self, org: FromPath[str], member: FromPath[str], db: NamedDependency[AsyncSession]
+    ) -> schemas.MemberView:
+        return member_view(await members.get_member(db, await live_or_archived(db, org), member))
+
+    @patch("/{member:str}")
+    async def change_role(
+        self,
+        org: FromPath[str],
+        member: FromPath[str],
+        data: JSONBody[schemas.MemberUpdate],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> schemas.MemberView:
+        """Takes effect on the next request, proxied or admin. The last owner cannot be demoted (409)."""
+        found = await live_or_archived(db, org)
+        return member_view(await members.change_role(db, caller.actor, found, member, data.role))
+
+    @delete("/{member:str}")
+    async def remove(
+        self,
+        org: FromPath[str],
+        member: FromPath[str],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> None:
+        """Remove a member and revoke their API keys in this org. The last owner cannot be removed (409)."""
+        await members.remove_member(db, caller.actor, await live_or_archived(db, org), member)

@@ -1,0 +1,79 @@
+"""/admin/orgs: create, list, read, rename, archive, restore."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.api.admin import schemas
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag, if_match, live_or_archived, org_view
+from gateway.api.admin.guard import Caller, admin_object, allowed
+from gateway.db.models import User
+from gateway.manage import orgs
+from gateway.policy.rules import ANY_DOMAIN
+from gateway.runtime import Runtime
+
+
+class OrgsController(Controller):
+    path = "/orgs"
+    tags = ["organizations"]
+
+    @post("/", opt={"authz": "platform"})
+    async def create(
+        self, data: JSONBody[schemas.OrgCreate], caller: NamedDependency[Caller], db: NamedDependency[AsyncSession]
+    ) -> Response[schemas.OrgView]:
+        """Create an org; the caller becomes its owner. Platform-wide permission (superadmin by default)."""
+        owner = await db.get(User, caller.user_id)
+        org = await orgs.create_org(db, caller.actor, slug=data.slug, name=data.name, owner=owner)
+        return Response(org_view(org), status_code=201, headers=etag(org.version))
+
+    @get("/", opt={"authz": "self"})
+    async def list_orgs(
+        self,
+        caller: NamedDependency[Caller],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE,
+    ) -> schemas.OrgPage:
+        """The caller's orgs; every org (archived ones too) for whoever may `GET admin:/orgs` platform-wide."""
+        everything = allowed(runtime.policy, caller.principal, ANY_DOMAIN, admin_object("/admin/orgs", {}), "GET")
+        page = await orgs.list_orgs(db, member_id=None if everything else caller.user_id, cursor=cursor, limit=limit)
+        return schemas.OrgPage([org_view(org) for org in page.items], page.next_cursor)
+
+    @get("/{org:str}")
+    async def read(self, org: FromPath[str], db: NamedDependency[AsyncSession]) -> Response[schemas.OrgView]:
+        found = await live_or_archived(db, org)
+        return Response(org_view(found), headers=etag(found.version))
+
+    @patch("/{org:str}")
+    async def update(
+        self,
+        org: FromPath[str],
+        data: JSONBody[schemas.OrgUpdate],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+        match: IfMatch = None,
+    ) -> Response[schemas.OrgView]:
+        """Rename (the slug never changes). With If-Match, a stale version is refused with 412."""
+        found = await live_or_archived(db, org)
+        updated = await orgs.update_org(db, caller.actor, found, name=data.name, if_match=if_match(match))
+        return Response(org_view(updated), headers=etag(updated.version))
+
+    @post("/{org:str}/archive", status_code=200)
+    async def archive(
+        self, org: FromPath[str], caller: NamedDependency[Caller], db: NamedDependency[AsyncSession]
+    ) -> schemas.OrgView:
+        """Soft delete: at once, every member and API key of the org is denied everywhere."""
+        found = await live_or_archived(db, org)
+        return org_view(await orgs.set_archived(db, caller.actor, found, archived=True))
+
+    @post("/{org:str}/restore", status_code=200)
+    async def restore(
+        self, org: FromPath[str], caller: NamedDependency[Caller], db: NamedDependency[AsyncSession]
+    ) -> schemas.OrgView:
+        """Undo an archive (an archived org has no members in effect, so this takes a platform-wide grant)."""
+        found = await live_or_archived(db, org)
+        return org_view(await orgs.set_archived(db, caller.actor, found, archived=False))

@@ -1,0 +1,205 @@
+"""Request and response bodies of /admin. Requests refuse unknown fields, so a typo is a 4xx, not a no-op."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True):
+    """Base of every request body."""
+
+
+# -- organizations ----------------------------------------------------------------------------------------
+
+
+class OrgCreate(Body):
+    slug: str
+    name: str
+
+
+class OrgUpdate(Body):
+    name: str
+
+
+class OrgView(msgspec.Struct):
+    id: str
+    slug: str
+    name: str
+    created_at: dt.datetime
+    archived: bool
+    version: int
+
+
+class OrgPage(msgspec.Struct):
+    items: list[OrgView]
+    next_cursor: str | None
+
+
+# -- members and service accounts -------------------------------------------------------------------------
+
+
+class MemberAdd(Body):
+    role: str
+    email: str | None = None
+    user_id: str | None = None
+
+
+class MemberUpdate(Body):
+    role: str
+
+
+class MemberView(msgspec.Struct):
+    user_id: str
+    email: str | None
+    name: str
+    kind: str
+    role: str
+    created_at: dt.datetime
+
+
+class MemberPage(msgspec.Struct):
+    items: list[MemberView]
+    next_cursor: str | None
+
+
+class ServiceAccountCreate(Body):
+    name: str
+    role: str
+
+
+# -- roles ------------------------------------------------------------------------------------------------
+
+
+class PermissionBody(Body):
+    path: str
+    methods: list[str]
+    effect: str = "allow"
+
+
+class RoleCreate(Body):
+    name: str
+    description: str = ""
+    permissions: list[PermissionBody] = msgspec.field(default_factory=list)
+    inherits: list[str] = msgspec.field(default_factory=list)
+
+
+class RoleReplace(Body):
+    description: str = ""
+    permissions: list[PermissionBody] = msgspec.field(default_factory=list)
+    inherits: list[str] = msgspec.field(default_factory=list)
+
+
+class PermissionView(msgspec.Struct):
+    path: str
+    methods: list[str]
+    effect: str
+
+
+class RoleView(msgspec.Struct):
+    name: str
+    system: bool
+    description: str
+    permissions: list[PermissionView]
+    inherits: list[str]
+    version: int
+
+
+class RolePage(msgspec.Struct):
+    items: list[RoleView]
+    next_cursor: str | None
+
+
+# -- policy lines and decisions ---------------------------------------------------------------------------
+
+
+class LinesAdd(Body):
+    lines: list[str]
+
+
+class LineView(msgspec.Struct):
+    id: int
+    line: str
+    origin: str
+
+
+class LinePage(msgspec.Struct):
+    items: list[LineView]
+    next_cursor: str | None
+
+
+class CheckRequest(Body):
+    subject: str
+    """`user:<id>`, a user id, an email, or a role name."""
+    path: str
+    """A proxied path (`/api/orders`) or a management object (`admin:/orgs/acme/members`)."""
+    method: str
+
+
+class CheckResult(msgspec.Struct):
+    allowed: bool
+    subject: str
+
+
+class ExplainResult(msgspec.Struct):
+    allowed: bool
+    subject: str
+    roles: list[str]
+    rule: list[str] | None
+    """The policy line that decided (`p, sub, org, path, method, effect`), or null: deny by default."""
+    reason: str
+
+
+# -- API keys ---------------------------------------------------------------------------------------------
+
+
+class KeyCreate(Body):
+    name: str
+    expires_in_days: int | None = None
+    scopes: list[str] = msgspec.field(default_factory=list)
+
+
+class KeyView(msgspec.Struct):
+    id: str
+    name: str
+    user_id: str
+    prefix: str
+    last4: str
+    scopes: list[str]
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class KeyCreated(msgspec.Struct):
+    key: str
+    """Shown once; only a hash is stored."""
+    details: KeyView
+
+
+class KeyPage(msgspec.Struct):
+    items: list[KeyView]
+    next_cursor: str | None
+
+
+# -- audit ------------------------------------------------------------------------------------------------
+
+
+class AuditView(msgspec.Struct):
+    id: int
+    created_at: dt.datetime
+    actor: str
+    action: str
+    org: str | None
+    target: str
+    before: Any
+    after: Any
+    request_id: str | None
+
+
+class AuditPage(msgspec.Struct):
+    items: list[AuditView]
+    next_cursor: str | None

@@ -1,0 +1,128 @@
+"""Every /admin endpoint, called by every kind of caller: the enforcer allows exactly the table's roles.
+
+Requests are built so that an allowed caller gets past authorization and then fails harmlessly (a missing
+field, an unknown id): the assertion is 401/403 for the denied, anything else for the allowed. A route added
+under /admin without a row here fails `test_every_admin_route_has_a_row`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from litestar import Litestar
+
+from gateway.app import create_app
+from tests.api.admin_helpers import World, build_world
+from tests.conftest import Gateway, gateway_settings
+
+CALLERS = ("owner", "admin", "member", "viewer", "outsider", "superadmin", None)
+VIEWER = {"viewer", "member", "admin", "owner", "superadmin"}
+MEMBER = {"member", "admin", "owner", "superadmin"}
+ADMIN = {"admin", "owner", "superadmin"}
+OWNER = {"owner", "superadmin"}
+SUPER = {"superadmin"}
+ANYONE = {"owner", "admin", "member", "viewer", "outsider", "superadmin"}
+NOBODY = str(uuid.uuid4())
+
+# (method, route template) -> (concrete path, body, callers allowed)
+TABLE: dict[tuple[str, str], tuple[str, object, set[str]]] = {
+    ("GET", "/admin/orgs"): ("/admin/orgs", None, ANYONE),
+    ("POST", "/admin/orgs"): ("/admin/orgs", {}, SUPER),
+    ("GET", "/admin/orgs/{org}"): ("/admin/orgs/acme", None, VIEWER),
+    ("PATCH", "/admin/orgs/{org}"): ("/admin/orgs/acme", {}, ADMIN),
+    ("POST", "/admin/orgs/{org}/archive"): ("/admin/orgs/acme/archive", None, OWNER),
+    ("POST", "/admin/orgs/{org}/restore"): ("/admin/orgs/acme/restore", None, SUPER),
+    ("GET", "/admin/orgs/{org}/members"): ("/admin/orgs/acme/members", None, VIEWER),
+    ("POST", "/admin/orgs/{org}/members"): ("/admin/orgs/acme/members", {}, ADMIN),
+    ("GET", "/admin/orgs/{org}/members/{member}"): (f"/admin/orgs/acme/members/{NOBODY}", None, VIEWER),
+    ("PATCH", "/admin/orgs/{org}/members/{member}"): (f"/admin/orgs/acme/members/{NOBODY}", {"role": "viewer"}, ADMIN),
+    ("DELETE", "/admin/orgs/{org}/members/{member}"): (f"/admin/orgs/acme/members/{NOBODY}", None, ADMIN),
+    ("GET", "/admin/orgs/{org}/members/{member}/keys"): (f"/admin/orgs/acme/members/{NOBODY}/keys", None, ADMIN),
+    ("POST", "/admin/orgs/{org}/members/{member}/keys"): ("/admin/orgs/acme/members/me/keys", {}, MEMBER),
+    ("DELETE", "/admin/orgs/{org}/members/{member}/keys/{key}"): (
+        f"/admin/orgs/acme/members/{NOBODY}/keys/k1",
+        None,
+        ADMIN,
+    ),
+    ("GET", "/admin/orgs/{org}/keys"): ("/admin/orgs/acme/keys", None, ADMIN),
+    ("GET", "/admin/orgs/{org}/roles"): ("/admin/orgs/acme/roles", None, VIEWER),
+    ("POST", "/admin/orgs/{org}/roles"): ("/admin/orgs/acme/roles", {}, ADMIN),
+    ("GET", "/admin/orgs/{org}/roles/{role}"): ("/admin/orgs/acme/roles/viewer", None, VIEWER),
+    ("PUT", "/admin/orgs/{org}/roles/{role}"): ("/admin/orgs/acme/roles/nope", {}, ADMIN),
+    ("DELETE", "/admin/orgs/{org}/roles/{role}"): ("/admin/orgs/acme/roles/nope", None, ADMIN),
+    ("GET", "/admin/orgs/{org}/policies"): ("/admin/orgs/acme/policies", None, ADMIN),
+    ("POST", "/admin/orgs/{org}/policies"): ("/admin/orgs/acme/policies", {"lines": []}, ADMIN),
+    ("DELETE", "/admin/orgs/{org}/policies/{line}"): ("/admin/orgs/acme/policies/999999", None, ADMIN),
+    ("POST", "/admin/orgs/{org}/check"): ("/admin/orgs/acme/check", {}, ADMIN),
+    ("POST", "/admin/orgs/{org}/explain"): ("/admin/orgs/acme/explain", {}, ADMIN),
+    ("GET", "/admin/orgs/{org}/audit"): ("/admin/orgs/acme/audit", None, ADMIN),
+    ("GET", "/admin/orgs/{org}/service-accounts"): ("/admin/orgs/acme/service-accounts", None, ADMIN),
+    ("POST", "/admin/orgs/{org}/service-accounts"): ("/admin/orgs/acme/service-accounts", {}, ADMIN),
+    ("DELETE", "/admin/orgs/{org}/service-accounts/{account}"): (
+        f"/admin/orgs/acme/service-accounts/{NOBODY}",
+        None,
+        ADMIN,
+    ),
+    ("GET", "/admin/orgs/{org}/service-accounts/{account}/keys"): (
+        f"/admin/orgs/acme/service-accounts/{NOBODY}/keys",
+        None,
+        ADMIN,
+    ),
+    ("POST", "/admin/orgs/{org}/service-accounts/{account}/keys"): (
+        f"/admin/orgs/acme/service-accounts/{NOBODY}/keys",
+        {},
+        ADMIN,
+    ),
+    ("DELETE", "/admin/orgs/{org}/service-accounts/{account}/keys/{key}"): (
+        f"/admin/orgs/acme/service-accounts/{NOBODY}/keys/k1",
+        None,
+        ADMIN,
+    ),
+    ("GET", "/admin/policies"): ("/admin/policies", None, SUPER),
+    ("POST", "/admin/policies"): ("/admin/policies", {"lines": []}, SUPER),
+    ("DELETE", "/admin/policies/{line}"): ("/admin/policies/999999", None, SUPER),
+    ("GET", "/admin/audit"): ("/admin/audit", None, SUPER),
+}
+
+
+def _admin_routes(app: Litestar) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.routes:
+        if not route.path.startswith("/admin"):
+            continue
+        template = route.path_format  # parameters without their types
+        for method in getattr(route, "methods", ()):
+            if method not in ("HEAD", "OPTIONS"):
+                found.add((method, template.rstrip("/") or "/"))
+    return found
+
+
+def test_every_admin_route_has_a_row(tmp_path: object) -> None:
+    """The table covers exactly the /admin routes the app serves: a new endpoint needs a row."""
+    app = create_app(gateway_settings("sqlite+aiosqlite:///unused.db", "http://127.0.0.1:9"))
+    assert _admin_routes(app) == set(TABLE)
+
+
+@pytest.fixture
+async def world(gateway: Gateway) -> World:
+    return await build_world(gateway)
+
+
+async def test_each_role_gets_exactly_its_endpoints(world: World) -> None:
+    """Allowed callers pass authorization (no 401/403); everyone else gets 403, anonymous 401."""
+    wrong = []
+    for (method, template), (path, body, allowed) in TABLE.items():
+        for who in CALLERS:
+            status, answer, headers = await world.call(who, method, path, body)
+            if who is None:
+                ok = status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer")
+            elif who in allowed:
+                ok = status not in (401, 403) and status < 500
+            else:
+                ok = status == 403 and bool(answer.get("decision_id") or "own organization" in answer["detail"])
+            if not ok:
+                wrong.append((method, template, who, status, answer))
+            if method == "POST" and template.endswith("/archive") and status == 200:
+                await world.call("superadmin", "POST", "/admin/orgs/acme/restore")
+    assert wrong == [], "\n".join(map(str, wrong))
