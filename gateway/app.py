@@ -6,7 +6,8 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
+from urllib.parse import unquote
 
 from litestar import Litestar, Request, Response, asgi
 from litestar.di import Provide
@@ -20,8 +21,9 @@ from gateway.api.auth import AuthController
 from gateway.api.deps import provide_db, provide_runtime
 from gateway.api.health import healthz, metrics, readyz
 from gateway.api.keys import jwks
-from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, problem_body, render
+from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, Unprocessable, problem_body, render
 from gateway.proxy.forward_auth import FORWARD_AUTH_PATH
+from gateway.proxy.paths import canonical_path
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 
@@ -75,17 +77,19 @@ def _validation_error(exc: ValidationException) -> Response[bytes]:
     errors = [item for item in exc.extra if isinstance(item, dict)] if isinstance(exc.extra, list) else []
     fields = [_field_of(item) for item in errors]
     named = [name for name in fields if name]
-    status = 422 if named and len(named) == len(errors) else 400
+    if not named or len(named) != len(errors):
+        extra = {"errors": errors} if errors else None
+        body = problem_body(status=400, slug="bad-request", title="Bad request", detail=str(exc.detail), extra=extra)
+        return _problem(400, body, exc.headers)
+    detail = "; ".join(f"{name}: {item.get('message', 'invalid')}" for name, item in zip(fields, errors, strict=True))
     body = problem_body(
-        status=status,
-        slug="validation-failed" if status == 422 else "bad-request",
-        title=_title(status),
-        detail=str(exc.detail)
-        if not named
-        else "; ".join(f"{name}: {item.get('message', 'invalid')}" for name, item in zip(fields, errors, strict=True)),
-        extra={"field": named[0], "errors": errors} if named else ({"errors": errors} if errors else None),
+        status=422,
+        slug=Unprocessable.slug,
+        title=Unprocessable.title,
+        detail=detail,
+        extra={"field": named[0], "errors": errors},
     )
-    return _problem(status, body, exc.headers)
+    return _problem(422, body, exc.headers)
 
 
 def _field_of(item: dict[str, Any]) -> str:
@@ -93,7 +97,7 @@ def _field_of(item: dict[str, Any]) -> str:
     message = str(item.get("message", ""))
     if "- at `$." in message:
         return message.rsplit("- at `$.", 1)[1].rstrip("`")
-    if item.get("source") in ("query", "path", "header", "cookie") and item.get("key"):
+    if item.get("key") and item["key"] != "data":  # "data" is the whole body
         return str(item["key"])
     if "missing required field `" in message:
         return message.split("missing required field `", 1)[1].split("`", 1)[0]
@@ -117,14 +121,53 @@ def _title(status: int) -> str:
     return HTTPStatus(status).phrase
 
 
+_EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
+    GatewayError: _gateway_error,
+    HTTPException: _http_error,
+    Exception: _internal,
+}
+ADMIN_PREFIX = b"/admin"
+
+
+def _dependencies() -> dict[str, Provide]:
+    return {
+        "runtime": Provide(provide_runtime, sync_to_thread=False),
+        "db": Provide(provide_db),
+        "caller": Provide(provide_caller, sync_to_thread=False),
+    }
+
+
+def _admin_app(runtime: Runtime) -> Litestar:
+    """The management API as an application of its own, with its own OpenAPI document at /admin/schema."""
+    app = Litestar(
+        route_handlers=[admin_router()],
+        dependencies=_dependencies(),
+        exception_handlers=_EXCEPTION_HANDLERS,
+        openapi_config=OpenAPIConfig(title="casbin-gateway admin API", version="0.1.0", path="/admin/schema"),
+        debug=False,
+        logging_config=None,
+    )
+    app.state.runtime = runtime
+    return app
+
+
 def create_app(settings: Settings) -> Litestar:
     """Build the ASGI application. Nothing connects until the lifespan starts."""
     runtime = Runtime.configure(settings)
+    admin = _admin_app(runtime)
 
-    # Every path Litestar does not route itself goes to the proxy: a catch-all path parameter, not a mount at
-    # "/" (Litestar lets a root mount shadow routes that have path parameters, such as /admin/orgs/{org}).
-    @asgi(["/", "/{tail:path}"], copy_scope=False)
+    # Litestar routes /auth, health, JWKS and forward-auth itself; every other path reaches this mount.
+    # /admin is dispatched from here to its own application: Litestar lets a mount at "/" shadow any route
+    # with path parameters (/admin/orgs/{org}), and its mount matching always prefers "/" to "/admin".
+    @asgi("/", is_mount=True, copy_scope=False)
     async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path: bytes = scope.get("raw_path") or b""
+        if raw_path == ADMIN_PREFIX or raw_path.startswith(ADMIN_PREFIX + b"/"):
+            # The mount rewrote `path`; the admin application routes the full path again, in the proxy's
+            # canonical form (an encoded '/' or a dot segment is refused, never reinterpreted).
+            path = unquote(canonical_path(raw_path))
+            await admin(cast(Scope, {**scope, "path": path, "root_path": ""}), receive, send)
+            return
         await runtime.pipeline(scope, receive, send)
 
     @asgi(FORWARD_AUTH_PATH, copy_scope=False)
@@ -140,17 +183,14 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
 
     app = Litestar(
-        route_handlers=[AuthController, admin_router(), healthz, readyz, metrics, jwks, forward_auth, proxy],
+        route_handlers=[AuthController, healthz, readyz, metrics, jwks, forward_auth, proxy],
         lifespan=[lifespan],
-        dependencies={
-            "runtime": Provide(provide_runtime, sync_to_thread=False),
-            "db": Provide(provide_db),
-            "caller": Provide(provide_caller, sync_to_thread=False),
-        },
-        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _internal},
+        dependencies=_dependencies(),
+        exception_handlers=_EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="casbin-gateway", version="0.1.0", path="/auth/schema"),
         debug=False,
         logging_config=None,  # logging is configured by whoever runs the app (serve.py, tests)
     )
     app.state.runtime = runtime
+    app.state.admin = admin
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, or_, select
@@ -48,7 +49,9 @@ async def list_lines(
     return Page([_view(row) for row in page.items], page.next_cursor)
 
 
-def _parse(lines: list[str]) -> list[Rule]:
+def _parse(lines: Sequence[str | list[str]]) -> list[Rule]:
+    """CSV text (`"p, viewer, acme, /x, GET"`, trimmed as Casbin trims) or a list of values
+    (`["p", "viewer", "acme", "/x", "GET"]`, taken exactly: commas or surrounding whitespace are refused)."""
     if not lines:
         raise Unprocessable("lines: give at least one line")
     if len(lines) > MAX_LINES:
@@ -56,7 +59,12 @@ def _parse(lines: list[str]) -> list[Rule]:
     parsed = []
     for index, raw in enumerate(lines):
         try:
-            rule = rules.parse_line(raw)
+            if isinstance(raw, list):
+                if not raw:
+                    raise rules.PolicyError("ptype: missing")
+                rule: Rule | None = rules.validate(raw[0], tuple(raw[1:]))
+            else:
+                rule = rules.parse_line(raw)
         except rules.PolicyError as exc:
             raise Unprocessable(f"lines[{index}]: {exc}") from None
         if rule is None:
@@ -87,7 +95,9 @@ async def _check_org_line(session: AsyncSession, actor: Actor, org: Organization
     await check_inheritance(session, actor, org, subject, [rule.values[1]], f"{field}: role")
 
 
-async def add_lines(session: AsyncSession, actor: Actor, org: Organization | None, lines: list[str]) -> list[LineView]:
+async def add_lines(
+    session: AsyncSession, actor: Actor, org: Organization | None, lines: Sequence[str | list[str]]
+) -> list[LineView]:
     """Store the lines (all or none); lines already stored are kept as they are. Global lines (`org` None) may
     name any domain and admin objects, but never grant superadmin to a role."""
     parsed = _parse(lines)

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from multidict import CIMultiDict
+
 from tests.conftest import Gateway
 
 ROLES = ("owner", "admin", "member", "viewer")
@@ -19,7 +21,7 @@ class World:
 
     async def call(
         self, who: str | None, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any, dict[str, str]]:
+    ) -> tuple[int, Any, CIMultiDict[str]]:
         """Call the admin API as `who` (a key of `tokens`, or None for anonymous); returns status, JSON, headers."""
         sent = {"content-type": "application/json", **(headers or {})}
         if who is not None:
@@ -27,7 +29,7 @@ class World:
         data = json.dumps(body).encode() if body is not None else None
         status, response_headers, raw = await self.gateway.call(method, path, headers=sent, data=data)
         parsed = json.loads(raw) if raw else None
-        return status, parsed, dict(response_headers)
+        return status, parsed, response_headers
 
 
 async def build_world(gateway: Gateway) -> World:

@@ -104,20 +104,22 @@ async def test_me_lists_memberships(gateway: Gateway) -> None:
 
 
 async def test_bad_input_is_a_problem_document_not_a_500(gateway: Gateway) -> None:
-    """Malformed JSON, wrong types, missing fields and unknown fields are 400 problem+json."""
-    for raw in (
-        b"{",
-        b'{"email": 1, "password": "x"}',
-        b'{"email": "a@b.c"}',
-        b"[]",
-        b'{"email": "a@b.c", "password": "x", "role": "admin"}',
+    """Malformed JSON is 400; wrong types, missing and unknown fields are 422 naming the field; problem+json."""
+    for raw, status, field in (
+        (b"{", 400, None),
+        (b'{"email": 1, "password": "x"}', 422, "email"),
+        (b'{"email": "a@b.c"}', 422, "password"),
+        (b"[]", 400, None),
+        (b'{"email": "a@b.c", "password": "x", "role": "admin"}', 422, "role"),
     ):
         async with gateway.http.post(
             gateway.url + "/auth/login", data=raw, headers={"content-type": "application/json"}
         ) as r:
-            assert r.status == 400, raw
+            body = await r.json(content_type=None)
+            assert r.status == status, (raw, body)
             assert r.headers["Content-Type"].startswith("application/problem+json")
-            assert (await r.json(content_type=None))["status"] == 400
+            assert body["status"] == status
+            assert body.get("field") == field, (raw, body)
 
 
 async def test_health_and_readiness(gateway: Gateway) -> None:

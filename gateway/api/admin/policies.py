@@ -19,7 +19,9 @@ def _page(page: Page[policies.LineView]) -> schemas.LinePage:
     return schemas.LinePage([schemas.LineView(v.id, v.line, v.origin) for v in page.items], page.next_cursor)
 
 
-async def _add(db: AsyncSession, caller: Caller, org: Organization | None, lines: list[str]) -> list[schemas.LineView]:
+async def _add(
+    db: AsyncSession, caller: Caller, org: Organization | None, lines: list[str | list[str]]
+) -> list[schemas.LineView]:
     stored = await policies.add_lines(db, caller.actor, org, lines)
     return [schemas.LineView(v.id, v.line, v.origin) for v in stored]
 

@@ -116,7 +116,8 @@ class RolePage(msgspec.Struct):
 
 
 class LinesAdd(Body):
-    lines: list[str]
+    lines: list[str | list[str]]
+    """Each a CSV line (`"p, viewer, acme, /x, GET"`) or its values (`["p", "viewer", "acme", "/x", "GET"]`)."""
 
 
 class LineView(msgspec.Struct):
