@@ -18,7 +18,7 @@ from gateway.cli_common import CommandError, in_transaction, settings_of
 from gateway.errors import GatewayError
 from gateway.identity import apikeys
 from gateway.identity.passwords import PasswordHasher
-from gateway.manage import keys, members, orgs
+from gateway.manage import keys, members, orgs, users
 from gateway.manage.common import MAX_LIMIT, Actor, find_org
 from gateway.policy.rules import PolicyError
 from gateway.settings import ConfigError
@@ -63,6 +63,15 @@ def cmd_users_create(args: argparse.Namespace) -> None:
 
     user_id = asyncio.run(in_transaction(settings, work))
     print(f"created user {user_id}{' (superadmin)' if args.superadmin else ''}")
+
+
+def cmd_users_toggle(args: argparse.Namespace) -> None:
+    async def work(session: AsyncSession) -> None:
+        user = await members.find_user(session, email=args.email)
+        await users.set_disabled(session, _actor(), user, disabled=args.disabled)
+
+    asyncio.run(in_transaction(settings_of(args), work))
+    print(f"{args.email} is {'disabled' if args.disabled else 'enabled'}")
 
 
 def _actor() -> Actor:
@@ -183,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     create_user.add_argument("--email", required=True)
     create_user.add_argument("--superadmin", action="store_true", help="may do anything in every org")
     create_user.set_defaults(func=cmd_users_create)
+    for action, disabled in (("disable", True), ("enable", False)):
+        toggle = users.add_parser(action, parents=[config], help=f"{action} a user's account (all grants and keys)")
+        toggle.add_argument("--email", required=True)
+        toggle.set_defaults(func=cmd_users_toggle, disabled=disabled)
 
     orgs = commands.add_parser("orgs", help="manage organizations").add_subparsers(dest="action", required=True)
     create_org = orgs.add_parser("create", parents=[config], help="create an organization")

@@ -25,6 +25,12 @@ def test_cli_creates_users_orgs_members_and_loads_policy(db_url: str) -> None:
     second = run_cli(["policy", "load"], db_url)
     assert second.returncode == 0
     assert " 0 added" in second.stdout, second.stdout
+    again = run_cli(["members", "add", "--org", "cli-org", "--email", "cli@example.test", "--role", "viewer"], db_url)
+    assert again.returncode == 0, "members add on a member changes the role"
+    disabled = run_cli(["users", "disable", "--email", "cli@example.test"], db_url)
+    assert disabled.returncode == 0
+    assert "disabled" in disabled.stdout
+    assert run_cli(["users", "enable", "--email", "cli@example.test"], db_url).returncode == 0
 
 
 @pytest.mark.parametrize(

@@ -543,3 +543,27 @@ async def test_login_still_works_for_people_not_service_accounts(world: World) -
         "POST", "/auth/login", json={"email": "viewer@acme.test", "password": PASSWORD}
     )
     assert status == 200
+
+
+async def test_a_superadmin_disables_and_enables_a_user(world: World) -> None:
+    """Disabling cuts proxied access, keys, the admin API and refresh at once; enabling restores the grants."""
+    member = world.ids["member"]
+    key = await world.gateway.key("acme", "member@acme.test")
+    _, _, tokens = await world.gateway.call(
+        "POST", "/auth/login", json={"email": "member@acme.test", "password": PASSWORD}
+    )
+    refresh = json.loads(tokens)["refresh_token"]
+    _, found, _ = await world.call("superadmin", "GET", "/admin/users?email=MEMBER@acme.test")
+    assert [u["id"] for u in found["items"]] == [member]
+    status, user, _ = await world.call("superadmin", "POST", f"/admin/users/{member}/disable")
+    assert status == 200
+    assert user["disabled"] is True
+    assert await _proxied(world, "member", "GET") == 403
+    assert (await world.gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] == 401
+    assert (await world.call("member", "GET", "/admin/orgs"))[0] == 401
+    assert (await world.call("member", "GET", "/admin/orgs/acme"))[0] == 403
+    assert (await world.gateway.call("POST", "/auth/refresh", json={"refresh_token": refresh}))[0] == 401
+    assert (await world.call("superadmin", "POST", f"/admin/users/{member}/enable"))[0] == 200
+    assert await _proxied(world, "member", "GET") == 200
+    _, events, _ = await world.call("superadmin", "GET", "/admin/audit?action=user.disable")
+    assert [e["target"] for e in events["items"]] == [member]

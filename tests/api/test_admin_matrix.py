@@ -83,6 +83,9 @@ TABLE: dict[tuple[str, str], tuple[str, object, set[str]]] = {
     ("POST", "/admin/policies"): ("/admin/policies", {"lines": []}, SUPER),
     ("DELETE", "/admin/policies/{line}"): ("/admin/policies/999999", None, SUPER),
     ("GET", "/admin/audit"): ("/admin/audit", None, SUPER),
+    ("GET", "/admin/users"): ("/admin/users", None, SUPER),
+    ("POST", "/admin/users/{user}/disable"): (f"/admin/users/{NOBODY}/disable", None, SUPER),
+    ("POST", "/admin/users/{user}/enable"): (f"/admin/users/{NOBODY}/enable", None, SUPER),
 }
 
 

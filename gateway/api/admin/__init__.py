@@ -12,6 +12,7 @@ from gateway.api.admin.members import MembersController
 from gateway.api.admin.orgs import OrgsController
 from gateway.api.admin.policies import GlobalPoliciesController, PoliciesController
 from gateway.api.admin.roles import RolesController
+from gateway.api.admin.users import UsersController
 
 ADMIN_CONTROLLERS = (
     OrgsController,
@@ -24,6 +25,7 @@ ADMIN_CONTROLLERS = (
     ServiceAccountsController,
     AuditController,
     GlobalAuditController,
+    UsersController,
 )
 
 

@@ -11,6 +11,7 @@ from gateway.api.admin import schemas
 from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag, if_match, live_or_archived, org_view
 from gateway.api.admin.guard import Caller, admin_object, allowed
 from gateway.db.models import User
+from gateway.errors import InvalidToken
 from gateway.manage import orgs
 from gateway.policy.rules import ANY_DOMAIN
 from gateway.runtime import Runtime
@@ -39,6 +40,9 @@ class OrgsController(Controller):
         limit: Limit = DEFAULT_PAGE,
     ) -> schemas.OrgPage:
         """The caller's orgs; every org (archived ones too) for whoever may `GET admin:/orgs` platform-wide."""
+        user = await db.get(User, caller.user_id)
+        if user is None or user.disabled:
+            raise InvalidToken("token rejected")
         everything = allowed(runtime.policy, caller.principal, ANY_DOMAIN, admin_object("/admin/orgs", {}), "GET")
         page = await orgs.list_orgs(db, member_id=None if everything else caller.user_id, cursor=cursor, limit=limit)
         return schemas.OrgPage([org_view(org) for org in page.items], page.next_cursor)

@@ -38,6 +38,23 @@ class OrgPage(msgspec.Struct):
     next_cursor: str | None
 
 
+# -- users ----------------------------------------------------------------------------------------------
+
+
+class UserView(msgspec.Struct):
+    id: str
+    email: str | None
+    name: str
+    kind: str
+    disabled: bool
+    created_at: dt.datetime
+
+
+class UserPage(msgspec.Struct):
+    items: list[UserView]
+    next_cursor: str | None
+
+
 # -- members and service accounts -------------------------------------------------------------------------
 
 
