@@ -126,7 +126,7 @@ _EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     HTTPException: _http_error,
     Exception: _internal,
 }
-ADMIN_PREFIX = b"/admin"
+API_PREFIXES = (b"/auth", b"/admin")
 
 
 def _dependencies() -> dict[str, Provide]:
@@ -137,13 +137,13 @@ def _dependencies() -> dict[str, Provide]:
     }
 
 
-def _admin_app(runtime: Runtime) -> Litestar:
-    """The management API as an application of its own, with its own OpenAPI document at /admin/schema."""
+def _api_app(runtime: Runtime) -> Litestar:
+    """/auth and /admin as an application of their own (OpenAPI document at /auth/schema)."""
     app = Litestar(
-        route_handlers=[admin_router()],
+        route_handlers=[AuthController, admin_router()],
         dependencies=_dependencies(),
         exception_handlers=_EXCEPTION_HANDLERS,
-        openapi_config=OpenAPIConfig(title="casbin-gateway admin API", version="0.1.0", path="/admin/schema"),
+        openapi_config=OpenAPIConfig(title="casbin-gateway", version="0.1.0", path="/auth/schema"),
         debug=False,
         logging_config=None,
     )
@@ -154,19 +154,19 @@ def _admin_app(runtime: Runtime) -> Litestar:
 def create_app(settings: Settings) -> Litestar:
     """Build the ASGI application. Nothing connects until the lifespan starts."""
     runtime = Runtime.configure(settings)
-    admin = _admin_app(runtime)
+    api = _api_app(runtime)
 
-    # Litestar routes /auth, health, JWKS and forward-auth itself; every other path reaches this mount.
-    # /admin is dispatched from here to its own application: Litestar lets a mount at "/" shadow any route
-    # with path parameters (/admin/orgs/{org}), and its mount matching always prefers "/" to "/admin".
+    # Litestar routes health, metrics, JWKS and forward-auth itself; every other path reaches this mount.
+    # /auth and /admin are dispatched from here to their own application: Litestar lets a mount at "/" shadow
+    # any route with path parameters (/admin/orgs/{org}), and its mount matching always prefers "/".
     @asgi("/", is_mount=True, copy_scope=False)
     async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
         raw_path: bytes = scope.get("raw_path") or b""
-        if raw_path == ADMIN_PREFIX or raw_path.startswith(ADMIN_PREFIX + b"/"):
-            # The mount rewrote `path`; the admin application routes the full path again, in the proxy's
+        if raw_path.startswith(API_PREFIXES) and (raw_path.split(b"/", 2)[1] in (b"auth", b"admin")):
+            # The mount rewrote `path`; the API application routes the full path again, in the proxy's
             # canonical form (an encoded '/' or a dot segment is refused, never reinterpreted).
             path = unquote(canonical_path(raw_path))
-            await admin(cast(Scope, {**scope, "path": path, "root_path": ""}), receive, send)
+            await api(cast(Scope, {**scope, "path": path, "root_path": ""}), receive, send)
             return
         await runtime.pipeline(scope, receive, send)
 
@@ -183,14 +183,14 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
 
     app = Litestar(
-        route_handlers=[AuthController, healthz, readyz, metrics, jwks, forward_auth, proxy],
+        route_handlers=[healthz, readyz, metrics, jwks, forward_auth, proxy],
         lifespan=[lifespan],
         dependencies=_dependencies(),
         exception_handlers=_EXCEPTION_HANDLERS,
-        openapi_config=OpenAPIConfig(title="casbin-gateway", version="0.1.0", path="/auth/schema"),
+        openapi_config=None,
         debug=False,
         logging_config=None,  # logging is configured by whoever runs the app (serve.py, tests)
     )
     app.state.runtime = runtime
-    app.state.admin = admin
+    app.state.api = api
     return app

@@ -6,6 +6,7 @@
     ├── Unauthenticated               401 unauthenticated      no usable credentials (WWW-Authenticate: Bearer)
     │   └── InvalidToken              401 invalid-token        a credential was sent and rejected
     ├── Forbidden                     403 forbidden            authenticated but not allowed (also unknown org)
+    │   └── ReauthRequired            403 reauth-required      a sensitive change needs a sign-in within 15 min
     ├── NotFound                      404 not-found            no route, or no such resource
     ├── Conflict                      409 conflict             the change clashes with existing state
     ├── PreconditionFailed            412 precondition-failed  If-Match names a version that is no longer current
@@ -94,6 +95,13 @@ class Forbidden(GatewayError):
     status = 403
     slug = "forbidden"
     title = "Forbidden"
+
+
+class ReauthRequired(Forbidden):
+    """Raise when a sensitive change (password, email, MFA, API keys) needs a recent sign-in."""
+
+    slug = "reauth-required"
+    title = "Recent authentication required"
 
 
 class NotFound(GatewayError):

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import ApiKey
 from gateway.identity.passwords import PasswordHasher
+from gateway.identity.throttle import LoginThrottle, MemoryFailures, RedisFailures
 from gateway.identity.tokens import TokenService, load_or_create_keys
 from gateway.metrics import Metrics
 from gateway.policy import PolicyEngine, PolicyState
@@ -58,6 +59,7 @@ class Runtime:
     audit: AuditSink = field(init=False)
     metrics: Metrics = field(init=False)
     limiter: RateLimiter = field(init=False)
+    throttle: LoginThrottle = field(init=False)
     pipeline: Pipeline = field(init=False)
     files: PolicyFiles | None = None
     _watcher: asyncio.Task[None] | None = None
@@ -84,6 +86,8 @@ class Runtime:
         self.pools = {route.prefix: _pool(route.pool_size) for route in self.routes.routes if route.pool_size}
         limits = self.settings.rate_limits
         counter = RedisCounter(limits.redis_url) if limits.redis_url else MemoryCounter()
+        failures = RedisFailures(limits.redis_url) if limits.redis_url else MemoryFailures()
+        self.throttle = LoginThrottle(failures, self.settings.login)
         self.limiter = RateLimiter(
             counter,
             per_user=limits.per_user_per_minute,
@@ -123,6 +127,7 @@ class Runtime:
             await self.flush_key_usage()
         await self.audit.close()
         await self.limiter.counter.close()
+        await self.throttle.store.close()
         await self.http.close()
         for pool in self.pools.values():
             await pool.close()
@@ -145,6 +150,7 @@ class Runtime:
             orgs=state.orgs,
             version=state.version,
             keys=state.keys,
+            revoked_sessions=state.revoked_sessions,
             model_text=model_text,
         )
 

@@ -23,6 +23,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_ACCESS_TTL = 900
 DEFAULT_REFRESH_TTL = 14 * 24 * 3600
+DEFAULT_REFRESH_IDLE = 3 * 24 * 3600
 DEFAULT_ISSUER = "casbin-gateway"
 DEFAULT_AUDIENCE = "casbin-gateway"
 ENV_PREFIX = "GATEWAY_"
@@ -90,7 +91,9 @@ class Tokens(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     access_ttl_seconds: int = DEFAULT_ACCESS_TTL
     """Lifetime of an access JWT (1..3600 s)."""
     refresh_ttl_seconds: int = DEFAULT_REFRESH_TTL
-    """Absolute lifetime of a refresh token family."""
+    """Absolute lifetime of a session (a login): refreshing never extends it."""
+    refresh_idle_seconds: int = DEFAULT_REFRESH_IDLE
+    """A session ends when its refresh token has not been used for this long."""
 
 
 class Upstream(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -117,6 +120,35 @@ class Passwords(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Argon2 iterations."""
     parallelism: int = 1
     """Argon2 lanes."""
+
+
+class Mail(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[mail]`: how verification, reset and notice emails leave. Without `smtp_host` they stay in the outbox
+    (`gateway outbox` prints it)."""
+
+    public_base_url: str = "http://127.0.0.1:8080"
+    """The origin links in emails point to (your front end or this gateway); never taken from a request."""
+    sender: str = "gateway@localhost"
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_tls: str = "starttls"
+    """`starttls`, `tls` (implicit, port 465) or `none` (local relays only)."""
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    """Never logged. Prefer GATEWAY_MAIL__SMTP_PASSWORD in the environment."""
+
+
+class Login(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[login]`: throttling of failed logins, per account (known or not) and per client IP."""
+
+    free_failures: int = 5
+    """Consecutive failures allowed for one email before it is locked."""
+    base_lock_seconds: int = 30
+    """First lock; each further failure doubles it."""
+    max_lock_seconds: int = 900
+    """The longest lock (15 minutes)."""
+    ip_failures_per_window: int = 100
+    """Failures from one client IP within 15 minutes before that IP is locked for 15 minutes."""
 
 
 class RateLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -162,6 +194,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     upstream: Upstream = msgspec.field(default_factory=Upstream)
     passwords: Passwords = msgspec.field(default_factory=Passwords)
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
+    login: Login = msgspec.field(default_factory=Login)
+    mail: Mail = msgspec.field(default_factory=Mail)
     routes: tuple[Route, ...] = ()
     """The route table; see `Route`."""
 
@@ -178,11 +212,22 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("tokens.access_ttl_seconds: must be between 1 and 3600")
     if settings.tokens.refresh_ttl_seconds < 60:
         raise ConfigError("tokens.refresh_ttl_seconds: must be at least 60")
+    if not 1 <= settings.tokens.refresh_idle_seconds <= settings.tokens.refresh_ttl_seconds:
+        raise ConfigError("tokens.refresh_idle_seconds: between 1 and tokens.refresh_ttl_seconds")
     for index, network in enumerate(settings.trusted_proxies):
         try:
             ipaddress.ip_network(network, strict=False)
         except ValueError as exc:
             raise ConfigError(f"trusted_proxies[{index}]: {network!r} is not an address or network") from exc
+    if settings.mail.smtp_tls not in ("starttls", "tls", "none"):
+        raise ConfigError("mail.smtp_tls: one of starttls, tls, none")
+    if not settings.mail.public_base_url.startswith(("https://", "http://")):
+        raise ConfigError("mail.public_base_url: an http(s) origin, such as https://app.example.com")
+    login = settings.login
+    if login.free_failures < 1 or login.ip_failures_per_window < 1:
+        raise ConfigError("login: free_failures and ip_failures_per_window must be at least 1")
+    if not 1 <= login.base_lock_seconds <= login.max_lock_seconds:
+        raise ConfigError("login: 1 <= base_lock_seconds <= max_lock_seconds")
     if settings.policy_poll_seconds <= 0:
         raise ConfigError("policy_poll_seconds: must be positive")
     seen: set[str] = set()

@@ -1,27 +1,53 @@
-"""/auth: log in, refresh, and who am I."""
+"""/auth: log in, refresh, who am I, and the caller's sessions (list, log out one or all)."""
 
 from __future__ import annotations
 
-from litestar import Controller, Response, get, post
+from typing import Any, cast
+
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import accounts
+from gateway import accounts, sessions
 from gateway.api.deps import provide_principal
-from gateway.api.schemas import LoginRequest, MembershipView, MeResponse, RefreshRequest, TokenResponse
+from gateway.api.schemas import (
+    LoginRequest,
+    LogoutResult,
+    MembershipView,
+    MeResponse,
+    RefreshRequest,
+    SessionView,
+    TokenResponse,
+)
 from gateway.db.models import Membership, Organization, User
 from gateway.errors import InvalidToken
 from gateway.identity.tokens import Principal
+from gateway.proxy.peer import resolve_peer
 from gateway.runtime import Runtime
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+PRINCIPAL = {"principal": Provide(provide_principal, sync_to_thread=False)}
 
 
-def _tokens(pair: accounts.TokenPair) -> Response[TokenResponse]:
+def _tokens(pair: sessions.TokenPair) -> Response[TokenResponse]:
     body = TokenResponse(access_token=pair.access_token, refresh_token=pair.refresh_token, expires_in=pair.expires_in)
     return Response(body, status_code=200, headers=NO_STORE)
+
+
+def client_of(request: Request[Any, Any, Any], runtime: Runtime) -> sessions.Client:
+    """The caller's address (through trusted proxies only) and user agent, for the session list."""
+    raw = cast(list[tuple[bytes, bytes]], request.scope["headers"])
+    host = request.client.host if request.client else ""
+    peer = resolve_peer(host, request.scope.get("scheme", "http"), raw, runtime.pipeline.trusted_proxies)
+    return sessions.Client(ip=peer.client_ip, user_agent=request.headers.get("user-agent", ""))
+
+
+def _session_id(principal: Principal) -> str:
+    if principal.session_id is None:
+        raise InvalidToken("an access token from a login is needed")
+    return principal.session_id
 
 
 class AuthController(Controller):
@@ -30,11 +56,12 @@ class AuthController(Controller):
     @post("/login", status_code=200)
     async def login(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[LoginRequest],
         runtime: NamedDependency[Runtime],
         db: NamedDependency[AsyncSession],
     ) -> Response[TokenResponse]:
-        """Exchange email and password for an access JWT and a refresh token."""
+        """Exchange email and password for an access JWT and a refresh token (a new session)."""
         pair = await accounts.login(
             db,
             runtime.hasher,
@@ -42,6 +69,8 @@ class AuthController(Controller):
             runtime.settings.tokens,
             email=data.email,
             password=data.password,
+            client=client_of(request, runtime),
+            throttle=runtime.throttle,
         )
         return _tokens(pair)
 
@@ -52,11 +81,54 @@ class AuthController(Controller):
         runtime: NamedDependency[Runtime],
         db: NamedDependency[AsyncSession],
     ) -> Response[TokenResponse]:
-        """Rotate a refresh token: the old one is spent; presenting it again revokes the whole family."""
-        pair = await accounts.refresh(db, runtime.tokens, runtime.settings.tokens, token=data.refresh_token)
+        """Rotate a refresh token: the old one is spent; presenting it again ends the whole session."""
+        pair = await sessions.refresh(db, runtime.tokens, runtime.settings.tokens, token=data.refresh_token)
         return _tokens(pair)
 
-    @get("/me", dependencies={"principal": Provide(provide_principal, sync_to_thread=False)})
+    @post("/logout", status_code=200, dependencies=PRINCIPAL)
+    async def logout(self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]) -> LogoutResult:
+        """End this session: its access token and refresh tokens stop working at once."""
+        await sessions.revoke(db, principal.user_id, _session_id(principal))
+        return LogoutResult(sessions_ended=1)
+
+    @post("/logout-all", status_code=200, dependencies=PRINCIPAL)
+    async def logout_all(
+        self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> LogoutResult:
+        """End every session of the caller, this one included."""
+        return LogoutResult(sessions_ended=await sessions.revoke_all(db, principal.user_id))
+
+    @get("/sessions", dependencies=PRINCIPAL)
+    async def list_sessions(
+        self,
+        principal: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[list[SessionView]]:
+        """The caller's live sessions: created, last used, IP, user agent; `current` marks this one."""
+        rows = await sessions.active(db, principal.user_id, runtime.settings.tokens)
+        views = [
+            SessionView(
+                id=row.id,
+                created_at=row.created_at,
+                last_used_at=row.last_used_at,
+                expires_at=row.expires_at,
+                ip=row.ip,
+                user_agent=row.user_agent,
+                current=row.id == principal.session_id,
+            )
+            for row in rows
+        ]
+        return Response(views, headers={"cache-control": "no-store"})
+
+    @delete("/sessions/{session:str}", dependencies=PRINCIPAL)
+    async def revoke_session(
+        self, session: FromPath[str], principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> None:
+        """End one of the caller's sessions (another user's session id is 404)."""
+        await sessions.revoke(db, principal.user_id, session)
+
+    @get("/me", dependencies=PRINCIPAL)
     async def me(
         self,
         principal: NamedDependency[Principal],
@@ -70,7 +142,7 @@ class AuthController(Controller):
         rows = await db.execute(
             select(Organization.slug, Organization.name, Membership.role)
             .join(Membership, Membership.org_id == Organization.id)
-            .where(Membership.user_id == user.id)
+            .where(Membership.user_id == user.id, Organization.archived_at.is_(None))
             .order_by(Organization.slug)
         )
         body = MeResponse(

@@ -10,7 +10,9 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.errors import InvalidToken
 from gateway.identity.tokens import Principal
+from gateway.proxy.authenticate import authenticate
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.api")
@@ -43,4 +45,8 @@ async def provide_db(
 
 
 def provide_principal(request: Request[object, object, State], runtime: NamedDependency[Runtime]) -> Principal:
-    return runtime.tokens.authenticate(request.headers.get("authorization"))
+    """The caller of an /auth endpoint: an access token only (API keys do not manage accounts)."""
+    principal = authenticate(runtime.tokens, request.headers.get("authorization"), policy=runtime.policy)
+    if principal.key is not None:
+        raise InvalidToken("API keys cannot manage accounts; use an access token")
+    return principal

@@ -35,3 +35,17 @@ class MeResponse(msgspec.Struct):
     created_at: dt.datetime
     memberships: list[MembershipView]
     global_roles: list[str]
+
+
+class SessionView(msgspec.Struct):
+    id: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime
+    expires_at: dt.datetime
+    ip: str
+    user_agent: str
+    current: bool
+
+
+class LogoutResult(msgspec.Struct):
+    sessions_ended: int

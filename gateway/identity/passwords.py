@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 
 from pwdlib import PasswordHash
@@ -14,12 +15,35 @@ MIN_LENGTH = 8
 MAX_LENGTH = 128
 
 
-def password_problem(password: str) -> str | None:
-    """Why `password` is unacceptable as a new password, or None. No composition rules (ASVS 6.2.5)."""
+CONTEXT_WORDS = ("casbin", "gateway")
+"""Words of this product that make a password guessable here (ASVS 6.2.11)."""
+_TRAILER = "0123456789!@#$%^&*()-_=+.,?~ "
+
+
+@functools.cache
+def _common() -> frozenset[str]:
+    """zxcvbn's 30,000 most common passwords (shipped with the package; no network), lower-cased."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(word.lower() for word in FREQUENCY_LISTS["passwords"])
+
+
+def password_problem(password: str, *, email: str | None = None) -> str | None:
+    """Why `password` is unacceptable as a new password, or None. Any Unicode, checked exactly as typed; no
+    composition rules (ASVS 6.2.5); refused when common, or built from the email's name or this product's."""
     if len(password) < MIN_LENGTH:
         return f"password: must be at least {MIN_LENGTH} characters"
     if len(password) > MAX_LENGTH:
         return f"password: must be at most {MAX_LENGTH} characters"
+    lowered = password.lower()
+    core = lowered.rstrip(_TRAILER)
+    common = _common()
+    if lowered in common or (len(core) >= 4 and len(lowered) - len(core) <= 4 and core in common):
+        return "password: too common; choose a longer passphrase"
+    local = email.split("@", 1)[0].lower() if email else ""
+    for word in (*CONTEXT_WORDS, local):
+        if len(word) >= 3 and word in lowered:
+            return "password: must not contain your email's name or this service's name"
     return None
 
 

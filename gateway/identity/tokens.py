@@ -47,6 +47,10 @@ class Principal:
     token_id: str
     key: KeyRecord | None = None
     """Set when the caller authenticated with an API key: its org and scopes apply."""
+    session_id: str | None = None
+    """The login an access token belongs to (`sid`); revoking that session stops the token at once."""
+    auth_time: int = 0
+    """When the user last proved a factor in that session (epoch seconds); 0 for API keys."""
 
     @property
     def subject(self) -> str:
@@ -167,8 +171,8 @@ class TokenService:
         self._identities[key] = (token, float(issued + IDENTITY_TTL))
         return token
 
-    def issue_access_token(self, user_id: str, *, auth_time: int | None = None) -> tuple[str, int]:
-        """Return (jwt, lifetime seconds) for `user_id`."""
+    def issue_access_token(self, user_id: str, *, session_id: str, auth_time: int | None = None) -> tuple[str, int]:
+        """Return (jwt, lifetime seconds) for `user_id` in the session (login) `session_id`."""
         now = int(time.time())
         ttl = self._settings.access_ttl_seconds
         claims: dict[str, Any] = {
@@ -180,6 +184,7 @@ class TokenService:
             "exp": now + ttl,
             "jti": secrets.token_urlsafe(16),
             "auth_time": auth_time if auth_time is not None else now,
+            "sid": session_id,
         }
         kid = self._ring.active_kid
         token = jwt.encode(
@@ -229,16 +234,19 @@ class TokenService:
                 audience=self._settings.audience,
                 issuer=self._settings.issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+                options={"require": ["exp", "iat", "sub", "jti", "iss", "aud", "sid"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise InvalidToken("token expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("token rejected") from exc
-        sub, jti, exp = claims["sub"], claims["jti"], claims["exp"]
-        if not isinstance(sub, str) or not sub or not isinstance(jti, str) or not isinstance(exp, int):
+        sub, jti, exp, sid = claims["sub"], claims["jti"], claims["exp"], claims["sid"]
+        auth_time = claims.get("auth_time", 0)
+        if not all(isinstance(value, str) and value for value in (sub, jti, sid)) or not isinstance(exp, int):
             raise InvalidToken("token rejected")
-        return Principal(user_id=sub, token_id=jti), float(exp)
+        if not isinstance(auth_time, int):
+            raise InvalidToken("token rejected")
+        return Principal(user_id=sub, token_id=jti, session_id=sid, auth_time=auth_time), float(exp)
 
 
 def new_refresh_token() -> tuple[str, str]:

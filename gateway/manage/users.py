@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway import sessions
 from gateway.db.engine import bump_version
-from gateway.db.models import RefreshToken, User, utcnow
+from gateway.db.models import User
 from gateway.manage.common import Actor, Page, fetch_page, record
 
 
@@ -25,11 +26,7 @@ async def set_disabled(session: AsyncSession, actor: Actor, user: User, *, disab
         return user
     await session.execute(update(User).where(User.id == user.id).values(disabled=disabled))
     if disabled:
-        await session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=utcnow())
-        )
+        await sessions.revoke_all(session, user.id)  # access tokens stop at once, refresh tokens too
     await session.refresh(user)
     await bump_version(session)
     record(session, actor, "user.disable" if disabled else "user.enable", org=None, target=user.id)

@@ -73,6 +73,8 @@ class PolicyState:
     orgs: tuple[OrgRef, ...] = ()
     version: int = 0
     keys: tuple[KeyRecord, ...] = ()
+    revoked_sessions: frozenset[str] = frozenset()
+    """Sessions revoked recently enough that access tokens naming them may still be unexpired."""
     model_text: str | None = None
     """A new model to switch to (file watching); None keeps the current one."""
 
@@ -91,6 +93,7 @@ class _Snapshot:
     rule_count: int
     compiled: CompiledPolicy | None
     keys: dict[str, KeyRecord]
+    revoked_sessions: frozenset[str]
 
 
 def build_enforcer(model: str | Path, rules: Collection[Rule]) -> casbin.Enforcer:
@@ -174,6 +177,10 @@ class PolicyEngine:
         """The live (not revoked, owner enabled) key with this id, or None."""
         return self._current().keys.get(key_id)
 
+    def session_revoked(self, session_id: str) -> bool:
+        """True when the session (a login) was logged out or revoked: its access tokens stop at once."""
+        return session_id in self._current().revoked_sessions
+
     def roles_of(self, subject: str, org: str) -> tuple[str, ...]:
         """Roles bound directly to `subject` in `org`, plus those it holds in every org (`*`)."""
         snapshot = self._current()
@@ -209,6 +216,7 @@ class PolicyEngine:
         snapshot = _Snapshot(
             compiled=_compile(enforcer),
             keys={key.key_id: key for key in state.keys},
+            revoked_sessions=state.revoked_sessions,
             enforcer=enforcer,
             orgs={org.slug: org for org in state.orgs},
             roles=_index_roles(state.rules),

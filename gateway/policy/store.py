@@ -6,6 +6,7 @@ membership table is the single source of truth for who holds which role in which
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterable
 
@@ -15,9 +16,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.engine import bump_version, read_version
-from gateway.db.models import ApiKey, Membership, Organization, PolicyRule, User
+from gateway.db.models import ApiKey, Membership, Organization, PolicyRule, Session, User, utcnow
 from gateway.policy.engine import KeyRecord, OrgRef, PolicyState
 from gateway.policy.rules import Rule
+
+MAX_ACCESS_TTL = 3600
 
 
 def _columns(rule: Rule) -> dict[str, str]:
@@ -75,7 +78,13 @@ async def read_state(session: AsyncSession) -> PolicyState:
         )
         for key_id, digest, user_id, slug, scopes, expires in keys
     )
-    return PolicyState(rules=tuple(rules), orgs=tuple(orgs), version=version, keys=records)
+    # Access tokens live at most an hour (tokens.access_ttl_seconds is capped there), so older revocations
+    # cannot matter any more.
+    recent = utcnow() - dt.timedelta(seconds=MAX_ACCESS_TTL)
+    revoked = frozenset(
+        await session.scalars(select(Session.id).where(Session.revoked_at.is_not(None), Session.revoked_at > recent))
+    )
+    return PolicyState(rules=tuple(rules), orgs=tuple(orgs), version=version, keys=records, revoked_sessions=revoked)
 
 
 def parse_scopes(raw: str) -> tuple[tuple[str, str], ...]:

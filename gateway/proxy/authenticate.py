@@ -1,5 +1,8 @@
 """Stage 2, authenticate: an access JWT or an API key becomes a Principal, or 401.
 
+An access token whose session was revoked (logout, password change, disabled account) is refused from the
+in-memory snapshot.
+
 API keys come as `X-API-Key: <key>` or `Authorization: Bearer <key>`; their checksum is verified before any
 lookup, the lookup is in the in-memory snapshot (no database), and the stored hash is compared in constant time.
 """
@@ -26,7 +29,12 @@ def authenticate(
         api_key = bearer
     if api_key is not None and policy is not None:
         return _by_key(policy, api_key)
-    return tokens.authenticate(authorization)
+    principal = tokens.authenticate(authorization)
+    # Logout, revoked sessions, password changes and disabled accounts: the snapshot lists the sessions
+    # revoked within the last hour, so this check never touches the database.
+    if policy is not None and principal.session_id is not None and policy.session_revoked(principal.session_id):
+        raise InvalidToken("token revoked")
+    return principal
 
 
 def _by_key(policy: PolicyEngine, key: str) -> Principal:

@@ -546,7 +546,8 @@ async def test_login_still_works_for_people_not_service_accounts(world: World) -
 
 
 async def test_a_superadmin_disables_and_enables_a_user(world: World) -> None:
-    """Disabling cuts proxied access, keys, the admin API and refresh at once; enabling restores the grants."""
+    """Disabling ends every session (access and refresh tokens) and key at once; enabling restores the grants
+    for new logins."""
     member = world.ids["member"]
     key = await world.gateway.key("acme", "member@acme.test")
     _, _, tokens = await world.gateway.call(
@@ -558,12 +559,14 @@ async def test_a_superadmin_disables_and_enables_a_user(world: World) -> None:
     status, user, _ = await world.call("superadmin", "POST", f"/admin/users/{member}/disable")
     assert status == 200
     assert user["disabled"] is True
-    assert await _proxied(world, "member", "GET") == 403
+    assert await _proxied(world, "member", "GET") == 401
     assert (await world.gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] == 401
     assert (await world.call("member", "GET", "/admin/orgs"))[0] == 401
-    assert (await world.call("member", "GET", "/admin/orgs/acme"))[0] == 403
+    assert (await world.call("member", "GET", "/admin/orgs/acme"))[0] == 401
     assert (await world.gateway.call("POST", "/auth/refresh", json={"refresh_token": refresh}))[0] == 401
     assert (await world.call("superadmin", "POST", f"/admin/users/{member}/enable"))[0] == 200
+    assert await _proxied(world, "member", "GET") == 401, "the old session stays ended"
+    world.tokens["member"] = await world.gateway.login("member@acme.test")
     assert await _proxied(world, "member", "GET") == 200
     _, events, _ = await world.call("superadmin", "GET", "/admin/audit?action=user.disable")
     assert [e["target"] for e in events["items"]] == [member]

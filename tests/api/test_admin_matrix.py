@@ -104,7 +104,7 @@ def _admin_routes(app: Litestar) -> set[tuple[str, str]]:
 def test_every_admin_route_has_a_row(tmp_path: object) -> None:
     """The table covers exactly the /admin routes the app serves: a new endpoint needs a row."""
     app = create_app(gateway_settings("sqlite+aiosqlite:///unused.db", "http://127.0.0.1:9"))
-    assert _admin_routes(app.state.admin) == set(TABLE)
+    assert _admin_routes(app.state.api) == set(TABLE)
 
 
 @pytest.fixture
