@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, migrate, users, orgs, members, policy, demo. Same services as the API."""
+"""The `gateway` command: serve, migrate, users, orgs, members, keys, policy, outbox, demo. Same services as the API."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import accounts, cli_policy
 from gateway.cli_common import CommandError, in_transaction, settings_of
+from gateway.db.models import OutboxMessage
 from gateway.errors import GatewayError
 from gateway.identity import apikeys
 from gateway.identity.passwords import PasswordHasher
@@ -72,6 +74,21 @@ def cmd_users_toggle(args: argparse.Namespace) -> None:
 
     asyncio.run(in_transaction(settings_of(args), work))
     print(f"{args.email} is {'disabled' if args.disabled else 'enabled'}")
+
+
+def cmd_outbox(args: argparse.Namespace) -> None:
+    async def work(session: AsyncSession) -> list[OutboxMessage]:
+        query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(args.limit)
+        if not args.all:
+            query = query.where(OutboxMessage.sent_at.is_(None))
+        return list(await session.scalars(query))
+
+    messages = asyncio.run(in_transaction(settings_of(args), work))
+    for message in reversed(messages):
+        state = f"sent {message.sent_at.isoformat(timespec='seconds')}" if message.sent_at else "not sent"
+        print(f"--- #{message.id} {message.created_at.isoformat(timespec='seconds')} ({state})")
+        print(f"To: {message.recipient}\nSubject: {message.subject}\n\n{message.body}")
+    print(f"{len(messages)} message(s)")
 
 
 def _actor() -> Actor:
@@ -226,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     list_keys.set_defaults(func=cmd_keys_list)
 
     cli_policy.register(commands, config)
+
+    outbox = commands.add_parser(
+        "outbox", parents=[config], help="print emails waiting in the outbox (all of them without SMTP)"
+    )
+    outbox.add_argument("--all", action="store_true", help="include messages already sent by SMTP")
+    outbox.add_argument("--limit", type=int, default=50)
+    outbox.set_defaults(func=cmd_outbox)
 
     demo = commands.add_parser("demo", help="run a self-contained demo on SQLite with a demo upstream")
     demo.add_argument("--port", type=int, default=8080)

@@ -19,6 +19,7 @@ from gateway.db.models import ApiKey
 from gateway.identity.passwords import PasswordHasher
 from gateway.identity.throttle import LoginThrottle, MemoryFailures, RedisFailures
 from gateway.identity.tokens import TokenService, load_or_create_keys
+from gateway.mail import Mailer
 from gateway.metrics import Metrics
 from gateway.policy import PolicyEngine, PolicyState
 from gateway.policy.files import PolicyFiles
@@ -60,10 +61,12 @@ class Runtime:
     metrics: Metrics = field(init=False)
     limiter: RateLimiter = field(init=False)
     throttle: LoginThrottle = field(init=False)
+    mailer: Mailer = field(init=False)
     pipeline: Pipeline = field(init=False)
     files: PolicyFiles | None = None
     _watcher: asyncio.Task[None] | None = None
     _usage_writer: asyncio.Task[None] | None = None
+    _mail_sender: asyncio.Task[None] | None = None
 
     @classmethod
     def configure(cls, settings: Settings) -> Runtime:
@@ -112,13 +115,15 @@ class Runtime:
         )
         self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")
         self._usage_writer = asyncio.create_task(self._write_usage(), name="gateway-key-usage")
+        self.mailer = Mailer(self.settings.mail, self.sessions)
+        self._mail_sender = asyncio.create_task(self.mailer.run(), name="gateway-mail")
         # Everything built so far lives as long as the process. Freezing it keeps the collector's full passes
         # from rescanning the framework, ORM and casbin objects (bench/proxy.py: gateway p99 82 ms -> 28 ms).
         gc.collect()
         gc.freeze()
 
     async def stop(self) -> None:
-        for task in (self._watcher, self._usage_writer):
+        for task in (self._watcher, self._usage_writer, self._mail_sender):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

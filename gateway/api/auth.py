@@ -4,24 +4,35 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import accounts, sessions
+from gateway import accounts, lifecycle, sessions
 from gateway.api.deps import provide_principal
 from gateway.api.schemas import (
+    Accepted,
+    AccessTokenResponse,
+    ChangePasswordRequest,
+    EmailChangeRequest,
+    ForgotPasswordRequest,
     LoginRequest,
     LogoutResult,
     MembershipView,
     MeResponse,
+    PasswordChanged,
+    ProfileUpdate,
+    ReauthRequest,
     RefreshRequest,
+    RegisterRequest,
+    ResetPasswordRequest,
     SessionView,
+    TokenRequest,
     TokenResponse,
 )
-from gateway.db.models import Membership, Organization, User
+from gateway.db.models import Membership, Organization, TotpFactor, User
 from gateway.errors import InvalidToken
 from gateway.identity.tokens import Principal
 from gateway.proxy.peer import resolve_peer
@@ -29,6 +40,7 @@ from gateway.runtime import Runtime
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 PRINCIPAL = {"principal": Provide(provide_principal, sync_to_thread=False)}
+ACCEPTED = Accepted(status="accepted: if the address can receive it, an email is on its way")
 
 
 def _tokens(pair: sessions.TokenPair) -> Response[TokenResponse]:
@@ -128,6 +140,97 @@ class AuthController(Controller):
         """End one of the caller's sessions (another user's session id is 404)."""
         await sessions.revoke(db, principal.user_id, session)
 
+    # -- the account lifecycle ----------------------------------------------------------------------------
+
+    @post("/register", status_code=202)
+    async def register(
+        self, data: JSONBody[RegisterRequest], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]
+    ) -> Accepted:
+        """Sign up: 202 whether or not the email has an account (its owner gets an email instead)."""
+        await lifecycle.register(db, runtime.hasher, runtime.settings.mail, email=data.email, password=data.password)
+        return ACCEPTED
+
+    @post("/verify-email", status_code=200)
+    async def verify_email(
+        self, data: JSONBody[TokenRequest], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]
+    ) -> Accepted:
+        """Follow a verification or email-change link (single use)."""
+        await lifecycle.verify_email(db, runtime.settings.mail, token=data.token)
+        return Accepted(status="email confirmed")
+
+    @post("/forgot-password", status_code=202)
+    async def forgot_password(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[ForgotPasswordRequest],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> Accepted:
+        """202 for known and unknown emails alike; a known one gets a reset link (limited per hour)."""
+        await runtime.throttle.check_ip(client_of(request, runtime).ip)
+        await lifecycle.forgot_password(db, runtime.settings.mail, email=data.email)
+        return ACCEPTED
+
+    @post("/reset-password", status_code=200)
+    async def reset_password(
+        self, data: JSONBody[ResetPasswordRequest], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]
+    ) -> Response[Accepted]:
+        """Set a new password from a reset link. Every session ends; nobody is signed in by this."""
+        await lifecycle.reset_password(db, runtime.hasher, token=data.token, password=data.password)
+        return Response(Accepted(status="password changed; sign in"), headers=NO_STORE)
+
+    @post("/change-password", status_code=200, dependencies=PRINCIPAL)
+    async def change_password(
+        self,
+        data: JSONBody[ChangePasswordRequest],
+        principal: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> PasswordChanged:
+        """Needs the current password and a recent sign-in; every other session ends."""
+        ended = await lifecycle.change_password(
+            db, runtime.hasher, principal, current=data.current_password, new=data.new_password
+        )
+        return PasswordChanged(other_sessions_ended=ended)
+
+    @post("/change-email", status_code=202, dependencies=PRINCIPAL)
+    async def change_email(
+        self,
+        data: JSONBody[EmailChangeRequest],
+        principal: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> Accepted:
+        """The new address must confirm (link by email); until then nothing changes. Needs a recent sign-in."""
+        await lifecycle.request_email_change(db, runtime.settings.mail, principal, new_email=data.email)
+        return ACCEPTED
+
+    @post("/reauth", status_code=200, dependencies=PRINCIPAL)
+    async def reauth(
+        self,
+        data: JSONBody[ReauthRequest],
+        principal: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[AccessTokenResponse]:
+        """Prove the password again for sensitive changes: a new access token with a fresh `auth_time`."""
+        token, ttl = await lifecycle.reauth(
+            db, runtime.hasher, runtime.tokens, runtime.settings.tokens, principal, password=data.password
+        )
+        return Response(AccessTokenResponse(access_token=token, expires_in=ttl), headers=NO_STORE)
+
+    @patch("/me", dependencies=PRINCIPAL)
+    async def update_me(
+        self,
+        data: JSONBody[ProfileUpdate],
+        principal: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[MeResponse]:
+        """Profile fields only (`name`); any other field is refused (422), privileged ones included."""
+        await lifecycle.update_profile(db, principal, name=data.name)
+        return await self._me(principal, runtime, db)
+
     @get("/me", dependencies=PRINCIPAL)
     async def me(
         self,
@@ -136,9 +239,14 @@ class AuthController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> Response[MeResponse]:
         """The current user and their memberships."""
+        return await self._me(principal, runtime, db)
+
+    @staticmethod
+    async def _me(principal: Principal, runtime: Runtime, db: AsyncSession) -> Response[MeResponse]:
         user = await db.get(User, principal.user_id)
         if user is None or user.disabled:
             raise InvalidToken("token rejected")
+        totp = await db.get(TotpFactor, user.id)
         rows = await db.execute(
             select(Organization.slug, Organization.name, Membership.role)
             .join(Membership, Membership.org_id == Organization.id)
@@ -148,6 +256,9 @@ class AuthController(Controller):
         body = MeResponse(
             id=user.id,
             email=user.email,
+            name=user.name,
+            email_verified=user.email_verified_at is not None,
+            mfa=totp is not None and totp.confirmed_at is not None,
             created_at=user.created_at,
             memberships=[MembershipView(org=slug, name=name, role=role) for slug, name, role in rows],
             global_roles=list(runtime.policy.roles_of(principal.subject, "*")),

@@ -38,6 +38,7 @@ async def provide_db(
         else:
             await session.commit()
     if request.method not in ("GET", "HEAD"):
+        runtime.mailer.kick()
         try:
             await runtime.refresh()
         except Exception:

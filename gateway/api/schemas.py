@@ -32,6 +32,9 @@ class MembershipView(msgspec.Struct):
 class MeResponse(msgspec.Struct):
     id: str
     email: str | None
+    name: str
+    email_verified: bool
+    mfa: bool
     created_at: dt.datetime
     memberships: list[MembershipView]
     global_roles: list[str]
@@ -49,3 +52,54 @@ class SessionView(msgspec.Struct):
 
 class LogoutResult(msgspec.Struct):
     sessions_ended: int
+
+
+class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+    password: str
+
+
+class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
+
+
+class ForgotPasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+
+
+class ResetPasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
+    password: str
+
+
+class ChangePasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: str
+    new_password: str
+
+
+class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """Profile fields only: anything else (email, roles, disabled...) is refused as an unknown field."""
+
+    name: str
+
+
+class EmailChangeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+
+
+class ReauthRequest(msgspec.Struct, forbid_unknown_fields=True):
+    password: str
+
+
+class Accepted(msgspec.Struct):
+    status: str
+
+
+class AccessTokenResponse(msgspec.Struct):
+    access_token: str
+    expires_in: int
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type name, not a secret
+
+
+class PasswordChanged(msgspec.Struct):
+    other_sessions_ended: int

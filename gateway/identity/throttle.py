@@ -139,6 +139,11 @@ class LoginThrottle:
                     retry_after=str(math.ceil(remaining)),
                 )
 
+    async def check_ip(self, ip: str) -> None:
+        """For endpoints that send email (forgot-password): one count per request, 429 once over budget."""
+        if ip and await self.store.fail(f"mail:{ip}", WINDOW_SECONDS) > self._settings.ip_failures_per_window:
+            raise TooManyRequests("too many requests from this address; try again later", retry_after="900")
+
     async def failed(self, account: str, ip: str) -> None:
         limits = self._settings
         count = await self.store.fail(f"acct:{account}", WINDOW_SECONDS * 4)
