@@ -7,6 +7,7 @@ caches, so every gateway process reloads its snapshot.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import sessions
 from gateway.db.models import User, utcnow
-from gateway.errors import Conflict, Forbidden, Unauthenticated, Unprocessable
+from gateway.errors import Conflict, Forbidden, InvalidToken, Unauthenticated, Unprocessable
+from gateway.identity import mfa
 from gateway.identity.passwords import PasswordHasher, password_problem
 from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import TokenService
@@ -32,6 +34,14 @@ class LoginFailed(Unauthenticated):
 
     slug = "login-failed"
     title = "Invalid email or password"
+
+
+@dataclass(frozen=True, slots=True)
+class MfaRequired:
+    """The password was right; the login continues at /auth/login/mfa with this challenge."""
+
+    mfa_token: str
+    expires_in: int
 
 
 class EmailUnverified(Forbidden):
@@ -78,9 +88,10 @@ async def login(
     password: str,
     client: sessions.Client,
     throttle: LoginThrottle,
-) -> sessions.TokenPair:
-    """Check the password (always one Argon2 run, whether or not the user exists) and issue tokens. Failures
-    are throttled per email (known or not) and per client IP."""
+) -> sessions.TokenPair | MfaRequired:
+    """Check the password (always one Argon2 run, whether or not the user exists), then issue tokens, or only
+    an MFA challenge when the user has a second factor. Failures are throttled per email (known or not) and per
+    client IP."""
     try:
         address = normalise_email(email)
     except Unprocessable:
@@ -97,4 +108,35 @@ async def login(
         raise EmailUnverified("confirm your email address first: follow the link we sent")
     if new_hash:
         user.password_hash = new_hash
+    if await mfa.confirmed_factor(session, user.id) is not None:
+        token, ttl = await mfa.open_challenge(session, user.id, ip=client.ip, user_agent=client.user_agent)
+        return MfaRequired(mfa_token=token, expires_in=ttl)
     return await sessions.start(session, tokens, settings, user.id, client)
+
+
+async def complete_mfa(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    tokens: TokenService,
+    settings: Tokens,
+    *,
+    challenge_token: str,
+    code: str,
+) -> tuple[sessions.TokenPair, bool]:
+    """The second step of an MFA login: a TOTP code or a backup code. Returns the tokens and whether a backup
+    code was spent. A wrong code counts against the challenge (5 and it is dead) and is committed at once."""
+    challenge = await mfa.live_challenge(session, challenge_token)
+    user = await session.get(User, challenge.user_id)
+    if user is None or user.disabled:
+        raise InvalidToken("MFA challenge invalid; sign in again")
+    used_backup = False
+    accepted = await mfa.verify_totp(session, user.id, code)
+    if not accepted and "-" in code:
+        accepted = used_backup = await mfa.use_backup_code(session, hasher, user.id, code)
+    if not accepted:
+        await mfa.fail_challenge(session, challenge)
+        await session.commit()  # the count must survive the error response
+        raise InvalidToken("wrong code")
+    await mfa.close_challenge(session, challenge)
+    client = sessions.Client(ip=challenge.ip, user_agent=challenge.user_agent)
+    return await sessions.start(session, tokens, settings, user.id, client), used_backup

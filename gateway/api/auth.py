@@ -10,18 +10,23 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import accounts, lifecycle, sessions
+from gateway import accounts, lifecycle, mail, sessions
 from gateway.api.deps import provide_principal
 from gateway.api.schemas import (
     Accepted,
     AccessTokenResponse,
+    BackupCodes,
     ChangePasswordRequest,
+    CodeRequest,
     EmailChangeRequest,
     ForgotPasswordRequest,
     LoginRequest,
     LogoutResult,
     MembershipView,
     MeResponse,
+    MfaChallengeResponse,
+    MfaLoginRequest,
+    MfaRemoveRequest,
     PasswordChanged,
     ProfileUpdate,
     ReauthRequest,
@@ -31,9 +36,11 @@ from gateway.api.schemas import (
     SessionView,
     TokenRequest,
     TokenResponse,
+    TotpEnrolment,
 )
-from gateway.db.models import Membership, Organization, TotpFactor, User
-from gateway.errors import InvalidToken
+from gateway.db.models import Membership, Organization, Session, TotpFactor, User
+from gateway.errors import Conflict, Forbidden, InvalidToken, Unprocessable
+from gateway.identity import mfa
 from gateway.identity.tokens import Principal
 from gateway.proxy.peer import resolve_peer
 from gateway.runtime import Runtime
@@ -56,6 +63,21 @@ def client_of(request: Request[Any, Any, Any], runtime: Runtime) -> sessions.Cli
     return sessions.Client(ip=peer.client_ip, user_agent=request.headers.get("user-agent", ""))
 
 
+async def _human(db: AsyncSession, principal: Principal) -> User:
+    user = await db.get(User, principal.user_id)
+    if user is None or user.disabled or user.kind != "human":
+        raise InvalidToken("token rejected")
+    return user
+
+
+async def _notify(db: AsyncSession, session_id: str | None, subject: str, text: str) -> None:
+    """Tell the user, out of band, that their sign-in factors changed or were used."""
+    row = await db.get(Session, session_id) if session_id else None
+    user = await db.get(User, row.user_id) if row else None
+    if user is not None and user.email:
+        mail.enqueue(db, to=user.email, subject=subject, body=f"{text} If this was not you, reset your password.\n")
+
+
 def _session_id(principal: Principal) -> str:
     if principal.session_id is None:
         raise InvalidToken("an access token from a login is needed")
@@ -72,8 +94,9 @@ class AuthController(Controller):
         data: JSONBody[LoginRequest],
         runtime: NamedDependency[Runtime],
         db: NamedDependency[AsyncSession],
-    ) -> Response[TokenResponse]:
-        """Exchange email and password for an access JWT and a refresh token (a new session)."""
+    ) -> Response[TokenResponse | MfaChallengeResponse]:
+        """Exchange email and password for an access JWT and a refresh token (a new session); for a user with
+        a second factor, only a 5-minute MFA challenge for POST /auth/login/mfa."""
         pair = await accounts.login(
             db,
             runtime.hasher,
@@ -84,7 +107,90 @@ class AuthController(Controller):
             client=client_of(request, runtime),
             throttle=runtime.throttle,
         )
+        if isinstance(pair, accounts.MfaRequired):
+            challenge = MfaChallengeResponse(mfa_token=pair.mfa_token, expires_in=pair.expires_in)
+            return Response(challenge, status_code=200, headers=NO_STORE)
+        return _tokens(pair)  # type: ignore[return-value]
+
+    @post("/login/mfa", status_code=200)
+    async def login_mfa(
+        self, data: JSONBody[MfaLoginRequest], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]
+    ) -> Response[TokenResponse]:
+        """Finish an MFA login with a TOTP code (each accepted once) or a backup code (each usable once)."""
+        pair, used_backup = await accounts.complete_mfa(
+            db, runtime.hasher, runtime.tokens, runtime.settings.tokens, challenge_token=data.mfa_token, code=data.code
+        )
+        if used_backup:
+            await _notify(db, pair.session_id, "A backup code was used", "A backup code was used to sign in.")
         return _tokens(pair)
+
+    # -- second factors -----------------------------------------------------------------------------------
+
+    @post("/mfa/totp", status_code=200, dependencies=PRINCIPAL)
+    async def enrol_totp(
+        self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+    ) -> Response[TotpEnrolment]:
+        """Start TOTP enrolment (needs a recent sign-in): the secret and its otpauth:// URI, shown only now.
+        Nothing changes for sign-in until POST /auth/mfa/totp/confirm."""
+        lifecycle.require_recent(principal)
+        user = await _human(db, principal)
+        secret, uri = await mfa.enrol(db, user)
+        return Response(TotpEnrolment(secret=secret, otpauth_uri=uri), headers=NO_STORE)
+
+    @post("/mfa/totp/confirm", status_code=200, dependencies=PRINCIPAL)
+    async def confirm_totp(
+        self,
+        data: JSONBody[CodeRequest],
+        principal: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[BackupCodes]:
+        """Activate TOTP with a current code; returns ten backup codes, shown once."""
+        lifecycle.require_recent(principal)
+        user = await _human(db, principal)
+        codes = await mfa.confirm(db, runtime.hasher, user, data.code)
+        if codes is None:
+            raise Unprocessable("code: not a current code for this secret")
+        await _notify(db, principal.session_id, "Two-step sign-in is on", "An authenticator app was added.")
+        return Response(BackupCodes(backup_codes=codes), headers=NO_STORE)
+
+    @delete("/mfa/totp", status_code=204, dependencies=PRINCIPAL)
+    async def remove_totp(
+        self,
+        data: JSONBody[MfaRemoveRequest],
+        principal: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> None:
+        """Turn TOTP off: needs the password and a current factor (TOTP or backup code); the user is told."""
+        user = await _human(db, principal)
+        valid, _ = await runtime.hasher.verify(data.password, user.password_hash)
+        factor_ok = valid and (
+            await mfa.verify_totp(db, user.id, data.code)
+            or await mfa.use_backup_code(db, runtime.hasher, user.id, data.code)
+        )
+        if not factor_ok:
+            raise Forbidden("password and a current code are needed to turn two-step sign-in off")
+        await mfa.remove(db, user.id)
+        await _notify(db, principal.session_id, "Two-step sign-in is off", "Your authenticator app was removed.")
+
+    @post("/mfa/backup-codes", status_code=200, dependencies=PRINCIPAL)
+    async def regenerate_backup_codes(
+        self,
+        principal: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[BackupCodes]:
+        """Ten new backup codes (needs a recent sign-in and active TOTP); the old ones stop working."""
+        lifecycle.require_recent(principal)
+        user = await _human(db, principal)
+        if await mfa.confirmed_factor(db, user.id) is None:
+            raise Conflict("totp: turn on two-step sign-in first")
+        codes = await mfa.regenerate_backup_codes(db, runtime.hasher, user)
+        await _notify(
+            db, principal.session_id, "New backup codes", "New backup codes were made; the old ones are void."
+        )
+        return Response(BackupCodes(backup_codes=codes), headers=NO_STORE)
 
     @post("/refresh", status_code=200)
     async def refresh(

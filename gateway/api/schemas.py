@@ -103,3 +103,36 @@ class AccessTokenResponse(msgspec.Struct):
 
 class PasswordChanged(msgspec.Struct):
     other_sessions_ended: int
+
+
+class MfaChallengeResponse(msgspec.Struct):
+    mfa_token: str
+    """Single purpose: only POST /auth/login/mfa accepts it (never as a Bearer token)."""
+    expires_in: int
+    mfa_required: bool = True
+
+
+class MfaLoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    mfa_token: str
+    code: str
+    """A 6-digit TOTP code, or a backup code (`xxxxx-xxxxx`)."""
+
+
+class TotpEnrolment(msgspec.Struct):
+    secret: str
+    otpauth_uri: str
+
+
+class CodeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    code: str
+
+
+class BackupCodes(msgspec.Struct):
+    backup_codes: list[str]
+    """Shown once; each works once. Store them somewhere safe."""
+
+
+class MfaRemoveRequest(msgspec.Struct, forbid_unknown_fields=True):
+    password: str
+    code: str
+    """A current TOTP code or a backup code."""

@@ -283,11 +283,11 @@ class TotpFactor(Base):
 
 
 class BackupCode(Base):
-    """One single-use recovery code; the public id selects the row, the secret is stored as Argon2id."""
+    """One single-use recovery code (50 random bits), stored as Argon2id."""
 
     __tablename__ = "backup_codes"
 
-    id: Mapped[str] = mapped_column(String(8), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     code_hash: Mapped[str] = mapped_column(String(255))
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -67,7 +67,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "backup_codes",
-        sa.Column("id", sa.String(8), nullable=False),
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("user_id", sa.String(36), nullable=False),
         sa.Column("code_hash", sa.String(255), nullable=False),
         sa.Column("used_at", TS, nullable=True),

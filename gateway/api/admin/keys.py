@@ -12,6 +12,7 @@ from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, key_view, live
 from gateway.api.admin.guard import Caller
 from gateway.db.models import Organization, User
 from gateway.errors import Forbidden
+from gateway.lifecycle import require_recent
 from gateway.manage import keys
 from gateway.manage.common import Page
 from gateway.manage.members import get_member
@@ -30,6 +31,8 @@ def _member_id(caller: Caller, member: FromPath[str]) -> str:
 async def _create(
     db: AsyncSession, caller: Caller, org: Organization, user: User, data: schemas.KeyCreate
 ) -> Response[schemas.KeyCreated]:
+    if caller.principal.key is None:
+        require_recent(caller.principal)  # a new credential is a sensitive change: sign-in within 15 min
     key, view = await keys.create_key(
         db, caller.actor, org, user, name=data.name, expires_in_days=data.expires_in_days, scopes=data.scopes
     )
