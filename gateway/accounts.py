@@ -6,15 +6,18 @@ caches, so every gateway process reloads its snapshot.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import sessions
-from gateway.db.models import User, utcnow
+from gateway.db.models import BootstrapToken, PolicyRule, User, utcnow
 from gateway.errors import Conflict, Forbidden, InvalidToken, Unauthenticated, Unprocessable
 from gateway.identity import mfa
 from gateway.identity.passwords import PasswordHasher, password_problem
@@ -140,3 +143,46 @@ async def complete_mfa(
     await mfa.close_challenge(session, challenge)
     client = sessions.Client(ip=challenge.ip, user_agent=challenge.user_agent)
     return await sessions.start(session, tokens, settings, user.id, client), used_backup
+
+
+BOOTSTRAP_TTL = dt.timedelta(hours=1)
+
+
+async def superadmin_exists(session: AsyncSession) -> bool:
+    grants = await session.scalars(
+        select(PolicyRule.v0).where(PolicyRule.ptype == "g", PolicyRule.v1 == SUPERADMIN_ROLE, PolicyRule.v2 == "*")
+    )
+    return any(subject.startswith("user:") for subject in grants)
+
+
+async def new_bootstrap_token(session: AsyncSession) -> str:
+    """A one-time secret that creates the first superadmin (POST /auth/bootstrap); valid one hour, and only
+    while no superadmin exists."""
+    if await superadmin_exists(session):
+        raise Conflict("bootstrap: a superadmin exists already")
+    token = "bt_" + secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(BootstrapToken(token_hash=_sha(token), created_at=now, expires_at=now + BOOTSTRAP_TTL))
+    return token
+
+
+async def bootstrap(session: AsyncSession, hasher: PasswordHasher, *, token: str, email: str, password: str) -> User:
+    """Spend a bootstrap token on the first superadmin. Refused once any superadmin exists."""
+    claimed = await session.execute(
+        update(BootstrapToken)
+        .where(
+            BootstrapToken.token_hash == _sha(token),
+            BootstrapToken.used_at.is_(None),
+            BootstrapToken.expires_at > utcnow(),
+        )
+        .values(used_at=utcnow())
+    )
+    if claimed.rowcount != 1 or await superadmin_exists(session):  # type: ignore[attr-defined]
+        raise Forbidden("bootstrap: the token is invalid, used or expired, or a superadmin exists already")
+    user = await create_user(session, hasher, email=email, password=password)
+    await grant_superadmin(session, user)
+    return user
+
+
+def _sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()

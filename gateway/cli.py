@@ -76,6 +76,30 @@ def cmd_users_toggle(args: argparse.Namespace) -> None:
     print(f"{args.email} is {'disabled' if args.disabled else 'enabled'}")
 
 
+def cmd_bootstrap_token(args: argparse.Namespace) -> None:
+    token = asyncio.run(in_transaction(settings_of(args), accounts.new_bootstrap_token))
+    print(token)
+    print("POST it to /auth/bootstrap with the first superadmin's email and password within one hour.", file=sys.stderr)
+
+
+def cmd_signing_keys(args: argparse.Namespace) -> None:
+    from gateway.db.engine import create_engine, session_factory
+    from gateway.identity.tokens import prune_signing_keys, rotate_signing_key
+
+    async def work() -> str:
+        engine = create_engine(settings_of(args).database_url)
+        try:
+            sessions = session_factory(engine)
+            if args.action == "rotate":
+                return f"new signing key {await rotate_signing_key(sessions)}; older keys still verify"
+            pruned = await prune_signing_keys(sessions, older_than_seconds=args.older_than_seconds)
+            return f"{pruned} signing key(s) removed"
+        finally:
+            await engine.dispose()
+
+    print(asyncio.run(work()))
+
+
 def cmd_outbox(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> list[OutboxMessage]:
         query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(args.limit)
@@ -243,6 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
     list_keys.set_defaults(func=cmd_keys_list)
 
     cli_policy.register(commands, config)
+
+    commands.add_parser(
+        "bootstrap-token", parents=[config], help="print a one-time secret that creates the first superadmin"
+    ).set_defaults(func=cmd_bootstrap_token)
+    signing = commands.add_parser("signing-keys", help="JWT signing keys").add_subparsers(dest="action", required=True)
+    signing.add_parser("rotate", parents=[config], help="add a new signing key (old ones keep verifying)").set_defaults(
+        func=cmd_signing_keys
+    )
+    prune = signing.add_parser("prune", parents=[config], help="remove old signing keys (never the newest)")
+    prune.add_argument("--older-than-seconds", type=int, default=24 * 3600)
+    prune.set_defaults(func=cmd_signing_keys)
 
     outbox = commands.add_parser(
         "outbox", parents=[config], help="print emails waiting in the outbox (all of them without SMTP)"

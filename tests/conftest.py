@@ -34,11 +34,14 @@ from gateway.db.migrate import upgrade
 from gateway.db.models import (
     ApiKey,
     AuditRecord,
+    BootstrapToken,
     Membership,
     Organization,
+    OutboxMessage,
     PolicyRule,
     RefreshToken,
     Role,
+    Session,
     SigningKey,
     User,
 )
@@ -109,6 +112,7 @@ async def _empty(url: str) -> None:
         async with session_factory(engine)() as session:
             for model in (
                 RefreshToken,
+                Session,
                 ApiKey,
                 AuditRecord,
                 Membership,
@@ -117,6 +121,8 @@ async def _empty(url: str) -> None:
                 User,
                 Organization,
                 SigningKey,
+                OutboxMessage,
+                BootstrapToken,
             ):
                 await session.execute(delete(model))
             await session.commit()

@@ -16,6 +16,8 @@ from gateway.api.schemas import (
     Accepted,
     AccessTokenResponse,
     BackupCodes,
+    BootstrapRequest,
+    BootstrapResult,
     ChangePasswordRequest,
     CodeRequest,
     EmailChangeRequest,
@@ -247,6 +249,15 @@ class AuthController(Controller):
         await sessions.revoke(db, principal.user_id, session)
 
     # -- the account lifecycle ----------------------------------------------------------------------------
+
+    @post("/bootstrap", status_code=201)
+    async def bootstrap(
+        self, data: JSONBody[BootstrapRequest], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]
+    ) -> BootstrapResult:
+        """Create the first superadmin with a one-time token from `gateway bootstrap-token` (valid one hour,
+        refused once any superadmin exists). There is no default account."""
+        user = await accounts.bootstrap(db, runtime.hasher, token=data.token, email=data.email, password=data.password)
+        return BootstrapResult(id=user.id, email=user.email or "")
 
     @post("/register", status_code=202)
     async def register(

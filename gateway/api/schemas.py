@@ -136,3 +136,14 @@ class MfaRemoveRequest(msgspec.Struct, forbid_unknown_fields=True):
     password: str
     code: str
     """A current TOTP code or a backup code."""
+
+
+class BootstrapRequest(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
+    email: str
+    password: str
+
+
+class BootstrapResult(msgspec.Struct):
+    id: str
+    email: str

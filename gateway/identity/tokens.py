@@ -99,6 +99,36 @@ async def load_or_create_keys(sessions: async_sessionmaker[AsyncSession]) -> Key
     return await load_or_create_keys(sessions)
 
 
+async def rotate_signing_key(sessions: async_sessionmaker[AsyncSession]) -> str:
+    """Add a new signing key; it signs from the next reload on, and every older key still verifies (tokens
+    already issued stay valid until they expire). Returns the new kid."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    kid = _new_kid()
+    async with sessions() as session:
+        session.add(SigningKey(kid=kid, algorithm=ALGORITHM, private_key=pem, created_at=utcnow()))
+        await bump_version(session)
+        await session.commit()
+    return kid
+
+
+async def prune_signing_keys(sessions: async_sessionmaker[AsyncSession], *, older_than_seconds: int) -> int:
+    """Delete keys (never the newest) created longer ago than `older_than_seconds`; use at least the access
+    token lifetime, or tokens they signed stop verifying early."""
+    async with sessions() as session:
+        rows = list(await session.scalars(select(SigningKey).order_by(SigningKey.created_at.desc())))
+        cutoff = utcnow().timestamp() - older_than_seconds
+        doomed = [row for row in rows[1:] if row.created_at.timestamp() < cutoff]
+        for row in doomed:
+            await session.delete(row)
+        if doomed:
+            await bump_version(session)
+        await session.commit()
+    return len(doomed)
+
+
 def _bearer(authorization: str | None) -> str | None:
     if authorization is None:
         return None

@@ -1,4 +1,4 @@
-"""Identity lifecycle: email verification and password resets, an outbox, TOTP, backup codes, MFA challenges.
+"""Identity lifecycle: email tokens, an outbox, TOTP, backup codes, MFA challenges, bootstrap tokens.
 
 Revision ID: 0006
 Revises: 0005
@@ -91,10 +91,18 @@ def upgrade() -> None:
         _user_fk("mfa_challenges"),
     )
     op.create_index("ix_mfa_challenges_user_id", "mfa_challenges", ["user_id"])
+    op.create_table(
+        "bootstrap_tokens",
+        sa.Column("token_hash", sa.String(64), nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+        sa.Column("expires_at", TS, nullable=False),
+        sa.Column("used_at", TS, nullable=True),
+        sa.PrimaryKeyConstraint("token_hash", name="pk_bootstrap_tokens"),
+    )
 
 
 def downgrade() -> None:
-    for table in ("mfa_challenges", "backup_codes", "totp_factors", "outbox", "email_tokens"):
+    for table in ("bootstrap_tokens", "mfa_challenges", "backup_codes", "totp_factors", "outbox", "email_tokens"):
         op.drop_table(table)
     with op.batch_alter_table("users") as batch:
         batch.drop_column("password_changed_at")
