@@ -242,6 +242,13 @@ class Gateway:
     runtime: Runtime
     upstream: Upstream
 
+    app: Litestar | None = None
+
+    def runtime_app_routes(self) -> list[Any]:
+        """The routes of the /auth and /admin application."""
+        assert self.app is not None
+        return list(self.app.state.api.routes)
+
     def audit_events(self) -> list[dict[str, Any]]:
         """Every audit line written so far."""
         self.runtime.audit.flush()
@@ -393,7 +400,7 @@ async def serving(settings: Settings, upstream: Upstream) -> AsyncIterator[Gatew
     url, server, task = await start_gateway(app)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
+            yield Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream, app=app)
     finally:
         server.should_exit = True
         await task
@@ -408,7 +415,7 @@ async def gateway(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncItera
     url, server, task = await start_gateway(app)
     runtime: Runtime = app.state.runtime
     async with aiohttp.ClientSession(auto_decompress=False) as http:
-        yield Gateway(url=url, http=http, runtime=runtime, upstream=upstream)
+        yield Gateway(url=url, http=http, runtime=runtime, upstream=upstream, app=app)
     server.should_exit = True
     await task
 

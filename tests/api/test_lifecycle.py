@@ -180,6 +180,10 @@ async def test_sensitive_changes_need_a_recent_sign_in(mailing: tuple[Gateway, M
     assert status == 403
     assert problem["type"] == "urn:gateway:problem:reauth-required"
     assert (await _post(gateway, "/auth/change-email", {"email": "x@example.test"}, token=stale))[0] == 403
+    assert (await _post(gateway, "/auth/mfa/totp", {}, token=stale))[0] == 403
+    await gateway.org("acme")
+    await gateway.member("acme", "ann@example.test", "member")
+    assert (await _post(gateway, "/admin/orgs/acme/members/me/keys", {"name": "k"}, token=stale))[0] == 403
     assert (await _post(gateway, "/auth/reauth", {"password": "wrong password!"}, token=stale))[0] == 403
     status, fresh, headers = await _post(gateway, "/auth/reauth", {"password": PASSWORD}, token=stale)
     assert status == 200
@@ -234,3 +238,31 @@ async def test_without_smtp_mail_waits_in_the_outbox(gateway: Gateway, db_url: s
     assert "To: ann@example.test" in out.stdout
     assert "Subject: Reset your password" in out.stdout
     assert "http://127.0.0.1:8080/reset-password?token=et_" in out.stdout
+
+
+async def test_a_password_change_voids_older_reset_links(mailing: tuple[Gateway, Mailbox]) -> None:
+    """A reset link sent before the password changed no longer works."""
+    gateway, mailbox = mailing
+    await gateway.user("ann@example.test")
+    await _post(gateway, "/auth/forgot-password", {"email": "ann@example.test"})
+    token = (await mailbox.wait_for("ann@example.test", "Reset your password")).token
+    _, login = await _login(gateway, "ann@example.test")
+    body = {"current_password": PASSWORD, "new_password": NEW}
+    assert (await _post(gateway, "/auth/change-password", body, token=login["access_token"]))[0] == 200
+    assert (await _post(gateway, "/auth/reset-password", {"token": token, "password": NEW + "!"}))[0] == 400
+
+
+async def test_forgot_password_is_limited_per_account_and_per_ip(
+    db_url: str, upstream: Upstream, tmp_path: Path
+) -> None:
+    """At most five reset emails per account per hour (then silently none), and a client IP over its budget
+    gets 429."""
+    await load_system_policy(db_url)
+    async with mailing_gateway(db_url, upstream, tmp_path, login={"ip_failures_per_window": 8}) as (gateway, box):
+        await gateway.user("ann@example.test")
+        statuses = [(await _post(gateway, "/auth/forgot-password", {"email": "ann@example.test"}))[0] for _ in range(8)]
+        assert statuses == [202] * 8
+        await box.wait_for("ann@example.test", "Reset your password")
+        await asyncio.sleep(0.5)
+        assert len(box.to("ann@example.test")) == 5
+        assert (await _post(gateway, "/auth/forgot-password", {"email": "bob@example.test"}))[0] == 429

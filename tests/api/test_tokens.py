@@ -177,3 +177,35 @@ async def test_login_takes_as_long_for_unknown_emails(db_url: str, upstream: Ups
             unknown.append(await timed("nobody@example.test"))
         ratio = statistics.median(unknown) / statistics.median(known)
         assert 0.75 < ratio < 1.25, (statistics.median(known), statistics.median(unknown))
+
+
+PUBLIC_AUTH = {
+    ("POST", "/auth/login"),
+    ("POST", "/auth/login/mfa"),
+    ("POST", "/auth/refresh"),
+    ("POST", "/auth/register"),
+    ("POST", "/auth/verify-email"),
+    ("POST", "/auth/forgot-password"),
+    ("POST", "/auth/reset-password"),
+    ("POST", "/auth/bootstrap"),
+}
+
+
+async def test_every_auth_route_needs_a_token_except_the_public_ones(gateway: Gateway) -> None:
+    """Without credentials every /auth route is 401, except the allowlist (which answers 4xx to an empty body)."""
+    routes = {
+        (method, route.path)
+        for route in gateway.runtime_app_routes()
+        if route.path.startswith("/auth") and not route.path.startswith("/auth/schema")
+        for method in getattr(route, "methods", ())
+        if method not in ("HEAD", "OPTIONS")
+    }
+    assert routes >= PUBLIC_AUTH
+    for method, path in sorted(routes):
+        concrete = path.replace("{session:str}", "00000000-0000-0000-0000-000000000000")
+        status, _, _ = await gateway.call(method, concrete, json={})
+        if (method, path) in PUBLIC_AUTH:
+            assert 400 <= status < 500, (method, path, status)
+            assert status != 401 or path == "/auth/login/mfa", (method, path)
+        else:
+            assert status == 401, (method, path, status)
