@@ -187,7 +187,7 @@ def _ms(out: str, label: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-BENCH_USER, BENCH_PASSWORD = "bench@acme.test", "bench password 1"
+BENCH_USER, BENCH_PASSWORD = "bench@acme.test", "violet tram overture 1"
 
 
 def seed(env: dict[str, str]) -> None:

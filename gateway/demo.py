@@ -23,10 +23,10 @@ from gateway.settings import Settings, settings_from_mapping
 
 DEMO_USERS = (
     # email, password, (org, role) or None for the superadmin
-    ("alice@acme.test", "alice-demo-pass", ("acme", "admin")),
-    ("bob@acme.test", "bob-demo-pass", ("acme", "viewer")),
-    ("carol@globex.test", "carol-demo-pass", ("globex", "member")),
-    ("root@platform.test", "root-demo-pass", None),
+    ("alice@acme.test", "acme-admin-demo", ("acme", "admin")),
+    ("bob@acme.test", "acme-viewer-demo", ("acme", "viewer")),
+    ("carol@globex.test", "globex-member-demo", ("globex", "member")),
+    ("root@platform.test", "platform-operator-demo", None),
 )
 DEMO_ORGS = (("acme", "Acme Corp"), ("globex", "Globex"))
 
@@ -90,8 +90,8 @@ def _curl_lines(port: int) -> str:
 Demo gateway on {base} (SQLite), upstream echo on /api. Users: alice (admin of acme), bob (viewer of acme),
 carol (member of globex), root (superadmin). Try, in another terminal:
 
-  ALICE=$({login("alice@acme.test", "alice-demo-pass")})
-  BOB=$({login("bob@acme.test", "bob-demo-pass")})
+  ALICE=$({login("alice@acme.test", "acme-admin-demo")})
+  BOB=$({login("bob@acme.test", "acme-viewer-demo")})
 
   # allowed: alice is admin in acme
   curl -i {base}/api/orders/42 -H "Authorization: Bearer $ALICE" -H 'X-Org: acme'
