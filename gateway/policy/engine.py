@@ -19,7 +19,7 @@ import casbin
 from casbin.util import key_match
 
 from gateway.policy import compiled
-from gateway.policy.compiled import CompiledPolicy, key_match2_regex
+from gateway.policy.compiled import CompiledPolicy, RoleIndex, key_match2_regex
 from gateway.policy.rules import Rule
 
 log = logging.getLogger("gateway.policy")
@@ -85,7 +85,9 @@ _StateFn = Callable[[], Awaitable[PolicyState]]
 
 @dataclass(slots=True)
 class _Snapshot:
-    enforcer: casbin.Enforcer
+    model_text: str
+    rules: tuple[Rule, ...]
+    _enforcer: casbin.Enforcer | None
     orgs: dict[str, OrgRef]
     roles: dict[tuple[str, str], tuple[str, ...]]
     version: int
@@ -94,6 +96,14 @@ class _Snapshot:
     compiled: CompiledPolicy | None
     keys: dict[str, KeyRecord]
     revoked_sessions: frozenset[str]
+
+    @property
+    def enforcer(self) -> casbin.Enforcer:
+        """casbin's own enforcer for these lines, built on first use: with the shipped model every decision
+        comes from the compiled index, and only `explain` (the reference) needs casbin."""
+        if self._enforcer is None:
+            self._enforcer = build_enforcer(self.model_text, self.rules)
+        return self._enforcer
 
 
 def build_enforcer(model: str | Path, rules: Collection[Rule]) -> casbin.Enforcer:
@@ -116,14 +126,16 @@ def build_enforcer(model: str | Path, rules: Collection[Rule]) -> casbin.Enforce
     return enforcer
 
 
-def _compile(enforcer: casbin.Enforcer) -> CompiledPolicy | None:
-    """The fast path when the model is the shipped one; None (use casbin directly) otherwise."""
-    model = enforcer.get_model()
-    if not compiled.supports(model):
+def _compile(model_text: str, rules: Collection[Rule]) -> CompiledPolicy | None:
+    """The fast path when the model is the shipped one; None (use casbin directly) otherwise. Lines are taken
+    as casbin would hold them: duplicates dropped, first-seen order kept."""
+    if not compiled.supports(casbin.Enforcer.new_model(text=model_text)):
         log.warning("model.conf differs from the shipped model: decisions use casbin's evaluator directly")
         return None
+    p_lines = [list(values) for values in dict.fromkeys(rule.values for rule in rules if rule.ptype == "p")]
+    g_lines = dict.fromkeys(rule.values for rule in rules if rule.ptype == "g")
     try:
-        return CompiledPolicy([list(rule) for rule in model["p"]["p"].policy], enforcer.get_implicit_roles_for_user)
+        return CompiledPolicy(p_lines, RoleIndex((child, parent, dom) for child, parent, dom in g_lines))
     except ValueError as exc:
         log.warning("policy not compilable (%s): decisions use casbin's evaluator directly", exc)
         return None
@@ -212,12 +224,14 @@ class PolicyEngine:
     def _build(self, state: PolicyState) -> _Snapshot:
         started = time.perf_counter()
         model_text = state.model_text or self._model_text
-        enforcer = build_enforcer(model_text, state.rules)
+        fast = _compile(model_text, state.rules)
         snapshot = _Snapshot(
-            compiled=_compile(enforcer),
+            model_text=model_text,
+            rules=state.rules,
+            _enforcer=None if fast is not None else build_enforcer(model_text, state.rules),
+            compiled=fast,
             keys={key.key_id: key for key in state.keys},
             revoked_sessions=state.revoked_sessions,
-            enforcer=enforcer,
             orgs={org.slug: org for org in state.orgs},
             roles=_index_roles(state.rules),
             version=state.version,
