@@ -9,6 +9,7 @@ changes costs one or two reloads. A failed reload keeps the old snapshot serving
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
@@ -254,9 +255,20 @@ class PolicyEngine:
         async with self._lock:
             if not force and self._snapshot is not None and await fetch_version() == self._snapshot.version:
                 return False
-            state = await fetch_state()
-            snapshot = await asyncio.to_thread(self._build, state)
-            self._snapshot = snapshot
-            if state.model_text is not None:
-                self._model_text = state.model_text
+            # A reload creates hundreds of thousands of objects; CPython's cyclic collector would scan them again
+            # and again while they are made, in full passes that hold the GIL for 50-100 ms (bench/scale.py).
+            # So it pauses for the reload, and the new snapshot is then frozen (never scanned; the previous one
+            # is freed by reference counting as soon as it is replaced: snapshots hold no reference cycles).
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                state = await fetch_state()
+                snapshot = await asyncio.to_thread(self._build, state)
+                self._snapshot = snapshot
+                if state.model_text is not None:
+                    self._model_text = state.model_text
+            finally:
+                if collecting:
+                    gc.freeze()
+                    gc.enable()
             return True

@@ -6,9 +6,11 @@ membership table is the single source of truth for who holds which role in which
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -21,6 +23,7 @@ from gateway.policy.engine import KeyRecord, OrgRef, PolicyState
 from gateway.policy.rules import Rule
 
 MAX_ACCESS_TTL = 3600
+CHUNK = 2000
 
 
 def _columns(rule: Rule) -> dict[str, str]:
@@ -35,29 +38,39 @@ def _row_rule(ptype: str, *values: str) -> Rule:
     return Rule(ptype, values[: 5 if ptype == "p" else 3])
 
 
+async def _rows(session: AsyncSession, query: Any) -> AsyncIterator[Sequence[Any]]:
+    """Rows in chunks, yielding to the event loop between them: a reload of hundreds of thousands of rows
+    must not stall the requests being served meanwhile."""
+    result = await session.stream(query.execution_options(yield_per=CHUNK))
+    async for chunk in result.partitions(CHUNK):
+        yield chunk
+        await asyncio.sleep(0)
+
+
 async def read_state(session: AsyncSession) -> PolicyState:
     """One consistent read of rules, memberships and orgs (the version is read first: a concurrent write
     makes the next poll reload again rather than hide a change)."""
     version = await read_version(session)
     disabled = {"user:" + user_id for user_id in await session.scalars(select(User.id).where(User.disabled))}
-    rules = [
-        rule
-        for rule in await stored_rules(session)
-        if rule.values[0] not in disabled  # a disabled user keeps no grant, not even a global one
-    ]
+    rules: list[Rule] = []
+    async for chunk in _rows(session, select(*_COLUMNS).order_by(PolicyRule.id)):
+        for row in chunk:
+            rule = _row_rule(*row)
+            if rule.values[0] not in disabled:  # a disabled user keeps no grant, not even a global one
+                rules.append(rule)
     # An archived org leaves the snapshot entirely: unknown to the hot path, its members and keys are denied.
     live = Organization.archived_at.is_(None)
-    memberships = await session.execute(
+    memberships = (
         select(Membership.user_id, Organization.slug, Membership.role)
         .join(Organization, Organization.id == Membership.org_id)
         .join(User, User.id == Membership.user_id)
         .where(User.disabled.is_(False), live)
     )
-    rules.extend(Rule("g", ("user:" + user_id, role, slug)) for user_id, slug, role in memberships)
-    orgs = [
-        OrgRef(id=org_id, slug=slug)
-        for org_id, slug in await session.execute(select(Organization.id, Organization.slug).where(live))
-    ]
+    async for chunk in _rows(session, memberships):
+        rules.extend(Rule("g", ("user:" + user_id, role, slug)) for user_id, slug, role in chunk)
+    orgs: list[OrgRef] = []
+    async for chunk in _rows(session, select(Organization.id, Organization.slug).where(live)):
+        orgs.extend(OrgRef(id=org_id, slug=slug) for org_id, slug in chunk)
     # A key works only while its owner is enabled and still a member of the key's org (re-adding a removed
     # member does not revive their old keys: removal revokes them, see manage.members).
     keys = await session.execute(
