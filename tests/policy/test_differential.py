@@ -31,9 +31,7 @@ p_lines = st.builds(
     st.sampled_from(["allow", "allow", "deny"]),
 )
 grants = st.builds(lambda u, r, d: Rule("g", (u, r, d)), st.sampled_from(USERS), st.sampled_from(ROLES), domains)
-inheritance = st.builds(
-    lambda a, b, d: Rule("g", (a, b, d)), st.sampled_from(ROLES), st.sampled_from(ROLES), domains
-)
+inheritance = st.builds(lambda a, b, d: Rule("g", (a, b, d)), st.sampled_from(ROLES), st.sampled_from(ROLES), domains)
 # r1 -> r2 -> ... -> r9 -> superadmin: a chain longer than casbin follows (9 links), sometimes present.
 CHAIN = [Rule("g", (f"r{i}", f"r{i + 1}", "*")) for i in range(1, 9)] + [Rule("g", ("r9", "superadmin", "*"))]
 policies = st.tuples(
