@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, cast
 
 from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
@@ -47,6 +49,7 @@ from gateway.identity.tokens import Principal
 from gateway.proxy.peer import resolve_peer
 from gateway.runtime import Runtime
 
+log = logging.getLogger("gateway.auth")
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 PRINCIPAL = {"principal": Provide(provide_principal, sync_to_thread=False)}
 ACCEPTED = Accepted(status="accepted: if the address can receive it, an email is on its way")
@@ -78,6 +81,16 @@ async def _notify(db: AsyncSession, session_id: str | None, subject: str, text: 
     user = await db.get(User, row.user_id) if row else None
     if user is not None and user.email:
         mail.enqueue(db, to=user.email, subject=subject, body=f"{text} If this was not you, reset your password.\n")
+
+
+async def _send_reset(runtime: Runtime, email: str) -> None:
+    try:
+        async with runtime.sessions() as db:
+            await lifecycle.forgot_password(db, runtime.settings.mail, email=email)
+            await db.commit()
+        runtime.mailer.kick()
+    except Exception:
+        log.exception("preparing a password reset failed")
 
 
 def _session_id(principal: Principal) -> str:
@@ -281,12 +294,11 @@ class AuthController(Controller):
         request: Request[Any, Any, Any],
         data: JSONBody[ForgotPasswordRequest],
         runtime: NamedDependency[Runtime],
-        db: NamedDependency[AsyncSession],
-    ) -> Accepted:
-        """202 for known and unknown emails alike; a known one gets a reset link (limited per hour)."""
+    ) -> Response[Accepted]:
+        """202 for known and unknown emails alike, sent before any lookup: the work (a reset link for a known
+        address, at most five an hour) happens after the response, so its timing reveals nothing either."""
         await runtime.throttle.check_ip(client_of(request, runtime).ip)
-        await lifecycle.forgot_password(db, runtime.settings.mail, email=data.email)
-        return ACCEPTED
+        return Response(ACCEPTED, status_code=202, background=BackgroundTask(_send_reset, runtime, data.email))
 
     @post("/reset-password", status_code=200)
     async def reset_password(

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from sqlalchemy import select, update
 
-from gateway.db.models import EmailToken, User
+from gateway.db.models import EmailToken, OutboxMessage, User
 from tests.api.mailbox import Mailbox, mailing_gateway
 from tests.conftest import PASSWORD, Gateway, Upstream, load_system_policy, run_cli
 
@@ -54,6 +54,8 @@ async def test_registration_does_not_reveal_existing_accounts(mailing: tuple[Gat
     assert problem["type"] == "urn:gateway:problem:email-unverified"
     assert (await _login(gateway, "new@example.test", "wrong password!"))[0] == 401
     link = await mailbox.wait_for("new@example.test", "Confirm your email")
+    tampered = link.token[:-2] + ("xy" if not link.token.endswith("xy") else "yz")
+    assert (await _post(gateway, "/auth/verify-email", {"token": tampered}))[0] == 400
     assert (await _post(gateway, "/auth/verify-email", {"token": link.token}))[0] == 200
     assert (await _post(gateway, "/auth/verify-email", {"token": link.token}))[0] == 400
     assert (await _login(gateway, "new@example.test", NEW))[0] == 200
@@ -233,6 +235,11 @@ async def test_without_smtp_mail_waits_in_the_outbox(gateway: Gateway, db_url: s
     """No SMTP configured: `gateway outbox` prints the message with its link on the configured origin."""
     await gateway.user("ann@example.test")
     assert (await _post(gateway, "/auth/forgot-password", {"email": "ann@example.test"}))[0] == 202
+    for _ in range(100):  # the reset is prepared after the response
+        async with gateway.runtime.sessions() as db:
+            if await db.scalar(select(OutboxMessage.id)) is not None:
+                break
+        await asyncio.sleep(0.05)
     out = run_cli(["outbox"], db_url)
     assert out.returncode == 0, out.stderr
     assert "To: ann@example.test" in out.stdout
