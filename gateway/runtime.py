@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import gc
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_engine, session_factory
+from gateway.db.listen import Listener
 from gateway.db.models import ApiKey
 from gateway.identity.passwords import PasswordHasher
 from gateway.identity.throttle import LoginThrottle, MemoryFailures, RedisFailures
@@ -67,6 +69,13 @@ class Runtime:
     _watcher: asyncio.Task[None] | None = None
     _usage_writer: asyncio.Task[None] | None = None
     _mail_sender: asyncio.Task[None] | None = None
+    _listening: asyncio.Task[None] | None = None
+    listener: Listener | None = None
+    """PostgreSQL only: LISTEN for committed changes."""
+    last_sync: float = 0.0
+    """When the watcher last reached the database (readiness reports a stale policy)."""
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _resync: bool = False
 
     @classmethod
     def configure(cls, settings: Settings) -> Runtime:
@@ -114,6 +123,9 @@ class Runtime:
             trusted_proxies=TrustedProxies(self.settings.trusted_proxies),
         )
         self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")
+        if self.settings.database_url.startswith("postgresql"):
+            self.listener = Listener(self.settings.database_url, self._changed)
+            self._listening = asyncio.create_task(self.listener.run(), name="gateway-listen")
         self._usage_writer = asyncio.create_task(self._write_usage(), name="gateway-key-usage")
         self.mailer = Mailer(self.settings.mail, self.sessions)
         self._mail_sender = asyncio.create_task(self.mailer.run(), name="gateway-mail")
@@ -123,7 +135,7 @@ class Runtime:
         gc.freeze()
 
     async def stop(self) -> None:
-        for task in (self._watcher, self._usage_writer, self._mail_sender):
+        for task in (self._listening, self._watcher, self._usage_writer, self._mail_sender):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -182,12 +194,27 @@ class Runtime:
             except Exception:
                 log.exception("writing API key last-use times failed; they will be retried")
 
+    def _changed(self, resync: bool) -> None:
+        """The listener heard of a change (or reconnected: then reload unconditionally)."""
+        self._resync = self._resync or resync
+        self._wake.set()
+
     async def _watch(self) -> None:
-        """Poll the state version so changes made by other processes (CLI, replicas) arrive within a poll."""
+        """Reload when another process (CLI, replica) changed something: at once when PostgreSQL notifies,
+        and in any case at every poll, which also covers SQLite and a listener that is down."""
         while True:
-            await asyncio.sleep(self.settings.policy_poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.policy_poll_seconds)
+            self._wake.clear()
+            resync, self._resync = self._resync, False
             try:
-                await self.refresh()
+                if resync:
+                    await self.policy.reload(self.store.version, self._state, force=True)
+                    self.tokens.replace_ring(await load_or_create_keys(self.sessions))
+                else:
+                    await self.refresh()
+                self.last_sync = time.time()
             except Exception:
                 # The old snapshot keeps serving; the next poll tries again.
+                self._resync = self._resync or resync
                 log.exception("policy reload failed; keeping the previous policy")

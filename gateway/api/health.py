@@ -40,4 +40,5 @@ async def readyz(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         "policy_version": runtime.policy.version,
         "policy_loaded_at": dt.datetime.fromtimestamp(loaded_at, dt.UTC).isoformat(),
         "policy_rules": runtime.policy.rule_count,
+        "listening": runtime.listener.connected if runtime.listener is not None else None,
     }

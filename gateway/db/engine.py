@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from gateway.db.models import StateVersion, utcnow
@@ -31,11 +31,19 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+CHANNEL = "gateway_state"
+"""PostgreSQL NOTIFY channel: a notice is sent by the transaction that bumps the version, at its commit."""
+
+
 async def bump_version(session: AsyncSession) -> None:
-    """Record, in the caller's transaction, that cached state changed; every gateway process reloads."""
+    """Record, in the caller's transaction, that cached state changed; every gateway process reloads. On
+    PostgreSQL the same transaction notifies CHANNEL, so listening replicas hear of it when it commits (and
+    not at all if it rolls back)."""
     await session.execute(
         update(StateVersion).where(StateVersion.id == 1).values(version=StateVersion.version + 1, updated_at=utcnow())
     )
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
 async def read_version(session: AsyncSession) -> int:
