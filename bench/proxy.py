@@ -236,6 +236,10 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--database",
+        help="run the gateway on this database (e.g. the scale scenario of bench/scale.py) instead of a fresh one",
+    )
     parser.add_argument("--role", choices=["upstream", "passthrough", "mounted"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -250,7 +254,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     up_port, pass_port, mount_port, gw_port = free_port(), free_port(), free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{up_port}"
-    db = f"sqlite+aiosqlite:///{work / 'bench.db'}"
+    db = args.database or f"sqlite+aiosqlite:///{work / 'bench.db'}"
     (work / "gateway.toml").write_text(
         f'database_url = "{db}"\nmodel_path = "{ROOT / "model.conf"}"\nlog_level = "INFO"\n'
         f'[[routes]]\nprefix = "/api"\nupstream = "{upstream_url}"\n'
@@ -300,6 +304,9 @@ def main() -> None:
                 f"{name:14} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>8.0f}"
                 f" {r['cpu_us']:>11.0f}"
             )
+        status = Path(f"/proc/{children[2].pid}/status").read_text()
+        rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+        print(f"gateway RSS after the runs: {rss:.0f} MiB")
         ratio = best["gateway"]["rps"] / best["passthrough"]["rps"]
         cpu_ratio = best["passthrough"]["cpu_us"] / best["gateway"]["cpu_us"]
         print(f"gateway / passthrough throughput: {ratio:.2f} (target >= 0.75); by CPU per request: {cpu_ratio:.2f}")
