@@ -14,6 +14,14 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.types import Receive, Scope, Send
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InternalError,
+    NotSupportedError,
+    ProgrammingError,
+)
 
 from gateway.api.admin import admin_router
 from gateway.api.admin.guard import provide_caller
@@ -21,7 +29,14 @@ from gateway.api.auth import AuthController
 from gateway.api.deps import provide_db, provide_runtime
 from gateway.api.health import healthz, metrics, readyz
 from gateway.api.keys import jwks
-from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, Unprocessable, problem_body, render
+from gateway.errors import (
+    PROBLEM_CONTENT_TYPE,
+    GatewayError,
+    ServiceUnavailable,
+    Unprocessable,
+    problem_body,
+    render,
+)
 from gateway.proxy.forward_auth import FORWARD_AUTH_PATH
 from gateway.proxy.paths import canonical_path
 from gateway.runtime import Runtime
@@ -106,6 +121,17 @@ def _field_of(item: dict[str, Any]) -> str:
     return ""
 
 
+def _database_down(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[bytes]:
+    """The database cannot be reached (a refused or lost connection, a database not accepting connections):
+    503 with Retry-After, so clients and load balancers retry. Proxied requests are not affected: they never
+    touch the database. Integrity, data and programming errors stay 500s: they are bugs, not outages."""
+    if isinstance(exc, IntegrityError | DataError | ProgrammingError | InternalError | NotSupportedError):
+        return _internal(request, exc)
+    log.warning("database unreachable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+    error = ServiceUnavailable("the database is unreachable; try again shortly")
+    return _problem(error.status, render(error), {"retry-after": "5"})
+
+
 def _internal(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.error("unhandled error", exc_info=exc)  # the trace stays in the log, never in the response
     body = problem_body(
@@ -124,6 +150,7 @@ def _title(status: int) -> str:
 _EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     GatewayError: _gateway_error,
     HTTPException: _http_error,
+    DBAPIError: _database_down,
     Exception: _internal,
 }
 API_PREFIXES = (b"/auth", b"/admin")
