@@ -73,7 +73,7 @@ class Runtime:
     listener: Listener | None = None
     """PostgreSQL only: LISTEN for committed changes."""
     last_sync: float = 0.0
-    """When the watcher last reached the database (readiness reports a stale policy)."""
+    """When the watcher last reached the database (`/readyz` shows it as `policy_synced_at`)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _resync: bool = False
 

@@ -28,7 +28,8 @@ async def provide_db(
 ) -> AsyncGenerator[AsyncSession, None]:
     """A session whose transaction commits when the handler returns and rolls back when it raises. After a
     write, this process reloads its policy before the response is sent, so the caller's next request (proxied
-    or admin) already sees the change; other processes see it within their next poll."""
+    or admin) already sees the change; other processes hear of it at once on PostgreSQL (NOTIFY), within a
+    poll on SQLite."""
     async with runtime.sessions() as session:
         try:
             yield session

@@ -40,5 +40,6 @@ async def readyz(runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         "policy_version": runtime.policy.version,
         "policy_loaded_at": dt.datetime.fromtimestamp(loaded_at, dt.UTC).isoformat(),
         "policy_rules": runtime.policy.rule_count,
+        "policy_synced_at": dt.datetime.fromtimestamp(runtime.last_sync or loaded_at, dt.UTC).isoformat(),
         "listening": runtime.listener.connected if runtime.listener is not None else None,
     }
