@@ -21,6 +21,7 @@ from gateway.db.models import BootstrapToken, PolicyRule, User, utcnow
 from gateway.errors import Conflict, Forbidden, InvalidToken, Unauthenticated, Unprocessable
 from gateway.identity import mfa
 from gateway.identity.passwords import PasswordHasher, password_problem
+from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import TokenService
 from gateway.policy import store
@@ -122,6 +123,7 @@ async def complete_mfa(
     hasher: PasswordHasher,
     tokens: TokenService,
     settings: Tokens,
+    sealer: Sealer,
     *,
     challenge_token: str,
     code: str,
@@ -133,7 +135,7 @@ async def complete_mfa(
     if user is None or user.disabled:
         raise InvalidToken("MFA challenge invalid; sign in again")
     used_backup = False
-    accepted = await mfa.verify_totp(session, user.id, code)
+    accepted = await mfa.verify_totp(session, sealer, user.id, code)
     if not accepted and "-" in code:
         accepted = used_backup = await mfa.use_backup_code(session, hasher, user.id, code)
     if not accepted:

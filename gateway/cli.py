@@ -100,6 +100,13 @@ def cmd_signing_keys(args: argparse.Namespace) -> None:
     print(asyncio.run(work()))
 
 
+def cmd_encryption_key(args: argparse.Namespace) -> None:
+    from gateway.identity.sealing import new_key
+
+    print(new_key())
+    print("Set it as encryption_key (GATEWAY_ENCRYPTION_KEY); keep it out of the database's backups.", file=sys.stderr)
+
+
 def cmd_outbox(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> list[OutboxMessage]:
         query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(args.limit)
@@ -278,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     prune = signing.add_parser("prune", parents=[config], help="remove old signing keys (never the newest)")
     prune.add_argument("--older-than-seconds", type=int, default=24 * 3600)
     prune.set_defaults(func=cmd_signing_keys)
+
+    commands.add_parser(
+        "encryption-key", help="print a new key for encryption_key (seals TOTP secrets at rest)"
+    ).set_defaults(func=cmd_encryption_key)
 
     outbox = commands.add_parser(
         "outbox", parents=[config], help="print emails waiting in the outbox (all of them without SMTP)"

@@ -19,6 +19,7 @@ from gateway.db.engine import create_engine, session_factory
 from gateway.db.listen import Listener
 from gateway.db.models import ApiKey
 from gateway.identity.passwords import PasswordHasher
+from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle, MemoryFailures, RedisFailures
 from gateway.identity.tokens import TokenService, load_or_create_keys
 from gateway.mail import Mailer
@@ -53,6 +54,7 @@ class Runtime:
     routes: RouteTable
     policy: PolicyEngine
     hasher: PasswordHasher
+    sealer: Sealer
     db: AsyncEngine = field(init=False)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
     store: PolicyStore = field(init=False)
@@ -85,6 +87,7 @@ class Runtime:
             routes=RouteTable(settings.routes, settings.upstream),
             policy=PolicyEngine(settings.model_path),
             hasher=PasswordHasher(settings.passwords),
+            sealer=Sealer(settings.encryption_key),
             files=PolicyFiles(Path(settings.model_path), Path(settings.policy_dir)) if settings.watch_files else None,
         )
 

@@ -196,6 +196,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
     login: Login = msgspec.field(default_factory=Login)
     mail: Mail = msgspec.field(default_factory=Mail)
+    encryption_key: str | None = None
+    """A Fernet key (`gateway encryption-key` makes one) sealing TOTP secrets at rest. Keep it out of the
+    database and its backups; prefer GATEWAY_ENCRYPTION_KEY. Without it, TOTP secrets are stored as they are."""
     routes: tuple[Route, ...] = ()
     """The route table; see `Route`."""
 
@@ -223,6 +226,13 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("mail.smtp_tls: one of starttls, tls, none")
     if not settings.mail.public_base_url.startswith(("https://", "http://")):
         raise ConfigError("mail.public_base_url: an http(s) origin, such as https://app.example.com")
+    if settings.encryption_key is not None:
+        from cryptography.fernet import Fernet
+
+        try:
+            Fernet(settings.encryption_key.encode())
+        except ValueError as exc:
+            raise ConfigError("encryption_key: not a Fernet key; make one with `gateway encryption-key`") from exc
     login = settings.login
     if login.free_failures < 1 or login.ip_failures_per_window < 1:
         raise ConfigError("login: free_failures and ip_failures_per_window must be at least 1")

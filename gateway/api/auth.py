@@ -133,7 +133,13 @@ class AuthController(Controller):
     ) -> Response[TokenResponse]:
         """Finish an MFA login with a TOTP code (each accepted once) or a backup code (each usable once)."""
         pair, used_backup = await accounts.complete_mfa(
-            db, runtime.hasher, runtime.tokens, runtime.settings.tokens, challenge_token=data.mfa_token, code=data.code
+            db,
+            runtime.hasher,
+            runtime.tokens,
+            runtime.settings.tokens,
+            runtime.sealer,
+            challenge_token=data.mfa_token,
+            code=data.code,
         )
         if used_backup:
             await _notify(db, pair.session_id, "A backup code was used", "A backup code was used to sign in.")
@@ -143,13 +149,16 @@ class AuthController(Controller):
 
     @post("/mfa/totp", status_code=200, dependencies=PRINCIPAL)
     async def enrol_totp(
-        self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
+        self,
+        principal: NamedDependency[Principal],
+        runtime: NamedDependency[Runtime],
+        db: NamedDependency[AsyncSession],
     ) -> Response[TotpEnrolment]:
         """Start TOTP enrolment (needs a recent sign-in): the secret and its otpauth:// URI, shown only now.
         Nothing changes for sign-in until POST /auth/mfa/totp/confirm."""
         lifecycle.require_recent(principal)
         user = await _human(db, principal)
-        secret, uri = await mfa.enrol(db, user)
+        secret, uri = await mfa.enrol(db, runtime.sealer, user)
         return Response(TotpEnrolment(secret=secret, otpauth_uri=uri), headers=NO_STORE)
 
     @post("/mfa/totp/confirm", status_code=200, dependencies=PRINCIPAL)
@@ -163,7 +172,7 @@ class AuthController(Controller):
         """Activate TOTP with a current code; returns ten backup codes, shown once."""
         lifecycle.require_recent(principal)
         user = await _human(db, principal)
-        codes = await mfa.confirm(db, runtime.hasher, user, data.code)
+        codes = await mfa.confirm(db, runtime.hasher, runtime.sealer, user, data.code)
         if codes is None:
             raise Unprocessable("code: not a current code for this secret")
         await _notify(db, principal.session_id, "Two-step sign-in is on", "An authenticator app was added.")
@@ -181,7 +190,7 @@ class AuthController(Controller):
         user = await _human(db, principal)
         valid, _ = await runtime.hasher.verify(data.password, user.password_hash)
         factor_ok = valid and (
-            await mfa.verify_totp(db, user.id, data.code)
+            await mfa.verify_totp(db, runtime.sealer, user.id, data.code)
             or await mfa.use_backup_code(db, runtime.hasher, user.id, data.code)
         )
         if not factor_ok:

@@ -274,8 +274,8 @@ class TotpFactor(Base):
     __tablename__ = "totp_factors"
 
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    secret: Mapped[str] = mapped_column(String(64))
-    """Base32, 160 bits. Stored like the signing keys; never returned after enrolment."""
+    secret: Mapped[str] = mapped_column(String(255))
+    """Base32, 160 bits; sealed with `encryption_key` when one is configured. Never returned after enrolment."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_step: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,6 +1,7 @@
 """Second factors: TOTP (RFC 6238) and backup codes, and the short-lived challenge between password and code.
 
-- TOTP: a 160-bit secret from the CSPRNG, SHA-1, 6 digits, 30 s; active only after a code confirms it. A code
+- TOTP: a 160-bit secret from the CSPRNG, SHA-1, 6 digits, 30 s, sealed at rest when an encryption key is
+  configured; active only after a code confirms it. A code
   is accepted for the current step ±1, and each step at most once per user (an atomic compare-and-set of the
   last accepted step), so a seen code cannot be replayed.
 - Backup codes: 10 codes of 50 random bits, shown once, stored as Argon2id, each usable once; regenerating
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.db.models import BackupCode, MfaChallenge, TotpFactor, User, utcnow
 from gateway.errors import Conflict, InvalidToken, NotFound
 from gateway.identity.passwords import PasswordHasher
+from gateway.identity.sealing import Sealer
 
 ISSUER = "casbin-gateway"
 STEP = 30
@@ -44,7 +46,7 @@ async def confirmed_factor(db: AsyncSession, user_id: str) -> TotpFactor | None:
     return factor if factor is not None and factor.confirmed_at is not None else None
 
 
-async def enrol(db: AsyncSession, user: User) -> tuple[str, str]:
+async def enrol(db: AsyncSession, sealer: Sealer, user: User) -> tuple[str, str]:
     """A new, unconfirmed secret; returns (base32 secret, otpauth URI). Refused while a confirmed one exists."""
     if await confirmed_factor(db, user.id) is not None:
         raise Conflict("totp: already active; remove it first")
@@ -53,7 +55,7 @@ async def enrol(db: AsyncSession, user: User) -> tuple[str, str]:
     if existing is not None:
         await db.delete(existing)
         await db.flush()
-    db.add(TotpFactor(user_id=user.id, secret=secret, created_at=utcnow(), confirmed_at=None, last_step=0))
+    db.add(TotpFactor(user_id=user.id, secret=sealer.seal(secret), created_at=utcnow(), confirmed_at=None, last_step=0))
     await db.flush()
     uri = pyotp.TOTP(secret, interval=STEP).provisioning_uri(name=user.email or user.id, issuer_name=ISSUER)
     return secret, uri
@@ -72,8 +74,8 @@ def _matching_step(secret: str, code: str, now: float) -> int | None:
     return found
 
 
-async def _accept(db: AsyncSession, factor: TotpFactor, code: str) -> bool:
-    step = _matching_step(factor.secret, code.strip(), time.time())
+async def _accept(db: AsyncSession, sealer: Sealer, factor: TotpFactor, code: str) -> bool:
+    step = _matching_step(sealer.open(factor.secret), code.strip(), time.time())
     if step is None:
         return False
     # Compare-and-set: of two concurrent uses of one code, or a replay, only one moves last_step.
@@ -85,22 +87,22 @@ async def _accept(db: AsyncSession, factor: TotpFactor, code: str) -> bool:
     return moved.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
-async def confirm(db: AsyncSession, hasher: PasswordHasher, user: User, code: str) -> list[str] | None:
+async def confirm(db: AsyncSession, hasher: PasswordHasher, sealer: Sealer, user: User, code: str) -> list[str] | None:
     """Activate the pending secret with a valid code; returns fresh backup codes, or None for a wrong code."""
     factor = await db.get(TotpFactor, user.id)
     if factor is None:
         raise NotFound("totp: nothing to confirm; enrol first")
     if factor.confirmed_at is not None:
         raise Conflict("totp: already active")
-    if not await _accept(db, factor, code):
+    if not await _accept(db, sealer, factor, code):
         return None
     factor.confirmed_at = utcnow()
     return await regenerate_backup_codes(db, hasher, user)
 
 
-async def verify_totp(db: AsyncSession, user_id: str, code: str) -> bool:
+async def verify_totp(db: AsyncSession, sealer: Sealer, user_id: str, code: str) -> bool:
     factor = await confirmed_factor(db, user_id)
-    return factor is not None and await _accept(db, factor, code)
+    return factor is not None and await _accept(db, sealer, factor, code)
 
 
 async def remove(db: AsyncSession, user_id: str) -> None:

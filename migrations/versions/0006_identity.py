@@ -58,7 +58,7 @@ def upgrade() -> None:
     op.create_table(
         "totp_factors",
         sa.Column("user_id", sa.String(36), nullable=False),
-        sa.Column("secret", sa.String(64), nullable=False),
+        sa.Column("secret", sa.String(255), nullable=False),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("confirmed_at", TS, nullable=True),
         sa.Column("last_step", sa.BigInteger(), nullable=False),

@@ -184,3 +184,30 @@ async def test_a_password_reset_does_not_bypass_mfa(mailing: tuple[Gateway, Mail
     _, body, _ = await _post(gateway, "/auth/login", {"email": "ann@example.test", "password": new})
     assert body["mfa_required"] is True
     assert "access_token" not in body
+
+
+async def test_totp_secrets_are_sealed_with_the_encryption_key(db_url: str, upstream: Upstream, tmp_path: Path) -> None:
+    """With encryption_key set the stored secret is a Fernet token, not the secret, and MFA still works;
+    a wrong key in the configuration is refused at start."""
+    from sqlalchemy import select
+
+    from gateway.db.models import TotpFactor
+    from gateway.identity.sealing import new_key
+    from gateway.settings import ConfigError
+    from tests.conftest import gateway_settings, serving
+
+    key = new_key()
+    settings = gateway_settings(db_url, upstream.url, audit_log=str(tmp_path / "a.jsonl"), encryption_key=key)
+    async with serving(settings, upstream) as gateway:
+        secret, _, _ = await _enrolled(gateway)
+        async with gateway.runtime.sessions() as db:
+            stored = await db.scalar(select(TotpFactor.secret))
+        assert stored is not None
+        assert stored.startswith("fernet:")
+        assert secret not in stored
+        status, _, _ = await _post(
+            gateway, "/auth/login/mfa", {"mfa_token": await _challenge(gateway), "code": _code(secret, 30)}
+        )
+        assert status == 200
+    with pytest.raises(ConfigError, match="encryption_key"):
+        gateway_settings(db_url, upstream.url, encryption_key="not-a-key")
