@@ -6,7 +6,8 @@
     ├── Unauthenticated               401 unauthenticated      no usable credentials (WWW-Authenticate: Bearer)
     │   └── InvalidToken              401 invalid-token        a credential was sent and rejected
     ├── Forbidden                     403 forbidden            authenticated but not allowed (also unknown org)
-    │   └── ReauthRequired            403 reauth-required      a sensitive change needs a sign-in within 15 min
+    │   ├── ReauthRequired            403 reauth-required      a sensitive change needs a sign-in within 15 min
+    │   └── MfaEnrollmentRequired     403 mfa-enrollment-required  superadmins must turn on TOTP first
     ├── NotFound                      404 not-found            no route, or no such resource
     ├── Conflict                      409 conflict             the change clashes with existing state
     ├── PreconditionFailed            412 precondition-failed  If-Match names a version that is no longer current
@@ -102,6 +103,13 @@ class ReauthRequired(Forbidden):
 
     slug = "reauth-required"
     title = "Recent authentication required"
+
+
+class MfaEnrollmentRequired(Forbidden):
+    """Raise when a superadmin without a second factor uses /admin and `login.superadmins_need_mfa` is on."""
+
+    slug = "mfa-enrollment-required"
+    title = "Two-step sign-in required"
 
 
 class NotFound(GatewayError):

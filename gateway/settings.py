@@ -149,6 +149,9 @@ class Login(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The longest lock (15 minutes)."""
     ip_failures_per_window: int = 100
     """Failures from one client IP within 15 minutes before that IP is locked for 15 minutes."""
+    superadmins_need_mfa: bool = False
+    """When true, a superadmin without confirmed TOTP gets 403 `mfa-enrollment-required` on /admin (their own
+    /auth endpoints, where they enrol, stay open). Recommended in production."""
 
 
 class RateLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -211,3 +211,31 @@ async def test_totp_secrets_are_sealed_with_the_encryption_key(db_url: str, upst
         assert status == 200
     with pytest.raises(ConfigError, match="encryption_key"):
         gateway_settings(db_url, upstream.url, encryption_key="not-a-key")
+
+
+async def test_superadmins_can_be_made_to_enrol_before_using_admin(
+    db_url: str, upstream: Upstream, tmp_path: Path
+) -> None:
+    """With login.superadmins_need_mfa, a superadmin without TOTP gets 403 mfa-enrollment-required on /admin,
+    can still enrol under /auth, and then uses /admin; other users are not affected."""
+    from tests.conftest import gateway_settings, serving
+
+    settings = gateway_settings(
+        db_url, upstream.url, audit_log=str(tmp_path / "a.jsonl"), login={"superadmins_need_mfa": True}
+    )
+    await load_system_policy(db_url)
+    async with serving(settings, upstream) as gateway:
+        await gateway.org("acme")
+        await gateway.user("admin@acme.test", org="acme", role="admin")
+        admin = await gateway.login("admin@acme.test")
+        assert (await gateway.call("GET", "/admin/orgs/acme/members", token=admin))[0] == 200
+        await gateway.user("root@example.test", superadmin=True)
+        _, login, _ = await _post(gateway, "/auth/login", {"email": "root@example.test", "password": PASSWORD})
+        status, _, raw = await gateway.call("GET", "/admin/orgs", token=login["access_token"])
+        assert status == 403
+        assert json.loads(raw)["type"] == "urn:gateway:problem:mfa-enrollment-required"
+        token = login["access_token"]
+        _, enrolment, _ = await _post(gateway, "/auth/mfa/totp", token=token)
+        secret = enrolment["secret"]
+        assert (await _post(gateway, "/auth/mfa/totp/confirm", {"code": _code(secret)}, token=token))[0] == 200
+        assert (await gateway.call("GET", "/admin/orgs", token=token))[0] == 200

@@ -20,9 +20,11 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from gateway.errors import Forbidden
+from gateway.errors import Forbidden, MfaEnrollmentRequired
+from gateway.identity.mfa import confirmed_factor
 from gateway.identity.tokens import Principal
 from gateway.manage.common import Actor
+from gateway.manage.roles import SUPERADMIN
 from gateway.policy import PolicyEngine
 from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN
 from gateway.proxy.audit import AuditEvent
@@ -83,6 +85,8 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
         domain = ANY_DOMAIN
         if principal.key is not None:
             raise Forbidden("API keys act inside their own organization only")
+    if runtime.settings.login.superadmins_need_mfa and principal.key is None:
+        await _require_mfa_for_superadmins(runtime, principal)
     request_id = headers.get("x-request-id", "")
     request_id = request_id if _REQUEST_ID_RE.match(request_id) else secrets.token_hex(16)
     if mode != "self":
@@ -110,6 +114,14 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
 
     actor = Actor(subject=principal.subject, request_id=request_id, may=may)
     connection.scope[CALLER_KEY] = Caller(principal=principal, domain=domain, actor=actor)  # type: ignore[literal-required]
+
+
+async def _require_mfa_for_superadmins(runtime: Runtime, principal: Principal) -> None:
+    if SUPERADMIN not in runtime.policy.roles_of(principal.subject, ANY_DOMAIN):
+        return
+    async with runtime.sessions() as db:
+        if await confirmed_factor(db, principal.user_id) is None:
+            raise MfaEnrollmentRequired("superadmins must turn on two-step sign-in (POST /auth/mfa/totp) first")
 
 
 def provide_caller(request: ASGIConnection[Any, Any, Any, Any]) -> Caller:
