@@ -92,7 +92,7 @@ async def _check_org_line(session: AsyncSession, actor: Actor, org: Organization
     if USER_SUBJECT_RE.match(subject):
         raise Unprocessable(f"{field}: subject {subject!r}: give users roles through /members, not g lines")
     await require_role(session, org, subject, f"{field}: subject")
-    await check_inheritance(session, actor, org, subject, [rule.values[1]], f"{field}: role")
+    await check_inheritance(session, actor, org, subject, [rule.values[1]], f"{field}: role", adding=True)
 
 
 async def add_lines(

@@ -95,11 +95,19 @@ async def implies_owner(session: AsyncSession, org: Organization, name: str) -> 
 
 
 async def check_inheritance(
-    session: AsyncSession, actor: Actor, org: Organization, child: str, parents: list[str], field: str
+    session: AsyncSession,
+    actor: Actor,
+    org: Organization,
+    child: str,
+    parents: list[str],
+    field: str,
+    *,
+    adding: bool = False,
 ) -> None:
-    """Parents must exist, must not be superadmin, must not make a cycle; inheriting owner needs owner rights."""
+    """Parents must exist, must not be superadmin, must not make a cycle; inheriting owner needs owner rights.
+    `parents` replace the child's current ones, or with `adding` join them (a single new `g` line)."""
     graph = await _parents(session, org)
-    graph[child] = set(parents)
+    graph[child] = (graph.get(child, set()) if adding else set()) | set(parents)
     for index, parent in enumerate(parents):
         await require_role(session, org, parent, f"{field}[{index}]")
         if parent == child or child in _closure(graph, parent):

@@ -570,3 +570,15 @@ async def test_a_superadmin_disables_and_enables_a_user(world: World) -> None:
     assert await _proxied(world, "member", "GET") == 200
     _, events, _ = await world.call("superadmin", "GET", "/admin/audit?action=user.disable")
     assert [e["target"] for e in events["items"]] == [member]
+
+
+async def test_policy_lines_cannot_close_an_inheritance_cycle(world: World) -> None:
+    """A `g` line through the policies API is checked together with the role's existing parents: a cycle
+    through them is 422, and a second parent leading to owner needs an owner."""
+    await world.call("admin", "POST", "/admin/orgs/acme/roles", {"name": "a", "inherits": ["viewer"]})
+    await world.call("admin", "POST", "/admin/orgs/acme/roles", {"name": "b", "inherits": ["a"]})
+    status, problem, _ = await world.call("admin", "POST", "/admin/orgs/acme/policies", {"lines": ["g, a, b, acme"]})
+    assert status == 422
+    assert "cycle" in problem["detail"]
+    assert (await world.call("admin", "POST", "/admin/orgs/acme/policies", {"lines": ["g, b, owner, acme"]}))[0] == 403
+    assert (await world.call("admin", "POST", "/admin/orgs/acme/policies", {"lines": ["g, b, member, acme"]}))[0] == 201
