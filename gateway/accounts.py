@@ -7,7 +7,6 @@ caches, so every gateway process reloads its snapshot.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from gateway.identity import mfa
 from gateway.identity.passwords import PasswordHasher, password_problem
 from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle
-from gateway.identity.tokens import TokenService
+from gateway.identity.tokens import TokenService, secret_digest
 from gateway.policy import store
 from gateway.policy.rules import Rule
 from gateway.settings import Tokens
@@ -164,7 +163,7 @@ async def new_bootstrap_token(session: AsyncSession) -> str:
         raise Conflict("bootstrap: a superadmin exists already")
     token = "bt_" + secrets.token_urlsafe(32)
     now = utcnow()
-    session.add(BootstrapToken(token_hash=_sha(token), created_at=now, expires_at=now + BOOTSTRAP_TTL))
+    session.add(BootstrapToken(token_hash=secret_digest(token), created_at=now, expires_at=now + BOOTSTRAP_TTL))
     return token
 
 
@@ -173,7 +172,7 @@ async def bootstrap(session: AsyncSession, hasher: PasswordHasher, *, token: str
     claimed = await session.execute(
         update(BootstrapToken)
         .where(
-            BootstrapToken.token_hash == _sha(token),
+            BootstrapToken.token_hash == secret_digest(token),
             BootstrapToken.used_at.is_(None),
             BootstrapToken.expires_at > utcnow(),
         )
@@ -184,7 +183,3 @@ async def bootstrap(session: AsyncSession, hasher: PasswordHasher, *, token: str
     user = await create_user(session, hasher, email=email, password=password)
     await grant_superadmin(session, user)
     return user
-
-
-def _sha(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()

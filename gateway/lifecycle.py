@@ -9,7 +9,6 @@ forgot-password, email change) are the same either way; the difference only reac
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
 import time
 
@@ -22,7 +21,7 @@ from gateway.accounts import normalise_email
 from gateway.db.models import EmailToken, Session, User, utcnow
 from gateway.errors import BadRequest, Conflict, Forbidden, InvalidToken, ReauthRequired, Unprocessable
 from gateway.identity.passwords import PasswordHasher, password_problem
-from gateway.identity.tokens import Principal, TokenService
+from gateway.identity.tokens import Principal, TokenService, secret_digest
 from gateway.settings import Mail, Tokens
 
 VERIFY_TTL = dt.timedelta(hours=24)
@@ -31,10 +30,6 @@ EMAIL_CHANGE_TTL = dt.timedelta(hours=1)
 REAUTH_SECONDS = 15 * 60
 RESETS_PER_HOUR = 5
 _BAD_TOKEN = "token: invalid, already used or expired"  # noqa: S105 - an error message, not a secret
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 async def _issue(db: AsyncSession, user: User, purpose: str, ttl: dt.timedelta, *, new_email: str | None = None) -> str:
@@ -50,7 +45,7 @@ async def _issue(db: AsyncSession, user: User, purpose: str, ttl: dt.timedelta, 
         EmailToken(
             user_id=user.id,
             purpose=purpose,
-            token_hash=_hash(token),
+            token_hash=secret_digest(token),
             new_email=new_email,
             created_at=now,
             expires_at=now + ttl,
@@ -61,7 +56,7 @@ async def _issue(db: AsyncSession, user: User, purpose: str, ttl: dt.timedelta, 
 
 
 async def _find(db: AsyncSession, token: str, purposes: tuple[str, ...]) -> EmailToken:
-    row = await db.scalar(select(EmailToken).where(EmailToken.token_hash == _hash(token)))
+    row = await db.scalar(select(EmailToken).where(EmailToken.token_hash == secret_digest(token)))
     if row is None or row.purpose not in purposes or row.used_at is not None or row.expires_at <= utcnow():
         raise BadRequest(_BAD_TOKEN)
     return row

@@ -153,10 +153,11 @@ class Runtime:
             await pool.close()
         await self.db.dispose()
 
-    async def refresh(self) -> None:
-        """Reload now if anything changed (called after this process writes); never on the request path."""
+    async def refresh(self, *, force: bool = False) -> None:
+        """Reload now if anything changed (called after this process writes), or unconditionally with `force`;
+        never on the request path."""
         files_changed = self.files is not None and self.files.changed()
-        if await self.policy.reload(self.store.version, self._state, force=files_changed):
+        if await self.policy.reload(self.store.version, self._state, force=force or files_changed):
             self.tokens.replace_ring(await load_or_create_keys(self.sessions))
 
     async def _state(self) -> PolicyState:
@@ -211,11 +212,7 @@ class Runtime:
             self._wake.clear()
             resync, self._resync = self._resync, False
             try:
-                if resync:
-                    await self.policy.reload(self.store.version, self._state, force=True)
-                    self.tokens.replace_ring(await load_or_create_keys(self.sessions))
-                else:
-                    await self.refresh()
+                await self.refresh(force=resync)
                 self.last_sync = time.time()
             except Exception:
                 # The old snapshot keeps serving; the next poll tries again.

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
 import time
 
@@ -25,6 +24,7 @@ from gateway.db.models import BackupCode, MfaChallenge, TotpFactor, User, utcnow
 from gateway.errors import Conflict, InvalidToken, NotFound
 from gateway.identity.passwords import PasswordHasher
 from gateway.identity.sealing import Sealer
+from gateway.identity.tokens import secret_digest
 
 ISSUER = "casbin-gateway"
 STEP = 30
@@ -32,10 +32,6 @@ CHALLENGE_TTL = dt.timedelta(minutes=5)
 CHALLENGE_TRIES = 5
 BACKUP_CODES = 10
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no look-alikes (0/o, 1/l/i)
-
-
-def _sha(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 # -- TOTP -------------------------------------------------------------------------------------------------
@@ -152,7 +148,7 @@ async def open_challenge(db: AsyncSession, user_id: str, *, ip: str, user_agent:
     db.add(
         MfaChallenge(
             user_id=user_id,
-            token_hash=_sha(token),
+            token_hash=secret_digest(token),
             created_at=now,
             expires_at=now + CHALLENGE_TTL,
             failures=0,
@@ -165,7 +161,7 @@ async def open_challenge(db: AsyncSession, user_id: str, *, ip: str, user_agent:
 
 
 async def live_challenge(db: AsyncSession, token: str) -> MfaChallenge:
-    row = await db.scalar(select(MfaChallenge).where(MfaChallenge.token_hash == _sha(token)))
+    row = await db.scalar(select(MfaChallenge).where(MfaChallenge.token_hash == secret_digest(token)))
     if row is None or row.used_at is not None or row.expires_at <= utcnow() or row.failures >= CHALLENGE_TRIES:
         raise InvalidToken("MFA challenge invalid, used, expired or failed too often; sign in again")
     return row

@@ -285,6 +285,11 @@ def new_refresh_token() -> tuple[str, str]:
     return token, hash_refresh_token(token)
 
 
+def secret_digest(secret: str) -> str:
+    """SHA-256 hex of a random secret (refresh, reset, challenge and bootstrap tokens). A fast hash is right
+    for these: they carry 256 random bits, nothing to brute-force."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def hash_refresh_token(token: str) -> str:
-    # A fast hash is right here: the token carries 256 random bits, nothing to brute-force.
-    return hashlib.sha256(token.encode()).hexdigest()
+    return secret_digest(token)

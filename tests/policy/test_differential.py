@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import casbin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.policy import OrgRef, PolicyEngine, PolicyState
 from gateway.policy.rules import Rule
+from tests.policy.test_compiled import _plain
 
 MODEL = Path(__file__).resolve().parents[2] / "model.conf"
 ROLES = ["viewer", "member", "admin", "owner", "superadmin", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"]
@@ -47,18 +47,6 @@ requests = st.lists(
 )
 
 
-def _casbin(rules: list[Rule]) -> casbin.Enforcer:
-    """casbin as configured by the engine: model.conf, plus keyMatch domain matching for `g`."""
-    enforcer = casbin.Enforcer(str(MODEL))
-    enforcer.add_named_domain_matching_func("g", casbin.util.key_match)
-    for rule in rules:
-        if rule.ptype == "p":
-            enforcer.add_policy(*rule.values)
-        else:
-            enforcer.add_grouping_policy(*rule.values)
-    return enforcer
-
-
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy=policies, asked=requests)
 def test_engine_decisions_equal_casbin(
@@ -69,7 +57,7 @@ def test_engine_decisions_equal_casbin(
     rules = list(dict.fromkeys([*p, *g, *inherit, *(CHAIN if chained else [])]))
     engine = PolicyEngine(MODEL)
     engine.install(PolicyState(rules=tuple(rules), orgs=tuple(OrgRef(o, o) for o in ORGS)))
-    reference = _casbin(rules)
+    reference = _plain(rules)  # casbin as the engine configures it: model.conf + keyMatch domains for g
     for request in asked:
         allowed, line = reference.enforce_ex(*request)
         decision = engine.decide(*request)

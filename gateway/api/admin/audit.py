@@ -11,8 +11,9 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, audit_view, live_or_archived
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, audit_view
 from gateway.manage import audit
+from gateway.manage.common import find_org
 
 
 async def _list(
@@ -52,7 +53,7 @@ class AuditController(Controller):
         limit: Limit = DEFAULT_PAGE,
     ) -> schemas.AuditPage:
         """This org's changes: who, what, before and after, request id. Filter by actor, action, time."""
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         return await _list(db, found.slug, actor, action, since, until, cursor, limit)
 
 

@@ -6,24 +6,18 @@ import re
 from typing import Annotated
 
 from litestar.params import HeaderParameter, QueryParameter
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
 from gateway.db.models import Organization
 from gateway.errors import BadRequest
 from gateway.manage import audit, keys, members, roles
-from gateway.manage.common import DEFAULT_LIMIT, MAX_LIMIT, find_org
+from gateway.manage.common import DEFAULT_LIMIT, MAX_LIMIT
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="items per page")]
 Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page", max_length=512)]
 IfMatch = Annotated[str | None, HeaderParameter(name="if-match", description="the ETag read before (no lost updates)")]
 DEFAULT_PAGE = DEFAULT_LIMIT
 _ETAG_RE = re.compile(r'^(?:W/)?"(\d{1,18})"$')
-
-
-async def live_or_archived(db: AsyncSession, slug: str) -> Organization:
-    """The org of the path (the guard has already authorized the caller in it)."""
-    return await find_org(db, slug)
 
 
 def etag(version: int) -> dict[str, str]:

@@ -8,13 +8,13 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, key_view, live_or_archived, member_view
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, key_view, member_view
 from gateway.api.admin.guard import Caller
 from gateway.db.models import Organization, User
 from gateway.errors import Forbidden
 from gateway.lifecycle import require_recent
 from gateway.manage import keys
-from gateway.manage.common import Page
+from gateway.manage.common import Page, find_org
 from gateway.manage.members import get_member
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
@@ -50,7 +50,7 @@ class KeysController(Controller):
         self, org: FromPath[str], db: NamedDependency[AsyncSession], cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
     ) -> schemas.KeyPage:
         """Every key of the org, revoked ones included, ordered by key id."""
-        return _page(await keys.list_keys(db, await live_or_archived(db, org), cursor=cursor, limit=limit))
+        return _page(await keys.list_keys(db, await find_org(db, org), cursor=cursor, limit=limit))
 
     @get("/members/{member:str}/keys")
     async def list_member_keys(
@@ -62,7 +62,7 @@ class KeysController(Controller):
         cursor: Cursor = None,
         limit: Limit = DEFAULT_PAGE,
     ) -> schemas.KeyPage:
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         user_id = (await get_member(db, found, _member_id(caller, member))).user_id
         return _page(await keys.list_keys(db, found, user_id=user_id, cursor=cursor, limit=limit))
 
@@ -78,7 +78,7 @@ class KeysController(Controller):
         """A key acting as the caller (`members/me/keys`). Nobody mints a key that acts as another person."""
         if _member_id(caller, member) != caller.user_id:
             raise Forbidden("a key acts as its creator: create it under members/me/keys")
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         user = await db.get(User, caller.user_id)
         if user is None:
             raise Forbidden("not allowed in this organization")
@@ -94,7 +94,7 @@ class KeysController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> None:
         """Revoke; another member's key id (or another org's) is 404."""
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         await keys.revoke_key(db, caller.actor, found, key, user_id=_member_id(caller, member))
 
 
@@ -106,7 +106,7 @@ class ServiceAccountsController(Controller):
     async def list_accounts(
         self, org: FromPath[str], db: NamedDependency[AsyncSession], cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
     ) -> schemas.MemberPage:
-        page = await keys.list_service_accounts(db, await live_or_archived(db, org), cursor=cursor, limit=limit)
+        page = await keys.list_service_accounts(db, await find_org(db, org), cursor=cursor, limit=limit)
         return schemas.MemberPage([member_view(m) for m in page.items], page.next_cursor)
 
     @post("/")
@@ -118,7 +118,7 @@ class ServiceAccountsController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> schemas.MemberView:
         """A non-human member with a role (never owner); it authenticates with API keys only."""
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         return member_view(await keys.create_service_account(db, caller.actor, found, name=data.name, role=data.role))
 
     @delete("/{account:str}")
@@ -130,7 +130,7 @@ class ServiceAccountsController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> None:
         """Delete the account, its membership and its keys."""
-        await keys.delete_service_account(db, caller.actor, await live_or_archived(db, org), account)
+        await keys.delete_service_account(db, caller.actor, await find_org(db, org), account)
 
     @get("/{account:str}/keys")
     async def list_keys(
@@ -141,7 +141,7 @@ class ServiceAccountsController(Controller):
         cursor: Cursor = None,
         limit: Limit = DEFAULT_PAGE,
     ) -> schemas.KeyPage:
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         user = await keys.service_account(db, found, account)
         return _page(await keys.list_keys(db, found, user_id=user.id, cursor=cursor, limit=limit))
 
@@ -154,7 +154,7 @@ class ServiceAccountsController(Controller):
         caller: NamedDependency[Caller],
         db: NamedDependency[AsyncSession],
     ) -> Response[schemas.KeyCreated]:
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         return await _create(db, caller, found, await keys.service_account(db, found, account), data)
 
     @delete("/{account:str}/keys/{key:str}")
@@ -166,6 +166,6 @@ class ServiceAccountsController(Controller):
         caller: NamedDependency[Caller],
         db: NamedDependency[AsyncSession],
     ) -> None:
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         user = await keys.service_account(db, found, account)
         await keys.revoke_key(db, caller.actor, found, key, user_id=user.id)

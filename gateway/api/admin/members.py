@@ -8,9 +8,10 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, live_or_archived, member_view
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, member_view
 from gateway.api.admin.guard import Caller
 from gateway.manage import members
+from gateway.manage.common import find_org
 
 
 class MembersController(Controller):
@@ -22,7 +23,7 @@ class MembersController(Controller):
         self, org: FromPath[str], db: NamedDependency[AsyncSession], cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
     ) -> schemas.MemberPage:
         """Members (people and service accounts), ordered by user id."""
-        page = await members.list_members(db, await live_or_archived(db, org), cursor=cursor, limit=limit)
+        page = await members.list_members(db, await find_org(db, org), cursor=cursor, limit=limit)
         return schemas.MemberPage([member_view(m) for m in page.items], page.next_cursor)
 
     @post("/")
@@ -34,7 +35,7 @@ class MembersController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> schemas.MemberView:
         """Add an existing user (by email or user_id) with a role; granting owner takes an owner."""
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         view = await members.add_member(db, caller.actor, found, role=data.role, email=data.email, user_id=data.user_id)
         return member_view(view)
 
@@ -42,7 +43,7 @@ class MembersController(Controller):
     async def read(
         self, org: FromPath[str], member: FromPath[str], db: NamedDependency[AsyncSession]
     ) -> schemas.MemberView:
-        return member_view(await members.get_member(db, await live_or_archived(db, org), member))
+        return member_view(await members.get_member(db, await find_org(db, org), member))
 
     @patch("/{member:str}")
     async def change_role(
@@ -54,7 +55,7 @@ class MembersController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> schemas.MemberView:
         """Takes effect on the next request, proxied or admin. The last owner cannot be demoted (409)."""
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         return member_view(await members.change_role(db, caller.actor, found, member, data.role))
 
     @delete("/{member:str}")
@@ -66,4 +67,4 @@ class MembersController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> None:
         """Remove a member and revoke their API keys in this org. The last owner cannot be removed (409)."""
-        await members.remove_member(db, caller.actor, await live_or_archived(db, org), member)
+        await members.remove_member(db, caller.actor, await find_org(db, org), member)

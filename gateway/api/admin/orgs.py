@@ -8,11 +8,12 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag, if_match, live_or_archived, org_view
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag, if_match, org_view
 from gateway.api.admin.guard import Caller, admin_object, allowed
 from gateway.db.models import User
 from gateway.errors import InvalidToken
 from gateway.manage import orgs
+from gateway.manage.common import find_org
 from gateway.policy.rules import ANY_DOMAIN
 from gateway.runtime import Runtime
 
@@ -49,7 +50,7 @@ class OrgsController(Controller):
 
     @get("/{org:str}")
     async def read(self, org: FromPath[str], db: NamedDependency[AsyncSession]) -> Response[schemas.OrgView]:
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         return Response(org_view(found), headers=etag(found.version))
 
     @patch("/{org:str}")
@@ -62,7 +63,7 @@ class OrgsController(Controller):
         match: IfMatch = None,
     ) -> Response[schemas.OrgView]:
         """Rename (the slug never changes). With If-Match, a stale version is refused with 412."""
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         updated = await orgs.update_org(db, caller.actor, found, name=data.name, if_match=if_match(match))
         return Response(org_view(updated), headers=etag(updated.version))
 
@@ -71,7 +72,7 @@ class OrgsController(Controller):
         self, org: FromPath[str], caller: NamedDependency[Caller], db: NamedDependency[AsyncSession]
     ) -> schemas.OrgView:
         """Soft delete: at once, every member and API key of the org is denied everywhere."""
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         return org_view(await orgs.set_archived(db, caller.actor, found, archived=True))
 
     @post("/{org:str}/restore", status_code=200)
@@ -79,5 +80,5 @@ class OrgsController(Controller):
         self, org: FromPath[str], caller: NamedDependency[Caller], db: NamedDependency[AsyncSession]
     ) -> schemas.OrgView:
         """Undo an archive (an archived org has no members in effect, so this takes a platform-wide grant)."""
-        found = await live_or_archived(db, org)
+        found = await find_org(db, org)
         return org_view(await orgs.set_archived(db, caller.actor, found, archived=False))

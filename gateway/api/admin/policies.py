@@ -8,11 +8,11 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, live_or_archived
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit
 from gateway.api.admin.guard import Caller
 from gateway.db.models import Organization
 from gateway.manage import policies
-from gateway.manage.common import Page
+from gateway.manage.common import Page, find_org
 
 
 def _page(page: Page[policies.LineView]) -> schemas.LinePage:
@@ -35,7 +35,7 @@ class PoliciesController(Controller):
         self, org: FromPath[str], db: NamedDependency[AsyncSession], cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
     ) -> schemas.LinePage:
         """Lines in this org's domain (memberships are listed under /members, not here)."""
-        return _page(await policies.list_lines(db, await live_or_archived(db, org), cursor=cursor, limit=limit))
+        return _page(await policies.list_lines(db, await find_org(db, org), cursor=cursor, limit=limit))
 
     @post("/")
     async def add(
@@ -47,7 +47,7 @@ class PoliciesController(Controller):
     ) -> list[schemas.LineView]:
         """Add Casbin lines (`p, role, <org>, /path, METHOD[, allow|deny]` or `g, role, parent, <org>`); all or
         none. They must name this org, proxied paths, and roles or members of this org."""
-        return await _add(db, caller, await live_or_archived(db, org), data.lines)
+        return await _add(db, caller, await find_org(db, org), data.lines)
 
     @delete("/{line:int}")
     async def remove(
@@ -57,7 +57,7 @@ class PoliciesController(Controller):
         caller: NamedDependency[Caller],
         db: NamedDependency[AsyncSession],
     ) -> None:
-        await policies.remove_line(db, caller.actor, await live_or_archived(db, org), line)
+        await policies.remove_line(db, caller.actor, await find_org(db, org), line)
 
 
 class GlobalPoliciesController(Controller):

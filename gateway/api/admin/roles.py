@@ -10,9 +10,10 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag, if_match, live_or_archived, role_view
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag, if_match, role_view
 from gateway.api.admin.guard import Caller
 from gateway.manage import roles
+from gateway.manage.common import find_org
 from gateway.manage.roles import Permission
 
 
@@ -29,7 +30,7 @@ class RolesController(Controller):
         self, org: FromPath[str], db: NamedDependency[AsyncSession], cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
     ) -> schemas.RolePage:
         """System roles first, then custom roles by name."""
-        page = await roles.list_roles(db, await live_or_archived(db, org), cursor=cursor, limit=limit)
+        page = await roles.list_roles(db, await find_org(db, org), cursor=cursor, limit=limit)
         return schemas.RolePage([role_view(r) for r in page.items], page.next_cursor)
 
     @post("/")
@@ -44,7 +45,7 @@ class RolesController(Controller):
         view = await roles.create_role(
             db,
             caller.actor,
-            await live_or_archived(db, org),
+            await find_org(db, org),
             name=data.name,
             description=data.description,
             permissions=_permissions(data.permissions),
@@ -56,7 +57,7 @@ class RolesController(Controller):
     async def read(
         self, org: FromPath[str], role: FromPath[str], db: NamedDependency[AsyncSession]
     ) -> Response[schemas.RoleView]:
-        view = await roles.get_role(db, await live_or_archived(db, org), role)
+        view = await roles.get_role(db, await find_org(db, org), role)
         return Response(role_view(view), headers=etag(view.version))
 
     @put("/{role:str}")
@@ -73,7 +74,7 @@ class RolesController(Controller):
         view = await roles.replace_role(
             db,
             caller.actor,
-            await live_or_archived(db, org),
+            await find_org(db, org),
             role,
             description=data.description,
             permissions=_permissions(data.permissions),
@@ -93,4 +94,4 @@ class RolesController(Controller):
     ) -> None:
         """Refused (409) while members hold it, unless `?move_to=<role>` gives them another; or while a role
         inherits it."""
-        await roles.delete_role(db, caller.actor, await live_or_archived(db, org), role, move_to=move_to)
+        await roles.delete_role(db, caller.actor, await find_org(db, org), role, move_to=move_to)
