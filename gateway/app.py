@@ -1,4 +1,4 @@
-"""The composition root: `create_app(settings)` wires the runtime, the API controllers and the proxy mount."""
+"""The control plane's application: `create_app(runtime)`, its exception handlers and its OpenAPI document."""
 
 from __future__ import annotations
 
@@ -6,14 +6,12 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
-from typing import Any, cast
-from urllib.parse import unquote
+from typing import Any
 
-from litestar import Litestar, Request, Response, asgi
+from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.types import Receive, Scope, Send
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -23,6 +21,7 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 
+from gateway import __version__
 from gateway.api.admin import admin_router
 from gateway.api.admin.guard import provide_caller
 from gateway.api.auth import AuthController
@@ -37,10 +36,8 @@ from gateway.errors import (
     problem_body,
     render,
 )
-from gateway.proxy.forward_auth import FORWARD_AUTH_PATH
-from gateway.proxy.paths import canonical_path
+from gateway.namespace import OPENAPI_PATH
 from gateway.runtime import Runtime
-from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 
@@ -153,53 +150,12 @@ _EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
     DBAPIError: _database_down,
     Exception: _internal,
 }
-API_PREFIXES = (b"/auth", b"/admin")
 
 
-def _dependencies() -> dict[str, Provide]:
-    return {
-        "runtime": Provide(provide_runtime, sync_to_thread=False),
-        "db": Provide(provide_db),
-        "caller": Provide(provide_caller, sync_to_thread=False),
-    }
-
-
-def _api_app(runtime: Runtime) -> Litestar:
-    """/auth and /admin as an application of their own (OpenAPI document at /auth/schema)."""
-    app = Litestar(
-        route_handlers=[AuthController, admin_router()],
-        dependencies=_dependencies(),
-        exception_handlers=_EXCEPTION_HANDLERS,
-        openapi_config=OpenAPIConfig(title="casbin-gateway", version="0.1.0", path="/auth/schema"),
-        debug=False,
-        logging_config=None,
-    )
-    app.state.runtime = runtime
-    return app
-
-
-def create_app(settings: Settings) -> Litestar:
-    """Build the ASGI application. Nothing connects until the lifespan starts."""
-    runtime = Runtime.configure(settings)
-    api = _api_app(runtime)
-
-    # Litestar routes health, metrics, JWKS and forward-auth itself; every other path reaches this mount.
-    # /auth and /admin are dispatched from here to their own application: Litestar lets a mount at "/" shadow
-    # any route with path parameters (/admin/orgs/{org}), and its mount matching always prefers "/".
-    @asgi("/", is_mount=True, copy_scope=False)
-    async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
-        raw_path: bytes = scope.get("raw_path") or b""
-        if raw_path.startswith(API_PREFIXES) and (raw_path.split(b"/", 2)[1] in (b"auth", b"admin")):
-            # The mount rewrote `path`; the API application routes the full path again, in the proxy's
-            # canonical form (an encoded '/' or a dot segment is refused, never reinterpreted).
-            path = unquote(canonical_path(raw_path))
-            await api(cast(Scope, {**scope, "path": path, "root_path": ""}), receive, send)
-            return
-        await runtime.pipeline(scope, receive, send)
-
-    @asgi(FORWARD_AUTH_PATH, copy_scope=False)
-    async def forward_auth(scope: Scope, receive: Receive, send: Send) -> None:
-        await runtime.pipeline.forward_auth(scope, receive, send)
+def create_app(runtime: Runtime) -> Litestar:
+    """The control plane: /auth, /admin, health, readiness, metrics and JWKS in one Litestar application with
+    one OpenAPI document. Its lifespan starts and stops the runtime (once per process); the front door
+    (`gateway.asgi`) hands it only the gateway's own paths, already canonical."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -210,14 +166,17 @@ def create_app(settings: Settings) -> Litestar:
             await runtime.stop()
 
     app = Litestar(
-        route_handlers=[healthz, readyz, metrics, jwks, forward_auth, proxy],
+        route_handlers=[AuthController, admin_router(), healthz, readyz, metrics, jwks],
         lifespan=[lifespan],
-        dependencies=_dependencies(),
+        dependencies={
+            "runtime": Provide(provide_runtime, sync_to_thread=False),
+            "db": Provide(provide_db),
+            "caller": Provide(provide_caller, sync_to_thread=False),
+        },
         exception_handlers=_EXCEPTION_HANDLERS,
-        openapi_config=None,
+        openapi_config=OpenAPIConfig(title="casbin-gateway", version=__version__, path=OPENAPI_PATH),
         debug=False,
         logging_config=None,  # logging is configured by whoever runs the app (serve.py, tests)
     )
     app.state.runtime = runtime
-    app.state.api = api
     return app

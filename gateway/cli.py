@@ -9,6 +9,7 @@ import getpass
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -23,6 +24,7 @@ from gateway.identity.passwords import PasswordHasher
 from gateway.manage import keys, members, orgs, users
 from gateway.manage.common import MAX_LIMIT, Actor, find_org
 from gateway.policy.rules import PolicyError
+from gateway.preflight import StartupError
 from gateway.settings import ConfigError
 
 
@@ -49,7 +51,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
         upgrade(settings.database_url)
     except (OperationalError, DBAPIError, OSError) as exc:
         raise CommandError(f"migration failed: {exc}") from exc
-    print("database is at the latest schema")
+    print("database is at the latest schema; the system roles are stored")
 
 
 def cmd_users_create(args: argparse.Namespace) -> None:
@@ -208,7 +210,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from gateway.serve import serve
 
     settings = settings_of(args)
-    serve(settings, host=args.host or settings.host, port=args.port or settings.port)
+    workers: int | Literal["auto"] | None = None
+    if args.workers is not None:
+        workers = "auto" if args.workers == "auto" else _positive(args.workers)
+    serve(settings, host=args.host or settings.host, port=args.port or settings.port, workers=workers)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise ConfigError(f"--workers: {value!r} is not a number between 1 and 256, or auto")
+    return int(value)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -229,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[config], help="run the gateway")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", help="processes on the same port (a number, or auto = one per CPU)")
     serve.set_defaults(func=cmd_serve)
 
     commands.add_parser("migrate", parents=[config], help="create or upgrade the database schema").set_defaults(
@@ -313,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, GatewayError, PolicyError) as exc:
+    except (CommandError, GatewayError, PolicyError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

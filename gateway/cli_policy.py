@@ -17,19 +17,25 @@ from gateway.errors import InvalidPath
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.lint import lint
 from gateway.policy.rules import Rule, parse_files
-from gateway.policy.store import add_rules, diff_rules, is_grant, read_state, remove_rules, stored_rules
+from gateway.policy.store import (
+    SYSTEM_ORIGIN,
+    add_rules,
+    diff_rules,
+    is_grant,
+    read_state,
+    remove_rules,
+    stored_rules,
+)
 from gateway.policy.testing import read_cases, run_cases
 from gateway.proxy.paths import canonical_path
 
 
-def default_policy_files() -> list[Path]:
-    return sorted(Path("policies").glob("*.csv"))
-
-
-def _files(names: list[str]) -> list[Path]:
-    files = [Path(name) for name in names] or default_policy_files()
+def _files(args: argparse.Namespace) -> list[Path]:
+    """The files named on the command line, else the CSV files of the configured `policy_dir`."""
+    folder = Path(settings_of(args).policy_dir)
+    files = [Path(name) for name in args.files] or sorted(folder.glob("*.csv"))
     if not files:
-        raise CommandError("no policy files given and none found in policies/")
+        raise CommandError(f"no policy files given and none found in {folder}/")
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
         raise CommandError(f"not found: {', '.join(missing)}")
@@ -41,7 +47,7 @@ def _model(args: argparse.Namespace) -> Path:
 
 
 def cmd_load(args: argparse.Namespace) -> None:
-    files = _files(args.files)
+    files = _files(args)
     rules = parse_files(files)
 
     async def work(session: AsyncSession) -> int:
@@ -52,7 +58,7 @@ def cmd_load(args: argparse.Namespace) -> None:
 
 
 def cmd_lint(args: argparse.Namespace) -> None:
-    files = _files(args.files)
+    files = _files(args)
     findings = lint(_model(args), files)
     for finding in findings:
         print(finding)
@@ -66,7 +72,7 @@ def cmd_test(args: argparse.Namespace) -> None:
     tables = [Path(name) for name in args.tables] or sorted(Path("policies/tests").glob("*.csv"))
     if not tables:
         raise CommandError("no assertion tables given and none found in policies/tests/")
-    results = run_cases(_model(args), parse_files(_files(args.files)), read_cases(tables))
+    results = run_cases(_model(args), parse_files(_files(args)), read_cases(tables))
     failed = 0
     for case, decision in results:
         if decision.allowed != case.allow:
@@ -106,10 +112,14 @@ def cmd_explain(args: argparse.Namespace) -> None:
 async def _compute(session: AsyncSession, files: list[Rule], include_grants: bool) -> tuple[list[Rule], list[Rule]]:
     # Lines that came from files; lines written through the admin API belong to their orgs, except user grants
     # (superadmin), which --include-grants puts under the files' control too.
+    # The shipped system roles are stored by `gateway migrate` (origin `system`): never removed by a sync, and not
+    # added again when a policy file repeats them.
     stored = await stored_rules(session, origin="file")
     if include_grants:
         stored += [rule for rule in await stored_rules(session, origin="api") if is_grant(rule)]
-    return diff_rules(files, stored, include_grants=include_grants)
+    system = set(await stored_rules(session, origin=SYSTEM_ORIGIN))
+    added, removed = diff_rules(files, stored, include_grants=include_grants)
+    return [rule for rule in added if rule not in system], removed
 
 
 def _print_diff(added: list[Rule], removed: list[Rule]) -> None:
@@ -121,7 +131,7 @@ def _print_diff(added: list[Rule], removed: list[Rule]) -> None:
 
 
 def cmd_diff(args: argparse.Namespace) -> None:
-    rules = parse_files(_files(args.files))
+    rules = parse_files(_files(args))
 
     async def work(session: AsyncSession) -> tuple[list[Rule], list[Rule]]:
         return await _compute(session, rules, args.include_grants)
@@ -131,7 +141,7 @@ def cmd_diff(args: argparse.Namespace) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> None:
-    files = _files(args.files)
+    files = _files(args)
     rules = parse_files(files)
 
     async def work(session: AsyncSession) -> tuple[list[Rule], list[Rule]]:

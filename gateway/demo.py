@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy import select
@@ -16,9 +15,7 @@ from gateway.db.models import Organization, User
 from gateway.identity.passwords import PasswordHasher
 from gateway.manage import members, orgs
 from gateway.manage.common import Actor, find_org
-from gateway.policy.rules import Rule, parse_files
-from gateway.policy.store import add_rules
-from gateway.serve import configure_logging, run_loop, server
+from gateway.serve import GatewayConfig, GatewayServer, configure_logging, listen, run_loop
 from gateway.settings import Settings, settings_from_mapping
 
 DEMO_USERS = (
@@ -47,20 +44,19 @@ async def echo(request: web.Request) -> web.Response:
     )
 
 
-async def seed(settings: Settings, rules: list[Rule]) -> None:
-    """Create the demo orgs, users and memberships if absent, and load the policy lines (idempotent)."""
+async def seed(settings: Settings) -> None:
+    """Create the demo orgs, users and memberships if absent (idempotent)."""
     engine = create_engine(settings.database_url)
     hasher = PasswordHasher(settings.passwords)
     try:
         async with session_factory(engine)() as session:
-            await _seed(session, hasher, rules)
+            await _seed(session, hasher)
             await session.commit()
     finally:
         await engine.dispose()
 
 
-async def _seed(session: AsyncSession, hasher: PasswordHasher, rules: list[Rule]) -> None:
-    await add_rules(session, rules)
+async def _seed(session: AsyncSession, hasher: PasswordHasher) -> None:
     actor = Actor(subject="cli:demo")
     for slug, name in DEMO_ORGS:
         if await session.scalar(select(Organization).where(Organization.slug == slug)) is None:
@@ -113,19 +109,21 @@ def run_demo(*, port: int, upstream_port: int, database: str) -> None:
         }
     )
     configure_logging("INFO")
-    upgrade(settings.database_url)
-    rules = parse_files(sorted(Path("policies").glob("*.csv")))
+    # Both ports first: a busy one is a one-line error before anything is written.
+    listening = listen("127.0.0.1", port, what="the demo gateway (--port)")
+    upstream_socket = listen("127.0.0.1", upstream_port, what="the demo upstream (--upstream-port)")
+    upgrade(settings.database_url)  # also installs the system roles
 
     async def main() -> None:
-        await seed(settings, rules)
+        await seed(settings)
         upstream = web.Application()
         upstream.router.add_route("*", "/{tail:.*}", echo)
         runner = web.AppRunner(upstream, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", upstream_port).start()
+        await web.SockSite(runner, upstream_socket).start()
         print(_curl_lines(port), flush=True)
         try:
-            await server(settings, host="127.0.0.1", port=port).serve()
+            await GatewayServer(GatewayConfig(settings, management_ports=frozenset())).serve(sockets=[listening])
         finally:
             await runner.cleanup()
 

@@ -19,15 +19,19 @@
     ├── GatewayTimeout                504 gateway-timeout      upstream did not answer in time
     └── ServiceUnavailable            503 not-ready            the gateway cannot serve yet
 
-A pipeline stage stops a request only by raising one of these; the proxy and the Litestar handler both render
-it with `problem_body`, so a client sees one shape everywhere. `type` URIs are stable identifiers.
+A pipeline stage stops a request only by raising one of these; the data plane writes it with `send_problem`, the
+Litestar handler with `problem_headers` and `render`, so a client sees one shape everywhere (body and headers).
+`type` URIs are stable identifiers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import msgspec
+
+from gateway.asgitypes import Send
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 _TYPE_BASE = "urn:gateway:problem:"
@@ -215,3 +219,24 @@ def problem_body(*, status: int, slug: str, title: str, detail: str, extra: dict
 def render(error: GatewayError) -> bytes:
     """Serialise a GatewayError as problem+json."""
     return problem_body(status=error.status, slug=error.slug, title=error.title, detail=error.detail, extra=error.extra)
+
+
+PROBLEM_HEADERS = ((b"content-type", PROBLEM_CONTENT_TYPE.encode()), (b"cache-control", b"no-store"))
+
+
+async def send_problem(
+    send: Send, error: GatewayError, *, request_id: str, extra: Iterable[tuple[bytes, bytes]] = ()
+) -> int:
+    """Write `error` as a complete problem+json response on a raw ASGI `send` (the data plane's writer);
+    return its status."""
+    body = render(error)
+    headers = [
+        *PROBLEM_HEADERS,
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode("ascii")),
+    ]
+    headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items())
+    headers.extend(extra)
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    return error.status

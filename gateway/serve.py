@@ -1,24 +1,38 @@
-"""Run the app under uvicorn (uvloop + httptools), with uvicorn's own proxy-header trust switched off."""
+"""`gateway serve`: check what can fail, bind the listeners, then run one process or N workers under uvicorn.
+
+Everything that can stop a start is checked before the first socket is shared (`preflight`), so it ends as one
+line naming the cause and a non-zero exit, never a traceback. Workers are uvicorn's supervisor: N processes on
+the same listening sockets, a worker that dies is replaced, SIGTERM or SIGINT drains every worker (the listening
+sockets close at once, requests in flight finish within `shutdown_grace_seconds`) and the parent exits 0.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, Literal
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import Multiprocess
 
-from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.asgi import FRAGMENT_MARK, create_gateway
+from gateway.preflight import StartupError, preflight
+from gateway.settings import Settings, split_listen
 
-FRAGMENT_MARK = "gateway.fragment"
+log = logging.getLogger("gateway")
 
 
 class StrictHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, except that a request target carrying a `#` fragment is marked in the
-    scope (the parser would silently drop the fragment), so the pipeline can refuse it instead of
+    scope (the parser would silently drop the fragment), so the front door can refuse it instead of
     authorizing a shorter path than the client wrote (Envoy CVE-2021-32779)."""
 
     def on_headers_complete(self) -> None:
@@ -33,21 +47,127 @@ def configure_logging(level: str) -> None:
     logging.getLogger("casbin").setLevel(logging.WARNING)
 
 
-def server(settings: Settings, *, host: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http=StrictHttpToolsProtocol,
-        lifespan="on",
-        # X-Forwarded-* are the gateway's business (trusted only from configured proxies), not uvicorn's.
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,  # the audit event is the access log
-        log_config=None,
+class GatewayConfig(uvicorn.Config):
+    """uvicorn's configuration, carrying the gateway's settings so that every worker (a spawned process that
+    receives this object) builds the same gateway and configures the same logging."""
+
+    def __init__(self, settings: Settings, *, management_ports: frozenset[int], workers: int = 1) -> None:
+        self.settings = settings
+        self.management_ports = management_ports
+        super().__init__(
+            "gateway.asgi:create_gateway",  # documentation only: load_app builds it from `settings`
+            factory=True,
+            workers=workers,
+            loop="uvloop",
+            http=StrictHttpToolsProtocol,
+            lifespan="on",
+            # X-Forwarded-* are the gateway's business (trusted only from configured proxies), not uvicorn's.
+            proxy_headers=False,
+            server_header=False,
+            access_log=False,  # the audit event is the access log
+            log_config=None,
+            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        )
+
+    def load_app(self) -> Any:
+        return functools.partial(create_gateway, self.settings, management_ports=self.management_ports)
+
+    def configure_logging(self) -> None:
+        configure_logging(self.settings.log_level)
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, except that a process stopped by SIGTERM or SIGINT exits 0 once it has drained,
+    instead of re-raising the signal (an orchestrator reads a signal death as a crash)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+class Workers(Multiprocess):
+    """uvicorn's supervisor, except that on SIGTERM/SIGINT the parent closes its copy of the listening sockets
+    first: once the workers close theirs, new connections are refused instead of queueing unanswered."""
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def handle_term(self) -> None:
+        self._close_sockets()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._close_sockets()
+        super().handle_int()
+
+
+def listen(host: str, port: int, *, what: str) -> socket.socket:
+    """A bound, listening TCP socket, or a StartupError naming the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port} ({what}): {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def worker_count(settings: Settings, override: int | Literal["auto"] | None) -> int:
+    workers = override if override is not None else settings.workers
+    if workers == "auto":
+        return os.cpu_count() or 1
+    return int(workers)
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int | Literal["auto"] | None = None) -> None:
+    """Run the gateway until SIGTERM or SIGINT; raises StartupError (one line) when it cannot start."""
+    configure_logging(settings.log_level)
+    preflight(settings)
+    count = worker_count(settings, workers)
+    sockets = [listen(host, port, what="the public listener")]
+    management: frozenset[int] = frozenset()
+    if settings.admin_listen is not None:
+        admin_host, admin_port = split_listen(settings.admin_listen)
+        if admin_port == sockets[0].getsockname()[1]:
+            raise StartupError("admin_listen: must use another port than the public listener")
+        sockets.append(listen(admin_host, admin_port, what="admin_listen"))
+        management = frozenset({sockets[1].getsockname()[1]})
+    config = GatewayConfig(settings, management_ports=management, workers=count)
+    public = sockets[0].getsockname()
+    log.info(
+        "serving on %s:%d%s with %d worker%s",
+        public[0],
+        public[1],
+        f", management on {settings.admin_listen}" if management else "",
+        count,
+        "" if count == 1 else "s",
     )
-    return uvicorn.Server(config)
+    if count > 1 and settings.rate_limits.redis_url is None:
+        log.warning(
+            "%d workers and no rate_limits.redis_url: rate limits and login throttling are counted per worker "
+            "(a client may get up to %d times each budget)",
+            count,
+            count,
+        )
+    if count == 1:
+        GatewayServer(config).run(sockets=sockets)
+    else:
+        Workers(config, sockets=sockets).run()
 
 
 def run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -58,12 +178,3 @@ def run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
             runner.run(main())
     except ImportError:  # pragma: no cover - uvloop is absent on Windows only
         asyncio.run(main())
-
-
-def serve(settings: Settings, *, host: str, port: int) -> None:
-    configure_logging(settings.log_level)
-
-    async def main() -> None:
-        await server(settings, host=host, port=port).serve()
-
-    run_loop(main)

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.namespace import RESERVED_PREFIXES
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -28,8 +30,14 @@ DEFAULT_ISSUER = "casbin-gateway"
 DEFAULT_AUDIENCE = "casbin-gateway"
 ENV_PREFIX = "GATEWAY_"
 
-#: Paths served by the gateway itself; no route may overlap them.
-RESERVED_PREFIXES = ("/auth", "/authz", "/admin", "/healthz", "/readyz", "/metrics", "/.well-known")
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
+SHIPPED_MODEL = PACKAGE_DATA / "model.conf"
+"""The model shipped with the package: RBAC with domains, keyMatch2 paths, deny overrides allow."""
+SHIPPED_POLICY = PACKAGE_DATA / "system.csv"
+"""The system roles (viewer, member, admin, owner, superadmin) and their admin grants; `gateway migrate` stores them."""
+# Keys holding a file or folder: relative values in the config file are relative to that file's folder.
+_PATH_KEYS = ("model_path", "policy_dir", "audit_log")
+_LISTEN_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$|^/$")
 
@@ -174,15 +182,16 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Address `gateway serve` binds."""
     port: int = DEFAULT_PORT
     """Port `gateway serve` binds."""
-    model_path: str = "model.conf"
-    """The Casbin model file."""
+    model_path: str = str(SHIPPED_MODEL)
+    """The Casbin model file (default: the one shipped with the package). A relative path in the config file is
+    relative to the file's folder."""
     policy_poll_seconds: float = 1.0
     """How often the gateway checks the database (and watched files) for changes made elsewhere."""
     watch_files: bool = False
     """Also serve the lines of `policy_dir/*.csv` and reload them, and `model_path`, when they change.
     A reload lints first: an edit with an error is refused, logged, and the previous policy keeps serving."""
     policy_dir: str = "policies"
-    """The directory of policy CSV files (for `watch_files`)."""
+    """The directory of policy CSV files (for `watch_files` and the `gateway policy` commands)."""
     log_level: str = "INFO"
     """Root log level."""
     trusted_proxies: tuple[str, ...] = ()
@@ -193,6 +202,14 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     disagree on whether `X_User` means `X-User`). Even when accepted, `x_gateway_*` spellings are stripped."""
     audit_log: str = "stderr"
     """Where the per-request audit lines (JSON) go: `stderr`, `stdout`, a file path (appended) or `off`."""
+    workers: int | Literal["auto"] = 1
+    """Processes `gateway serve` runs on the same listening sockets (`auto`: one per CPU). Each holds its own
+    policy snapshot; without `rate_limits.redis_url`, rate limits and login throttling count per worker."""
+    admin_listen: str | None = None
+    """`host:port` of a separate management listener: when set, /admin and /metrics are served there only (404 on
+    the public port); /healthz and /readyz answer on both."""
+    shutdown_grace_seconds: int = 30
+    """On SIGTERM, how long requests in flight may take to finish before they are cut."""
     tokens: Tokens = msgspec.field(default_factory=Tokens)
     upstream: Upstream = msgspec.field(default_factory=Upstream)
     passwords: Passwords = msgspec.field(default_factory=Passwords)
@@ -243,6 +260,12 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("login: 1 <= base_lock_seconds <= max_lock_seconds")
     if settings.policy_poll_seconds <= 0:
         raise ConfigError("policy_poll_seconds: must be positive")
+    if isinstance(settings.workers, int) and not 1 <= settings.workers <= 256:
+        raise ConfigError('workers: between 1 and 256, or "auto"')
+    if settings.admin_listen is not None:
+        split_listen(settings.admin_listen)
+    if settings.shutdown_grace_seconds < 0:
+        raise ConfigError("shutdown_grace_seconds: must not be negative")
     seen: set[str] = set()
     for index, route in enumerate(settings.routes):
         key = f"routes[{index}]"
@@ -265,6 +288,14 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{key}.cors.allow_origins: '*' cannot be combined with allow_credentials")
         if route.org_from == "path" and route.public:
             raise ConfigError(f"{key}.org_from: a public route has no organization")
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """`127.0.0.1:9901` or `[::1]:9901` -> (host, port); ConfigError naming `admin_listen` otherwise."""
+    found = _LISTEN_RE.match(value)
+    if found is None or not 0 < int(found.group(2)) < 65536:
+        raise ConfigError(f"admin_listen: {value!r} is not host:port (e.g. 127.0.0.1:9901)")
+    return found.group(1).strip("[]"), int(found.group(2))
 
 
 def _overlaps(prefix: str, reserved: str) -> bool:
@@ -297,12 +328,32 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _convert(raw: Mapping[str, Any], origin: str) -> Settings:
+def _convert(raw: Mapping[str, Any], origin: str, environ: Mapping[str, Any] | None = None) -> Settings:
+    """Decode and validate; an error names the key, or the environment variable when the value came from one."""
     try:
         # strict=False lets environment strings become ints, floats and booleans.
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{origin}: {_name_key(str(exc))}") from exc
+        message = str(exc)
+        found = re.search(r"`\$\.([A-Za-z0-9_.]+)`", message)
+        key = found.group(1) if found else ""
+        raise ConfigError(f"{_origin_of(key, origin, environ)}: {_name_key(message)}") from exc
+    except ConfigError as exc:
+        key = str(exc).split(":", 1)[0]
+        raise ConfigError(f"{_origin_of(key, origin, environ)}: {exc}") from exc
+
+
+def _origin_of(key: str, origin: str, environ: Mapping[str, Any] | None) -> str:
+    """`GATEWAY_TOKENS__ACCESS_TTL_SECONDS` when the environment set `tokens.access_ttl_seconds`, else `origin`."""
+    node: Any = environ or {}
+    parts = key.split(".") if key else []
+    for part in parts:
+        if not isinstance(node, Mapping) or part not in node:
+            return origin
+        node = node[part]
+    if not parts or isinstance(node, Mapping):
+        return origin
+    return ENV_PREFIX + "__".join(parts).upper()
 
 
 def _name_key(message: str) -> str:
@@ -310,24 +361,49 @@ def _name_key(message: str) -> str:
     return re.sub(r"`\$\.?([^`]*)`", lambda m: f"`{m.group(1) or '(root)'}`", message)
 
 
+def _read_file(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+
+
+def _relative_to(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Paths written in the config file mean the same wherever the gateway is started from: a relative
+    `model_path`, `policy_dir`, `audit_log` file or SQLite file is taken relative to the file's folder."""
+    resolved = dict(raw)
+    for key in _PATH_KEYS:
+        value = resolved.get(key)
+        if isinstance(value, str) and value not in ("stderr", "stdout", "off") and not Path(value).is_absolute():
+            resolved[key] = str(folder / value)
+    url = resolved.get("database_url")
+    if isinstance(url, str) and url.startswith("sqlite+aiosqlite:///"):
+        file = url[len("sqlite+aiosqlite:///") :]
+        if file and not file.startswith(":memory:") and not Path(file).is_absolute():
+            resolved["database_url"] = "sqlite+aiosqlite:///" + str(folder / file)
+    return resolved
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Read the config file (if any) and the environment into `Settings`; raise `ConfigError` naming the key."""
+    """Read the config file (if any) and the environment into `Settings`; raise `ConfigError` naming the key
+    (or the environment variable)."""
     env = os.environ if environ is None else environ
     explicit = config_path is not None or "GATEWAY_CONFIG" in env
     path = Path(config_path if config_path is not None else env.get("GATEWAY_CONFIG", "gateway.toml"))
     raw: dict[str, Any] = {}
     if path.exists():
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        raw = _relative_to(_read_file(path), path.resolve().parent)
     elif explicit:
         raise ConfigError(f"{path}: config file not found")
-    raw = _merge(raw, _env_overrides(env))
-    return _convert(raw, str(path) if path.exists() else "environment")
+    overrides = _env_overrides(env)
+    return _convert(_merge(raw, overrides), str(path) if path.exists() else "environment", overrides)
 
 
 def settings_from_mapping(raw: Mapping[str, Any]) -> Settings:

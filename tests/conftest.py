@@ -21,14 +21,13 @@ import asyncpg
 import pytest
 import uvicorn
 from aiohttp import web
-from litestar import Litestar
 from multidict import CIMultiDict
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 from yarl import URL
 
 from gateway import accounts
-from gateway.app import create_app
+from gateway.asgi import FrontDoor, create_gateway
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
 from gateway.db.models import (
@@ -242,12 +241,12 @@ class Gateway:
     runtime: Runtime
     upstream: Upstream
 
-    app: Litestar | None = None
+    front: FrontDoor | None = None
 
-    def runtime_app_routes(self) -> list[Any]:
-        """The routes of the /auth and /admin application."""
-        assert self.app is not None
-        return list(self.app.state.api.routes)
+    def control_routes(self) -> list[Any]:
+        """The routes of the control plane's Litestar application."""
+        assert self.front is not None
+        return list(self.front.control.routes)
 
     def audit_events(self) -> list[dict[str, Any]]:
         """Every audit line written so far."""
@@ -358,8 +357,8 @@ def gateway_settings(db_url: str, upstream_url: str, **overrides: Any) -> Settin
     return settings_from_mapping(raw)
 
 
-async def start_gateway(app: Litestar) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
-    """Serve `app` with uvicorn on an ephemeral port in this event loop."""
+async def start_gateway(app: FrontDoor) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
+    """Serve the gateway with uvicorn on an ephemeral port in this event loop."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -396,11 +395,11 @@ async def load_system_policy(db_url: str) -> None:
 @asynccontextmanager
 async def serving(settings: Settings, upstream: Upstream) -> AsyncIterator[Gateway]:
     """Another gateway with these settings on its own port, stopped afterwards."""
-    app = create_app(settings)
-    url, server, task = await start_gateway(app)
+    front = create_gateway(settings)
+    url, server, task = await start_gateway(front)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream, app=app)
+            yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front)
     finally:
         server.should_exit = True
         await task
@@ -411,11 +410,10 @@ async def gateway(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncItera
     """A gateway serving on a real port in front of the recording upstream, system policies loaded."""
     settings = gateway_settings(db_url, upstream.url, audit_log=str(tmp_path / "audit.jsonl"))
     await load_system_policy(db_url)
-    app = create_app(settings)
-    url, server, task = await start_gateway(app)
-    runtime: Runtime = app.state.runtime
+    front = create_gateway(settings)
+    url, server, task = await start_gateway(front)
     async with aiohttp.ClientSession(auto_decompress=False) as http:
-        yield Gateway(url=url, http=http, runtime=runtime, upstream=upstream, app=app)
+        yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front)
     server.should_exit = True
     await task
 

@@ -36,8 +36,8 @@ def test_only_the_policy_package_imports_casbin() -> None:
 
 
 def test_public_namespace() -> None:
-    """`gateway` exports create_app and __version__ and imports no framework until asked."""
-    assert sorted(gateway.__all__) == ["__version__", "create_app"]
+    """`gateway` exports create_gateway, create_app and __version__ and imports no framework until asked."""
+    assert sorted(gateway.__all__) == ["__version__", "create_app", "create_gateway"]
     code = "import sys, gateway; print('litestar' in sys.modules, 'casbin' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # noqa: S603
     assert out.stdout.split() == ["False", "False"]

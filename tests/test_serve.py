@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from gateway.app import create_app
+from gateway.asgi import create_gateway
 from gateway.db.engine import create_engine, session_factory
 from tests.conftest import ROOT, Gateway, gateway_settings, start_gateway
 
@@ -62,13 +62,13 @@ async def test_tokens_survive_a_restart(gateway: Gateway, tmp_path: Path) -> Non
     await gateway.user("ann@acme.test", org="acme", role="viewer")
     token = await gateway.login("ann@acme.test")
     settings = gateway_settings(gateway.runtime.settings.database_url, gateway.upstream.url, audit_log="off")
-    app = create_app(settings)
-    url, server, task = await start_gateway(app)
+    front = create_gateway(settings)
+    url, server, task = await start_gateway(front)
     try:
-        second = Gateway(url=url, http=gateway.http, runtime=app.state.runtime, upstream=gateway.upstream)
+        second = Gateway(url=url, http=gateway.http, runtime=front.runtime, upstream=gateway.upstream)
         status, _, _ = await second.call("GET", "/api/x", token=token, org="acme")
         assert status == 200
-        assert app.state.runtime.tokens.ring.active_kid == gateway.runtime.tokens.ring.active_kid
+        assert front.runtime.tokens.ring.active_kid == gateway.runtime.tokens.ring.active_kid
     finally:
         server.should_exit = True
         await task

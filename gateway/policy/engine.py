@@ -8,20 +8,23 @@ changes costs one or two reloads. A failed reload keeps the old snapshot serving
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gc
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import casbin
+from casbin.model import FunctionMap
 from casbin.util import key_match
 
 from gateway.policy import compiled
 from gateway.policy.compiled import CompiledPolicy, RoleIndex, key_match2_regex
-from gateway.policy.rules import Rule
+from gateway.policy.rules import PolicyError, Rule
 
 log = logging.getLogger("gateway.policy")
 
@@ -107,11 +110,40 @@ class _Snapshot:
         return self._enforcer
 
 
+def unknown_functions(model: casbin.model.Model) -> list[str]:
+    """Functions the model's matcher calls that casbin does not provide (a typo such as `keyMatch9` loads fine
+    and then fails every single decision)."""
+    known = set(FunctionMap.load_function_map().get_functions())
+    sections = set(model.keys())
+    if "g" in sections:
+        known |= set(model["g"].keys())
+    matchers = model["m"] if "m" in sections else {}
+    calls: list[str] = []
+    for assertion in matchers.values():
+        expression = re.sub(r"!(?!=)", " not ", assertion.value.replace("&&", " and ").replace("||", " or "))
+        try:
+            tree = ast.parse(expression, mode="eval")
+        except SyntaxError as exc:
+            raise PolicyError(f"the matcher is not a valid expression: {exc.msg}") from exc
+        calls.extend(
+            node.func.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in known
+        )
+    return sorted(set(calls))
+
+
 def build_enforcer(model: str | Path, rules: Collection[Rule]) -> casbin.Enforcer:
     """A casbin Enforcer for `model` (a file path, or the model text itself) holding exactly `rules`;
-    `g` domains match `*` as a wildcard."""
+    `g` domains match `*` as a wildcard. A matcher calling an unknown function is a PolicyError."""
     text = model.read_text(encoding="utf-8") if isinstance(model, Path) else model
-    enforcer = casbin.Enforcer(casbin.Enforcer.new_model(text=text))
+    parsed = casbin.Enforcer.new_model(text=text)
+    unknown = unknown_functions(parsed)
+    if unknown:
+        raise PolicyError(
+            f"the matcher calls {', '.join(f'{name}()' for name in unknown)}, which casbin does not provide"
+        )
+    enforcer = casbin.Enforcer(parsed)
     # Without this, `g, root, superadmin, *` names a literal domain "*" and never applies (casbin.md §2.3).
     enforcer.add_named_domain_matching_func("g", key_match)
     loaded = enforcer.get_model()

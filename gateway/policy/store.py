@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +24,8 @@ from gateway.policy.rules import Rule
 
 MAX_ACCESS_TTL = 3600
 CHUNK = 2000
+SYSTEM_ORIGIN = "system"
+"""Origin of the shipped system roles' lines."""
 
 
 def _columns(rule: Rule) -> dict[str, str]:
@@ -108,7 +110,8 @@ def parse_scopes(raw: str) -> tuple[tuple[str, str], ...]:
 
 async def add_rules(session: AsyncSession, rules: Iterable[Rule], *, origin: str = "file") -> int:
     """Insert lines that are not stored yet, in the caller's transaction; return how many were new.
-    `origin` is `file` for policy files and `api` for the admin API (sync never removes those)."""
+    `origin` is `file` for policy files, `api` for the admin API and `system` for the shipped system roles
+    (`gateway migrate` writes those; sync never removes api or system lines)."""
     rows = [{**_columns(rule), "origin": origin} for rule in rules]
     if not rows:
         return 0
@@ -158,6 +161,31 @@ async def remove_rules(session: AsyncSession, rules: Iterable[Rule]) -> int:
     if removed:
         await bump_version(session)
     return removed
+
+
+async def install_system(session: AsyncSession, shipped: list[Rule]) -> int:
+    """Make the lines of origin `system` exactly `shipped` (the package's system roles), in the caller's
+    transaction; a shipped line already stored from a policy file becomes a system line (so `policy sync
+    --prune` never removes it). Returns how many lines changed."""
+    wanted = set(shipped)
+    stored = await session.execute(select(PolicyRule.id, *_COLUMNS).where(PolicyRule.origin == SYSTEM_ORIGIN))
+    stale = [row[0] for row in stored if _row_rule(*row[1:]) not in wanted]
+    if stale:
+        await session.execute(delete(PolicyRule).where(PolicyRule.id.in_(stale)))
+    claimed = 0
+    for rule in shipped:
+        columns = _columns(rule)
+        result = await session.execute(
+            update(PolicyRule)
+            .where(
+                PolicyRule.origin == "file", *(getattr(PolicyRule, name) == value for name, value in columns.items())
+            )
+            .values(origin=SYSTEM_ORIGIN)
+        )
+        claimed += result.rowcount or 0  # type: ignore[attr-defined]
+    if stale or claimed:
+        await bump_version(session)
+    return len(stale) + claimed + await add_rules(session, shipped, origin=SYSTEM_ORIGIN)
 
 
 class PolicyStore:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import cast
 
 import aiohttp
-from litestar.types import Receive, Send
 from yarl import URL
 
+from gateway.asgitypes import Receive, Send
 from gateway.errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge
 from gateway.proxy.match import RouteMatch
 

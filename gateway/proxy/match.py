@@ -8,9 +8,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway.errors import NotFound
+from gateway.namespace import reserved
 from gateway.proxy.cors import CorsPolicy
 from gateway.proxy.paths import canonical_path
-from gateway.settings import RESERVED_PREFIXES, ConfigError, Route, Upstream
+from gateway.settings import ConfigError, Route, Upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ class RouteTable:
         return list(self._routes)
 
     def match(self, path: str) -> RouteMatch:
-        if any(path == reserved or path.startswith(reserved + "/") for reserved in RESERVED_PREFIXES):
+        if reserved(path):
             raise NotFound("no such endpoint")  # the gateway's own paths are never forwarded, even by `/`
         for route in self._routes:
             prefix = route.prefix

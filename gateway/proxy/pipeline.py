@@ -2,9 +2,9 @@
 
     1 match -> 2 authenticate -> 3 resolve org (+ rate limits) -> 4 enforce -> 5 forward -> 6 audit
 
-`__call__` runs them for HTTP; WebSocket handshakes (websocket.py) and forward-auth (forward_auth.py) reuse
-stages 2-4 and end differently. A stage stops a request only by raising a GatewayError, rendered here as
-problem+json.
+The front door (gateway/asgi.py) calls `proxy` with the canonical path; it runs them for HTTP, and WebSocket
+handshakes (websocket.py) and forward-auth (forward_auth.py) reuse stages 2-4 and end differently. A stage stops a
+request only by raising a GatewayError, written here as problem+json. Nothing here touches Litestar.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import aiohttp
-from litestar.enums import ScopeType
-from litestar.types import Receive, Scope, Send
 
-from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, InvalidPath, render
+from gateway.asgitypes import Receive, Scope, Send
+from gateway.errors import GatewayError, send_problem
 from gateway.identity.tokens import TokenService
 from gateway.metrics import Metrics
+from gateway.namespace import FORWARD_AUTH_PATH
 from gateway.policy import KeyRecord, PolicyEngine
 from gateway.proxy.audit import AuditEvent, AuditSink
 from gateway.proxy.authenticate import authenticate
@@ -33,14 +33,13 @@ from gateway.proxy.forward import (
     request_has_body,
     request_headers,
 )
-from gateway.proxy.forward_auth import FORWARD_AUTH_PATH, decide_described, describe
+from gateway.proxy.forward_auth import decide_described, describe
 from gateway.proxy.headers import pick_headers, request_id_of
 from gateway.proxy.limit import MemoryCounter, RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
-from gateway.proxy.paths import canonical_path
 from gateway.proxy.peer import TrustedProxies, resolve_peer
 from gateway.proxy.resolve import resolve_org
-from gateway.proxy.websocket import proxy_websocket
+from gateway.proxy.websocket import proxy_websocket, refuse_websocket
 
 log = logging.getLogger("gateway.proxy")
 
@@ -119,7 +118,7 @@ class Pipeline:
 
     async def forward_auth(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`/authz/forward`: the same decision for a request another proxy describes; nothing is forwarded."""
-        if scope["type"] != ScopeType.HTTP:
+        if scope["type"] != "http":
             return
         started = time.perf_counter()
         raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])
@@ -139,17 +138,34 @@ class Pipeline:
             await _send_empty(send, 200, [*headers, (b"x-request-id", request_id.encode())])
         except Denied as denied:
             event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
-            event.status = await _send_problem(send, denied, request_id)
+            event.status = await send_problem(send, denied, request_id=request_id)
         except GatewayError as error:
             event.granted, event.reason = False, error.slug
-            event.status = await _send_problem(send, error, request_id)
+            event.status = await send_problem(send, error, request_id=request_id)
         finally:
             event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
             self.audit.emit(event)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.WEBSOCKET:
-            await proxy_websocket(self, scope, receive, send)
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, error: GatewayError, *, path: str = "") -> None:
+        """Answer a request the front door turned away before any stage (a path with no canonical form, an
+        endpoint of the other listener): the problem response, one audit line, the metrics."""
+        raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])
+        request_id = request_id_of(raw_headers)
+        client = scope.get("client")
+        method = scope["method"] if scope["type"] == "http" else "WEBSOCKET"
+        event = AuditEvent(method=method, path=path, client_ip=client[0] if client else "", request_id=request_id)
+        event.granted, event.reason = False, error.slug
+        if scope["type"] == "http":
+            event.status = await send_problem(send, error, request_id=request_id)
+        elif scope["type"] == "websocket":
+            event.status = await refuse_websocket(scope, receive, send, error, request_id)
+        self.audit.emit(event)
+        self.metrics.observe(event)
+
+    async def proxy(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """Stages 1-6 for a request whose canonical path is `path`."""
+        if scope["type"] == "websocket":
+            await proxy_websocket(self, scope, receive, send, path)
             return
         started = time.perf_counter()
         method: str = scope["method"]
@@ -159,11 +175,8 @@ class Pipeline:
         peer = resolve_peer(client[0] if client else "", scope["scheme"], raw_headers, self.trusted_proxies)
         event = AuditEvent(method=method, path="", client_ip=peer.client_ip, request_id=request_id)
         cors: list[tuple[bytes, bytes]] = []
+        event.path = path
         try:
-            if scope.get("gateway.fragment"):
-                raise InvalidPath("a fragment ('#') is not part of a request target")
-            # raw_path, never scope["path"]: the mount rewrites that, and it is already percent-decoded.
-            event.path = path = canonical_path(scope.get("raw_path") or b"")
             match = self.routes.match(path)  # 1
             event.route = match.route.prefix
             if match.route.cors is not None:
@@ -207,11 +220,11 @@ class Pipeline:
                 event.upstream_ms = round((time.perf_counter() - forwarding) * 1000, 3)
         except Denied as denied:
             event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
-            event.status = await _send_problem(send, denied, request_id, cors)
+            event.status = await send_problem(send, denied, request_id=request_id, extra=cors)
         except GatewayError as error:
             if event.granted is None:
                 event.granted, event.reason = False, error.slug
-            event.status = await _send_problem(send, error, request_id, cors)
+            event.status = await send_problem(send, error, request_id=request_id, extra=cors)
         except ClientGone:
             event.reason, event.status = "client disconnected", 499
         except UpstreamBroke:
@@ -232,20 +245,3 @@ async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]
         }
     )
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _send_problem(
-    send: Send, error: GatewayError, request_id: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> int:
-    body = render(error)
-    headers = [
-        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        (b"x-request-id", request_id.encode("ascii")),
-    ]
-    headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items())
-    headers.extend(extra or ())
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-    return error.status

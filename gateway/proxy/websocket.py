@@ -15,25 +15,15 @@ import time
 from typing import TYPE_CHECKING, cast
 
 import aiohttp
-from litestar.types import (
-    Receive,
-    Scope,
-    Send,
-    WebSocketAcceptEvent,
-    WebSocketCloseEvent,
-    WebSocketResponseBodyEvent,
-    WebSocketResponseStartEvent,
-    WebSocketSendEvent,
-)
 from yarl import URL
 
-from gateway.errors import PROBLEM_CONTENT_TYPE, BadGateway, GatewayError, GatewayTimeout, render
+from gateway.asgitypes import Message, Receive, Scope, Send
+from gateway.errors import BadGateway, GatewayError, GatewayTimeout, send_problem
 from gateway.proxy.audit import AuditEvent
 from gateway.proxy.enforce import Denied
 from gateway.proxy.forward import Outgoing, request_headers
 from gateway.proxy.headers import pick_headers, request_id_of
 from gateway.proxy.match import RouteMatch
-from gateway.proxy.paths import canonical_path
 from gateway.proxy.peer import resolve_peer
 
 if TYPE_CHECKING:
@@ -54,25 +44,27 @@ HANDSHAKE = frozenset(
 
 
 async def _refuse(scope: Scope, send: Send, error: GatewayError, request_id: str) -> int:
+    """Refuse the handshake with the same problem response as HTTP (ASGI's denial-response extension)."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        body = render(error)
-        headers = [
-            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id.encode()),
-        ]
-        headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items())
-        await send(
-            WebSocketResponseStartEvent(type="websocket.http.response.start", status=error.status, headers=headers)
-        )
-        await send(WebSocketResponseBodyEvent(type="websocket.http.response.body", body=body, more_body=False))
+
+        async def as_denial(message: Message) -> None:
+            await send({**message, "type": "websocket." + message["type"]})
+
+        await send_problem(as_denial, error, request_id=request_id)
     else:  # the server answers 403 to a close before accept
         await send(_close(POLICY_VIOLATION))
     return error.status
 
 
-def _close(code: int) -> WebSocketCloseEvent:
-    return WebSocketCloseEvent(type="websocket.close", code=code, reason=None)
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send, error: GatewayError, request_id: str) -> int:
+    """Refuse a handshake before any stage ran (the front door's refusals)."""
+    if (await receive())["type"] != "websocket.connect":
+        return 0
+    return await _refuse(scope, send, error, request_id)
+
+
+def _close(code: int) -> Message:
+    return {"type": "websocket.close", "code": code, "reason": None}
 
 
 def _upstream_url(match: RouteMatch, query: bytes) -> URL:
@@ -87,17 +79,16 @@ def _upstream_url(match: RouteMatch, query: bytes) -> URL:
     )
 
 
-async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
+async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, send: Send, path: str) -> None:
     started = time.perf_counter()
     raw = cast(list[tuple[bytes, bytes]], scope["headers"])
     client = scope.get("client")
     request_id = request_id_of(raw)
     peer = resolve_peer(client[0] if client else "", "http", raw, pipeline.trusted_proxies)
-    event = AuditEvent(method="WEBSOCKET", path="", client_ip=peer.client_ip, request_id=request_id)
+    event = AuditEvent(method="WEBSOCKET", path=path, client_ip=peer.client_ip, request_id=request_id)
     if (await receive())["type"] != "websocket.connect":
         return
     try:
-        event.path = path = canonical_path(scope.get("raw_path") or b"")
         match = pipeline.routes.match(path)
         event.route = match.route.prefix
         authorization, org_header, api_key = pick_headers(
@@ -150,10 +141,13 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         _finish(pipeline, event, started)
         return
 
-    accept = WebSocketAcceptEvent(
-        type="websocket.accept", subprotocol=upstream.protocol, headers=[(b"x-request-id", request_id.encode())]
+    await send(
+        {
+            "type": "websocket.accept",
+            "subprotocol": upstream.protocol,
+            "headers": [(b"x-request-id", request_id.encode())],
+        }
     )
-    await send(accept)
     event.status = 101
     tasks = [
         asyncio.create_task(_client_to_upstream(receive, upstream)),
@@ -198,9 +192,9 @@ async def _client_to_upstream(receive: Receive, upstream: aiohttp.ClientWebSocke
 async def _upstream_to_client(upstream: aiohttp.ClientWebSocketResponse, send: Send) -> str:
     async for message in upstream:
         if message.type == aiohttp.WSMsgType.TEXT:
-            await send(WebSocketSendEvent(type="websocket.send", text=message.data, bytes=None))
+            await send({"type": "websocket.send", "text": message.data, "bytes": None})
         elif message.type == aiohttp.WSMsgType.BINARY:
-            await send(WebSocketSendEvent(type="websocket.send", bytes=message.data, text=None))
+            await send({"type": "websocket.send", "bytes": message.data, "text": None})
         else:
             break
     with contextlib.suppress(Exception):

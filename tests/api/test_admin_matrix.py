@@ -12,7 +12,7 @@ import uuid
 import pytest
 from litestar import Litestar
 
-from gateway.app import create_app
+from gateway.asgi import create_gateway
 from tests.api.admin_helpers import World, build_world
 from tests.conftest import Gateway, gateway_settings
 
@@ -103,8 +103,8 @@ def _admin_routes(app: Litestar) -> set[tuple[str, str]]:
 
 def test_every_admin_route_has_a_row(tmp_path: object) -> None:
     """The table covers exactly the /admin routes the app serves: a new endpoint needs a row."""
-    app = create_app(gateway_settings("sqlite+aiosqlite:///unused.db", "http://127.0.0.1:9"))
-    assert _admin_routes(app.state.api) == set(TABLE)
+    front = create_gateway(gateway_settings("sqlite+aiosqlite:///unused.db", "http://127.0.0.1:9"))
+    assert _admin_routes(front.control) == set(TABLE)
 
 
 @pytest.fixture

@@ -195,7 +195,7 @@ async def test_every_auth_route_needs_a_token_except_the_public_ones(gateway: Ga
     """Without credentials every /auth route is 401, except the allowlist (which answers 4xx to an empty body)."""
     routes = {
         (method, route.path)
-        for route in gateway.runtime_app_routes()
+        for route in gateway.control_routes()
         if route.path.startswith("/auth") and not route.path.startswith("/auth/schema")
         for method in getattr(route, "methods", ())
         if method not in ("HEAD", "OPTIONS")

@@ -120,7 +120,8 @@ def test_explain_from_the_live_store(db_url: str) -> None:
 
 
 def test_diff_sync_prune_and_export_round_trip(db_url: str, tmp_path: Path) -> None:
-    """diff shows +/- lines; sync adds; --prune removes (never user grants unless asked); export round-trips."""
+    """diff shows +/- lines; sync adds; --prune removes (never user grants unless asked, never the shipped system
+    roles that `gateway migrate` stored); export round-trips."""
     _seed(db_url)
     assert (
         run_cli(
@@ -142,11 +143,13 @@ def test_diff_sync_prune_and_export_round_trip(db_url: str, tmp_path: Path) -> N
     assert "0 to add, 0 to remove" in run_cli(["policy", "diff", str(files)], db_url).stdout
 
     shrunk = _policy(tmp_path, SYSTEM.replace("p, admin, *, /*, DELETE\n", ""), "shrunk.csv")
-    assert "- p, admin, *, /*, DELETE, allow" in run_cli(["policy", "diff", str(shrunk)], db_url).stdout
+    shrunk_diff = run_cli(["policy", "diff", str(shrunk)], db_url).stdout
+    assert "- p, viewer, acme, /api/billing/*, *, deny" in shrunk_diff
+    assert "p, admin, *, /*, DELETE" not in shrunk_diff, "a shipped system line is never pruned"
     kept = run_cli(["policy", "sync", str(shrunk)], db_url)  # without --prune nothing is removed
     assert "0 to remove" in kept.stdout
     pruned = run_cli(["policy", "sync", str(shrunk), "--prune"], db_url)
-    assert "- p, admin, *, /*, DELETE, allow" in pruned.stdout
+    assert "p, admin, *, /*, DELETE" not in pruned.stdout
     assert "- p, viewer, acme, /api/billing/*, *, deny" in pruned.stdout
     assert "- g, user:" not in pruned.stdout, "a user grant must survive --prune"
     grants = run_cli(["policy", "diff", str(shrunk), "--include-grants"], db_url)

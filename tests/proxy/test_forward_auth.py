@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.app import create_app
+from gateway.asgi import create_gateway
 from tests.conftest import (
     Gateway,
     Upstream,
@@ -76,7 +76,7 @@ async def test_forward_auth_applies_canonical_paths(fronted: Gateway) -> None:
 async def test_forward_auth_only_answers_trusted_proxies(fronted: Gateway, upstream: Upstream, db_url: str) -> None:
     """A gateway without trusted proxies refuses to judge described requests (spoofed X-Forwarded-Uri)."""
     token = await fronted.login("viewer@acme.test")
-    app = create_app(gateway_settings(db_url, upstream.url, audit_log="off"))
+    app = create_gateway(gateway_settings(db_url, upstream.url, audit_log="off"))
     url, server, task = await start_gateway(app)
     try:
         async with fronted.http.get(

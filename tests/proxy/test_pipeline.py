@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gateway.app import create_app
+from gateway.asgi import create_gateway
 from tests.conftest import (
     ROOT,
     Gateway,
@@ -758,12 +758,12 @@ async def test_idempotent_requests_retry_a_refused_connection(db_url: str, upstr
     await load_system_policy(db_url)
     port = closed_port()
     routes = [{"prefix": "/late", "upstream": f"http://127.0.0.1:{port}", "retries": 2}]
-    app = create_app(gateway_settings(db_url, upstream.url, routes=routes, audit_log="off"))
+    app = create_gateway(gateway_settings(db_url, upstream.url, routes=routes, audit_log="off"))
     url, server, task = await start_gateway(app)
     late = web.AppRunner(web.Application())
     try:
         async with aiohttp.ClientSession() as http:
-            gateway = Gateway(url=url, http=http, runtime=app.state.runtime, upstream=upstream)
+            gateway = Gateway(url=url, http=http, runtime=app.runtime, upstream=upstream)
             tokens = await _acme(gateway)
             assert (await gateway.call("POST", "/late/x", token=tokens["member"], org="acme"))[0] == 502
 

@@ -1,0 +1,89 @@
+"""The process's outermost ASGI callable: the path made canonical once, then one of two planes.
+
+    lifespan                                  -> the Litestar application (its lifespan starts the runtime, once)
+    /auth /admin /healthz /readyz /metrics    -> the Litestar application (control plane)
+    /.well-known
+    /authz/forward                            -> the pipeline's forward-auth decision (data plane)
+    anything else                             -> the pipeline (data plane): no Litestar object on the way
+
+A path with no single canonical form is refused here with 400, whichever plane it was aimed at. The control
+plane routes on the canonical form too (`scope["path"]` is rewritten), so an encoded `/` or a dot segment can
+never reach a different handler than the one the gateway's own checks saw. With a management listener
+(`admin_listen`), /admin and /metrics are answered only on that port, and the probes on both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+from gateway.asgitypes import Receive, Scope, Send
+from gateway.errors import InvalidPath, NotFound
+from gateway.namespace import (
+    CONTROL_PREFIXES,
+    FORWARD_AUTH_PATH,
+    MANAGEMENT_PREFIXES,
+    PROBE_PREFIXES,
+    RESERVED_PREFIXES,
+    under,
+)
+from gateway.proxy.paths import canonical_path
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+FRAGMENT_MARK = "gateway.fragment"
+"""Set in the scope by the HTTP protocol (serve.py) when the request target carried a `#` fragment."""
+
+
+@dataclass(slots=True)
+class FrontDoor:
+    """Dispatches every connection of the process; built by `create_gateway`."""
+
+    runtime: Runtime
+    control: Litestar
+    """The one Litestar application (control plane)."""
+    management_ports: frozenset[int] = frozenset()
+    """Local ports of the management listener; empty when there is none (everything on one port)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.control(scope, receive, send)  # type: ignore[arg-type]
+            return
+        pipeline = self.runtime.pipeline
+        try:
+            if scope.get(FRAGMENT_MARK):
+                raise InvalidPath("a fragment ('#') is not part of a request target")
+            # raw_path, never scope["path"]: that one is already percent-decoded (an encoded '/' would be lost).
+            raw: bytes | None = scope.get("raw_path")
+            path = canonical_path(raw if raw is not None else scope["path"].encode())
+        except InvalidPath as error:
+            await pipeline.refuse(scope, receive, send, error)
+            return
+        if self.management_ports:
+            server = scope.get("server")
+            management = server is not None and server[1] in self.management_ports
+            if management != under(path, MANAGEMENT_PREFIXES) and not (management and under(path, PROBE_PREFIXES)):
+                await pipeline.refuse(scope, receive, send, NotFound("no such endpoint on this listener"), path=path)
+                return
+        if not path.startswith(RESERVED_PREFIXES):  # the common case: one C-level check
+            await pipeline.proxy(scope, receive, send, path)
+        elif path == FORWARD_AUTH_PATH:
+            await pipeline.forward_auth(scope, receive, send)
+        elif under(path, CONTROL_PREFIXES) and kind == "http":
+            scope["path"] = unquote(path)
+            await self.control(scope, receive, send)  # type: ignore[arg-type]
+        else:  # the rest of /authz, or a WebSocket aimed at the control plane: the route table says 404
+            await pipeline.proxy(scope, receive, send, path)
+
+
+def create_gateway(settings: Settings, *, management_ports: frozenset[int] = frozenset()) -> FrontDoor:
+    """The whole gateway as one ASGI callable. Nothing connects until the lifespan starts."""
+    from gateway.app import create_app
+
+    runtime = Runtime.configure(settings)
+    return FrontDoor(runtime=runtime, control=create_app(runtime), management_ports=management_ports)
