@@ -331,7 +331,7 @@ def main() -> None:
         subprocess.Popen([*me, "--role", "passthrough", "--port", str(pass_port), "--upstream", upstream_url]),
         subprocess.Popen([*gateway_cli, "--port", str(gw_port)], cwd=ROOT, env=env, stderr=log),
     ]
-    upstream_pid, pass_pid, gw_pid = (child.pid for child in children)
+    pass_pid, gw_pid = children[1].pid, children[2].pid
     try:
         wait_for(upstream_url + "/")
         wait_for(f"http://127.0.0.1:{pass_port}/api/x")
