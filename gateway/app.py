@@ -28,6 +28,7 @@ from gateway.api.auth import AuthController
 from gateway.api.deps import provide_db, provide_runtime
 from gateway.api.health import healthz, metrics, readyz
 from gateway.api.keys import jwks
+from gateway.api.openapi import describe_problems
 from gateway.errors import (
     PROBLEM_CONTENT_TYPE,
     GatewayError,
@@ -179,4 +180,5 @@ def create_app(runtime: Runtime) -> Litestar:
         logging_config=None,  # logging is configured by whoever runs the app (serve.py, tests)
     )
     app.state.runtime = runtime
+    describe_problems(app)
     return app

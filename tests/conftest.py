@@ -357,8 +357,11 @@ def gateway_settings(db_url: str, upstream_url: str, **overrides: Any) -> Settin
     return settings_from_mapping(raw)
 
 
-async def start_gateway(app: FrontDoor) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
-    """Serve the gateway with uvicorn on an ephemeral port in this event loop."""
+async def start_gateway(
+    app: FrontDoor, *, also: tuple[socket.socket, ...] = ()
+) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
+    """Serve the gateway with uvicorn on an ephemeral port in this event loop (and on the bound sockets `also`,
+    such as a management listener's)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -372,7 +375,7 @@ async def start_gateway(app: FrontDoor) -> tuple[str, uvicorn.Server, asyncio.Ta
         http=StrictHttpToolsProtocol,
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    task = asyncio.create_task(server.serve(sockets=[sock, *also]))
     for _ in range(500):
         if server.started or task.done():
             break
