@@ -45,6 +45,7 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
     # pycasbin logs the whole model at INFO on every enforcer build.
     logging.getLogger("casbin").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # it logs its plugin set-up at INFO
 
 
 class GatewayConfig(uvicorn.Config):
@@ -73,6 +74,7 @@ class GatewayConfig(uvicorn.Config):
         return functools.partial(create_gateway, self.settings, management_ports=self.management_ports)
 
     def configure_logging(self) -> None:
+        super().configure_logging()  # with access_log off, this silences uvicorn's access logger
         configure_logging(self.settings.log_level)
 
 

@@ -187,6 +187,8 @@ async def _upstream_handler(upstream: Upstream, request: web.Request) -> web.Str
     tail = request.raw_path.split("?", 1)[0]
     if tail.endswith("/slow"):
         await asyncio.sleep(2)
+    if "/sleep/" in tail:  # /sleep/<seconds>
+        await asyncio.sleep(float(tail.rsplit("/", 1)[1]))
     if "/download/" in tail:
         size = int(tail.rsplit("/", 1)[1])
         response = web.StreamResponse(headers={"content-type": "application/octet-stream"})

@@ -1,59 +1,240 @@
-"""`gateway serve` as a process, restarts, and readiness."""
+"""`gateway serve` as a process: workers, a killed worker replaced, SIGTERM drains and exits 0, start-up
+failures in one line, restarts, readiness."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import aiohttp
 
 from gateway.asgi import create_gateway
 from gateway.db.engine import create_engine, session_factory
-from tests.conftest import ROOT, Gateway, gateway_settings, start_gateway
+from gateway.db.migrate import upgrade
+from tests.conftest import ROOT, Gateway, Upstream, closed_port, gateway_settings, start_gateway
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _environ(**extra: str) -> dict[str, str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    environ.update(extra)
+    return environ
 
 
-def test_serve_runs_and_answers_healthz(db_url: str, tmp_path: Path) -> None:
-    """`gateway serve --config F --port P` starts, answers /readyz, and shuts down gracefully on SIGTERM."""
-    port = _free_port()
-    config = tmp_path / "gateway.toml"
-    config.write_text(f'model_path = "{ROOT / "model.conf"}"\naudit_log = "off"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_DATABASE_URL"] = db_url
+@contextmanager
+def _serving(config: Path, *args: str, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`gateway serve --config CONFIG ARGS` on a free port, killed (with its workers) if the test did not stop it."""
+    port = closed_port()
     process = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port), *args],
         cwd=ROOT,
-        env=env,
+        env=_environ(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: the clean-up reaches the workers too
     )
     try:
-        deadline = time.monotonic() + 20
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+async def _ready(process: subprocess.Popen[bytes], base: str) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as http:
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-                assert time.monotonic() < deadline, "serve did not become ready"
-                time.sleep(0.1)
-    finally:
-        process.terminate()
-        code = process.wait(timeout=10)
-    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells how the process ended
-    assert code in (0, -15)
+                async with http.get(base + "/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read().decode() if process.stderr else "serve exited")
+            assert time.monotonic() < deadline, "serve did not become ready"
+            await asyncio.sleep(0.1)
+
+
+def _workers(parent: int) -> set[int]:
+    """The uvicorn worker processes of `parent` (not multiprocessing's resource tracker)."""
+    found = set()
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"spawn_main" in command and b"resource_tracker" not in command:
+            found.add(int(child))
+    return found
+
+
+async def _config(tmp_path: Path, upstream: Upstream) -> Path:
+    """A migrated SQLite database and a config whose /open route is public (its /slow path takes 2 s)."""
+    database = tmp_path / "gateway.db"
+    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{database}")
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        'database_url = "sqlite+aiosqlite:///gateway.db"\naudit_log = "off"\nshutdown_grace_seconds = 10\n'
+        "[passwords]\nmemory_kib = 1024\ntime_cost = 1\nparallelism = 1\n"
+        f'[[routes]]\nprefix = "/open"\nupstream = "{upstream.url}"\npublic = true\n'
+    )
+    return config
+
+
+async def _drained(process: subprocess.Popen[bytes], base: str) -> None:
+    """SIGTERM while a 4-second request is in flight: new connections are soon refused, the request completes,
+    the process exits 0."""
+    async with aiohttp.ClientSession() as http:
+        slow = asyncio.create_task(http.get(base + "/open/sleep/4"))
+        await asyncio.sleep(0.5)  # the request has reached a worker and waits for the upstream
+        process.send_signal(signal.SIGTERM)
+        refused = False
+        for _ in range(50):  # the supervisor looks at signals twice a second
+            try:
+                async with aiohttp.ClientSession() as fresh, fresh.get(base + "/healthz"):
+                    pass
+            except aiohttp.ClientConnectionError:
+                refused = True
+                break
+            await asyncio.sleep(0.05)
+        assert refused, "new connections are refused while draining"
+        assert not slow.done()
+        response = await slow
+        assert response.status == 200, "the request in flight finished"
+        response.release()
+    for _ in range(200):
+        if process.poll() is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert process.returncode == 0, process.stderr.read().decode() if process.stderr else ""
+
+
+async def test_serve_drains_on_sigterm_and_exits_0(tmp_path: Path, upstream: Upstream) -> None:
+    """One process: ready, then SIGTERM lets the request in flight finish, refuses new ones, exits 0."""
+    with _serving(await _config(tmp_path, upstream)) as (process, base):
+        await _ready(process, base)
+        await _drained(process, base)
     assert b"Application shutdown complete" in (process.stderr.read() if process.stderr else b"")
+
+
+async def test_workers_replace_a_killed_worker_and_drain_together(tmp_path: Path, upstream: Upstream) -> None:
+    """`--workers 2`: two processes serve one port; a worker killed with SIGKILL is replaced and serving goes on;
+    SIGTERM drains both (the request in flight finishes), new connections are refused, the parent exits 0."""
+    with _serving(await _config(tmp_path, upstream), "--workers", "2") as (process, base):
+        await _ready(process, base)
+        for _ in range(100):
+            if len(_workers(process.pid)) == 2:
+                break
+            await asyncio.sleep(0.1)
+        first = _workers(process.pid)
+        assert len(first) == 2
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(300):
+            now = _workers(process.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            await asyncio.sleep(0.1)
+        assert len(now) == 2 and victim not in now, "the killed worker was replaced"
+        await _ready(process, base)
+        await _drained(process, base)
+    log = process.stderr.read().decode() if process.stderr else ""
+    assert "with 2 workers" in log
+    assert "rate limits and login throttling are counted per worker" in log
+
+
+def _fail(tmp_path: Path, *args: str, config: str | None = None, **env: str) -> str:
+    """Run `gateway ARGS` that must fail; return its stderr after checking it is one line and no traceback."""
+    if config is not None:
+        (tmp_path / "gateway.toml").write_text(config)
+        args = (*args, "--config", str(tmp_path / "gateway.toml"))
+    done = subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "gateway.cli", *args],
+        cwd=tmp_path,
+        env=_environ(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_every_startup_failure_is_one_line(tmp_path: Path) -> None:
+    """Missing or unreadable config and model files, a folder for a file, an unknown matcher function, a missing or
+    empty SQLite database (never created), an unreachable PostgreSQL, a busy port, a bad environment value: one
+    line naming the cause, a non-zero exit."""
+    migrated = tmp_path / "migrated.db"
+    upgrade(f"sqlite+aiosqlite:///{migrated}")
+    sqlite = f'database_url = "sqlite+aiosqlite:///{migrated}"\n'
+    bad_model = (ROOT / "model.conf").read_text().replace("keyMatch2(r.obj", "keyMatch9(r.obj")
+    (tmp_path / "bad.conf").write_text(bad_model)
+    (tmp_path / "empty.db").write_bytes(b"")
+    unreadable = tmp_path / "unreadable.conf"
+    unreadable.write_bytes(b"\xff\xfe not text")
+
+    assert _fail(tmp_path, "serve", "--config", "nope.toml") == "configuration error: nope.toml: config file not found"
+    assert "is a folder, not a config file" in _fail(tmp_path, "serve", "--config", str(tmp_path))
+    assert "model_path: cannot read" in _fail(tmp_path, "serve", config=sqlite + 'model_path = "missing.conf"\n')
+    assert "No such file or directory" in _fail(tmp_path, "serve", config=sqlite + 'model_path = "missing.conf"\n')
+    assert "model_path: cannot read" in _fail(tmp_path, "serve", config=sqlite + 'model_path = "unreadable.conf"\n')
+    assert "is a folder, not a model file" in _fail(tmp_path, "serve", config=sqlite + f'model_path = "{tmp_path}"\n')
+    unknown = _fail(tmp_path, "serve", config=sqlite + 'model_path = "bad.conf"\n')
+    assert "keyMatch9()" in unknown and "casbin does not provide" in unknown
+    missing = _fail(tmp_path, "serve", config='database_url = "sqlite+aiosqlite:///nothing.db"\n')
+    assert "does not exist: run `gateway migrate`" in missing
+    assert not (tmp_path / "nothing.db").exists(), "a missing SQLite file is reported, never created"
+    empty = _fail(tmp_path, "serve", config='database_url = "sqlite+aiosqlite:///empty.db"\n')
+    assert "has no schema: run `gateway migrate` first" in empty
+    down = _fail(tmp_path, "serve", GATEWAY_DATABASE_URL=f"postgresql+asyncpg://u:secret@127.0.0.1:{closed_port()}/x")
+    assert "cannot reach PostgreSQL at 127.0.0.1:" in down and "secret" not in down
+    assert _fail(tmp_path, "serve", GATEWAY_PORT="eighty").startswith("configuration error: GATEWAY_PORT:")
+    workers = _fail(tmp_path, "serve", GATEWAY_WORKERS="many")
+    assert workers.startswith("configuration error: GATEWAY_WORKERS:")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        taken = _fail(tmp_path, "serve", "--port", port, config=sqlite)
+        assert taken == f"error: cannot listen on 127.0.0.1:{port} (the public listener): Address already in use"
+        demo = _fail(tmp_path, "demo", "--port", port, "--database", f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}")
+        assert "cannot listen on 127.0.0.1:" in demo and "(the demo gateway (--port))" in demo
+        assert not (tmp_path / "demo.db").exists()
+
+
+def test_paths_in_the_config_file_are_relative_to_its_folder(tmp_path: Path) -> None:
+    """model_path, policy_dir, a file audit_log and a SQLite file given relatively are read from the config
+    file's folder, whatever the working directory."""
+    from gateway.settings import load_settings
+
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "gateway.toml").write_text(
+        'database_url = "sqlite+aiosqlite:///data/gw.db"\nmodel_path = "model.conf"\npolicy_dir = "policies"\n'
+        'audit_log = "audit.jsonl"\n'
+    )
+    settings = load_settings(folder / "gateway.toml", environ={})
+    assert settings.database_url == f"sqlite+aiosqlite:///{folder}/data/gw.db"
+    assert settings.model_path == str(folder / "model.conf")
+    assert settings.policy_dir == str(folder / "policies")
+    assert settings.audit_log == str(folder / "audit.jsonl")
+    relative = load_settings(folder / "gateway.toml", environ={"GATEWAY_MODEL_PATH": "m.conf"})
+    assert relative.model_path == "m.conf", "an environment value stays relative to the working directory"
 
 
 async def test_tokens_survive_a_restart(gateway: Gateway, tmp_path: Path) -> None:
@@ -90,3 +271,35 @@ async def test_readyz_is_503_when_the_database_is_unreachable(gateway: Gateway) 
         runtime.sessions = working
         await unreachable.dispose()
     await asyncio.sleep(0)
+
+
+def test_the_readme_readyz_reports_the_system_roles_after_migrate(tmp_path: Path) -> None:
+    """After `gateway migrate` alone, the shipped system roles are stored: /readyz counts their lines."""
+    database = tmp_path / "fresh.db"
+    upgrade(f"sqlite+aiosqlite:///{database}")
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'database_url = "sqlite+aiosqlite:///{database}"\naudit_log = "off"\n')
+    port = closed_port()
+    process = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)],
+        cwd=tmp_path,
+        env=_environ(),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                    ready = json.load(response)
+                    break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        shipped = [
+            line for line in (ROOT / "policies" / "system.csv").read_text().splitlines() if line[:2] in ("p,", "g,")
+        ]
+        assert ready["policy_rules"] == len(shipped)
+    finally:
+        process.terminate()
+        assert process.wait(timeout=20) == 0
