@@ -28,6 +28,7 @@ from gateway.policy import PolicyEngine, PolicyState
 from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore
 from gateway.proxy.audit import AuditSink
+from gateway.proxy.forward import upstream_session
 from gateway.proxy.limit import MemoryCounter, RateLimiter, RedisCounter
 from gateway.proxy.match import RouteTable
 from gateway.proxy.peer import TrustedProxies
@@ -36,14 +37,6 @@ from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 KEY_USAGE_SECONDS = 10.0
-
-
-def _pool(size: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=size, ttl_dns_cache=60),
-        auto_decompress=False,  # bytes pass through as the upstream sent them
-        cookie_jar=aiohttp.DummyCookieJar(),  # never carry one caller's cookies into another's request
-    )
 
 
 @dataclass(slots=True)
@@ -97,8 +90,9 @@ class Runtime:
         self.store = PolicyStore(self.sessions)
         self.tokens = TokenService(self.settings.tokens, await load_or_create_keys(self.sessions))
         await self.policy.reload(self.store.version, self._state, force=True)
-        self.http = _pool(self.settings.upstream.pool_size)
-        self.pools = {route.prefix: _pool(route.pool_size) for route in self.routes.routes if route.pool_size}
+        self.http = upstream_session(self.settings.upstream.pool_size)
+        pooled = [route for route in self.routes.routes if route.pool_size]
+        self.pools = {route.prefix: upstream_session(route.pool_size) for route in pooled if route.pool_size}
         limits = self.settings.rate_limits
         counter = RedisCounter(limits.redis_url) if limits.redis_url else MemoryCounter()
         failures = RedisFailures(limits.redis_url) if limits.redis_url else MemoryFailures()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from gateway.errors import BadRequest, HeadersTooLarge
 from gateway.proxy.resolve import ORG_HEADER
@@ -38,8 +38,9 @@ def pick_headers(
 
 
 def request_id_of(raw: list[tuple[bytes, bytes]]) -> str:
-    """The client's X-Request-Id when it is a plain token (1-128 of A-Z a-z 0-9 . _ -), else a new one."""
+    """The client's X-Request-Id when it is a plain token (1-128 of A-Z a-z 0-9 . _ -), else 128 new random bits
+    in hex."""
     for name, value in raw:
         if name == b"x-request-id" and _REQUEST_ID_RE.match(value):
             return value.decode("ascii")
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()

@@ -198,7 +198,9 @@ class Pipeline:
                 host=peer.host,
                 request_id=request_id,
             )
-            headers = request_headers(raw_headers, keep_authorization=match.route.public, outgoing=outgoing)
+            headers = request_headers(
+                raw_headers, keep_authorization=match.route.public, has_body=has_body, outgoing=outgoing
+            )
             in_flight = self.metrics.in_flight.labels(match.route.prefix)
             in_flight.inc()
             forwarding = time.perf_counter()

@@ -104,7 +104,7 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         )
         headers = [
             (k, v)
-            for k, v in request_headers(raw, keep_authorization=match.route.public, outgoing=outgoing)
+            for k, v in request_headers(raw, keep_authorization=match.route.public, has_body=False, outgoing=outgoing)
             if k not in HANDSHAKE
         ]
         protocols = [

@@ -149,6 +149,36 @@ async def test_upstream_receives_verified_identity(gateway: Gateway) -> None:
     assert seen.header("Authorization") is None, "the gateway's credential is not passed on"
 
 
+async def _raw(gateway: Gateway, request: bytes) -> bytes:
+    """Send `request` byte for byte and read the whole answer (the connection is closed by the request)."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+async def test_the_upstream_gets_only_the_clients_headers_and_the_gateways(gateway: Gateway) -> None:
+    """Nothing is added on the client's behalf: no Accept, Accept-Encoding or User-Agent it did not send (an
+    Accept-Encoding would bring back a compressed body), and a body without a Content-Type gets none."""
+    tokens = await _acme(gateway)
+    for request in (
+        f"GET /api/bare HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {tokens['member']}\r\nX-Org: acme\r\n"
+        "Connection: close\r\n\r\n",
+        f"POST /api/bare HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {tokens['member']}\r\nX-Org: acme\r\n"
+        "Content-Length: 5\r\nConnection: close\r\n\r\nhello",
+    ):
+        assert (await _raw(gateway, request.encode())).startswith(b"HTTP/1.1 200")
+        seen = gateway.upstream.last
+        added = seen.names() - {"host", "x-org", "x-gateway-user", "x-gateway-org", "x-gateway-roles", "x-request-id"}
+        added -= {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
+        expected = {"content-length"} if seen.method == "POST" else set()
+        assert added == expected, seen.headers
+    assert gateway.upstream.last.body == b"hello"
+
+
 async def test_client_sent_identity_headers_never_reach_upstream(gateway: Gateway) -> None:
     """Spoofed X-Gateway-* headers, in any case or with underscores, are dropped before forwarding."""
     tokens = await _acme(gateway)
