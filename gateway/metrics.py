@@ -6,13 +6,19 @@ gateway_overhead_seconds{route}                   the gateway's own share (total
 gateway_upstream_seconds{route}                   the upstream's share, for forwarded requests
 gateway_upstream_in_flight{route}                 upstream requests under way (pool usage)
 gateway_policy_version, gateway_policy_rules      the policy snapshot being served
+
+The request path only adds to plain counters (one event loop owns them, so no locks); prometheus_client turns
+them into its text format when /metrics is scraped (a custom collector), the reference exposition code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway.proxy.audit import AuditEvent
 
@@ -20,44 +26,54 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class Metrics:
+class Histogram:
+    """Counts per bucket (not cumulative) and the sum of what was observed."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running, out = 0, []
+        for bound, count in zip((*map(str, BUCKETS), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
+
+class RouteStats:
+    """Everything counted for one route."""
+
+    __slots__ = ("in_flight", "overhead", "total", "upstream")
+
+    def __init__(self) -> None:
+        self.total = Histogram()
+        self.overhead = Histogram()
+        self.upstream = Histogram()
+        self.in_flight = 0
+
+
+class Metrics(Collector):
     def __init__(self, policy_version: Callable[[], float], policy_rules: Callable[[], float]) -> None:
+        self._policy_version = policy_version
+        self._policy_rules = policy_rules
+        self._routes: dict[str, RouteStats] = {}
+        self._requests: dict[tuple[str, int, str], int] = {}
         self.registry = CollectorRegistry()
-        self._requests = Counter(
-            "gateway_requests", "Proxied requests.", ["route", "status", "decision"], registry=self.registry
-        )
-        self._total = Histogram(
-            "gateway_request_seconds",
-            "Time to answer a proxied request.",
-            ["route"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self._overhead = Histogram(
-            "gateway_overhead_seconds",
-            "The gateway's own time per request.",
-            ["route"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self._upstream = Histogram(
-            "gateway_upstream_seconds",
-            "The upstream's time per forwarded request.",
-            ["route"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.in_flight = Gauge(
-            "gateway_upstream_in_flight", "Upstream requests under way.", ["route"], registry=self.registry
-        )
-        Gauge("gateway_policy_version", "Version of the policy being served.", registry=self.registry).set_function(
-            policy_version
-        )
-        Gauge("gateway_policy_rules", "Lines in the policy being served.", registry=self.registry).set_function(
-            policy_rules
-        )
-        # prometheus_client's .labels() takes a lock and builds a key each call; keep the children.
-        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram, Histogram, Histogram]] = {}
+        self.registry.register(self)
+
+    def route(self, route: str) -> RouteStats:
+        """The counters of `route` (created on first use)."""
+        stats = self._routes.get(route)
+        if stats is None:
+            stats = self._routes[route] = RouteStats()
+        return stats
 
     def observe(self, event: AuditEvent) -> None:
         route = event.route or "none"
@@ -65,23 +81,37 @@ class Metrics:
             decision = "public" if event.subject is None else "allowed"
         else:
             decision = "denied" if event.decision_id else "refused"
-        key = (route, str(event.status), decision)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self._requests.labels(*key),
-                self._total.labels(route),
-                self._overhead.labels(route),
-                self._upstream.labels(route),
-            )
-        requests, total, overhead, upstream = children
-        requests.inc()
-        total.observe(event.duration_ms / 1000)
+        key = (route, event.status, decision)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        stats = self.route(route)
+        stats.total.observe(event.duration_ms / 1000)
         if event.upstream_ms is not None:
-            upstream.observe(event.upstream_ms / 1000)
-            overhead.observe(max(event.duration_ms - event.upstream_ms, 0.0) / 1000)
+            stats.upstream.observe(event.upstream_ms / 1000)
+            stats.overhead.observe(max(event.duration_ms - event.upstream_ms, 0.0) / 1000)
         else:
-            overhead.observe(event.duration_ms / 1000)
+            stats.overhead.observe(event.duration_ms / 1000)
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("gateway_requests", "Proxied requests.", labels=["route", "status", "decision"])
+        for (route, status, decision), count in sorted(self._requests.items()):
+            requests.add_metric([route, str(status), decision], count)
+        yield requests
+        for name, documentation, field in (
+            ("gateway_request_seconds", "Time to answer a proxied request.", "total"),
+            ("gateway_overhead_seconds", "The gateway's own time per request.", "overhead"),
+            ("gateway_upstream_seconds", "The upstream's time per forwarded request.", "upstream"),
+        ):
+            family = HistogramMetricFamily(name, documentation, labels=["route"])
+            for route, stats in sorted(self._routes.items()):
+                histogram: Histogram = getattr(stats, field)
+                family.add_metric([route], histogram.cumulative(), histogram.sum)
+            yield family
+        in_flight = GaugeMetricFamily("gateway_upstream_in_flight", "Upstream requests under way.", labels=["route"])
+        for route, stats in sorted(self._routes.items()):
+            in_flight.add_metric([route], stats.in_flight)
+        yield in_flight
+        yield GaugeMetricFamily("gateway_policy_version", "Version of the policy being served.", self._policy_version())
+        yield GaugeMetricFamily("gateway_policy_rules", "Lines in the policy being served.", self._policy_rules())
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

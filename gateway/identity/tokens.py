@@ -39,7 +39,7 @@ _CACHE_MAX = 50_000
 _KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per request: frozen would cost an object.__setattr__ per field
 class Principal:
     """The authenticated caller as the pipeline sees it."""
 

@@ -55,7 +55,7 @@ class KeyRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per request: frozen would cost an object.__setattr__ per field
 class Decision:
     """The enforcer's answer and the policy line that decided it (empty when nothing matched)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from typing import IO
 
 import msgspec
@@ -34,6 +35,12 @@ class AuditEvent(msgspec.Struct, kw_only=True):
     duration_ms: float = 0.0
     upstream_ms: float | None = None
     client_ip: str | None = None
+
+
+def milliseconds(since: float) -> float:
+    """Milliseconds since the `perf_counter` reading `since`, to the microsecond (integer arithmetic: rounding
+    a float to 3 digits costs more than the rest of a request's bookkeeping)."""
+    return int((time.perf_counter() - since) * 1_000_000) / 1000
 
 
 class AuditSink:

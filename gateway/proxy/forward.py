@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from typing import cast
 
 import aiohttp
@@ -15,6 +14,7 @@ from yarl import URL
 from gateway.asgitypes import Receive, Send
 from gateway.errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge
 from gateway.proxy.match import RouteMatch
+from gateway.proxy.peer import Peer
 
 CHUNK = 64 * 1024
 HOP_BY_HOP = frozenset(
@@ -88,17 +88,6 @@ class BodyOverLimit(Exception):
     """A streamed body passed the route's limit; raised inside aiohttp's writer, answered as 413."""
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """What the gateway adds about the caller and the connection."""
-
-    identity: tuple[tuple[str, str], ...]
-    forwarded_for: str
-    scheme: str
-    host: str | None
-    request_id: str
-
-
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """Header names a `Connection` header lists (hop-by-hop for this one message), lower-cased."""
     tokens: set[bytes] = set()
@@ -116,10 +105,17 @@ _NOT_RETURNED = frozenset(name.encode() for name in HOP_BY_HOP | {"date", "x-req
 
 
 def request_headers(
-    raw: list[tuple[bytes, bytes]], *, keep_authorization: bool, has_body: bool, outgoing: Outgoing
+    raw: list[tuple[bytes, bytes]],
+    *,
+    keep_authorization: bool,
+    has_body: bool,
+    identity: tuple[tuple[str, str], ...],
+    peer: Peer,
+    request_id: str,
 ) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones, identity spoofs and gateway-written ones, plus ours. A
-    request without a body carries no Content-Length (aiohttp writes its own)."""
+    """The client's headers minus hop-by-hop ones, identity spoofs and gateway-written ones, plus ours: the
+    verified identity, X-Forwarded-For/-Proto/-Host and X-Request-Id. A request without a body carries no
+    Content-Length (aiohttp writes its own)."""
     named = connection_tokens(raw) if any(name == b"connection" for name, _ in raw) else frozenset()
     headers: list[tuple[str, str]] = []
     for name, value in raw:
@@ -132,12 +128,12 @@ def request_headers(
         if not has_body and name == b"content-length":
             continue
         headers.append((name.decode("latin-1"), value.decode("latin-1")))
-    headers.extend(outgoing.identity)
-    headers.append(("x-forwarded-for", outgoing.forwarded_for))
-    headers.append(("x-forwarded-proto", outgoing.scheme))
-    if outgoing.host is not None:
-        headers.append(("x-forwarded-host", outgoing.host))
-    headers.append(("x-request-id", outgoing.request_id))
+    headers.extend(identity)
+    headers.append(("x-forwarded-for", peer.forwarded_for))
+    headers.append(("x-forwarded-proto", peer.scheme))
+    if peer.host is not None:
+        headers.append(("x-forwarded-host", peer.host))
+    headers.append(("x-request-id", request_id))
     return headers
 
 
@@ -164,20 +160,19 @@ def response_headers(
     return out
 
 
-def request_has_body(raw: list[tuple[bytes, bytes]], limit: int) -> bool:
+def request_has_body(content_length: bytes | None, chunked: bool, limit: int) -> bool:
     """Whether a body follows; a declared Content-Length over `limit` is refused before anything is read."""
-    for name, value in raw:
-        if name == b"transfer-encoding":
-            return True
-        if name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError as exc:
-                raise BadRequest("Content-Length: not a number") from exc
-            if length > limit:
-                raise _too_large(limit)
-            return length > 0
-    return False
+    if chunked:
+        return True
+    if content_length is None:
+        return False
+    try:
+        length = int(content_length)
+    except ValueError as exc:
+        raise BadRequest("Content-Length: not a number") from exc
+    if length > limit:
+        raise _too_large(limit)
+    return length > 0
 
 
 async def body_stream(receive: Receive, limit: int, counter: list[int]) -> AsyncIterator[bytes]:

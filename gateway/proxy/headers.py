@@ -1,46 +1,93 @@
-"""Reading the request headers the stages need: credentials, org, request id; ambiguity is refused."""
+"""Reading the request headers the stages need, in one pass: credentials, org, request id, host, body framing.
+
+Ambiguity is refused: a repeated credential or org header, and any header name with `_` (servers disagree on
+whether `X_Gateway_User` is `X-Gateway-User`: OAuth2 Proxy CVE-2025-64484). Names arrive lower-cased (ASGI).
+"""
 
 from __future__ import annotations
 
 import os
 import re
 
-from gateway.errors import BadRequest, HeadersTooLarge
-from gateway.proxy.resolve import ORG_HEADER
+from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
 
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
+# What each header the stages read is called in the error that names it when it is sent twice.
+_SINGLE = {b"authorization": "Authorization", b"x-api-key": "X-API-Key", b"x-org": "X-Org"}
+_READ = frozenset({*_SINGLE, b"x-request-id", b"host", b"content-length", b"transfer-encoding"})
 
 
-def pick_headers(
-    raw: list[tuple[bytes, bytes]], allow_underscores: bool, max_bytes: int
-) -> tuple[str | None, str | None, str | None]:
-    """Authorization, X-Org and X-API-Key; a repeated one is ambiguous and refused, and so is any header name with
-    `_`: servers disagree on whether `X_Gateway_User` is `X-Gateway-User` (OAuth2 Proxy CVE-2025-64484)."""
-    authorization = org = api_key = None
-    if sum(len(name) + len(value) for name, value in raw) > max_bytes:
-        raise HeadersTooLarge(f"request headers may total at most {max_bytes} bytes")
+class RequestHead:
+    """What the stages need from the request headers (values decoded as Latin-1)."""
+
+    __slots__ = ("api_key", "authorization", "chunked", "content_length", "error", "host", "org", "request_id")
+
+    def __init__(self) -> None:
+        self.error: GatewayError | None = None
+        """Headers over the size limit (431) or ambiguous (400): raised by the pipeline when it reads them."""
+        self.authorization: str | None = None
+        self.api_key: str | None = None
+        self.org: str | None = None
+        self.request_id = ""
+        self.host: str | None = None
+        self.content_length: bytes | None = None
+        """The raw Content-Length value; checked against the route's limit by `forward.request_has_body`."""
+        self.chunked = False
+
+
+def read_head(raw: list[tuple[bytes, bytes]], *, allow_underscores: bool, max_bytes: int) -> RequestHead:
+    """One pass over the headers. Over `max_bytes` in total is 431, an ambiguous header 400: both are kept in
+    `error`, so the request id is known for the answer and the stages before them (route match, CORS
+    preflights) keep their order."""
+    head = RequestHead()
+    total = 0
+    problem: str | None = None
     for name, value in raw:
-        if b"_" in name and not allow_underscores:
-            raise BadRequest(f"{name.decode('latin-1')}: header names containing '_' are refused")
-        if name == b"authorization":
-            if authorization is not None:
-                raise BadRequest("Authorization: sent more than once")
-            authorization = value.decode("latin-1")
-        elif name == b"x-api-key":
-            if api_key is not None:
-                raise BadRequest("X-API-Key: sent more than once")
-            api_key = value.decode("latin-1").strip()
-        elif name == ORG_HEADER.encode():
-            if org is not None:
-                raise BadRequest("X-Org: sent more than once")
-            org = value.decode("latin-1")
-    return authorization, org, api_key
+        total += len(name) + len(value)
+        if name not in _READ:
+            if problem is None and not allow_underscores and b"_" in name:
+                problem = f"{name.decode('latin-1')}: header names containing '_' are refused"
+            continue
+        if name in _SINGLE:
+            text = value.decode("latin-1")
+            if name == b"authorization":
+                if head.authorization is not None:
+                    problem = problem or "Authorization: sent more than once"
+                head.authorization = text
+            elif name == b"x-api-key":
+                if head.api_key is not None:
+                    problem = problem or "X-API-Key: sent more than once"
+                head.api_key = text.strip()
+            else:
+                if head.org is not None:
+                    problem = problem or "X-Org: sent more than once"
+                head.org = text
+        elif name == b"x-request-id":
+            if not head.request_id and _REQUEST_ID_RE.match(value):
+                head.request_id = value.decode("ascii")
+        elif name == b"host":
+            head.host = value.decode("latin-1")
+        elif name == b"content-length":
+            head.content_length = value
+        else:
+            head.chunked = True
+    if total > max_bytes:
+        head.error = HeadersTooLarge(f"request headers may total at most {max_bytes} bytes")
+    elif problem is not None:
+        head.error = BadRequest(problem)
+    if not head.request_id:
+        head.request_id = new_request_id()
+    return head
+
+
+def new_request_id() -> str:
+    """128 random bits in hex."""
+    return os.urandom(16).hex()
 
 
 def request_id_of(raw: list[tuple[bytes, bytes]]) -> str:
-    """The client's X-Request-Id when it is a plain token (1-128 of A-Z a-z 0-9 . _ -), else 128 new random bits
-    in hex."""
+    """The client's X-Request-Id when it is a plain token (1-128 of A-Z a-z 0-9 . _ -), else a new one."""
     for name, value in raw:
         if name == b"x-request-id" and _REQUEST_ID_RE.match(value):
             return value.decode("ascii")
-    return os.urandom(16).hex()
+    return new_request_id()

@@ -36,7 +36,7 @@ class CompiledRoute:
     """The upstream's origin (scheme://host:port): the `aud` of identity tokens for this route."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per request: frozen would cost an object.__setattr__ per field
 class RouteMatch:
     route: CompiledRoute
     path: str

@@ -18,7 +18,7 @@ _FORWARDED_HOST = re.compile(r'host="?([^";,]+)"?', re.IGNORECASE)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Peer:
     client_ip: str
     scheme: str
@@ -50,8 +50,13 @@ def _valid_ip(value: str) -> bool:
     return True
 
 
-def resolve_peer(peer_ip: str, scheme: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxies) -> Peer:
-    host: str | None = None
+def resolve_peer(
+    peer_ip: str, scheme: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxies, *, host: str | None = None
+) -> Peer:
+    """Who is calling. `host` is the Host header when the caller has read it already (it then need not be
+    looked for again when nothing else would be believed)."""
+    if host is not None and (not trusted or not trusted.trusts(peer_ip)):
+        return Peer(client_ip=peer_ip, scheme=scheme, host=host, forwarded_for=peer_ip)
     xff: list[str] = []
     proto = forwarded_host = None
     forwarded: list[str] = []

@@ -22,19 +22,12 @@ from gateway.identity.tokens import TokenService
 from gateway.metrics import Metrics
 from gateway.namespace import FORWARD_AUTH_PATH
 from gateway.policy import KeyRecord, PolicyEngine
-from gateway.proxy.audit import AuditEvent, AuditSink
+from gateway.proxy.audit import AuditEvent, AuditSink, milliseconds
 from gateway.proxy.authenticate import authenticate
 from gateway.proxy.enforce import Denied, enforce
-from gateway.proxy.forward import (
-    ClientGone,
-    Outgoing,
-    UpstreamBroke,
-    forward,
-    request_has_body,
-    request_headers,
-)
+from gateway.proxy.forward import ClientGone, UpstreamBroke, forward, request_has_body, request_headers
 from gateway.proxy.forward_auth import decide_described, describe
-from gateway.proxy.headers import pick_headers, request_id_of
+from gateway.proxy.headers import read_head, request_id_of
 from gateway.proxy.limit import MemoryCounter, RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
 from gateway.proxy.peer import TrustedProxies, resolve_peer
@@ -44,7 +37,7 @@ from gateway.proxy.websocket import proxy_websocket, refuse_websocket
 log = logging.getLogger("gateway.proxy")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admitted:
     """What stages 2-4 established about an admitted request."""
 
@@ -143,7 +136,7 @@ class Pipeline:
             event.granted, event.reason = False, error.slug
             event.status = await send_problem(send, error, request_id=request_id)
         finally:
-            event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            event.duration_ms = milliseconds(started)
             self.audit.emit(event)
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, error: GatewayError, *, path: str = "") -> None:
@@ -169,44 +162,44 @@ class Pipeline:
             return
         started = time.perf_counter()
         method: str = scope["method"]
-        raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])  # servers hand over a list
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]  # servers hand over a list
+        head = read_head(raw_headers, allow_underscores=self.allow_underscore_headers, max_bytes=self.max_header_bytes)
+        request_id = head.request_id
         client = scope.get("client")
-        request_id = request_id_of(raw_headers)
-        peer = resolve_peer(client[0] if client else "", scope["scheme"], raw_headers, self.trusted_proxies)
-        event = AuditEvent(method=method, path="", client_ip=peer.client_ip, request_id=request_id)
+        peer = resolve_peer(
+            client[0] if client else "", scope["scheme"], raw_headers, self.trusted_proxies, host=head.host
+        )
+        event = AuditEvent(method=method, path=path, client_ip=peer.client_ip, request_id=request_id)
         cors: list[tuple[bytes, bytes]] = []
-        event.path = path
         try:
             match = self.routes.match(path)  # 1
-            event.route = match.route.prefix
-            if match.route.cors is not None:
-                preflight = match.route.cors.preflight(raw_headers) if method == "OPTIONS" else None
+            route = match.route
+            event.route = route.prefix
+            if route.cors is not None:
+                preflight = route.cors.preflight(raw_headers) if method == "OPTIONS" else None
                 if preflight is not None:  # answered here: no credentials, nothing forwarded
                     event.granted, event.reason, event.status = True, "CORS preflight", 204
                     await _send_empty(send, 204, [*preflight, (b"x-request-id", request_id.encode())])
                     return
-                cors = match.route.cors.response_headers(raw_headers)
-            authorization, org_header, api_key = pick_headers(
-                raw_headers, self.allow_underscore_headers, self.max_header_bytes
-            )
-            has_body = request_has_body(raw_headers, match.route.max_body_bytes)
-            admitted = await self.admit(match, path, method, authorization, org_header, api_key, event)  # 2-4
-            outgoing = Outgoing(
+                cors = route.cors.response_headers(raw_headers)
+            if head.error is not None:
+                raise head.error
+            has_body = request_has_body(head.content_length, head.chunked, route.max_body_bytes)
+            admitted = await self.admit(match, path, method, head.authorization, head.org, head.api_key, event)  # 2-4
+            headers = request_headers(
+                raw_headers,
+                keep_authorization=route.public,
+                has_body=has_body,
                 identity=admitted.identity,
-                forwarded_for=peer.forwarded_for,
-                scheme=peer.scheme,
-                host=peer.host,
+                peer=peer,
                 request_id=request_id,
             )
-            headers = request_headers(
-                raw_headers, keep_authorization=match.route.public, has_body=has_body, outgoing=outgoing
-            )
-            in_flight = self.metrics.in_flight.labels(match.route.prefix)
-            in_flight.inc()
+            stats = self.metrics.route(route.prefix)
+            stats.in_flight += 1
             forwarding = time.perf_counter()
             try:
                 event.upstream_status = event.status = await forward(  # 5
-                    self.pools.get(match.route.prefix, self.http),
+                    self.pools.get(route.prefix, self.http),
                     match,
                     method=method,
                     query=scope.get("query_string", b""),
@@ -218,8 +211,8 @@ class Pipeline:
                     extra_response_headers=cors,
                 )
             finally:
-                in_flight.dec()
-                event.upstream_ms = round((time.perf_counter() - forwarding) * 1000, 3)
+                stats.in_flight -= 1
+                event.upstream_ms = milliseconds(forwarding)
         except Denied as denied:
             event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
             event.status = await send_problem(send, denied, request_id=request_id, extra=cors)
@@ -233,7 +226,7 @@ class Pipeline:
             event.reason = "upstream failed mid-response"
             log.warning("upstream failed after the response started", extra={"route": event.route})
         finally:
-            event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            event.duration_ms = milliseconds(started)
             self.audit.emit(event)  # 6
             self.metrics.observe(event)
 

@@ -19,10 +19,10 @@ from yarl import URL
 
 from gateway.asgitypes import Message, Receive, Scope, Send
 from gateway.errors import BadGateway, GatewayError, GatewayTimeout, send_problem
-from gateway.proxy.audit import AuditEvent
+from gateway.proxy.audit import AuditEvent, milliseconds
 from gateway.proxy.enforce import Denied
-from gateway.proxy.forward import Outgoing, request_headers
-from gateway.proxy.headers import pick_headers, request_id_of
+from gateway.proxy.forward import request_headers
+from gateway.proxy.headers import read_head
 from gateway.proxy.match import RouteMatch
 from gateway.proxy.peer import resolve_peer
 
@@ -81,32 +81,31 @@ def _upstream_url(match: RouteMatch, query: bytes) -> URL:
 
 async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, send: Send, path: str) -> None:
     started = time.perf_counter()
-    raw = cast(list[tuple[bytes, bytes]], scope["headers"])
+    raw: list[tuple[bytes, bytes]] = scope["headers"]
     client = scope.get("client")
-    request_id = request_id_of(raw)
-    peer = resolve_peer(client[0] if client else "", "http", raw, pipeline.trusted_proxies)
+    head = read_head(raw, allow_underscores=pipeline.allow_underscore_headers, max_bytes=pipeline.max_header_bytes)
+    request_id = head.request_id
+    # The connection's own scheme, as for HTTP: wss (TLS) forwards as https, ws as http.
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    peer = resolve_peer(client[0] if client else "", scheme, raw, pipeline.trusted_proxies, host=head.host)
     event = AuditEvent(method="WEBSOCKET", path=path, client_ip=peer.client_ip, request_id=request_id)
     if (await receive())["type"] != "websocket.connect":
         return
     try:
         match = pipeline.routes.match(path)
         event.route = match.route.prefix
-        authorization, org_header, api_key = pick_headers(
-            raw, pipeline.allow_underscore_headers, pipeline.max_header_bytes
-        )
-        admitted = await pipeline.admit(match, path, "GET", authorization, org_header, api_key, event)
-        outgoing = Outgoing(
+        if head.error is not None:
+            raise head.error
+        admitted = await pipeline.admit(match, path, "GET", head.authorization, head.org, head.api_key, event)
+        forwarded = request_headers(
+            raw,
+            keep_authorization=match.route.public,
+            has_body=False,
             identity=admitted.identity,
-            forwarded_for=peer.forwarded_for,
-            scheme=peer.scheme,
-            host=peer.host,
+            peer=peer,
             request_id=request_id,
         )
-        headers = [
-            (k, v)
-            for k, v in request_headers(raw, keep_authorization=match.route.public, has_body=False, outgoing=outgoing)
-            if k not in HANDSHAKE
-        ]
+        headers = [(k, v) for k, v in forwarded if k not in HANDSHAKE]
         protocols = [
             p.strip()
             for k, v in raw
@@ -217,5 +216,5 @@ async def _recheck(pipeline: Pipeline, subject: str, org: str, path: str, key_id
 
 
 def _finish(pipeline: Pipeline, event: AuditEvent, started: float) -> None:
-    event.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    event.duration_ms = milliseconds(started)
     pipeline.audit.emit(event)
