@@ -29,7 +29,9 @@ def authenticate(
         api_key = bearer
     if api_key is not None and policy is not None:
         return _by_key(policy, api_key)
-    principal = tokens.authenticate(authorization)
+    # A well-formed bearer token goes straight to verification; anything else gets the service's own answer
+    # (401 without credentials, 401 invalid_token for another scheme or an empty token).
+    principal = tokens.verify(bearer) if bearer else tokens.authenticate(authorization)
     # Logout, revoked sessions, password changes and disabled accounts: the snapshot lists the sessions
     # revoked within the last hour, so this check never touches the database.
     if policy is not None and principal.session_id is not None and policy.session_revoked(principal.session_id):

@@ -34,6 +34,8 @@ class CompiledRoute:
     cors: CorsPolicy | None
     audience: str
     """The upstream's origin (scheme://host:port): the `aud` of identity tokens for this route."""
+    below: str
+    """`prefix` + "/": paths under the route start with it (`/` for the catch-all)."""
 
 
 @dataclass(slots=True)  # made per request: frozen would cost an object.__setattr__ per field
@@ -68,6 +70,7 @@ def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
         pool_size=route.pool_size,
         cors=CorsPolicy.compile(route.cors) if route.cors is not None else None,
         audience=f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}",
+        below=route.prefix if route.prefix == "/" else route.prefix + "/",
         timeout=aiohttp.ClientTimeout(
             total=None,
             connect=route.connect_timeout or defaults.connect_timeout,
@@ -90,7 +93,7 @@ class RouteTable:
             raise NotFound("no such endpoint")  # the gateway's own paths are never forwarded, even by `/`
         for route in self._routes:
             prefix = route.prefix
-            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+            if path.startswith(route.below) or path == prefix:
                 rest = path
                 if route.strip_prefix and prefix != "/":
                     rest = path[len(prefix) :] or "/"
