@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -51,11 +51,11 @@ class Principal:
     """The login an access token belongs to (`sid`); revoking that session stops the token at once."""
     auth_time: int = 0
     """When the user last proved a factor in that session (epoch seconds); 0 for API keys."""
+    subject: str = field(init=False)
+    """The Casbin subject for this caller (`user:<id>`), made once."""
 
-    @property
-    def subject(self) -> str:
-        """The Casbin subject for this caller."""
-        return "user:" + self.user_id
+    def __post_init__(self) -> None:
+        self.subject = "user:" + self.user_id
 
 
 @dataclass(frozen=True, slots=True)

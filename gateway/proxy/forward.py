@@ -13,48 +13,10 @@ from yarl import URL
 
 from gateway.asgitypes import Receive, Send
 from gateway.errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge
+from gateway.proxy.headers import HOP_BY_HOP, connection_tokens
 from gateway.proxy.match import RouteMatch
-from gateway.proxy.peer import Peer
 
 CHUNK = 64 * 1024
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-IDENTITY_PREFIX = "x-gateway-"
-# Written by the gateway itself; what the client sent under these names is dropped.
-GATEWAY_WRITTEN = frozenset(
-    {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id"}
-)
-# Headers some frameworks and proxies obey to change the path or method they act on. The gateway authorized
-# one path and one method; a client must not be able to name another one behind its back.
-REWRITES = frozenset(
-    {
-        "x-original-url",
-        "x-rewrite-url",
-        "x-original-uri",
-        "x-forwarded-uri",
-        "x-forwarded-path",
-        "x-forwarded-prefix",
-        "x-forwarded-method",
-        "x-forwarded-port",
-        "x-forwarded-server",
-        "x-forwarded-scheme",
-        "x-real-ip",
-        "x-http-method-override",
-        "x-http-method",
-        "x-method-override",
-    }
-)
 
 
 class ForwardedRequest(aiohttp.ClientRequest):
@@ -88,53 +50,7 @@ class BodyOverLimit(Exception):
     """A streamed body passed the route's limit; raised inside aiohttp's writer, answered as 413."""
 
 
-def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names a `Connection` header lists (hop-by-hop for this one message), lower-cased."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return frozenset(tokens)
-
-
-# Names are compared as the bytes the server hands over (lower-case in ASGI); decoding happens once, at the end.
-_NEVER_FORWARDED = frozenset(name.encode() for name in HOP_BY_HOP | GATEWAY_WRITTEN | REWRITES)
-_CREDENTIALS = (b"authorization", b"x-api-key")
-_IDENTITY = IDENTITY_PREFIX.encode()
 _NOT_RETURNED = frozenset(name.encode() for name in HOP_BY_HOP | {"date", "x-request-id"})
-
-
-def request_headers(
-    raw: list[tuple[bytes, bytes]],
-    *,
-    keep_authorization: bool,
-    has_body: bool,
-    identity: tuple[tuple[str, str], ...],
-    peer: Peer,
-    request_id: str,
-) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones, identity spoofs and gateway-written ones, plus ours: the
-    verified identity, X-Forwarded-For/-Proto/-Host and X-Request-Id. A request without a body carries no
-    Content-Length (aiohttp writes its own)."""
-    named = connection_tokens(raw) if any(name == b"connection" for name, _ in raw) else frozenset()
-    headers: list[tuple[str, str]] = []
-    for name, value in raw:
-        if name in _NEVER_FORWARDED or name in named:
-            continue
-        if name.replace(b"_", b"-").startswith(_IDENTITY):
-            continue  # X-Gateway-*, x_gateway_*, X-Gateway_User...: only the gateway writes these
-        if not keep_authorization and name in _CREDENTIALS:
-            continue  # the credential was consumed here; upstreams get the verified identity instead
-        if not has_body and name == b"content-length":
-            continue
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
-    headers.extend(identity)
-    headers.append(("x-forwarded-for", peer.forwarded_for))
-    headers.append(("x-forwarded-proto", peer.scheme))
-    if peer.host is not None:
-        headers.append(("x-forwarded-host", peer.host))
-    headers.append(("x-request-id", request_id))
-    return headers
 
 
 def response_headers(

@@ -1,15 +1,62 @@
-"""Reading the request headers the stages need, in one pass: credentials, org, request id, host, body framing.
+"""Request headers in one pass: what the stages need (credentials, org, request id, host, body framing) and
+which of the client's headers may go upstream.
 
 Ambiguity is refused: a repeated credential or org header, and any header name with `_` (servers disagree on
-whether `X_Gateway_User` is `X-Gateway-User`: OAuth2 Proxy CVE-2025-64484). Names arrive lower-cased (ASGI).
+whether `X_Gateway_User` is `X-Gateway-User`: OAuth2 Proxy CVE-2025-64484). Never forwarded: hop-by-hop
+headers and those a `Connection` header names, what the gateway writes itself, headers that would make an
+upstream act on another path or method, any spelling of `x-gateway-*`, and the credential (except on public
+routes). Names arrive lower-cased (ASGI) and are compared as bytes; only forwarded ones are decoded.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 
 from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
+from gateway.proxy.peer import Peer
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Written by the gateway itself; what the client sent under these names is dropped.
+GATEWAY_WRITTEN = frozenset(
+    {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id"}
+)
+# Headers some frameworks and proxies obey to change the path or method they act on. The gateway authorized
+# one path and one method; a client must not be able to name another one behind its back.
+REWRITES = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-forwarded-uri",
+        "x-forwarded-path",
+        "x-forwarded-prefix",
+        "x-forwarded-method",
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-real-ip",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    }
+)
+_NEVER_FORWARDED = frozenset(name.encode() for name in HOP_BY_HOP | GATEWAY_WRITTEN | REWRITES)
+# X-Gateway-*, x_gateway_*, X-Gateway_User...: only the gateway writes these, under any separator.
+_IDENTITY = (b"x-gateway-", b"x-gateway_", b"x_gateway-", b"x_gateway_")
 
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 # What each header the stages read is called in the error that names it when it is sent twice.
@@ -20,9 +67,27 @@ _READ = frozenset({*_SINGLE, b"x-request-id", b"host", b"content-length", b"tran
 class RequestHead:
     """What the stages need from the request headers (values decoded as Latin-1)."""
 
-    __slots__ = ("api_key", "authorization", "chunked", "content_length", "error", "host", "org", "request_id")
+    __slots__ = (
+        "api_key",
+        "authorization",
+        "chunked",
+        "content_length",
+        "credentials",
+        "error",
+        "forwardable",
+        "host",
+        "named",
+        "org",
+        "request_id",
+    )
 
     def __init__(self) -> None:
+        self.forwardable: list[tuple[str, str]] = []
+        """The client's headers that may go upstream on any route (decoded)."""
+        self.credentials: list[tuple[str, str]] = []
+        """Authorization and X-API-Key as sent: forwarded on public routes only."""
+        self.named = False
+        """A Connection header was sent: the headers it names are dropped too (see `request_headers`)."""
         self.error: GatewayError | None = None
         """Headers over the size limit (431) or ambiguous (400): raised by the pipeline when it reads them."""
         self.authorization: str | None = None
@@ -42,14 +107,23 @@ def read_head(raw: list[tuple[bytes, bytes]], *, allow_underscores: bool, max_by
     head = RequestHead()
     total = 0
     problem: str | None = None
+    forwardable = head.forwardable
     for name, value in raw:
         total += len(name) + len(value)
         if name not in _READ:
             if problem is None and not allow_underscores and b"_" in name:
                 problem = f"{name.decode('latin-1')}: header names containing '_' are refused"
+            if name in _NEVER_FORWARDED:
+                head.named = head.named or name == b"connection"
+            elif not name.startswith(_IDENTITY):
+                forwardable.append((name.decode("latin-1"), value.decode("latin-1")))
             continue
         if name in _SINGLE:
             text = value.decode("latin-1")
+            if name == b"x-org":
+                forwardable.append(("x-org", text))
+            else:
+                head.credentials.append((name.decode("latin-1"), text))
             if name == b"authorization":
                 if head.authorization is not None:
                     problem = problem or "Authorization: sent more than once"
@@ -70,7 +144,7 @@ def read_head(raw: list[tuple[bytes, bytes]], *, allow_underscores: bool, max_by
         elif name == b"content-length":
             head.content_length = value
         else:
-            head.chunked = True
+            head.chunked = True  # transfer-encoding: hop-by-hop, never forwarded
     if total > max_bytes:
         head.error = HeadersTooLarge(f"request headers may total at most {max_bytes} bytes")
     elif problem is not None:
@@ -91,3 +165,42 @@ def request_id_of(raw: list[tuple[bytes, bytes]]) -> str:
         if name == b"x-request-id" and _REQUEST_ID_RE.match(value):
             return value.decode("ascii")
     return new_request_id()
+
+
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Header names a `Connection` header lists (hop-by-hop for this one message), lower-cased."""
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return frozenset(tokens)
+
+
+def request_headers(
+    head: RequestHead,
+    raw: list[tuple[bytes, bytes]],
+    *,
+    keep_authorization: bool,
+    has_body: bool,
+    identity: tuple[tuple[str, str], ...],
+    peer: Peer,
+    request_id: str,
+) -> list[tuple[str, str]]:
+    """What goes upstream: the client's forwardable headers (its credential only on public routes, its
+    Content-Length only with a body: aiohttp writes its own otherwise), then ours: the verified identity,
+    X-Forwarded-For/-Proto/-Host and X-Request-Id."""
+    headers = list(head.forwardable)
+    if keep_authorization:
+        headers.extend(head.credentials)
+    if has_body and head.content_length is not None:
+        headers.append(("content-length", head.content_length.decode("latin-1")))
+    if head.named:
+        named = {name.decode("latin-1") for name in connection_tokens(raw)}
+        headers = [(name, value) for name, value in headers if name not in named]
+    headers.extend(identity)
+    headers.append(("x-forwarded-for", peer.forwarded_for))
+    headers.append(("x-forwarded-proto", peer.scheme))
+    if peer.host is not None:
+        headers.append(("x-forwarded-host", peer.host))
+    headers.append(("x-request-id", request_id))
+    return headers

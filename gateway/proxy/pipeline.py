@@ -25,9 +25,9 @@ from gateway.policy import KeyRecord, PolicyEngine
 from gateway.proxy.audit import AuditEvent, AuditSink, milliseconds
 from gateway.proxy.authenticate import authenticate
 from gateway.proxy.enforce import Denied, enforce
-from gateway.proxy.forward import ClientGone, UpstreamBroke, forward, request_has_body, request_headers
+from gateway.proxy.forward import ClientGone, UpstreamBroke, forward, request_has_body
 from gateway.proxy.forward_auth import decide_described, describe
-from gateway.proxy.headers import read_head, request_id_of
+from gateway.proxy.headers import read_head, request_headers, request_id_of
 from gateway.proxy.limit import MemoryCounter, RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
 from gateway.proxy.peer import TrustedProxies, resolve_peer
@@ -187,6 +187,7 @@ class Pipeline:
             has_body = request_has_body(head.content_length, head.chunked, route.max_body_bytes)
             admitted = await self.admit(match, path, method, head.authorization, head.org, head.api_key, event)  # 2-4
             headers = request_headers(
+                head,
                 raw_headers,
                 keep_authorization=route.public,
                 has_body=has_body,

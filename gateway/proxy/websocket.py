@@ -21,8 +21,7 @@ from gateway.asgitypes import Message, Receive, Scope, Send
 from gateway.errors import BadGateway, GatewayError, GatewayTimeout, send_problem
 from gateway.proxy.audit import AuditEvent, milliseconds
 from gateway.proxy.enforce import Denied
-from gateway.proxy.forward import request_headers
-from gateway.proxy.headers import read_head
+from gateway.proxy.headers import read_head, request_headers
 from gateway.proxy.match import RouteMatch
 from gateway.proxy.peer import resolve_peer
 
@@ -98,6 +97,7 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
             raise head.error
         admitted = await pipeline.admit(match, path, "GET", head.authorization, head.org, head.api_key, event)
         forwarded = request_headers(
+            head,
             raw,
             keep_authorization=match.route.public,
             has_body=False,
