@@ -845,3 +845,27 @@ async def test_route_with_its_own_pool(gateway: Gateway) -> None:
     assert gateway.runtime.pools["/pooled"].connector.limit == 1
     assert gateway.runtime.http.connector is not None
     assert gateway.runtime.http.connector.limit == 256
+
+
+async def test_a_response_leaves_in_one_write_and_100_continue_is_not_held(gateway: Gateway) -> None:
+    """The head and a small body arrive together; a HEAD answer and an upload behind `Expect: 100-continue`
+    (the interim answer is sent at once, before the body) still work."""
+    tokens = await _acme(gateway)
+    auth = f"Authorization: Bearer {tokens['member']}\r\nX-Org: acme\r\n"
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /api/one HTTP/1.1\r\nHost: gw\r\n{auth}\r\n".encode())
+    first = await asyncio.wait_for(reader.read(65536), 5)
+    assert first.startswith(b"HTTP/1.1 200") and first.endswith(b'"bytes": 0}'), first
+    writer.write(f"HEAD /api/one HTTP/1.1\r\nHost: gw\r\n{auth}\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200")
+    writer.write(
+        f"POST /api/up HTTP/1.1\r\nHost: gw\r\n{auth}Content-Length: 5\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    answer = await asyncio.wait_for(reader.read(65536), 5)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"bytes": 5' in answer
+    writer.close()
