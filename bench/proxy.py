@@ -315,12 +315,14 @@ def main() -> None:
     up_port, pass_port, gw_port, gw2_port = free_port(), free_port(), free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{up_port}"
     db = args.database or f"sqlite+aiosqlite:///{work / 'bench.db'}"
-    (work / "gateway.toml").write_text(
+    config = (
         f'database_url = "{db}"\nlog_level = "INFO"\naudit_log = "{work / "audit.jsonl"}"\n'
-        'trusted_proxies = ["127.0.0.1/32"]\n'
         f'[[routes]]\nprefix = "/api"\nupstream = "{upstream_url}"\n'
         f'[[routes]]\nprefix = "/open"\nupstream = "{upstream_url}"\npublic = true\nstrip_prefix = true\n'
     )
+    (work / "gateway.toml").write_text(config)
+    # Forward-auth answers only trusted proxies: Caddy connects from loopback.
+    (work / "forward-auth.toml").write_text('trusted_proxies = ["127.0.0.1/32"]\n' + config)
     env = {**os.environ, "GATEWAY_CONFIG": str(work / "gateway.toml")}
     seed(env)
     me = [sys.executable, __file__]
@@ -384,16 +386,22 @@ def main() -> None:
 
         if not args.skip_forward_auth:
             print("\n== 3. Caddy in front of the upstream: plain, and with forward_auth to the gateway")
-            plain_port, authed_port = free_port(), free_port()
+            plain_port, authed_port, fa_port = free_port(), free_port(), free_port()
+            deciding = subprocess.Popen(
+                [*gateway_cli, "--port", str(fa_port)],
+                env={**env, "GATEWAY_CONFIG": str(work / "forward-auth.toml")},
+                stderr=log,
+            )
             plain = caddy(work, "plain", plain_port, up_port, None)
-            authed = caddy(work, "authed", authed_port, up_port, gw_port)
-            children += [plain, authed]
+            authed = caddy(work, "authed", authed_port, up_port, fa_port)
+            children += [deciding, plain, authed]
+            wait_for(f"http://127.0.0.1:{fa_port}/healthz")
             wait_for(f"http://127.0.0.1:{plain_port}/api/x")
             wait_for(f"http://127.0.0.1:{authed_port}/api/x")
             fronted = measure(
                 {
                     "caddy": (f"http://127.0.0.1:{plain_port}", "", full, [plain.pid]),
-                    "caddy+forward_auth": (f"http://127.0.0.1:{authed_port}", "", full, [authed.pid, gw_pid]),
+                    "caddy+forward_auth": (f"http://127.0.0.1:{authed_port}", "", full, [authed.pid, deciding.pid]),
                 },
                 load,
                 args.rounds,

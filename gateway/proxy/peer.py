@@ -27,19 +27,33 @@ class Peer:
     """The X-Forwarded-For value to send upstream: the trusted chain plus the direct peer."""
 
 
+_KNOWN_MAX = 4096
+
+
 class TrustedProxies:
     def __init__(self, networks: tuple[str, ...]) -> None:
         self._networks: tuple[Network, ...] = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self._known: dict[str, bool] = {}
+        """Answers already given: the same few proxy addresses connect again and again, and parsing an address
+        costs more than the rest of the rule. Bounded: emptied when full."""
 
     def __bool__(self) -> bool:
         return bool(self._networks)
 
     def trusts(self, address: str) -> bool:
+        known = self._known.get(address)
+        if known is not None:
+            return known
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            return False
-        return any(ip in network for network in self._networks)
+            trusted = False
+        else:
+            trusted = any(ip in network for network in self._networks)
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()
+        self._known[address] = trusted
+        return trusted
 
 
 def _valid_ip(value: str) -> bool:
