@@ -15,10 +15,10 @@ never reach a different handler than the one the gateway's own checks saw. With 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import cast
 from urllib.parse import unquote
 
-from gateway.asgitypes import Receive, Scope, Send
+from gateway.asgitypes import ASGIApp, Receive, Scope, Send
 from gateway.errors import InvalidPath, NotFound
 from gateway.namespace import (
     CONTROL_PREFIXES,
@@ -32,9 +32,6 @@ from gateway.proxy.paths import canonical_path
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 
-if TYPE_CHECKING:
-    from litestar import Litestar
-
 FRAGMENT_MARK = "gateway.fragment"
 """Set in the scope by the HTTP protocol (serve.py) when the request target carried a `#` fragment."""
 
@@ -44,7 +41,7 @@ class FrontDoor:
     """Dispatches every connection of the process; built by `create_gateway`."""
 
     runtime: Runtime
-    control: Litestar
+    control: ASGIApp
     """The one Litestar application (control plane)."""
     management_ports: frozenset[int] = frozenset()
     """Local ports of the management listener; empty when there is none (everything on one port)."""
@@ -52,7 +49,7 @@ class FrontDoor:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self.control(scope, receive, send)  # type: ignore[arg-type]
+            await self.control(scope, receive, send)
             return
         pipeline = self.runtime.pipeline
         try:
@@ -76,7 +73,7 @@ class FrontDoor:
             await pipeline.forward_auth(scope, receive, send)
         elif under(path, CONTROL_PREFIXES) and kind == "http":
             scope["path"] = unquote(path)
-            await self.control(scope, receive, send)  # type: ignore[arg-type]
+            await self.control(scope, receive, send)
         else:  # the rest of /authz, or a WebSocket aimed at the control plane: the route table says 404
             await pipeline.proxy(scope, receive, send, path)
 
@@ -86,4 +83,4 @@ def create_gateway(settings: Settings, *, management_ports: frozenset[int] = fro
     from gateway.app import create_app
 
     runtime = Runtime.configure(settings)
-    return FrontDoor(runtime=runtime, control=create_app(runtime), management_ports=management_ports)
+    return FrontDoor(runtime=runtime, control=cast(ASGIApp, create_app(runtime)), management_ports=management_ports)

@@ -28,6 +28,15 @@ def test_proxy_never_imports_the_api() -> None:
         assert not any(name.startswith("gateway.api") for name in _imports(module)), module.name
 
 
+def test_the_data_plane_imports_no_framework() -> None:
+    """The front door and gateway.proxy import nothing from Litestar (tests/test_asgi.py also checks that no
+    Litestar code runs for a proxied request); only gateway.app and gateway.api build the control plane."""
+    data_plane = [PACKAGE / "asgi.py", PACKAGE / "namespace.py", PACKAGE / "asgitypes.py", PACKAGE / "errors.py"]
+    for module in [*data_plane, *(PACKAGE / "proxy").glob("*.py")]:
+        imported = {name for name in _imports(module) if name.split(".")[0] == "litestar"}
+        assert not imported, (module.name, imported)
+
+
 def test_only_the_policy_package_imports_casbin() -> None:
     """Casbin stays behind gateway.policy; no casbin type leaks out."""
     for module in PACKAGE.rglob("*.py"):

@@ -175,3 +175,13 @@ def test_diff_sync_prune_and_export_round_trip(db_url: str, tmp_path: Path) -> N
     assert [event.action for event in recorded] == ["policy.sync", "policy.sync"]
     assert json.loads(recorded[0].detail) == {"added": [extra.strip()], "removed": []}
     assert recorded[0].actor.startswith("cli:")
+
+
+def test_lint_refuses_a_model_that_calls_an_unknown_function(db_url: str, tmp_path: Path) -> None:
+    """A matcher calling a function casbin does not have (it would load, then fail every decision) is a lint
+    error naming the function."""
+    model = tmp_path / "model.conf"
+    model.write_text((ROOT / "model.conf").read_text().replace("keyMatch2(r.obj", "keyMatch9(r.obj"))
+    result = run_cli(["policy", "lint", "--model", str(model), str(ROOT / "policies" / "system.csv")], db_url)
+    assert result.returncode == 1
+    assert "keyMatch9()" in result.stdout and "casbin does not provide" in result.stdout
