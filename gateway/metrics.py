@@ -23,7 +23,8 @@ from prometheus_client.registry import Collector
 from gateway.proxy.audit import AuditEvent
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = "text/plain; version=0.0.4"
+"""Prometheus text format 0.0.4 (the framework adds `; charset=utf-8`, once)."""
 
 
 class Histogram:

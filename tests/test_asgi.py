@@ -158,3 +158,20 @@ async def test_the_management_listener_takes_admin_and_metrics(split: tuple[Gate
     for base in (gateway.url, management):
         assert await status(base, "/healthz") == 200
         assert await status(base, "/readyz") == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_probes_and_metrics_answer_head_like_get(gateway: Gateway, path: str) -> None:
+    """HEAD on /healthz, /readyz and /metrics: the GET's status, type and length, no body; the metrics' type
+    names its charset once."""
+    got, get_headers, body = await gateway.call("GET", path)
+    assert body
+    headed, head_headers, empty = await gateway.call("HEAD", path)
+    assert got == headed == 200
+    assert empty == b""
+    assert head_headers["content-type"] == get_headers["content-type"]
+    assert get_headers["content-type"].count("charset") <= 1
+    if path == "/metrics":
+        assert get_headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    else:
+        assert int(head_headers["content-length"]) > 0
