@@ -120,17 +120,18 @@ sooner, and a watch costs a task; a slow upstream or a long download is watched 
 class _DisconnectWatch:
     """Cancels the request's task when the client goes away, watching only once the exchange is slow."""
 
-    __slots__ = ("_handle", "_receive", "_target", "_task", "gone")
+    __slots__ = ("_handle", "_loop", "_receive", "_target", "_task", "gone")
 
-    def __init__(self, receive: Receive, target: asyncio.Task[object]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, target: asyncio.Task[object]) -> None:
+        self._loop = loop
         self._receive = receive
         self._target = target
         self._task: asyncio.Task[None] | None = None
         self.gone = False
-        self._handle = asyncio.get_running_loop().call_later(WATCH_AFTER, self._start)
+        self._handle = loop.call_later(WATCH_AFTER, self._start)
 
     def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._watch())
+        self._task = self._loop.create_task(self._watch())
 
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
@@ -148,6 +149,7 @@ async def forward(
     session: aiohttp.ClientSession,
     match: RouteMatch,
     *,
+    loop: asyncio.AbstractEventLoop,
     method: str,
     query: bytes,
     headers: list[tuple[str, str]],
@@ -172,9 +174,11 @@ async def forward(
         encoded=True,
     )
     attempts = 1 + (route.retries if method in IDEMPOTENT and not has_body else 0)
-    current = asyncio.current_task()
+    # The loop is passed in: without it, asyncio looks it up, and on Python 3.11 every lookup is a getpid()
+    # system call.
+    current = asyncio.current_task(loop)
     # With a body, receive() belongs to the body stream, which notices a disconnect itself.
-    watch = None if has_body or current is None else _DisconnectWatch(receive, current)
+    watch = None if has_body or current is None else _DisconnectWatch(loop, receive, current)
     try:
         for attempt in range(attempts):
             try:

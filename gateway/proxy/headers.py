@@ -10,6 +10,7 @@ routes). Names arrive lower-cased (ASGI) and are compared as bytes; only forward
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterable
@@ -154,9 +155,27 @@ def read_head(raw: list[tuple[bytes, bytes]], *, allow_underscores: bool, max_by
     return head
 
 
+class _RequestIds:
+    """This process's random 64-bit prefix and a counter: unique across processes and restarts, without a
+    system call per request (a request id correlates; it needs no secrecy, and a client may send its own).
+    Drawn on first use, and again in a forked child."""
+
+    prefix = ""
+    counter = itertools.count(1)
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.prefix, cls.counter = "", itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_RequestIds.reset)
+
+
 def new_request_id() -> str:
-    """128 random bits in hex."""
-    return os.urandom(16).hex()
+    """32 hex digits (see `_RequestIds`)."""
+    if not _RequestIds.prefix:
+        _RequestIds.prefix = os.urandom(8).hex()
+    return f"{_RequestIds.prefix}{next(_RequestIds.counter):016x}"
 
 
 def request_id_of(raw: list[tuple[bytes, bytes]]) -> str:

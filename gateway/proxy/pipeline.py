@@ -9,6 +9,7 @@ request only by raising a GatewayError, written here as problem+json. Nothing he
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class Pipeline:
     allow_underscore_headers: bool = False
     max_header_bytes: int = 32 * 1024
     trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies(()))
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+    """The loop serving this process (built inside it)."""
 
     async def admit(
         self,
@@ -202,6 +205,7 @@ class Pipeline:
                 event.upstream_status = event.status = await forward(  # 5
                     self.pools.get(route.prefix, self.http),
                     match,
+                    loop=self.loop,
                     method=method,
                     query=scope.get("query_string", b""),
                     headers=headers,
