@@ -10,6 +10,7 @@
     │   └── MfaEnrollmentRequired     403 mfa-enrollment-required  superadmins must turn on TOTP first
     ├── NotFound                      404 not-found            no route, or no such resource
     ├── Conflict                      409 conflict             the change clashes with existing state
+    ├── RequestTimeout                408 request-timeout      the request's headers did not arrive in time
     ├── PreconditionFailed            412 precondition-failed  If-Match names a version that is no longer current
     ├── PayloadTooLarge               413 payload-too-large    the body exceeds the route's limit
     ├── HeadersTooLarge               431 headers-too-large    the request headers exceed the limit
@@ -130,6 +131,14 @@ class Conflict(GatewayError):
     status = 409
     slug = "conflict"
     title = "Conflict"
+
+
+class RequestTimeout(GatewayError):
+    """Raise (or write) when a client did not send its request line and headers in time (slow clients)."""
+
+    status = 408
+    slug = "request-timeout"
+    title = "Request timeout"
 
 
 class PreconditionFailed(GatewayError):

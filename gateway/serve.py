@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Generator
+from http import HTTPStatus
 from typing import Any, Literal
 
 import uvicorn
@@ -24,8 +25,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from gateway.asgi import FRAGMENT_MARK, create_gateway
+from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, RequestTimeout, ServiceUnavailable, render
 from gateway.preflight import StartupError, preflight
-from gateway.settings import Settings, split_listen
+from gateway.settings import Clients, Settings, split_listen
 
 log = logging.getLogger("gateway")
 
@@ -59,13 +61,91 @@ class _OneWrite:
         return self._transport.is_closing()
 
 
+def _refusal(error: GatewayError) -> bytes:
+    """A complete problem response that closes the connection, for answers written before any request."""
+    body = render(error)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in error.headers.items())
+    return (
+        f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\ncontent-type: {PROBLEM_CONTENT_TYPE}\r\n"
+        f"content-length: {len(body)}\r\ncache-control: no-store\r\n{extra}connection: close\r\n\r\n"
+    ).encode() + body
+
+
+_TIMED_OUT = _refusal(RequestTimeout("the request's headers did not arrive in time"))
+_TOO_MANY = _refusal(ServiceUnavailable("too many open connections; try again shortly", headers={"retry-after": "1"}))
+
+
+def _file_descriptor_limit() -> int:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return 1024
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+async def _sweep(connections: set[Any], header_timeout: float) -> None:
+    """Once a second: close connections whose request headers have been arriving for too long (slowloris)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(min(1.0, header_timeout / 2))
+        now = loop.time()
+        for connection in list(connections):
+            since = getattr(connection, "awaiting_since", None)
+            if since is not None and now - since > header_timeout:
+                connection.time_out()
+
+
 class StrictHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, except that a request target carrying a `#` fragment is marked in the
-    scope (the parser would silently drop the fragment), so the front door can refuse it instead of
-    authorizing a shorter path than the client wrote (Envoy CVE-2021-32779); and that a response's head and
-    first body bytes are written together (`_OneWrite`), except for HEAD requests, which have no body."""
+    """uvicorn's httptools protocol, with what a gateway facing the internet needs:
+
+    - a request target carrying a `#` fragment is marked in the scope (the parser would silently drop it), so
+      the front door refuses it instead of authorizing a shorter path than the client wrote (Envoy
+      CVE-2021-32779);
+    - a response's head and first body bytes are written together (`_OneWrite`), except for HEAD;
+    - a request line and headers must arrive within `clients.header_timeout` of the connection's start or the
+      request's first byte, else 408 and close (one sweeper task per server checks once a second: nothing is
+      scheduled per request); idle keep-alive connections close after `clients.keep_alive_timeout` (uvicorn);
+    - beyond `clients.max_connections` open connections, a new one gets 503 and is closed at once.
+    """
+
+    awaiting_since: float | None = None
+    """loop.time() since when this connection waits for a request's headers; None while none is due."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        clients: Clients = getattr(self.config, "clients", None) or Clients()
+        limit = clients.max_connections or _file_descriptor_limit() // 2
+        if len(self.connections) > limit:
+            transport.write(_TOO_MANY)
+            transport.close()
+            return
+        self.awaiting_since = self.loop.time()
+        state = self.server_state
+        if getattr(state, "gateway_sweeper", None) is None:
+            state.gateway_sweeper = self.loop.create_task(  # type: ignore[attr-defined]
+                _sweep(self.connections, clients.header_timeout), name="gateway-header-timeouts"
+            )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.awaiting_since = None
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        if self.awaiting_since is None:
+            self.awaiting_since = self.loop.time()
+        super().on_message_begin()
+
+    def time_out(self) -> None:
+        """The headers took too long: 408, then close."""
+        self.awaiting_since = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_TIMED_OUT)
+            self.transport.close()
 
     def on_headers_complete(self) -> None:
+        self.awaiting_since = None
         if b"#" in self.url:
             self.scope[FRAGMENT_MARK] = True  # type: ignore[literal-required]
         super().on_headers_complete()
@@ -89,6 +169,7 @@ class GatewayConfig(uvicorn.Config):
     def __init__(self, settings: Settings, *, management_ports: frozenset[int], workers: int = 1) -> None:
         self.settings = settings
         self.management_ports = management_ports
+        self.clients = settings.clients
         super().__init__(
             "gateway.asgi:create_gateway",  # documentation only: load_app builds it from `settings`
             factory=True,
@@ -102,6 +183,7 @@ class GatewayConfig(uvicorn.Config):
             access_log=False,  # the audit event is the access log
             log_config=None,
             timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+            timeout_keep_alive=settings.clients.keep_alive_timeout,
         )
 
     def load_app(self) -> Any:

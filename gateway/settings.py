@@ -173,6 +173,19 @@ class RateLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`redis://host:6379/0` to share the budget between replicas; otherwise counted in each process."""
 
 
+class Clients(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[clients]`: how long and how many client connections may hold the gateway (defaults like nginx's)."""
+
+    header_timeout: float = 60.0
+    """Seconds a request's line and headers may take to arrive (from the connection's start or the request's
+    first byte); then 408 and the connection closes (nginx `client_header_timeout`)."""
+    keep_alive_timeout: int = 75
+    """Seconds an idle keep-alive connection stays open between requests (nginx `keepalive_timeout`)."""
+    max_connections: int | None = None
+    """Open client connections per process; one more is answered 503 and closed at once. Default: half the
+    process's file-descriptor limit (the rest serves upstream pools, the database and files)."""
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything the gateway needs to start."""
 
@@ -216,6 +229,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
     login: Login = msgspec.field(default_factory=Login)
     mail: Mail = msgspec.field(default_factory=Mail)
+    clients: Clients = msgspec.field(default_factory=Clients)
     encryption_key: str | None = None
     """A Fernet key (`gateway encryption-key` makes one) sealing TOTP secrets at rest. Keep it out of the
     database and its backups; prefer GATEWAY_ENCRYPTION_KEY. Without it, TOTP secrets are stored as they are."""
@@ -266,6 +280,11 @@ def _validate(settings: Settings) -> None:
         split_listen(settings.admin_listen)
     if settings.shutdown_grace_seconds < 0:
         raise ConfigError("shutdown_grace_seconds: must not be negative")
+    clients = settings.clients
+    if clients.header_timeout <= 0 or clients.keep_alive_timeout <= 0:
+        raise ConfigError("clients: header_timeout and keep_alive_timeout must be positive")
+    if clients.max_connections is not None and clients.max_connections < 1:
+        raise ConfigError("clients.max_connections: at least 1")
     seen: set[str] = set()
     for index, route in enumerate(settings.routes):
         key = f"routes[{index}]"

@@ -375,7 +375,9 @@ async def start_gateway(
         server_header=False,
         access_log=False,
         http=StrictHttpToolsProtocol,
+        timeout_keep_alive=app.runtime.settings.clients.keep_alive_timeout,
     )
+    config.clients = app.runtime.settings.clients  # type: ignore[attr-defined]  # as GatewayConfig carries them
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock, *also]))
     for _ in range(500):

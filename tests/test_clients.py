@@ -1,0 +1,89 @@
+"""Slow and greedy clients, with real sockets: headers that never finish get 408, idle keep-alive connections
+close, and past the connection limit a new client gets 503 at once while the others are served."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.asgi import create_gateway
+from tests.conftest import Upstream, gateway_settings, load_system_policy, start_gateway
+
+
+@pytest.fixture
+async def strict(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
+    """A gateway with a 1-second header timeout, 2-second keep-alive and at most 20 connections."""
+    await load_system_policy(db_url)
+    settings = gateway_settings(
+        db_url,
+        upstream.url,
+        audit_log="off",
+        clients={"header_timeout": 1.0, "keep_alive_timeout": 2, "max_connections": 20},
+    )
+    front = create_gateway(settings)
+    url, server, task = await start_gateway(front)
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        yield host, int(port)
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def _read_all(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(), 10)
+
+
+async def test_headers_that_never_finish_get_408_and_the_connection_closes(strict: tuple[str, int]) -> None:
+    """Silent connections and half-sent headers (slowloris) are answered 408 within the timeout and closed,
+    while a well-behaved client is served meanwhile."""
+    host, port = strict
+    opened = []
+    for partial in (b"", b"GET /public/x HTTP/1.1\r\nHost: gw\r\nX-Slow: ", b"G"):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(partial)
+        opened.append((reader, writer))
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as http, http.get(f"http://{host}:{port}/public/x") as response:
+        assert response.status == 200
+    for reader, writer in opened:
+        answer = await _read_all(reader)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        assert b"urn:gateway:problem:request-timeout" in answer
+        writer.close()
+    assert time.monotonic() - started < 5
+
+
+async def test_idle_keep_alive_connections_close(strict: tuple[str, int]) -> None:
+    """After a response, a connection with no next request is closed after keep_alive_timeout."""
+    host, port = strict
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(b"GET /public/x HTTP/1.1\r\nHost: gw\r\n\r\n")
+    started = time.monotonic()
+    answer = await _read_all(reader)  # returns when the server closes the idle connection
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert 1.5 < time.monotonic() - started < 6
+    writer.close()
+
+
+async def test_past_the_connection_limit_a_new_client_gets_503_at_once(strict: tuple[str, int]) -> None:
+    """With max_connections open, one more is answered 503 with Retry-After and closed; when the idle ones
+    time out, new clients are served again."""
+    host, port = strict
+    hogs = [await asyncio.open_connection(host, port) for _ in range(20)]
+    await asyncio.sleep(0.1)
+    reader, writer = await asyncio.open_connection(host, port)
+    answer = await _read_all(reader)
+    assert answer.startswith(b"HTTP/1.1 503 "), answer
+    assert b"retry-after: 1" in answer.lower()
+    writer.close()
+    for hog_reader, hog_writer in hogs:
+        assert (await _read_all(hog_reader)).startswith(b"HTTP/1.1 408 ")
+        hog_writer.close()
+    async with aiohttp.ClientSession() as http, http.get(f"http://{host}:{port}/public/x") as response:
+        assert response.status == 200
