@@ -37,6 +37,7 @@ LEEWAY_SECONDS = 5
 REFRESH_PREFIX = "rt_"
 _CACHE_MAX = 50_000
 _KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_COMPACT_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 @dataclass(slots=True)  # made per request: frozen would cost an object.__setattr__ per field
@@ -246,6 +247,11 @@ class TokenService:
         return principal
 
     def _verify_uncached(self, token: str) -> tuple[Principal, float]:
+        # Only the canonical compact form: three unpadded base64url parts. Decoders that tolerate padding or
+        # other characters would let one token take many spellings (each a fresh cache entry, and a way past
+        # any filter that compares tokens as strings).
+        if not _COMPACT_RE.fullmatch(token):
+            raise InvalidToken("malformed token")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

@@ -58,8 +58,9 @@ async def _me(gateway: Gateway, token: str, **headers: str) -> tuple[int, Any]:
 
 
 async def test_forged_and_confused_tokens_are_401(gateway: Gateway) -> None:
-    """alg none/noNE, HS256 keyed with the public JWK, claims out of bounds, foreign header keys and odd kids are
-    all 401 with error="invalid_token", never 500."""
+    """alg none/noNE, HS256 keyed with the public JWK, claims out of bounds, foreign header keys, odd kids and
+    non-canonical spellings of a valid token (padding, the standard base64 alphabet) are all 401 with
+    error="invalid_token", never 500."""
     user_id, login = await _session(gateway)
     sid = jwt.decode(login["access_token"], options={"verify_signature": False})["sid"]
     good = _claims(gateway, user_id, sid)
@@ -87,6 +88,11 @@ async def test_forged_and_confused_tokens_are_401(gateway: Gateway) -> None:
         "kid-path": _sign(gateway, good, kid="../../x"),
         "identity-token-type": _sign(gateway, good, typ="gw-identity+jwt"),
         "refresh-token": login["refresh_token"],
+        "padded-signature": login["access_token"] + "==",
+        "padded-header": login["access_token"].split(".")[0] + "=." + login["access_token"].split(".", 1)[1],
+        "standard-alphabet": login["access_token"].replace("-", "+").replace("_", "/")
+        if "-" in login["access_token"] or "_" in login["access_token"]
+        else login["access_token"] + "+",
     }
     for name, token in forged.items():
         status, headers = await _me(gateway, token)
