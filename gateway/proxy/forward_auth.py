@@ -5,15 +5,20 @@ caller's Authorization and X-Org headers; the gateway answers 200 with the ident
 the same canonical-path, authentication, organization and Casbin steps as proxied traffic. Those descriptive
 headers are believed only from `trusted_proxies` (a spoofed X-Forwarded-Uri was OAuth2 Proxy's
 GHSA-7x63-xv5r-3p2x): from anyone else the answer is 403.
+
+Only 200, 401 and 403 are answered: nginx's `auth_request` turns any other status into a 500 for the client,
+so a request that cannot be judged (a malformed path or method, a missing org) is a 403 whose
+`X-Gateway-Reason` header, body (`reason`) and audit line say why.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.errors import BadRequest, Forbidden
+from gateway.errors import BadRequest, Forbidden, GatewayError, InvalidPath
 from gateway.identity.tokens import TokenService
 from gateway.policy import PolicyEngine
+from gateway.proxy.audit import AuditEvent
 from gateway.proxy.authenticate import authenticate
 from gateway.proxy.enforce import enforce
 from gateway.proxy.paths import canonical_path
@@ -53,14 +58,18 @@ def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxi
     # The query is not part of the decision; a fragment never reaches a server and is refused if present.
     target = uri.split("?", 1)[0]
     if "#" in target:
-        raise BadRequest("X-Forwarded-Uri: a fragment is not part of a request target")
+        raise InvalidPath("X-Forwarded-Uri: a fragment is not part of a request target")
     path = canonical_path(target.encode("latin-1"))
     return Described(method, path, found.get(b"authorization"), found.get(ORG_HEADER.encode()), found.get(b"x-api-key"))
 
 
-def decide_described(tokens: TokenService, policy: PolicyEngine, described: Described) -> tuple[tuple[str, str], ...]:
-    """The identity headers for an allowed request; raises 401/403 errors otherwise."""
+def decide_described(
+    tokens: TokenService, policy: PolicyEngine, described: Described, event: AuditEvent
+) -> tuple[tuple[str, str], ...]:
+    """The identity headers for an allowed request; raises 401/403 errors otherwise. The audit event learns the
+    subject and the org as soon as they are known, so a denial names them too."""
     principal = authenticate(tokens, described.authorization, api_key=described.api_key, policy=policy)
+    event.subject = principal.subject
     key = principal.key
     slug = key.org if key is not None else (described.org or "").strip()
     if key is not None and described.org is not None and described.org.strip() != key.org:
@@ -70,10 +79,22 @@ def decide_described(tokens: TokenService, policy: PolicyEngine, described: Desc
         raise BadRequest("X-Org: the organization slug is needed")
     if org is None:
         raise Forbidden("not allowed in this organization")
+    event.org = org.slug
     enforce(policy, principal.subject, org.slug, described.path, described.method, key=key)
     roles = policy.roles_of(principal.subject, org.slug)
     return (
         ("x-gateway-user", principal.user_id),
         ("x-gateway-org", org.slug),
         ("x-gateway-roles", ",".join(roles)),
+    )
+
+
+def as_forward_auth_answer(error: GatewayError) -> GatewayError:
+    """401 and 403 as they are; anything else a 403 naming the original problem (see the module docstring)."""
+    if error.status in (401, 403):
+        return error
+    return Forbidden(
+        f"the request cannot be judged: {error.detail}",
+        headers={"x-gateway-reason": error.slug},
+        reason=error.slug,
     )

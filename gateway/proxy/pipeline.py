@@ -27,7 +27,7 @@ from gateway.proxy.audit import AuditEvent, AuditSink, milliseconds
 from gateway.proxy.authenticate import authenticate
 from gateway.proxy.enforce import Denied, enforce
 from gateway.proxy.forward import ClientGone, UpstreamBroke, forward, request_has_body
-from gateway.proxy.forward_auth import decide_described, describe
+from gateway.proxy.forward_auth import as_forward_auth_answer, decide_described, describe
 from gateway.proxy.headers import read_head, request_headers, request_id_of
 from gateway.proxy.limit import MemoryCounter, RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
@@ -127,8 +127,7 @@ class Pipeline:
         try:
             described = describe(peer_ip, raw_headers, self.trusted_proxies)
             event.method, event.path = described.method, described.path
-            identity = decide_described(self.tokens, self.policy, described)
-            event.subject, event.org = "user:" + identity[0][1], identity[1][1]
+            identity = decide_described(self.tokens, self.policy, described, event)
             event.granted, event.reason, event.status = True, "forward-auth allowed", 200
             headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]
             await _send_empty(send, 200, [*headers, (b"x-request-id", request_id.encode())])
@@ -136,11 +135,13 @@ class Pipeline:
             event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
             event.status = await send_problem(send, denied, request_id=request_id)
         except GatewayError as error:
-            event.granted, event.reason = False, error.slug
-            event.status = await send_problem(send, error, request_id=request_id)
+            answer = as_forward_auth_answer(error)
+            event.granted, event.reason = False, error.slug if answer is error else f"{error.slug}: {error.detail}"
+            event.status = await send_problem(send, answer, request_id=request_id)
         finally:
             event.duration_ms = milliseconds(started)
             self.audit.emit(event)
+            self.metrics.observe(event)
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, error: GatewayError, *, path: str = "") -> None:
         """Answer a request the front door turned away before any stage (a path with no canonical form, an

@@ -218,3 +218,4 @@ async def _recheck(pipeline: Pipeline, subject: str, org: str, path: str, key_id
 def _finish(pipeline: Pipeline, event: AuditEvent, started: float) -> None:
     event.duration_ms = milliseconds(started)
     pipeline.audit.emit(event)
+    pipeline.metrics.observe(event)

@@ -65,12 +65,34 @@ async def test_forward_auth_answers_like_the_proxy(fronted: Gateway) -> None:
 
 
 async def test_forward_auth_applies_canonical_paths(fronted: Gateway) -> None:
-    """The described URI goes through the same canonical form: ambiguous ones are 400."""
+    """The described URI goes through the same canonical form. Ambiguous ones, an unknown method and a missing
+    org are refused with 403 (nginx's auth_request would turn a 400 into a 500), the reason in X-Gateway-Reason
+    and in the audit line."""
     token = await fronted.login("viewer@acme.test")
     for uri in ("/a%2fb", "/a/%2e%2e/b", "/a;x", "/a#frag", "/a%00"):
-        assert (await _ask(fronted, "GET", uri, token))[0] == 400, uri
+        status, headers = await _ask(fronted, "GET", uri, token)
+        assert (status, headers.get("X-Gateway-Reason")) == (403, "invalid-path"), uri
     assert (await _ask(fronted, "GET", "/a/./b/../c", token))[0] == 200
-    assert (await _ask(fronted, "FETCH", "/a", token))[0] == 400
+    status, headers = await _ask(fronted, "FETCH", "/a", token)
+    assert (status, headers.get("X-Gateway-Reason")) == (403, "bad-request")
+    status, headers = await _ask(fronted, "GET", "/a", token, org=None)
+    assert (status, headers.get("X-Gateway-Reason")) == (403, "bad-request")
+    refused = [event for event in fronted.audit_events() if event["route"] == "/authz/forward" and not event["granted"]]
+    assert refused[0]["reason"].startswith("invalid-path: ")
+    assert refused[-1]["subject"].startswith("user:"), "the caller is named once known"
+
+
+async def test_forward_auth_denials_name_the_caller_and_reach_the_metrics(fronted: Gateway) -> None:
+    """A denied decision's audit line has its subject and org; decisions are counted in /metrics."""
+    token = await fronted.login("viewer@acme.test")
+    assert (await _ask(fronted, "DELETE", "/orders/7", token))[0] == 403
+    assert (await _ask(fronted, "GET", "/orders/7", token))[0] == 200
+    denied = [event for event in fronted.audit_events() if event["status"] == 403][-1]
+    assert denied["subject"].startswith("user:") and denied["org"] == "acme" and denied["decision_id"]
+    async with fronted.http.get(fronted.url + "/metrics") as response:
+        text = await response.text()
+    assert 'gateway_requests_total{decision="denied",route="/authz/forward",status="403"} 1.0' in text
+    assert 'gateway_requests_total{decision="allowed",route="/authz/forward",status="200"} 1.0' in text
 
 
 async def test_forward_auth_only_answers_trusted_proxies(fronted: Gateway, upstream: Upstream, db_url: str) -> None:
