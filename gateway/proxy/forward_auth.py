@@ -8,7 +8,8 @@ GHSA-7x63-xv5r-3p2x): from anyone else the answer is 403.
 
 Only 200, 401 and 403 are answered: nginx's `auth_request` turns any other status into a 500 for the client,
 so a request that cannot be judged (a malformed path or method, a missing org) is a 403 whose
-`X-Gateway-Reason` header, body (`reason`) and audit line say why.
+`X-Gateway-Reason` header, body (`reason`) and audit line say why. So is a request carrying X-Gateway-*
+headers of its own: a proxy that does not strip them (nginx cannot, by pattern) would pass them upstream.
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ from gateway.policy import PolicyEngine
 from gateway.proxy.audit import AuditEvent
 from gateway.proxy.authenticate import authenticate
 from gateway.proxy.enforce import enforce
+from gateway.proxy.headers import IDENTITY_NAMES
 from gateway.proxy.paths import canonical_path
 from gateway.proxy.peer import TrustedProxies
 from gateway.proxy.resolve import ORG_HEADER
 
-FORWARD_AUTH_PATH = "/authz/forward"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class SpoofedIdentity(BadRequest):
+    """The described request carries X-Gateway-* headers of its own (answered 403, see the module docstring)."""
+
+    slug = "spoofed-identity-header"
+    title = "Identity header sent by the client"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,10 @@ def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxi
         raise Forbidden("forward-auth answers only the proxies listed in trusted_proxies")
     found: dict[bytes, str] = {}
     for name, value in raw:
+        if name.startswith(IDENTITY_NAMES):
+            # The proxy in front passes the client's headers on to its upstream; the gateway cannot strip them
+            # there, so a request that carries its own identity headers is not allowed at all.
+            raise SpoofedIdentity(f"{name.decode('latin-1')}: only the gateway writes X-Gateway-* headers")
         if name in (b"x-forwarded-method", b"x-forwarded-uri", b"authorization", b"x-api-key", ORG_HEADER.encode()):
             if name in found:
                 raise BadRequest(f"{name.decode()}: sent more than once")

@@ -56,8 +56,8 @@ REWRITES = frozenset(
     }
 )
 _NEVER_FORWARDED = frozenset(name.encode() for name in HOP_BY_HOP | GATEWAY_WRITTEN | REWRITES)
-# X-Gateway-*, x_gateway_*, X-Gateway_User...: only the gateway writes these, under any separator.
-_IDENTITY = (b"x-gateway-", b"x-gateway_", b"x_gateway-", b"x_gateway_")
+IDENTITY_NAMES = (b"x-gateway-", b"x-gateway_", b"x_gateway-", b"x_gateway_")
+"""X-Gateway-*, x_gateway_*, X-Gateway_User...: only the gateway writes these, under any separator."""
 
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 # What each header the stages read is called in the error that names it when it is sent twice.
@@ -116,7 +116,7 @@ def read_head(raw: list[tuple[bytes, bytes]], *, allow_underscores: bool, max_by
                 problem = f"{name.decode('latin-1')}: header names containing '_' are refused"
             if name in _NEVER_FORWARDED:
                 head.named = head.named or name == b"connection"
-            elif not name.startswith(_IDENTITY):
+            elif not name.startswith(IDENTITY_NAMES):
                 forwardable.append((name.decode("latin-1"), value.decode("latin-1")))
             continue
         if name in _SINGLE:

