@@ -28,7 +28,7 @@ from gateway.namespace import (
     RESERVED_PREFIXES,
     under,
 )
-from gateway.proxy.paths import canonical_path
+from gateway.proxy.paths import canonical_path, second_reading
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 
@@ -72,6 +72,10 @@ class FrontDoor:
         elif path == FORWARD_AUTH_PATH:
             await pipeline.forward_auth(scope, receive, send)
         elif under(path, CONTROL_PREFIXES) and kind == "http":
+            reason = second_reading(path)
+            if reason is not None:
+                await pipeline.refuse(scope, receive, send, InvalidPath(reason), path=path)
+                return
             scope["path"] = unquote(path)
             await self.control(scope, receive, send)
         else:  # the rest of /authz, or a WebSocket aimed at the control plane: the route table says 404

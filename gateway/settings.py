@@ -87,6 +87,10 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     identity_token: bool = False
     """Also send `X-Gateway-Identity`: a 60-second EdDSA JWT (sub, org, roles, aud = the upstream's origin)
     that the upstream verifies with `/.well-known/jwks.json`."""
+    strict_paths: bool = True
+    """Refuse (400) paths that an upstream decoding once more, or normalising Unicode (NFKC), would read with
+    a dot segment or separator the gateway never saw: `%252e`, `%252f`, `%255c`, full-width U+FF0E, U+2025... Set
+    false only for an upstream that does neither and needs such paths."""
 
 
 class Tokens(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

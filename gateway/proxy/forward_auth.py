@@ -23,7 +23,7 @@ from gateway.proxy.audit import AuditEvent
 from gateway.proxy.authenticate import authenticate
 from gateway.proxy.enforce import enforce
 from gateway.proxy.headers import IDENTITY_NAMES
-from gateway.proxy.paths import canonical_path
+from gateway.proxy.paths import canonical_path, second_reading
 from gateway.proxy.peer import TrustedProxies
 from gateway.proxy.resolve import ORG_HEADER
 
@@ -72,6 +72,9 @@ def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxi
     if "#" in target:
         raise InvalidPath("X-Forwarded-Uri: a fragment is not part of a request target")
     path = canonical_path(target.encode("latin-1"))
+    reason = second_reading(path)  # no route here to opt out: the strict reading always applies
+    if reason is not None:
+        raise InvalidPath(f"X-Forwarded-Uri: {reason}")
     return Described(method, path, found.get(b"authorization"), found.get(ORG_HEADER.encode()), found.get(b"x-api-key"))
 
 

@@ -7,10 +7,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway.errors import NotFound
+from gateway.errors import InvalidPath, NotFound
 from gateway.namespace import reserved
 from gateway.proxy.cors import CorsPolicy
-from gateway.proxy.paths import canonical_path
+from gateway.proxy.paths import canonical_path, second_reading
 from gateway.settings import ConfigError, Route, Upstream
 
 
@@ -36,6 +36,7 @@ class CompiledRoute:
     """The upstream's origin (scheme://host:port): the `aud` of identity tokens for this route."""
     below: str
     """`prefix` + "/": paths under the route start with it (`/` for the catch-all)."""
+    strict_paths: bool
 
 
 @dataclass(slots=True)  # made per request: frozen would cost an object.__setattr__ per field
@@ -71,6 +72,7 @@ def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
         cors=CorsPolicy.compile(route.cors) if route.cors is not None else None,
         audience=f"{parts.scheme}://{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}",
         below=route.prefix if route.prefix == "/" else route.prefix + "/",
+        strict_paths=route.strict_paths,
         timeout=aiohttp.ClientTimeout(
             total=None,
             connect=route.connect_timeout or defaults.connect_timeout,
@@ -94,6 +96,8 @@ class RouteTable:
         for route in self._routes:
             prefix = route.prefix
             if path.startswith(route.below) or path == prefix:
+                if route.strict_paths and (reason := second_reading(path)):
+                    raise InvalidPath(reason)
                 rest = path
                 if route.strip_prefix and prefix != "/":
                     rest = path[len(prefix) :] or "/"

@@ -8,12 +8,18 @@ Rules (documented in the README):
   bytes that are not UTF-8 (overlong forms such as `%C0%AE` included), and (serve.py) a `#` fragment;
 - resolve literal `.` and `..` segments (RFC 3986 §5.2.4) and collapse repeated slashes;
 - keep case and a trailing slash: both are significant.
+
+`second_reading` then names what an upstream could still read differently if it decoded once more or
+normalised Unicode (NFKC): a double-encoded `.`, `/` or `\\` (`%252e`), or a character whose compatibility
+form contains one (full-width U+FF0E, two-dot leader U+2025). Refused by default; a route may opt out
+(`strict_paths = false`).
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote_to_bytes
+import unicodedata
+from urllib.parse import unquote, unquote_to_bytes
 
 from gateway.errors import InvalidPath
 
@@ -26,6 +32,9 @@ _ESCAPE = [f"%{byte:02X}" for byte in range(256)]
 _FAST_BYTES = bytes(_LITERAL) + b"/"
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _HIGH_ESCAPE = re.compile(r"%[89A-F][0-9A-F]")
+# `%25` (an encoded '%') before the encoding of '.', '/' or '\', at any depth of re-encoding.
+_DOUBLE_ENCODED = re.compile(r"%25(?:25)*(?:2[EF]|5C)", re.IGNORECASE)
+_SEPARATORS = frozenset("./\\")
 
 
 def _segment(raw: bytes) -> str:
@@ -100,3 +109,17 @@ def canonical_path(raw: bytes) -> str:
         except UnicodeDecodeError:
             raise InvalidPath("invalid or overlong UTF-8 in path") from None
     return path
+
+
+def second_reading(path: str) -> str | None:
+    """Why an upstream that decodes `path` (canonical) once more, or normalises it to NFKC, could find a dot
+    segment or a separator the gateway never saw; None when it could not."""
+    if "%" not in path:
+        return None
+    if "%25" in path and _DOUBLE_ENCODED.search(path):
+        return "double-encoded '.', '/' or '\\' in path"
+    if _HIGH_ESCAPE.search(path):
+        for char in unquote(path):
+            if ord(char) > 0x7F and _SEPARATORS.intersection(unicodedata.normalize("NFKC", char)):
+                return f"U+{ord(char):04X} reads as '.', '/' or '\\' after Unicode normalisation"
+    return None

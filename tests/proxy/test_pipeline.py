@@ -350,15 +350,40 @@ async def test_public_route_needs_no_token(gateway: Gateway) -> None:
         "/api/a%zz",
         "/api/..%5cadmin",
         "/../api/x",
+        "/api/%252e%252e/admin",  # a second decoding would climb
+        "/api/a%252fb",
+        "/api/a%25255Cb",
+        "/api/%EF%BC%8E%EF%BC%8E/admin",  # full-width dots: '..' after NFKC
+        "/api/%E2%80%A5/admin",  # two-dot leader
+        "/api/a%EF%BC%8Fb",  # full-width solidus
+        "/auth/%252e%252e/admin",  # the control plane's paths too
     ],
 )
 async def test_ambiguous_paths_are_400(gateway: Gateway, raw_path: str) -> None:
-    """Paths with no single canonical meaning are refused before any other stage."""
+    """Paths with no single canonical meaning, or that a second decoding or Unicode normalisation upstream
+    would read with another dot segment or separator, are refused before any other stage."""
     tokens = await _acme(gateway)
     status, _, body = await gateway.call("GET", raw_path, token=tokens["root"], org="acme")
     assert status == 400
     assert json.loads(body)["type"] == "urn:gateway:problem:invalid-path"
     assert gateway.upstream.seen == []
+
+
+async def test_a_route_may_accept_paths_a_second_reading_would_change(
+    db_url: str, upstream: Upstream, tmp_path: Path
+) -> None:
+    """With strict_paths = false, a route forwards double-encoded and NFKC-ambiguous paths as they are; other
+    routes keep refusing them."""
+    await load_system_policy(db_url)
+    routes = [
+        {"prefix": "/lenient", "upstream": upstream.url, "public": True, "strict_paths": False},
+        {"prefix": "/public", "upstream": upstream.url, "public": True},
+    ]
+    settings = gateway_settings(db_url, upstream.url, routes=routes, audit_log="off")
+    async with serving(settings, upstream) as lenient:
+        assert (await lenient.call("GET", "/lenient/a%252fb/%EF%BC%8E"))[0] == 200
+        assert upstream.last.raw_path == "/lenient/a%252fb/%EF%BC%8E"
+        assert (await lenient.call("GET", "/public/a%252fb"))[0] == 400
 
 
 async def test_authorized_path_is_the_forwarded_path(gateway: Gateway) -> None:
