@@ -52,6 +52,8 @@ class Principal:
     """The login an access token belongs to (`sid`); revoking that session stops the token at once."""
     auth_time: int = 0
     """When the user last proved a factor in that session (epoch seconds); 0 for API keys."""
+    expires_at: float | None = None
+    """When the credential stops being valid (epoch seconds): the token's `exp`, the key's expiry, or None."""
     subject: str = field(init=False)
     """The Casbin subject for this caller (`user:<id>`), made once."""
 
@@ -282,7 +284,8 @@ class TokenService:
             raise InvalidToken("token rejected")
         if not isinstance(auth_time, int):
             raise InvalidToken("token rejected")
-        return Principal(user_id=sub, token_id=jti, session_id=sid, auth_time=auth_time), float(exp)
+        principal = Principal(user_id=sub, token_id=jti, session_id=sid, auth_time=auth_time, expires_at=float(exp))
+        return principal, float(exp)
 
 
 def new_refresh_token() -> tuple[str, str]:

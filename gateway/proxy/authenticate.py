@@ -47,4 +47,4 @@ def _by_key(policy: PolicyEngine, key: str) -> Principal:
         raise InvalidToken("API key rejected")
     if record.expires_at is not None and time.time() >= record.expires_at:
         raise InvalidToken("API key expired")
-    return Principal(user_id=record.user_id, token_id=key_id, key=record)
+    return Principal(user_id=record.user_id, token_id=key_id, key=record, expires_at=record.expires_at)

@@ -46,6 +46,10 @@ class Admitted:
     subject: str | None
     org: str | None
     key: KeyRecord | None
+    expires_at: float | None = None
+    """When the caller's credential expires (epoch seconds): a WebSocket is closed then."""
+    session_id: str | None = None
+    """The login behind an access token: a WebSocket is closed when it ends."""
 
 
 @dataclass(slots=True)
@@ -110,7 +114,7 @@ class Pipeline:
                 key_id=key.key_id if key else None,
             )
             identity = (*identity, ("x-gateway-identity", token))
-        return Admitted(identity, principal.subject, org.slug, key)
+        return Admitted(identity, principal.subject, org.slug, key, principal.expires_at, principal.session_id)
 
     async def forward_auth(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`/authz/forward`: the same decision for a request another proxy describes; nothing is forwarded."""

@@ -3,8 +3,9 @@
 A handshake is a GET: it is matched, authenticated, resolved and enforced exactly like one, and refused with
 an HTTP problem response (401/403/...) before any upgrade. Once open, messages are pumped both ways, and every
 `RECHECK_SECONDS` the gateway looks at the policy version; when it moved (membership removed, role changed,
-policy edited, user disabled) the decision is taken again and a connection no longer allowed is closed with
-1008 (policy violation) on both sides. No peer re-checks live connections; this one does within seconds.
+policy edited, user disabled, session ended) the decision is taken again and a connection no longer allowed is
+closed with 1008 (policy violation) and a reason on both sides. So is one whose access token or API key
+expires: a connection never outlives the credential that opened it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 
 RECHECK_SECONDS = 1.0
 POLICY_VIOLATION = 1008
+NO_LONGER_ALLOWED = "no longer authorized"
+EXPIRED = "credential expired"
 # The client's handshake headers belong to its connection to us; aiohttp writes its own to the upstream.
 HANDSHAKE = frozenset(
     {
@@ -62,8 +65,8 @@ async def refuse_websocket(scope: Scope, receive: Receive, send: Send, error: Ga
     return await _refuse(scope, send, error, request_id)
 
 
-def _close(code: int) -> Message:
-    return {"type": "websocket.close", "code": code, "reason": None}
+def _close(code: int, reason: str | None = None) -> Message:
+    return {"type": "websocket.close", "code": code, "reason": reason}
 
 
 def _upstream_url(match: RouteMatch, query: bytes) -> URL:
@@ -154,11 +157,18 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
     ]
     if admitted.subject is not None and admitted.org is not None:
         key_id = admitted.key.key_id if admitted.key is not None else None
-        tasks.append(asyncio.create_task(_recheck(pipeline, admitted.subject, admitted.org, path, key_id)))
-    revoked = False
+        checked = _recheck(pipeline, admitted.subject, admitted.org, path, key_id, admitted.session_id)
+        tasks.append(asyncio.create_task(checked))
+    if admitted.expires_at is not None:
+        tasks.append(asyncio.create_task(_expire(admitted.expires_at)))
+    ended: str | None = None
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        revoked = any(task.result() == "revoked" for task in done if not task.cancelled() and not task.exception())
+        ended = next(
+            (task.result() for task in done if not task.cancelled() and not task.exception() and task.result()),
+            None,
+        )
+        ended = ended if ended in (NO_LONGER_ALLOWED, EXPIRED) else None
     finally:
         # Stop both pumps before closing anything, so neither relays the other side's ordinary close.
         for task in tasks:
@@ -166,12 +176,15 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if revoked:
-            event.reason = "closed: no longer authorized"
+        if ended is not None:
+            event.reason = f"closed: {ended}"
             with contextlib.suppress(Exception):
-                await send(_close(POLICY_VIOLATION))
+                await send(_close(POLICY_VIOLATION, ended))
         if not upstream.closed:
-            await upstream.close(code=POLICY_VIOLATION if revoked else 1000)
+            if ended is not None:
+                await upstream.close(code=POLICY_VIOLATION, message=ended.encode())
+            else:
+                await upstream.close(code=1000)
         _finish(pipeline, event, started)
 
 
@@ -201,18 +214,30 @@ async def _upstream_to_client(upstream: aiohttp.ClientWebSocketResponse, send: S
     return "upstream closed"
 
 
-async def _recheck(pipeline: Pipeline, subject: str, org: str, path: str, key_id: str | None) -> str:
-    """Wait until the policy version moves and the connection is no longer allowed (or its key revoked)."""
-    version = pipeline.policy.version
+async def _recheck(
+    pipeline: Pipeline, subject: str, org: str, path: str, key_id: str | None, session_id: str | None
+) -> str:
+    """Wait until the policy version moves and the connection is no longer allowed: its key revoked, its
+    session ended, its org gone, or the decision changed."""
+    policy = pipeline.policy
+    version = policy.version
     while True:
         await asyncio.sleep(RECHECK_SECONDS)
-        if pipeline.policy.version == version:
+        if policy.version == version:
             continue
-        version = pipeline.policy.version
-        if key_id is not None and pipeline.policy.api_key(key_id) is None:
-            return "revoked"
-        if pipeline.policy.org(org) is None or not pipeline.policy.decide(subject, org, path, "GET").allowed:
-            return "revoked"
+        version = policy.version
+        if key_id is not None and policy.api_key(key_id) is None:
+            return NO_LONGER_ALLOWED
+        if session_id is not None and policy.session_revoked(session_id):
+            return NO_LONGER_ALLOWED
+        if policy.org(org) is None or not policy.decide(subject, org, path, "GET").allowed:
+            return NO_LONGER_ALLOWED
+
+
+async def _expire(at: float) -> str:
+    """Return when the credential that opened the connection expires."""
+    await asyncio.sleep(max(at - time.time(), 0.0))
+    return EXPIRED
 
 
 def _finish(pipeline: Pipeline, event: AuditEvent, started: float) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 import pytest
 from sqlalchemy import delete
 
 from gateway.db.engine import bump_version
 from gateway.db.models import Membership
-from tests.conftest import Gateway
+from tests.conftest import Gateway, Upstream, gateway_settings, load_system_policy, serving
 
 
 async def _seed(gateway: Gateway) -> str:
@@ -72,5 +74,34 @@ async def test_open_connection_is_closed_when_membership_is_removed(gateway: Gat
             await session.commit()
         await gateway.runtime.refresh()
         message = await socket.receive(timeout=5)
-        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        assert socket.close_code == 1008
+        assert message.type == aiohttp.WSMsgType.CLOSE
+        assert (message.data, message.extra) == (1008, "no longer authorized")
+
+
+async def test_open_connection_is_closed_when_its_session_ends(gateway: Gateway) -> None:
+    """Logging out the session whose token opened the connection closes it with 1008 and a reason."""
+    token = await _seed(gateway)
+    headers = {"Authorization": f"Bearer {token}", "X-Org": "acme"}
+    async with gateway.http.ws_connect(_ws_url(gateway, "/api/ws"), headers=headers) as socket:
+        await socket.send_str("before")
+        assert (await socket.receive(timeout=5)).data == "echo:before"
+        status, _, _ = await gateway.call("POST", "/auth/logout", token=token)
+        assert status == 200
+        message = await socket.receive(timeout=5)
+        assert (message.type, message.data, message.extra) == (aiohttp.WSMsgType.CLOSE, 1008, "no longer authorized")
+
+
+async def test_open_connection_is_closed_when_its_token_expires(
+    db_url: str, upstream: Upstream, tmp_path: Path
+) -> None:
+    """A connection never outlives the access token that opened it: at its expiry, 1008 with a reason."""
+    await load_system_policy(db_url)
+    settings = gateway_settings(db_url, upstream.url, audit_log="off", tokens={"access_ttl_seconds": 2})
+    async with serving(settings, upstream) as short:
+        token = await _seed(short)
+        headers = {"Authorization": f"Bearer {token}", "X-Org": "acme"}
+        async with short.http.ws_connect(_ws_url(short, "/api/ws"), headers=headers) as socket:
+            await socket.send_str("before")
+            assert (await socket.receive(timeout=5)).data == "echo:before"
+            message = await socket.receive(timeout=6)
+            assert (message.type, message.data, message.extra) == (aiohttp.WSMsgType.CLOSE, 1008, "credential expired")
