@@ -6,29 +6,24 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from litestar import Litestar, Request, Response
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from sqlalchemy.exc import (
-    DataError,
-    DBAPIError,
-    IntegrityError,
-    InternalError,
-    NotSupportedError,
-    ProgrammingError,
-)
+from sqlalchemy.exc import DataError, DBAPIError
 
 from gateway import __version__
 from gateway.api.admin import admin_router
 from gateway.api.admin.guard import provide_caller
 from gateway.api.auth import AuthController
+from gateway.api.bodies import BodyGuard
 from gateway.api.deps import provide_db, provide_runtime
 from gateway.api.health import healthz, metrics, readyz
 from gateway.api.keys import jwks
 from gateway.api.openapi import describe_problems
+from gateway.db.engine import unreachable
 from gateway.errors import (
     PROBLEM_CONTENT_TYPE,
     GatewayError,
@@ -120,17 +115,33 @@ def _field_of(item: dict[str, Any]) -> str:
 
 
 def _database_down(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[bytes]:
-    """The database cannot be reached (a refused or lost connection, a database not accepting connections):
-    503 with Retry-After, so clients and load balancers retry. Proxied requests are not affected: they never
-    touch the database. Integrity, data and programming errors stay 500s: they are bugs, not outages."""
-    if isinstance(exc, IntegrityError | DataError | ProgrammingError | InternalError | NotSupportedError):
-        return _internal(request, exc)
-    log.warning("database unreachable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+    """Database errors: an outage (refused, lost or refused connection, a server shutting down: see
+    `db.engine.unreachable`) is 503 with Retry-After, so clients and load balancers retry; proxied requests go
+    on meanwhile. A value the database cannot store is 422 (input validation should have caught it first);
+    anything else is a bug: 500."""
+    if unreachable(exc):
+        return _unavailable(exc)
+    if isinstance(exc, DataError) or _data_error(exc):
+        log.warning("the database refused a value: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        error = Unprocessable("a value cannot be stored (control characters or an out-of-range number?)")
+        return _problem(error.status, render(error), error.headers)
+    return _internal(request, exc)
+
+
+def _data_error(exc: DBAPIError) -> bool:
+    """asyncpg's data errors (SQLSTATE class 22) that SQLAlchemy reports as a plain DBAPIError."""
+    return isinstance(exc.orig, Exception) and "DataError" in {base.__name__ for base in type(exc.orig).__mro__}
+
+
+def _unavailable(exc: BaseException) -> Response[bytes]:
+    log.warning("database unreachable: %s", type(exc).__name__)
     error = ServiceUnavailable("the database is unreachable; try again shortly")
     return _problem(error.status, render(error), {"retry-after": "5"})
 
 
 def _internal(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if unreachable(exc):  # a refused connection surfaces as a bare OSError, not as a DBAPIError
+        return _unavailable(exc)
     log.error("unhandled error", exc_info=exc)  # the trace stays in the log, never in the response
     body = problem_body(
         status=500,
@@ -175,6 +186,7 @@ def create_app(runtime: Runtime) -> Litestar:
             "caller": Provide(provide_caller, sync_to_thread=False),
         },
         exception_handlers=_EXCEPTION_HANDLERS,
+        middleware=[cast(Any, BodyGuard)],  # a plain ASGI middleware (gateway.asgitypes), not typed for Litestar
         openapi_config=OpenAPIConfig(title="casbin-gateway", version=__version__, path=OPENAPI_PATH),
         debug=False,
         logging_config=None,  # logging is configured by whoever runs the app (serve.py, tests)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from gateway.db.models import StateVersion, utcnow
@@ -49,3 +52,35 @@ async def bump_version(session: AsyncSession) -> None:
 async def read_version(session: AsyncSession) -> int:
     version = await session.scalar(select(StateVersion.version).where(StateVersion.id == 1))
     return int(version or 0)
+
+
+# Failures of the connection itself, whatever the statement was: the server is down, restarting, full, or refuses
+# us; connection-level SQLSTATE classes 08 (connection), 57 (operator intervention), 53300, 28 and 3D000.
+_OUTAGES: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unknown host, timed out (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+)
+_SQLITE_OUTAGES = ("unable to open database", "disk i/o error", "database is locked", "readonly database")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) means the database cannot be used right now, as opposed to a
+    statement that failed on its own data: the API answers the first with 503 and Retry-After."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _OUTAGES):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, sqlite3.OperationalError) and str(current).lower().startswith(_SQLITE_OUTAGES):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
