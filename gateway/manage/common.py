@@ -109,6 +109,11 @@ def decode_cursor(cursor: str) -> str | int:
         raise Unprocessable("cursor: not a cursor this API returned", field="cursor") from None
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise Unprocessable("cursor: not a cursor this API returned", field="cursor")
+    # What this API returns: an id within the store's 32-bit range, or a short printable string.
+    if isinstance(value, int) and not -(2**31) <= value < 2**31:
+        raise Unprocessable("cursor: not a cursor this API returned", field="cursor")
+    if isinstance(value, str) and (len(value) > 255 or not value.isprintable()):
+        raise Unprocessable("cursor: not a cursor this API returned", field="cursor")
     return value
 
 

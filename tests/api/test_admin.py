@@ -582,3 +582,29 @@ async def test_policy_lines_cannot_close_an_inheritance_cycle(world: World) -> N
     assert "cycle" in problem["detail"]
     assert (await world.call("admin", "POST", "/admin/orgs/acme/policies", {"lines": ["g, b, owner, acme"]}))[0] == 403
     assert (await world.call("admin", "POST", "/admin/orgs/acme/policies", {"lines": ["g, b, member, acme"]}))[0] == 201
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/admin/policies/99999999999999999999"),
+        ("DELETE", "/admin/policies/0"),
+        ("DELETE", "/admin/orgs/acme/policies/4294967296"),
+        ("GET", "/admin/orgs/acme/members?cursor=WzEwMDAwMDAwMDAwMDAwMDAwMDAwMDBd"),  # [100000000000000000000]
+        ("GET", "/admin/audit?cursor=WyJcdTAwMDAiXQ"),  # ["\u0000"]
+        ("GET", "/admin/orgs/acme/members?limit=99999999999999999999"),
+    ],
+)
+async def test_out_of_range_ids_and_cursors_are_422(world: World, method: str, path: str) -> None:
+    """Numbers the store cannot hold and cursors this API never returned are refused before any query."""
+    status, answer, _ = await world.call("superadmin", method, path)
+    assert status == 422, answer
+
+
+@pytest.mark.parametrize("path", ["/admin/orgs", "/admin/orgs/acme/members", "/admin/policies/1"])
+async def test_options_on_admin_routes_lists_the_methods(world: World, path: str) -> None:
+    """OPTIONS answers 204 with an Allow header (with or without credentials), never a 500."""
+    for who in ("superadmin", None):
+        status, _, headers = await world.call(who, "OPTIONS", path)
+        assert status == 204
+        assert "OPTIONS" in headers["Allow"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from litestar.params import HeaderParameter, QueryParameter
+from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
 from gateway.api.admin import schemas
 from gateway.db.models import Organization
@@ -14,6 +14,8 @@ from gateway.manage import audit, keys, members, roles
 from gateway.manage.common import DEFAULT_LIMIT, MAX_LIMIT
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="items per page")]
+LineId = Annotated[int, PathParameter(ge=1, le=2**31 - 1, description="a policy line's id")]
+"""Ids are 32-bit in the store: anything outside is refused with 422, never sent to the database."""
 Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page", max_length=512)]
 IfMatch = Annotated[str | None, HeaderParameter(name="if-match", description="the ETag read before (no lost updates)")]
 DEFAULT_PAGE = DEFAULT_LIMIT

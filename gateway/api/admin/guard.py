@@ -65,7 +65,11 @@ def allowed(policy: PolicyEngine, principal: Principal, domain: str, obj: str, m
 
 
 async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Litestar guard: 401 without valid credentials, 403 (with a decision id) unless the enforcer allows."""
+    """Litestar guard: 401 without valid credentials, 403 (with a decision id) unless the enforcer allows.
+    OPTIONS (Litestar's own answer: the allowed methods, which the OpenAPI document publishes anyway) needs
+    no credentials."""
+    if connection.scope.get("method") == "OPTIONS":
+        return
     runtime: Runtime = connection.app.state.runtime
     policy = runtime.policy
     headers = connection.headers

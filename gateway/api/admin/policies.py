@@ -8,7 +8,7 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, LineId
 from gateway.api.admin.guard import Caller
 from gateway.db.models import Organization
 from gateway.manage import policies
@@ -53,7 +53,7 @@ class PoliciesController(Controller):
     async def remove(
         self,
         org: FromPath[str],
-        line: FromPath[int],
+        line: LineId,
         caller: NamedDependency[Caller],
         db: NamedDependency[AsyncSession],
     ) -> None:
@@ -80,7 +80,5 @@ class GlobalPoliciesController(Controller):
         return await _add(db, caller, None, data.lines)
 
     @delete("/{line:int}")
-    async def remove(
-        self, line: FromPath[int], caller: NamedDependency[Caller], db: NamedDependency[AsyncSession]
-    ) -> None:
+    async def remove(self, line: LineId, caller: NamedDependency[Caller], db: NamedDependency[AsyncSession]) -> None:
         await policies.remove_line(db, caller.actor, None, line)
