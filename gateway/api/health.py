@@ -22,27 +22,44 @@ from gateway.runtime import Runtime
 PROBE = [HttpMethod.GET, HttpMethod.HEAD]
 
 
-def _answer(request: Request[Any, Any, Any], body: bytes, media_type: str) -> Response[bytes]:
-    """`body` for GET; for HEAD the same headers (its length included) and no body."""
-    if request.method == "HEAD":
-        return Response(b"", media_type=media_type, headers={"content-length": str(len(body))})
-    return Response(body, media_type=media_type)
+class Health(msgspec.Struct):
+    status: str
 
 
-@route("/metrics", http_method=PROBE, sync_to_thread=False)
+class Ready(msgspec.Struct):
+    status: str
+    policy_version: int
+    policy_loaded_at: str
+    policy_rules: int
+    """Lines in the snapshot being served (the system roles' included)."""
+    policy_synced_at: str
+    """The last time the database was reached."""
+    listening: bool | None
+    """PostgreSQL only: whether the change listener is connected."""
+
+
+def _head_or(request: Request[Any, Any, Any], value: Any) -> Response[Any]:
+    """`value` for GET; for HEAD the same status and type, no body."""
+    return Response(None if request.method == "HEAD" else value)
+
+
+@route("/metrics", http_method=PROBE, sync_to_thread=False, media_type=CONTENT_TYPE)
 def metrics(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[bytes]:
     """Prometheus text format: requests by route, status and decision; latency split gateway/upstream."""
-    return _answer(request, runtime.metrics.render(), CONTENT_TYPE)
+    body = runtime.metrics.render()
+    if request.method == "HEAD":
+        return Response(b"", media_type=CONTENT_TYPE, headers={"content-length": str(len(body))})
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 @route("/healthz", http_method=PROBE, sync_to_thread=False)
-def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
+def healthz(request: Request[Any, Any, Any]) -> Response[Health]:
     """The process answers."""
-    return _answer(request, b'{"status":"ok"}', "application/json")
+    return _head_or(request, Health(status="ok"))
 
 
 @route("/readyz", http_method=PROBE)
-async def readyz(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[bytes]:
+async def readyz(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Ready]:
     """The database answers and a policy is loaded; 503 otherwise."""
     try:
         async with runtime.sessions() as session:
@@ -52,12 +69,12 @@ async def readyz(request: Request[Any, Any, Any], runtime: NamedDependency[Runti
     loaded_at = runtime.policy.loaded_at
     if loaded_at is None:
         raise ServiceUnavailable("policy not loaded")
-    ready = {
-        "status": "ready",
-        "policy_version": runtime.policy.version,
-        "policy_loaded_at": dt.datetime.fromtimestamp(loaded_at, dt.UTC).isoformat(),
-        "policy_rules": runtime.policy.rule_count,
-        "policy_synced_at": dt.datetime.fromtimestamp(runtime.last_sync or loaded_at, dt.UTC).isoformat(),
-        "listening": runtime.listener.connected if runtime.listener is not None else None,
-    }
-    return _answer(request, msgspec.json.encode(ready), "application/json")
+    ready = Ready(
+        status="ready",
+        policy_version=runtime.policy.version,
+        policy_loaded_at=dt.datetime.fromtimestamp(loaded_at, dt.UTC).isoformat(),
+        policy_rules=runtime.policy.rule_count,
+        policy_synced_at=dt.datetime.fromtimestamp(runtime.last_sync or loaded_at, dt.UTC).isoformat(),
+        listening=runtime.listener.connected if runtime.listener is not None else None,
+    )
+    return _head_or(request, ready)
