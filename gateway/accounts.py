@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import sessions
+from gateway import mail, sessions
 from gateway.db.models import BootstrapToken, PolicyRule, User, utcnow
 from gateway.errors import Conflict, Forbidden, InvalidToken, Unauthenticated, Unprocessable
 from gateway.identity import mfa
@@ -126,21 +126,34 @@ async def complete_mfa(
     *,
     challenge_token: str,
     code: str,
+    throttle: LoginThrottle,
 ) -> tuple[sessions.TokenPair, bool]:
     """The second step of an MFA login: a TOTP code or a backup code. Returns the tokens and whether a backup
-    code was spent. A wrong code counts against the challenge (5 and it is dead) and is committed at once."""
+    code was spent. A wrong code counts against the challenge (5 and it is dead) and against the account across
+    challenges (then 429 with a growing lock, and an email); the challenge count is committed at once."""
     challenge = await mfa.live_challenge(session, challenge_token)
     user = await session.get(User, challenge.user_id)
     if user is None or user.disabled:
         raise InvalidToken("MFA challenge invalid; sign in again")
+    await throttle.check_factor(user.id)
     used_backup = False
     accepted = await mfa.verify_totp(session, sealer, user.id, code)
     if not accepted and "-" in code:
         accepted = used_backup = await mfa.use_backup_code(session, hasher, user.id, code)
     if not accepted:
         await mfa.fail_challenge(session, challenge)
-        await session.commit()  # the count must survive the error response
+        if await throttle.factor_failed(user.id) and user.email:
+            mail.enqueue(
+                session,
+                to=user.email,
+                subject="Sign-in codes refused",
+                body="Several wrong two-step sign-in codes were entered for your account after its password, so "
+                "codes are refused for a while. If this was not you, your password is known to someone else: "
+                "change it.\n",
+            )
+        await session.commit()  # the counts and the notice must survive the error response
         raise InvalidToken("wrong code")
+    await throttle.factor_succeeded(user.id)
     await mfa.close_challenge(session, challenge)
     client = sessions.Client(ip=challenge.ip, user_agent=challenge.user_agent)
     return await sessions.start(session, tokens, settings, user.id, client), used_backup

@@ -189,8 +189,9 @@ async def forgot_password(db: AsyncSession, settings: Mail, *, email: str) -> No
     )
 
 
-async def reset_password(db: AsyncSession, hasher: PasswordHasher, *, token: str, password: str) -> None:
-    """Set a new password from a reset link: signs out every session, logs nobody in, leaves MFA as it is."""
+async def reset_password(db: AsyncSession, hasher: PasswordHasher, *, token: str, password: str) -> str:
+    """Set a new password from a reset link: signs out every session, logs nobody in, leaves MFA as it is.
+    Returns the account's email (login throttling forgets its failures)."""
     row = await _find(db, token, ("reset",))
     user = await db.get(User, row.user_id)
     if user is None or user.disabled or user.email is None:
@@ -209,6 +210,7 @@ async def reset_password(db: AsyncSession, hasher: PasswordHasher, *, token: str
         body="Your password was reset and every session was signed out. If this was not you, reset it again "
         "and contact your administrator.\n",
     )
+    return user.email
 
 
 async def _set_password(

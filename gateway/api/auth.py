@@ -140,6 +140,7 @@ class AuthController(Controller):
             runtime.sealer,
             challenge_token=data.mfa_token,
             code=data.code,
+            throttle=runtime.throttle,
         )
         if used_backup:
             await _notify(db, pair.session_id, "A backup code was used", "A backup code was used to sign in.")
@@ -313,8 +314,10 @@ class AuthController(Controller):
     async def reset_password(
         self, data: JSONBody[ResetPasswordRequest], runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]
     ) -> Response[Accepted]:
-        """Set a new password from a reset link. Every session ends; nobody is signed in by this."""
-        await lifecycle.reset_password(db, runtime.hasher, token=data.token, password=data.password)
+        """Set a new password from a reset link. Every session ends; nobody is signed in by this. The link proved
+        the mailbox, so the account's login failures and lock are forgotten (the client IP's are not)."""
+        email = await lifecycle.reset_password(db, runtime.hasher, token=data.token, password=data.password)
+        await runtime.throttle.reset(email)
         return Response(Accepted(status="password changed; sign in"), headers=NO_STORE)
 
     @post("/change-password", status_code=200, dependencies=PRINCIPAL)

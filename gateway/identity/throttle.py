@@ -5,7 +5,13 @@ answers the same for known and unknown addresses. After `login.free_failures` co
 is locked for `base_lock_seconds`, doubling with each further failure up to `max_lock_seconds` (15 min); during
 the lock even the right password gets 429. A success clears the account's count. Counts live in this process, or in
 Redis when `rate_limits.redis_url` is set, so that every replica shares them. Password reset never consults
-this: a locked-out user can always reset.
+this: a locked-out user can always reset, and a completed reset (it proves the mailbox) clears the account's
+count and lock; the per-IP limits stay.
+
+Second factors are counted the same way, per account (`mfa:<user id>`), across challenges: with the password,
+an attacker could otherwise open challenge after challenge (each dies after 5 wrong codes) and guess codes
+without end (RFC 4226 §7.3, applied to TOTP by RFC 6238 §5.1). The lock grows the same way; the user is told
+by email when it first applies.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class FailureStore(Protocol):
     async def clear(self, key: str) -> None: ...
 
     async def lock(self, key: str, seconds: float) -> None: ...
+
+    async def unlock(self, key: str) -> None: ...
 
     async def locked_for(self, key: str) -> float:
         """Seconds the key stays locked (0 when it is not)."""
@@ -63,6 +71,9 @@ class MemoryFailures:
 
     async def lock(self, key: str, seconds: float) -> None:
         self._locks[key] = time.monotonic() + seconds
+
+    async def unlock(self, key: str) -> None:
+        self._locks.pop(key, None)
 
     async def locked_for(self, key: str) -> float:
         return max(0.0, self._locks.get(key, 0.0) - time.monotonic())
@@ -105,6 +116,14 @@ class RedisFailures:
 
         try:
             await self._redis.set(f"gateway:ll:{key}", b"1", px=max(1, int(seconds * 1000)))
+        except (RedisError, OSError) as exc:
+            log.warning("login throttle store unreachable: %s", exc)
+
+    async def unlock(self, key: str) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            await self._redis.delete(f"gateway:ll:{key}")
         except (RedisError, OSError) as exc:
             log.warning("login throttle store unreachable: %s", exc)
 
@@ -156,3 +175,27 @@ class LoginThrottle:
 
     async def succeeded(self, account: str) -> None:
         await self.store.clear(f"acct:{account}")
+
+    async def reset(self, account: str) -> None:
+        """A completed password reset: the account's failures and lock are forgotten (not the IP's)."""
+        await self.store.clear(f"acct:{account}")
+        await self.store.unlock(f"acct:{account}")
+
+    async def check_factor(self, user_id: str) -> None:
+        """429 while the account's second factor is locked."""
+        remaining = await self.store.locked_for(f"mfa:{user_id}")
+        if remaining > 0:
+            raise TooManyRequests("too many wrong codes; try again later", retry_after=str(math.ceil(remaining)))
+
+    async def factor_failed(self, user_id: str) -> bool:
+        """Count a wrong second-factor code; True when this failure locked the factor for the first time."""
+        limits = self._settings
+        count = await self.store.fail(f"mfa:{user_id}", WINDOW_SECONDS * 4)
+        if count < limits.free_failures:
+            return False
+        exponent = min(count - limits.free_failures, 20)
+        await self.store.lock(f"mfa:{user_id}", min(limits.max_lock_seconds, limits.base_lock_seconds * 2**exponent))
+        return count == limits.free_failures
+
+    async def factor_succeeded(self, user_id: str) -> None:
+        await self.store.clear(f"mfa:{user_id}")

@@ -74,3 +74,21 @@ async def test_one_ip_failing_on_many_accounts_is_locked(db_url: str, upstream: 
             assert (await _login(gateway, f"user{n}@example.test", "Spring2026!"))[0] == 401
         assert (await _login(gateway, "ann@example.test", PASSWORD))[0] == 429
         assert (await _login(gateway, "ann@example.test", PASSWORD, **{"X-Forwarded-For": "203.0.113.9"}))[0] == 429
+
+
+async def test_a_completed_reset_lifts_the_accounts_lock(db_url: str, upstream: Upstream, tmp_path: Path) -> None:
+    """A locked-out user who completes a password reset (it proves the mailbox) signs in with the new password
+    at once; one wrong attempt every few minutes can no longer keep an account locked for ever."""
+    from tests.api.mailbox import mailing_gateway
+
+    async with mailing_gateway(db_url, upstream, tmp_path) as (gateway, mailbox):
+        await gateway.user("ann@example.test")
+        for _ in range(6):
+            await _login(gateway, "ann@example.test", "wrong password!")
+        assert (await _login(gateway, "ann@example.test", PASSWORD))[0] == 429
+        await gateway.call("POST", "/auth/forgot-password", json={"email": "ann@example.test"})
+        link = await mailbox.wait_for("ann@example.test", "Reset your password")
+        new = "violet tram overture"
+        status, _, _ = await gateway.call("POST", "/auth/reset-password", json={"token": link.token, "password": new})
+        assert status == 200
+        assert (await _login(gateway, "ann@example.test", new))[0] == 200

@@ -123,7 +123,8 @@ async def test_a_code_is_accepted_once_and_only_near_now(mailing: tuple[Gateway,
 
 
 async def test_a_challenge_dies_after_five_wrong_codes(mailing: tuple[Gateway, Mailbox]) -> None:
-    """After five wrong codes even the right one is refused; a new login gets a new challenge."""
+    """After five wrong codes even the right one is refused on that challenge; the account's second factor is
+    then locked too, so a new challenge gets 429 with Retry-After."""
     gateway, _ = mailing
     secret, _, _ = await _enrolled(gateway)
     challenge = await _challenge(gateway)
@@ -132,7 +133,40 @@ async def test_a_challenge_dies_after_five_wrong_codes(mailing: tuple[Gateway, M
     for _ in range(5):
         assert (await _post(gateway, "/auth/login/mfa", {"mfa_token": challenge, "code": wrong}))[0] == 401
     assert (await _post(gateway, "/auth/login/mfa", {"mfa_token": challenge, "code": right}))[0] == 401
-    assert (await _post(gateway, "/auth/login/mfa", {"mfa_token": await _challenge(gateway), "code": right}))[0] == 200
+    status, _, headers = await _post(
+        gateway, "/auth/login/mfa", {"mfa_token": await _challenge(gateway), "code": right}
+    )
+    assert status == 429
+    assert int(headers["Retry-After"]) > 0
+
+
+async def test_wrong_codes_across_challenges_lock_the_second_factor(
+    db_url: str, upstream: Upstream, tmp_path: Path
+) -> None:
+    """One wrong code per fresh challenge still counts per account: past the budget, codes are refused with a
+    growing lock (429), the user gets one email, and after the lock the right code works again."""
+    await load_system_policy(db_url)
+    login = {"free_failures": 3, "base_lock_seconds": 1, "max_lock_seconds": 2}
+    async with mailing_gateway(db_url, upstream, tmp_path, login=login) as (gateway, mailbox):
+        secret, _, _ = await _enrolled(gateway)
+        right = _code(secret, 30)
+        wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+        statuses = []
+        for _ in range(4):
+            body = {"mfa_token": await _challenge(gateway), "code": wrong}
+            statuses.append((await _post(gateway, "/auth/login/mfa", body))[0])
+        assert statuses[:3] == [401, 401, 401]
+        assert 429 in statuses[3:], statuses
+        assert (await _post(gateway, "/auth/login/mfa", {"mfa_token": await _challenge(gateway), "code": right}))[
+            0
+        ] == 429
+        notice = await mailbox.wait_for("ann@example.test", "Sign-in codes refused")
+        assert "change it" in notice.body
+        await asyncio.sleep(2.1)
+        body = {"mfa_token": await _challenge(gateway), "code": _code(secret, 30)}
+        assert (await _post(gateway, "/auth/login/mfa", body))[0] == 200
+        notices = [m for m in mailbox.to("ann@example.test") if m.subject == "Sign-in codes refused"]
+        assert len(notices) == 1
 
 
 async def test_backup_codes_work_once_and_regenerating_voids_them(mailing: tuple[Gateway, Mailbox]) -> None:
