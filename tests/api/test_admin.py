@@ -340,6 +340,24 @@ async def test_check_and_explain_answer_why(world: World) -> None:
         assert status == 422 and problem["field"] == field
 
 
+async def test_check_and_explain_stay_inside_their_org(world: World) -> None:
+    """Another org's management objects and platform objects are 422 (never decided in this org); subjects
+    outside the org, an existing email on the platform included, get exactly the answer of an unknown one."""
+    for path in ("admin:/orgs/globex/members", "admin:/orgs/acmex", "admin:/policies", "admin:/users"):
+        body = {"subject": "member", "path": path, "method": "GET"}
+        for endpoint in ("check", "explain"):
+            status, problem, _ = await world.call("admin", "POST", f"/admin/orgs/acme/{endpoint}", body)
+            assert (status, problem["field"]) == (422, "path"), (path, endpoint)
+    unknown = None
+    for subject in ("nobody@nowhere.test", "outsider@globex.test", "user:" + world.ids["outsider"], "ghost-role"):
+        body = {"subject": subject, "path": "/api/x", "method": "GET"}
+        status, problem, _ = await world.call("admin", "POST", "/admin/orgs/acme/explain", body)
+        assert status == 404, subject
+        assert world.ids["outsider"] not in json.dumps(problem)
+        unknown = unknown or problem
+        assert problem == unknown, "every outsider is answered like an unknown subject"
+
+
 async def test_a_denial_carries_a_decision_id_found_in_the_audit_log(world: World) -> None:
     """The 403 of a proxied or admin denial names a decision id; the audit log has the event under that id."""
     status, _, raw = await world.gateway.call("DELETE", "/api/x", token=world.tokens["viewer"], org="acme")

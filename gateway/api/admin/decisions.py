@@ -1,40 +1,74 @@
-"""/admin/orgs/{org}/check and /explain: "may this subject do this?" and "why (not)?", from the live policy."""
+"""/admin/orgs/{org}/check and /explain: "may this subject do this?" and "why (not)?", from the live policy.
+
+Only the org's own subjects can be named: its members (by id or email), its service accounts, its roles (system
+or custom). Anyone else, an unknown email included, gets the same 404: the endpoint never turns an address on
+the platform into a user id. Objects are proxied paths or management objects of this org (`admin:/orgs/<org>...`);
+another org's or a platform object is 422, since it is never decided in this org.
+"""
 
 from __future__ import annotations
 
 from litestar import Controller, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.accounts import normalise_email
 from gateway.api.admin import schemas
-from gateway.errors import Conflict, InvalidPath, Unprocessable
-from gateway.manage import members
+from gateway.db.models import Membership, Organization, User
+from gateway.errors import Conflict, InvalidPath, NotFound, Unprocessable
+from gateway.manage.common import find_org
+from gateway.manage.roles import SYSTEM_ROLES, custom_role
 from gateway.policy import Decision
 from gateway.policy.rules import ADMIN_OBJECT, METHODS, ROLE_RE, USER_SUBJECT_RE
 from gateway.proxy.paths import canonical_path
 from gateway.runtime import Runtime
 
+_NOT_HERE = "subject: no such member, service account or role in this organization"
 
-async def _subject(db: AsyncSession, raw: str) -> str:
+
+async def _subject(db: AsyncSession, org: Organization, raw: str) -> str:
+    """`user:<id>` of a member (or service account) of `org`, or a role of `org`; 404 for anything else."""
     value = raw.strip()
+    user_id: str | None = None
     if USER_SUBJECT_RE.match(value):
-        return value
-    if "@" in value:
-        return "user:" + (await members.find_user(db, email=value)).id
-    if USER_SUBJECT_RE.match("user:" + value):
-        return "user:" + value
-    if ROLE_RE.match(value):
-        return value
-    raise Unprocessable("subject: a user id, user:<id>, an email or a role name")
+        user_id = value.removeprefix("user:")
+    elif USER_SUBJECT_RE.match("user:" + value):
+        user_id = value
+    elif "@" in value:
+        try:
+            address = normalise_email(value)
+        except Unprocessable:
+            raise NotFound(_NOT_HERE) from None
+        user_id = await db.scalar(
+            select(Membership.user_id)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.org_id == org.id, User.email == address)
+        )
+        if user_id is None:
+            raise NotFound(_NOT_HERE)
+    elif ROLE_RE.match(value):
+        if value in SYSTEM_ROLES or await custom_role(db, org, value) is not None:
+            return value
+        raise NotFound(_NOT_HERE)
+    else:
+        raise Unprocessable("subject: a user id, user:<id>, an email or a role name")
+    if await db.get(Membership, (user_id, org.id)) is None:
+        raise NotFound(_NOT_HERE)
+    return "user:" + user_id
 
 
-def _object(path: str) -> str:
+def _object(org: str, path: str) -> str:
     namespace = ADMIN_OBJECT if path.startswith(ADMIN_OBJECT) else ""
     try:
-        return namespace + canonical_path(path.removeprefix(namespace).encode())
+        obj = namespace + canonical_path(path.removeprefix(namespace).encode())
     except InvalidPath as exc:
         raise Unprocessable(f"path: {exc.detail}") from None
+    own = f"{ADMIN_OBJECT}/orgs/{org}"
+    if namespace and obj != own and not obj.startswith(own + "/"):
+        raise Unprocessable(f"path: management objects decided in this organization start with {own}")
+    return obj
 
 
 def _method(method: str) -> str:
@@ -46,8 +80,9 @@ def _method(method: str) -> str:
 async def _decide(
     org: FromPath[str], data: schemas.CheckRequest, runtime: Runtime, db: AsyncSession
 ) -> tuple[str, Decision]:
-    subject = await _subject(db, data.subject)
-    obj, method = _object(data.path), _method(data.method)
+    found = await find_org(db, org)
+    subject = await _subject(db, found, data.subject)
+    obj, method = _object(org, data.path), _method(data.method)
     if runtime.policy.org(org) is None:
         raise Conflict("org: archived; nothing is allowed in it")
     # The live decision and its line (equal to casbin's enforce_ex, which the differential test checks).
