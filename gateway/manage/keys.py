@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -11,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.engine import bump_version
 from gateway.db.models import ApiKey, Membership, Organization, User, new_id, utcnow
-from gateway.errors import NotFound, Unprocessable
+from gateway.errors import Forbidden, NotFound, Unprocessable
 from gateway.identity import apikeys
 from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
 from gateway.manage.members import MemberView, _is_uuid
 from gateway.manage.roles import implies_owner, require_role
-from gateway.policy import rules
+from gateway.policy import KeyRecord, rules
+from gateway.policy.lint import pattern_covers
 from gateway.policy.store import parse_scopes
 
 MAX_EXPIRY_DAYS = 3650
@@ -53,20 +55,52 @@ def key_view(row: ApiKey) -> KeyView:
     )
 
 
-def validate_scopes(scopes: list[str]) -> list[str]:
-    """Each scope is "METHOD /pattern" (METHOD may be *), with the same pattern rules as proxied policy lines."""
+def validate_scopes(scopes: list[str], org: Organization | None = None) -> list[str]:
+    """Each scope is "METHOD /pattern" (METHOD may be *), with the same pattern rules as proxied policy lines,
+    or "METHOD admin:/orgs/<this org>/..." for a management action the key may take (creating keys needs one,
+    see `check_key_from_key`)."""
     checked = []
+    own = f"{rules.ADMIN_OBJECT}/orgs/{org.slug}/" if org is not None else None
     for index, scope in enumerate(scopes):
         method, _, pattern = scope.strip().partition(" ")
         pattern = pattern.strip()
-        if rules.is_admin_pattern(pattern):
-            raise Unprocessable(f"scopes[{index}]: scopes name proxied paths ('/...')")
+        if rules.is_admin_pattern(pattern) and (own is None or not pattern.startswith(own)):
+            raise Unprocessable(f"scopes[{index}]: scopes name proxied paths ('/...') or this org's {own}...")
         try:
             rules.validate("p", ("viewer", "*", pattern, method.strip()))
         except rules.PolicyError as exc:
             raise Unprocessable(f"scopes[{index}]: {exc}") from None
         checked.append(f"{method.strip()} {pattern}")
     return checked
+
+
+def key_creation_object(org: Organization) -> str:
+    """The management object of creating one's own keys in `org` (`POST` it needs an explicit scope)."""
+    return f"{rules.ADMIN_OBJECT}/orgs/{org.slug}/members/me/keys"
+
+
+def check_key_from_key(
+    creator: KeyRecord, org: Organization, obj: str, *, scopes: list[str], expires_in_days: int | None
+) -> None:
+    """A key creating a key (at the management object `obj`): only with a scope that explicitly allows POST on
+    it (a key without scopes may not), and never a key that outlives or out-scopes its creator: each new
+    scope within one of the creator's, its expiry no later."""
+    if not creator.scopes or not creator.permits("POST", obj):
+        raise Forbidden(f"an API key creates keys only with a scope that allows it: 'POST {obj}'")
+    if not scopes:
+        raise Unprocessable("scopes: a key made by a key is scoped within its creator's scopes")
+    for index, scope in enumerate(validate_scopes(scopes, org)):
+        method, pattern = scope.split(" ", 1)
+        if not any(
+            wide_method in (method, "*") and pattern_covers(wide, pattern) for wide_method, wide in creator.scopes
+        ):
+            raise Unprocessable(f"scopes[{index}]: wider than the scopes of the key creating it")
+    if creator.expires_at is not None:
+        days = int((creator.expires_at - time.time()) // 86400)
+        if days < 1:
+            raise Unprocessable("expires_in_days: the key creating it expires within a day")
+        if expires_in_days is None or expires_in_days > days:
+            raise Unprocessable(f"expires_in_days: at most {days} (the key creating it expires then)")
 
 
 async def create_key(
@@ -84,7 +118,7 @@ async def create_key(
         raise Unprocessable("name: 1-100 characters")
     if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
         raise Unprocessable(f"expires_in_days: between 1 and {MAX_EXPIRY_DAYS}")
-    checked = validate_scopes(scopes or [])
+    checked = validate_scopes(scopes or [], org)
     if await session.get(Membership, (user.id, org.id)) is None:
         raise Unprocessable("user: not a member of this organization")
     key, key_id = apikeys.new_key()

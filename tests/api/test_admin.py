@@ -456,6 +456,41 @@ async def test_api_keys_on_the_admin_api_stay_in_their_org(world: World) -> None
     assert (await call("GET", "/admin/orgs/acme/members", headers={"X-API-Key": scoped}))[0] == 403
 
 
+async def test_a_key_creates_keys_only_when_scoped_to_and_never_a_wider_or_longer_one(world: World) -> None:
+    """A key without scopes cannot create keys (nor skip the recent-sign-in rule through them); one scoped to
+    `POST admin:/orgs/acme/members/me/keys` can, but only keys scoped within its own scopes and expiring no later
+    than itself."""
+    mint = "POST admin:/orgs/acme/members/me/keys"
+    plain = await world.gateway.key("acme", "admin@acme.test")
+    minter = await world.gateway.key(
+        "acme", "admin@acme.test", name="minter", scopes=[mint, "GET /api/*"], expires_in_days=10
+    )
+    path = "/admin/orgs/acme/members/me/keys"
+
+    async def create(key: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+        status, _, raw = await world.gateway.call("POST", path, headers={"X-API-Key": key}, json=body)
+        return status, json.loads(raw)
+
+    status, answer = await create(plain, {"name": "child"})
+    assert status == 403 and mint.split(" ", 1)[1] in answer["detail"]
+    status, answer = await create(minter, {"name": "child", "expires_in_days": 5})
+    assert (status, answer["field"]) == (422, "scopes"), "a key made by a key is scoped"
+    status, answer = await create(minter, {"name": "child", "scopes": ["* /*"], "expires_in_days": 5})
+    assert (status, answer["field"]) == (422, "scopes[0]")
+    status, answer = await create(minter, {"name": "child", "scopes": ["GET /api/orders/*"]})
+    assert (status, answer["field"]) == (422, "expires_in_days"), "never longer-lived than its creator"
+    status, answer = await create(minter, {"name": "child", "scopes": ["GET /api/orders/*"], "expires_in_days": 30})
+    assert status == 422
+    status, answer = await create(minter, {"name": "child", "scopes": ["GET /api/orders/*"], "expires_in_days": 5})
+    assert status == 201, answer
+    child = str(answer["key"])
+    assert (await world.gateway.call("GET", "/api/orders/1", headers={"X-API-Key": child}))[0] == 200
+    assert (await world.gateway.call("DELETE", "/api/orders/1", headers={"X-API-Key": child}))[0] == 403
+    assert (await create(child, {"name": "grandchild", "scopes": ["GET /api/orders/*"], "expires_in_days": 1}))[
+        0
+    ] == 403, "the child was not given the right to mint"
+
+
 # -- isolation, pagination, audit ------------------------------------------------------------------------
 
 

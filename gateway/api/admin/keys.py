@@ -16,6 +16,7 @@ from gateway.lifecycle import require_recent
 from gateway.manage import keys
 from gateway.manage.common import Page, find_org
 from gateway.manage.members import get_member
+from gateway.policy.rules import ADMIN_OBJECT
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
@@ -29,10 +30,14 @@ def _member_id(caller: Caller, member: FromPath[str]) -> str:
 
 
 async def _create(
-    db: AsyncSession, caller: Caller, org: Organization, user: User, data: schemas.KeyCreate
+    db: AsyncSession, caller: Caller, org: Organization, user: User, data: schemas.KeyCreate, obj: str
 ) -> Response[schemas.KeyCreated]:
-    if caller.principal.key is None:
+    """Create a key at the management object `obj` (what the caller POSTs to)."""
+    creator = caller.principal.key
+    if creator is None:
         require_recent(caller.principal)  # a new credential is a sensitive change: sign-in within 15 min
+    else:
+        keys.check_key_from_key(creator, org, obj, scopes=data.scopes or [], expires_in_days=data.expires_in_days)
     key, view = await keys.create_key(
         db, caller.actor, org, user, name=data.name, expires_in_days=data.expires_in_days, scopes=data.scopes
     )
@@ -82,7 +87,7 @@ class KeysController(Controller):
         user = await db.get(User, caller.user_id)
         if user is None:
             raise Forbidden("not allowed in this organization")
-        return await _create(db, caller, found, user, data)
+        return await _create(db, caller, found, user, data, keys.key_creation_object(found))
 
     @delete("/members/{member:str}/keys/{key:str}")
     async def revoke_member_key(
@@ -155,7 +160,9 @@ class ServiceAccountsController(Controller):
         db: NamedDependency[AsyncSession],
     ) -> Response[schemas.KeyCreated]:
         found = await find_org(db, org)
-        return await _create(db, caller, found, await keys.service_account(db, found, account), data)
+        user = await keys.service_account(db, found, account)
+        obj = f"{ADMIN_OBJECT}/orgs/{found.slug}/service-accounts/{account}/keys"
+        return await _create(db, caller, found, user, data, obj)
 
     @delete("/{account:str}/keys/{key:str}")
     async def revoke_key(
