@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.accounts import normalise_email
@@ -14,7 +14,8 @@ from gateway.db.engine import bump_version
 from gateway.db.models import ApiKey, Membership, Organization, User, utcnow
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
-from gateway.manage.roles import OWNER, implies_owner, owners_object, require_role
+from gateway.manage.ownership import owners_guarded, owners_object
+from gateway.manage.roles import implies_owner, require_role
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +79,6 @@ async def get_member(session: AsyncSession, org: Organization, user_id: str) -> 
     return _view(*await _membership(session, org, user_id))
 
 
-async def _owners(session: AsyncSession, org: Organization) -> int:
-    count = await session.scalar(
-        select(func.count()).select_from(Membership).where(Membership.org_id == org.id, Membership.role == OWNER)
-    )
-    return int(count or 0)
-
-
 async def _check_grant(session: AsyncSession, actor: Actor, org: Organization, user: User, role: str) -> None:
     await require_role(session, org, role)
     if await implies_owner(session, org, role):
@@ -111,8 +105,8 @@ async def add_member(
     if await session.get(Membership, (user.id, org.id)) is not None:
         raise Conflict("user: already a member of this organization; change their role instead")
     membership = Membership(user_id=user.id, org_id=org.id, role=role, created_at=utcnow())
-    session.add(membership)
-    await session.flush()
+    async with owners_guarded(session, actor, org):
+        session.add(membership)
     await bump_version(session)
     view = _view(membership, user)
     record(session, actor, "member.add", org=org.slug, target=user.id, after={"role": role})
@@ -120,7 +114,8 @@ async def add_member(
 
 
 async def change_role(session: AsyncSession, actor: Actor, org: Organization, user_id: str, role: str) -> MemberView:
-    """Takes effect on the next request everywhere (the state version moves). The last owner stays owner."""
+    """Takes effect on the next request everywhere (the state version moves). The org keeps an owner (see
+    `ownership.owners_guarded`)."""
     await lock_org(session, org)
     membership, user = await _membership(session, org, user_id)
     before = membership.role
@@ -129,10 +124,8 @@ async def change_role(session: AsyncSession, actor: Actor, org: Organization, us
     await _check_grant(session, actor, org, user, role)
     if await implies_owner(session, org, before):
         actor.require(owners_object(org), "POST", "only owners may change an owner's role")
-        if before == OWNER and await _owners(session, org) <= 1:
-            raise Conflict("role: this is the organization's last owner; make someone else owner first")
-    membership.role = role
-    await session.flush()
+    async with owners_guarded(session, actor, org):
+        membership.role = role
     await bump_version(session)
     record(session, actor, "member.role", org=org.slug, target=user.id, before={"role": before}, after={"role": role})
     return _view(membership, user)
@@ -146,10 +139,9 @@ async def remove_member(session: AsyncSession, actor: Actor, org: Organization, 
         raise Conflict("member: this is a service account; delete it under /service-accounts")
     if await implies_owner(session, org, membership.role):
         actor.require(owners_object(org), "POST", "only owners may remove an owner")
-        if membership.role == OWNER and await _owners(session, org) <= 1:
-            raise Conflict("member: this is the organization's last owner; make someone else owner first")
     role = membership.role
-    await session.delete(membership)
+    async with owners_guarded(session, actor, org):
+        await session.delete(membership)
     await session.execute(
         update(ApiKey)
         .where(ApiKey.org_id == org.id, ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))

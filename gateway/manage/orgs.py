@@ -10,7 +10,7 @@ from gateway.db.engine import bump_version
 from gateway.db.models import Membership, Organization, User, utcnow
 from gateway.errors import Conflict, Unprocessable
 from gateway.manage.common import Actor, Page, check_if_match, fetch_page, record
-from gateway.manage.roles import OWNER
+from gateway.manage.ownership import OWNER
 from gateway.policy.rules import ORG_SLUG_RE
 
 

@@ -12,6 +12,7 @@ from gateway.db.engine import bump_version
 from gateway.db.models import Membership, Organization, PolicyRule
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
+from gateway.manage.ownership import owners_guarded
 from gateway.manage.roles import SUPERADMIN, check_inheritance, require_role
 from gateway.policy import rules, store
 from gateway.policy.rules import ANY_DOMAIN, USER_SUBJECT_RE, Rule
@@ -108,7 +109,11 @@ async def add_lines(
             await _check_org_line(session, actor, org, rule, f"lines[{index}]")
         elif rule.ptype == "g" and rule.values[1] == SUPERADMIN and not rule.values[0].startswith("user:"):
             raise Unprocessable(f"lines[{index}]: role: a role cannot inherit superadmin; grant it to users")
-    await store.add_rules(session, parsed, origin="api")
+    if org is not None:
+        async with owners_guarded(session, actor, org):  # a `g` line may make a role, and its holders, owners
+            await store.add_rules(session, parsed, origin="api")
+    else:
+        await store.add_rules(session, parsed, origin="api")
     await bump_version(session)
     stored = []
     for rule in parsed:
@@ -139,7 +144,12 @@ async def remove_line(session: AsyncSession, actor: Actor, org: Organization | N
     if row.origin != "api":
         raise Conflict("line: this line comes from the policy files; change the files and run `policy sync`")
     before = _view(row).line
-    await session.execute(delete(PolicyRule).where(PolicyRule.id == line_id))
+    if org is not None:
+        await lock_org(session, org)
+        async with owners_guarded(session, actor, org):  # removing a `g` line may take owner from its holders
+            await session.execute(delete(PolicyRule).where(PolicyRule.id == line_id))
+    else:
+        await session.execute(delete(PolicyRule).where(PolicyRule.id == line_id))
     await bump_version(session)
     record(session, actor, "policy.remove", org=org.slug if org else None, target=str(line_id), before=before)
 

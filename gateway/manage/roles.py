@@ -21,12 +21,12 @@ from gateway.manage.common import (
     lock_org,
     record,
 )
+from gateway.manage.ownership import OWNER, ancestors, owners_guarded, owners_object, role_graph
 from gateway.policy import rules, store
 from gateway.policy.rules import ANY_DOMAIN, ROLE_RE, Rule
 
 SYSTEM_ROLES = ("owner", "admin", "member", "viewer")
 SUPERADMIN = "superadmin"
-OWNER = "owner"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +48,6 @@ class RoleView:
     version: int
 
 
-def owners_object(org: Organization) -> str:
-    """The admin object the enforcer is asked about before anyone grants or takes away `owner`."""
-    return f"{rules.ADMIN_OBJECT}/orgs/{org.slug}/owners"
-
-
 async def custom_role(session: AsyncSession, org: Organization, name: str) -> Role | None:
     return await session.scalar(select(Role).where(Role.org_id == org.id, Role.name == name))
 
@@ -67,31 +62,9 @@ async def require_role(session: AsyncSession, org: Organization, name: str, fiel
         raise Unprocessable(f"{field}: no role {name!r} in this organization")
 
 
-async def _parents(session: AsyncSession, org: Organization) -> dict[str, set[str]]:
-    """role -> roles it inherits directly, from `g` lines between roles in this org or everywhere."""
-    rows = await session.execute(
-        select(PolicyRule.v0, PolicyRule.v1).where(PolicyRule.ptype == "g", PolicyRule.v2.in_((org.slug, ANY_DOMAIN)))
-    )
-    parents: dict[str, set[str]] = {}
-    for child, parent in rows:
-        if not child.startswith("user:"):
-            parents.setdefault(child, set()).add(parent)
-    return parents
-
-
-def _closure(parents: dict[str, set[str]], start: str) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        for parent in parents.get(todo.pop(), ()):
-            if parent not in seen:
-                seen.add(parent)
-                todo.append(parent)
-    return seen
-
-
 async def implies_owner(session: AsyncSession, org: Organization, name: str) -> bool:
     """True when holding `name` in this org means holding `owner` (it is owner, or inherits it)."""
-    return name == OWNER or OWNER in _closure(await _parents(session, org), name)
+    return name == OWNER or OWNER in ancestors(await role_graph(session, org), name)
 
 
 async def check_inheritance(
@@ -106,13 +79,13 @@ async def check_inheritance(
 ) -> None:
     """Parents must exist, must not be superadmin, must not make a cycle; inheriting owner needs owner rights.
     `parents` replace the child's current ones, or with `adding` join them (a single new `g` line)."""
-    graph = await _parents(session, org)
+    graph = await role_graph(session, org)
     graph[child] = (graph.get(child, set()) if adding else set()) | set(parents)
     for index, parent in enumerate(parents):
         await require_role(session, org, parent, f"{field}[{index}]")
-        if parent == child or child in _closure(graph, parent):
+        if parent == child or child in ancestors(graph, parent):
             raise Unprocessable(f"{field}[{index}]: {parent!r} inherits {child!r}: roles cannot inherit in a cycle")
-    if OWNER in _closure(graph, child):
+    if OWNER in ancestors(graph, child):
         actor.require(owners_object(org), "POST", "only owners may create roles that inherit owner")
 
 
@@ -142,7 +115,7 @@ async def _view(session: AsyncSession, org: Organization, name: str, role: Role 
     grouped: dict[tuple[str, str], list[str]] = {}
     for path, method, effect in p_rows:
         grouped.setdefault((path, effect), []).append(method)
-    parents = (await _parents(session, org)).get(name, set())
+    parents = (await role_graph(session, org)).get(name, set())
     return RoleView(
         name=name,
         system=role is None,
@@ -204,7 +177,8 @@ async def create_role(
         await session.flush()
     except IntegrityError as exc:
         raise Conflict(f"name: the role {name!r} already exists") from exc
-    await store.add_rules(session, lines, origin="api")
+    async with owners_guarded(session, actor, org):
+        await store.add_rules(session, lines, origin="api")
     await bump_version(session)
     view = await _view(session, org, name, role)
     record(session, actor, "role.create", org=org.slug, target=name, after=_audit(view))
@@ -236,8 +210,9 @@ async def replace_role(
     check_if_match(role.version, if_match, f"role {name!r}")
     before = await _view(session, org, name, role)
     await check_inheritance(session, actor, org, name, inherits, "inherits")
-    await _drop_lines(session, org, name)
-    await store.add_rules(session, lines, origin="api")
+    async with owners_guarded(session, actor, org):  # dropping an `owner` parent takes owner from its holders
+        await _drop_lines(session, org, name)
+        await store.add_rules(session, lines, origin="api")
     await session.execute(
         update(Role).where(Role.id == role.id).values(description=description, version=Role.version + 1)
     )
@@ -269,7 +244,7 @@ async def delete_role(
     if role is None:
         raise NotFound(f"role: no role {name!r} in this organization")
     before = await _view(session, org, name, role)
-    heirs = sorted(child for child, parents in (await _parents(session, org)).items() if name in parents)
+    heirs = sorted(child for child, parents in (await role_graph(session, org)).items() if name in parents)
     if heirs:
         raise Conflict(f"role: {name!r} is inherited by {', '.join(heirs)}; change those roles first")
     holders = await session.scalar(
@@ -281,12 +256,12 @@ async def delete_role(
         if move_to == name:
             raise Unprocessable("move_to: must name another role")
         await require_role(session, org, move_to, "move_to")
-        if await implies_owner(session, org, move_to):
-            actor.require(owners_object(org), "POST", "only owners may grant owner")
-        await session.execute(
-            update(Membership).where(Membership.org_id == org.id, Membership.role == name).values(role=move_to)
-        )
-    await _drop_lines(session, org, name)
+    async with owners_guarded(session, actor, org):
+        if holders:
+            await session.execute(
+                update(Membership).where(Membership.org_id == org.id, Membership.role == name).values(role=move_to)
+            )
+        await _drop_lines(session, org, name)
     await session.delete(role)
     await bump_version(session)
     record(session, actor, "role.delete", org=org.slug, target=name, before=_audit(before), after={"moved_to": move_to})

@@ -661,3 +661,70 @@ async def test_options_on_admin_routes_lists_the_methods(world: World, path: str
         status, _, headers = await world.call(who, "OPTIONS", path)
         assert status == 204
         assert "OPTIONS" in headers["Allow"]
+
+
+async def _boss_role(world: World) -> None:
+    """As the owner: a custom role `boss` inheriting owner, held by the admin (who thereby holds owner)."""
+    status, body, _ = await world.call(
+        "owner", "POST", "/admin/orgs/acme/roles", {"name": "boss", "inherits": ["owner"]}
+    )
+    assert status == 201, body
+    status, body, _ = await world.call(
+        "owner", "PATCH", f"/admin/orgs/acme/members/{world.ids['member']}", {"role": "boss"}
+    )
+    assert status == 200, body
+
+
+async def test_owner_powers_cannot_be_taken_away_through_a_role(world: World) -> None:
+    """Without owner rights, nobody changes who holds owner indirectly: editing a role that inherits owner so it
+    no longer does, deleting it with its members moved, or deleting the `g` line behind it are all 403."""
+    await _boss_role(world)
+    replaced = await world.call("admin", "PUT", "/admin/orgs/acme/roles/boss", {"inherits": ["viewer"]})
+    assert replaced[0] == 403, replaced
+    deleted = await world.call("admin", "DELETE", "/admin/orgs/acme/roles/boss?move_to=viewer")
+    assert deleted[0] == 403, deleted
+    # The same through raw lines: an owner makes `chief` inherit owner with a g line; the admin cannot remove it.
+    assert (await world.call("owner", "POST", "/admin/orgs/acme/roles", {"name": "chief"}))[0] == 201
+    status, lines, _ = await world.call(
+        "owner", "POST", "/admin/orgs/acme/policies", {"lines": ["g, chief, owner, acme"]}
+    )
+    assert status == 201, lines
+    assert (await world.call("owner", "PATCH", f"/admin/orgs/acme/members/{world.ids['viewer']}", {"role": "chief"}))[
+        0
+    ] == 200
+    removed = await world.call("admin", "DELETE", f"/admin/orgs/acme/policies/{lines[0]['id']}")
+    assert removed[0] == 403, removed
+    assert (await world.call("owner", "DELETE", f"/admin/orgs/acme/policies/{lines[0]['id']}"))[0] == 204
+
+
+async def test_service_accounts_never_hold_owner_by_any_path(world: World) -> None:
+    """A role a service account holds cannot be made to inherit owner, by editing it or by a raw `g` line."""
+    assert (await world.call("owner", "POST", "/admin/orgs/acme/roles", {"name": "robot"}))[0] == 201
+    status, account, _ = await world.call(
+        "owner", "POST", "/admin/orgs/acme/service-accounts", {"name": "ci", "role": "robot"}
+    )
+    assert status == 201, account
+    edited = await world.call("owner", "PUT", "/admin/orgs/acme/roles/robot", {"inherits": ["owner"]})
+    assert edited[0] == 422, edited
+    lined = await world.call(
+        "owner", "POST", "/admin/orgs/acme/policies", {"lines": ["g, robot, admin, acme", "g, admin, owner, acme"]}
+    )
+    assert lined[0] == 422, lined
+    status, roles, _ = await world.call("owner", "GET", "/admin/orgs/acme/roles/robot")
+    assert roles["inherits"] == [], "nothing changed"
+
+
+async def test_the_last_owner_cannot_be_lost_through_a_role(world: World) -> None:
+    """When the only owner holds owner through a custom role, dropping owner from that role is refused."""
+    status, body, _ = await world.call(
+        "owner", "POST", "/admin/orgs/acme/roles", {"name": "founder", "inherits": ["owner"]}
+    )
+    assert status == 201, body
+    me = world.ids["owner"]
+    assert (await world.call("owner", "PATCH", f"/admin/orgs/acme/members/{me}", {"role": "viewer"}))[0] == 409
+    assert (
+        await world.call("superadmin", "PATCH", f"/admin/orgs/acme/members/{world.ids['admin']}", {"role": "founder"})
+    )[0] == 200
+    assert (await world.call("owner", "PATCH", f"/admin/orgs/acme/members/{me}", {"role": "viewer"}))[0] == 200
+    refused = await world.call("admin", "PUT", "/admin/orgs/acme/roles/founder", {"inherits": ["admin"]})
+    assert refused[0] == 409, refused
