@@ -25,7 +25,7 @@ from gateway.db.models import Membership, Organization, PolicyRule, User
 from gateway.errors import Conflict, Unprocessable
 from gateway.manage.common import Actor
 from gateway.policy import rules
-from gateway.policy.rules import ANY_DOMAIN
+from gateway.policy.rules import ANY_DOMAIN, inherited
 
 OWNER = "owner"
 
@@ -47,21 +47,9 @@ async def role_graph(session: AsyncSession, org: Organization) -> dict[str, set[
     return parents
 
 
-def ancestors(parents: dict[str, set[str]], start: str) -> set[str]:
-    """Every role `start` inherits, through any chain."""
-    seen: set[str] = set()
-    todo = [start]
-    while todo:
-        for parent in parents.get(todo.pop(), ()):
-            if parent not in seen:
-                seen.add(parent)
-                todo.append(parent)
-    return seen
-
-
 def owning_roles(parents: dict[str, set[str]]) -> set[str]:
     """The roles whose holders hold `owner`."""
-    return {OWNER} | {role for role in parents if OWNER in ancestors(parents, role)}
+    return {OWNER} | {role for role in parents if OWNER in inherited(parents, role)}
 
 
 async def owner_holders(session: AsyncSession, org: Organization) -> dict[str, str]:

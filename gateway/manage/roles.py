@@ -21,9 +21,9 @@ from gateway.manage.common import (
     lock_org,
     record,
 )
-from gateway.manage.ownership import OWNER, ancestors, owners_guarded, owners_object, role_graph
+from gateway.manage.ownership import OWNER, owners_guarded, owners_object, role_graph
 from gateway.policy import rules, store
-from gateway.policy.rules import ANY_DOMAIN, ROLE_RE, Rule
+from gateway.policy.rules import ANY_DOMAIN, ROLE_RE, Rule, inherited
 
 SYSTEM_ROLES = ("owner", "admin", "member", "viewer")
 SUPERADMIN = "superadmin"
@@ -64,7 +64,7 @@ async def require_role(session: AsyncSession, org: Organization, name: str, fiel
 
 async def implies_owner(session: AsyncSession, org: Organization, name: str) -> bool:
     """True when holding `name` in this org means holding `owner` (it is owner, or inherits it)."""
-    return name == OWNER or OWNER in ancestors(await role_graph(session, org), name)
+    return name == OWNER or OWNER in inherited(await role_graph(session, org), name)
 
 
 async def check_inheritance(
@@ -83,9 +83,9 @@ async def check_inheritance(
     graph[child] = (graph.get(child, set()) if adding else set()) | set(parents)
     for index, parent in enumerate(parents):
         await require_role(session, org, parent, f"{field}[{index}]")
-        if parent == child or child in ancestors(graph, parent):
+        if parent == child or child in inherited(graph, parent):
             raise Unprocessable(f"{field}[{index}]: {parent!r} inherits {child!r}: roles cannot inherit in a cycle")
-    if OWNER in ancestors(graph, child):
+    if OWNER in inherited(graph, child):
         actor.require(owners_object(org), "POST", "only owners may create roles that inherit owner")
 
 

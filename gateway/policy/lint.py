@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.errors import InvalidPath
-from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN, PolicyError, Rule, parse_line
+from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN, PolicyError, Rule, inherited, parse_line
 from gateway.proxy.paths import canonical_path
 
 Severity = Literal["error", "warning"]
@@ -63,17 +63,6 @@ def _role_edges(rules: list[Located]) -> dict[str, set[str]]:
         if item.rule.ptype == "g" and not sub.startswith("user:"):
             edges.setdefault(sub, set()).add(role)
     return edges
-
-
-def _ancestors(role: str, edges: dict[str, set[str]]) -> set[str]:
-    seen: set[str] = set()
-    stack = [role]
-    while stack:
-        for parent in edges.get(stack.pop(), ()):
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return seen
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -152,7 +141,7 @@ def lint(model_path: Path, paths: list[Path]) -> list[Finding]:
 
     edges = _role_edges(located)
     permitted = {item.rule.values[0] for item in located if item.rule.ptype == "p"}
-    defined = {role for role in {*permitted, *edges} if role in permitted or _ancestors(role, edges) & permitted}
+    defined = {role for role in {*permitted, *edges} if role in permitted or inherited(edges, role) & permitted}
     for item in located:
         if item.rule.ptype == "g" and item.rule.values[1] not in defined:
             findings.append(
@@ -201,7 +190,7 @@ def lint(model_path: Path, paths: list[Path]) -> list[Finding]:
             )
         if eft != "allow":
             continue
-        holders = {sub} | _ancestors(sub, edges)
+        holders = {sub} | inherited(edges, sub)
         for deny in denies:
             d_sub, d_dom, d_obj, d_act, _ = deny.rule.values
             if d_sub in holders and d_dom in (dom, ANY_DOMAIN) and d_act in (act, "*") and pattern_covers(d_obj, obj):

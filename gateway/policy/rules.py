@@ -146,3 +146,15 @@ def parse_files(paths: list[Path]) -> list[Rule]:
     for path in paths:
         rules.extend(parse_text(path.read_text(encoding="utf-8"), str(path)))
     return rules
+
+
+def inherited(parents: dict[str, set[str]], start: str) -> set[str]:
+    """Every role `start` inherits through any chain of `parents` (role -> roles it inherits directly)."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for parent in parents.get(todo.pop(), ()):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
