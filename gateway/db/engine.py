@@ -65,6 +65,7 @@ _OUTAGES: tuple[type[BaseException], ...] = (
     asyncpg.InvalidCatalogNameError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # 55000 at connect: "not currently accepting connections"
 )
 _SQLITE_OUTAGES = ("unable to open database", "disk i/o error", "database is locked", "readonly database")
 
