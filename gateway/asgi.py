@@ -28,7 +28,7 @@ from gateway.namespace import (
     RESERVED_PREFIXES,
     under,
 )
-from gateway.proxy.paths import canonical_path, second_reading
+from gateway.paths import canonical_path, second_reading
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 

@@ -15,11 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import accounts, cli_policy
+from gateway import cli_policy
 from gateway.cli_common import CommandError, in_transaction, settings_of
 from gateway.db.models import OutboxMessage
 from gateway.errors import GatewayError
-from gateway.identity import apikeys
+from gateway.identity import accounts, apikeys
 from gateway.identity.passwords import PasswordHasher
 from gateway.manage import keys, members, orgs, users
 from gateway.manage.common import MAX_LIMIT, Actor, find_org
@@ -44,11 +44,11 @@ def _read_password(prompt: str = "Password: ") -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
-    from gateway.db.migrate import upgrade
+    from gateway.policy.store import migrate
 
     settings = settings_of(args)
     try:
-        upgrade(settings.database_url)
+        migrate(settings.database_url)
     except (OperationalError, DBAPIError, OSError) as exc:
         raise CommandError(f"migration failed: {exc}") from exc
     print("database is at the latest schema; the system roles are stored")

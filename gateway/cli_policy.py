@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.cli_common import CommandError, in_transaction, settings_of
 from gateway.db.models import AuditRecord, User, utcnow
 from gateway.errors import InvalidPath
+from gateway.paths import canonical_path
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.lint import lint
 from gateway.policy.rules import Rule, parse_files
@@ -27,7 +28,6 @@ from gateway.policy.store import (
     stored_rules,
 )
 from gateway.policy.testing import read_cases, run_cases
-from gateway.proxy.paths import canonical_path
 
 
 def _files(args: argparse.Namespace) -> list[Path]:

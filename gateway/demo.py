@@ -8,13 +8,13 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import accounts
 from gateway.db.engine import create_engine, session_factory
-from gateway.db.migrate import upgrade
 from gateway.db.models import Organization, User
+from gateway.identity import accounts
 from gateway.identity.passwords import PasswordHasher
 from gateway.manage import members, orgs
 from gateway.manage.common import Actor, find_org
+from gateway.policy.store import migrate
 from gateway.serve import GatewayConfig, GatewayServer, configure_logging, listen, run_loop
 from gateway.settings import Settings, settings_from_mapping
 
@@ -112,7 +112,7 @@ def run_demo(*, port: int, upstream_port: int, database: str) -> None:
     # Both ports first: a busy one is a one-line error before anything is written.
     listening = listen("127.0.0.1", port, what="the demo gateway (--port)")
     upstream_socket = listen("127.0.0.1", upstream_port, what="the demo upstream (--upstream-port)")
-    upgrade(settings.database_url)  # also installs the system roles
+    migrate(settings.database_url)  # the schema and the system roles
 
     async def main() -> None:
         await seed(settings)

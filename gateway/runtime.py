@@ -15,23 +15,23 @@ import aiohttp
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from gateway.access.audit import AuditSink
+from gateway.access.peer import TrustedProxies
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.listen import Listener
 from gateway.db.models import ApiKey
+from gateway.identity.mail import Mailer
 from gateway.identity.passwords import PasswordHasher
 from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle, MemoryFailures, RedisFailures
 from gateway.identity.tokens import TokenService, load_or_create_keys
-from gateway.mail import Mailer
 from gateway.metrics import Metrics
 from gateway.policy import PolicyEngine, PolicyState
 from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore
-from gateway.proxy.audit import AuditSink
 from gateway.proxy.forward import upstream_session
 from gateway.proxy.limit import MemoryCounter, RateLimiter, RedisCounter
 from gateway.proxy.match import RouteTable
-from gateway.proxy.peer import TrustedProxies
 from gateway.proxy.pipeline import Pipeline
 from gateway.settings import Settings
 

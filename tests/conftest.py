@@ -26,7 +26,6 @@ from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 from yarl import URL
 
-from gateway import accounts
 from gateway.asgi import FrontDoor, create_gateway
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
@@ -44,7 +43,7 @@ from gateway.db.models import (
     SigningKey,
     User,
 )
-from gateway.identity import apikeys
+from gateway.identity import accounts, apikeys
 from gateway.manage import keys, members, orgs
 from gateway.manage.common import Actor, find_org
 from gateway.policy.rules import parse_files

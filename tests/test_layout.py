@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import gateway
 
 PACKAGE = Path(gateway.__file__).resolve().parent
@@ -22,10 +24,32 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_proxy_never_imports_the_api() -> None:
-    """gateway.proxy modules import nothing from gateway.api."""
-    for module in (PACKAGE / "proxy").glob("*.py"):
-        assert not any(name.startswith("gateway.api") for name in _imports(module)), module.name
+# Each package may import only the ones below it; the two planes (proxy, api) never import each other.
+#   paths, errors, settings...  <  db  <  policy  <  identity  <  access  <  manage  <  proxy | api
+FORBIDDEN = {
+    "db": ("policy", "identity", "access", "manage", "proxy", "api"),
+    "policy": ("identity", "access", "manage", "proxy", "api"),
+    "identity": ("access", "manage", "proxy", "api"),
+    "access": ("manage", "proxy", "api"),
+    "manage": ("proxy", "api"),
+    "proxy": ("manage", "api"),
+    "api": ("proxy",),
+}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_packages_import_only_downwards(package: str) -> None:
+    """What both planes need (credentials, decisions, the client-address rule, canonical paths, audit, request
+    ids) lives below both; no package imports one above it (so there is no cycle)."""
+    for module in (PACKAGE / package).rglob("*.py"):
+        if "migrations" in module.parts:
+            continue
+        above = [
+            name
+            for name in _imports(module)
+            if name.split(".")[:2][-1] in FORBIDDEN[package] and name.startswith("gateway.")
+        ]
+        assert not above, (str(module.relative_to(PACKAGE)), above)
 
 
 def test_the_data_plane_imports_no_framework() -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from gateway.db.engine import create_engine, session_factory
-from gateway.db.migrate import upgrade
 from gateway.manage import orgs
+from gateway.policy.store import migrate
 from tests.conftest import CLI, PASSWORD, Gateway, Upstream, closed_port, gateway_settings, serving
 
 
@@ -87,7 +87,7 @@ def private_server() -> Iterator[PrivateServer]:
 @pytest.fixture
 async def on_private(private_server: PrivateServer, upstream: Upstream, tmp_path: Path) -> AsyncIterator[Gateway]:
     """A gateway on the private server, with acme, a viewer and a superadmin."""
-    await asyncio.to_thread(upgrade, private_server.url)
+    await asyncio.to_thread(migrate, private_server.url)
     engine = create_engine(private_server.url)
     async with session_factory(engine)() as session:
         await orgs.create_org(session, CLI, slug="acme", name="Acme")
@@ -144,7 +144,7 @@ async def test_a_stopped_database_is_503_with_retry_after_and_proxying_goes_on(
 async def test_a_refused_connection_is_503_not_500(upstream: Upstream, tmp_path: Path) -> None:
     """A database whose port refuses connections (a bare OSError from the driver) is 503, not 500."""
     database = tmp_path / "gateway.db"
-    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{database}")
+    await asyncio.to_thread(migrate, f"sqlite+aiosqlite:///{database}")
     settings = gateway_settings(f"sqlite+aiosqlite:///{database}", upstream.url, audit_log="off")
     async with serving(settings, upstream) as gateway:
         gateway.runtime.sessions = session_factory(

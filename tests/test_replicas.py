@@ -18,8 +18,8 @@ import aiohttp
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from gateway import accounts
 from gateway.db.engine import create_engine, session_factory
+from gateway.identity import accounts
 from gateway.identity.passwords import PasswordHasher
 from gateway.manage import members, orgs
 from gateway.settings import Passwords

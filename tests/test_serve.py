@@ -20,7 +20,7 @@ import aiohttp
 
 from gateway.asgi import create_gateway
 from gateway.db.engine import create_engine, session_factory
-from gateway.db.migrate import upgrade
+from gateway.policy.store import migrate
 from tests.conftest import ROOT, Gateway, Upstream, closed_port, gateway_settings, start_gateway
 
 
@@ -82,7 +82,7 @@ def _workers(parent: int) -> set[int]:
 async def _config(tmp_path: Path, upstream: Upstream) -> Path:
     """A migrated SQLite database and a config whose /open route is public (its /slow path takes 2 s)."""
     database = tmp_path / "gateway.db"
-    await asyncio.to_thread(upgrade, f"sqlite+aiosqlite:///{database}")
+    await asyncio.to_thread(migrate, f"sqlite+aiosqlite:///{database}")
     config = tmp_path / "gateway.toml"
     config.write_text(
         'database_url = "sqlite+aiosqlite:///gateway.db"\naudit_log = "off"\nshutdown_grace_seconds = 10\n'
@@ -180,7 +180,7 @@ def test_every_startup_failure_is_one_line(tmp_path: Path) -> None:
     empty SQLite database (never created), an unreachable PostgreSQL, a busy port, a bad environment value: one
     line naming the cause, a non-zero exit."""
     migrated = tmp_path / "migrated.db"
-    upgrade(f"sqlite+aiosqlite:///{migrated}")
+    migrate(f"sqlite+aiosqlite:///{migrated}")
     sqlite = f'database_url = "sqlite+aiosqlite:///{migrated}"\n'
     bad_model = (ROOT / "model.conf").read_text().replace("keyMatch2(r.obj", "keyMatch9(r.obj")
     (tmp_path / "bad.conf").write_text(bad_model)
@@ -276,7 +276,7 @@ async def test_readyz_is_503_when_the_database_is_unreachable(gateway: Gateway) 
 def test_the_readme_readyz_reports_the_system_roles_after_migrate(tmp_path: Path) -> None:
     """After `gateway migrate` alone, the shipped system roles are stored: /readyz counts their lines."""
     database = tmp_path / "fresh.db"
-    upgrade(f"sqlite+aiosqlite:///{database}")
+    migrate(f"sqlite+aiosqlite:///{database}")
     config = tmp_path / "gateway.toml"
     config.write_text(f'database_url = "sqlite+aiosqlite:///{database}"\naudit_log = "off"\n')
     port = closed_port()

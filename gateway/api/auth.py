@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import accounts, lifecycle, mail, sessions
+from gateway.access.peer import resolve_peer
 from gateway.api.deps import provide_principal
 from gateway.api.schemas import (
     Accepted,
@@ -44,9 +44,8 @@ from gateway.api.schemas import (
 )
 from gateway.db.models import Membership, Organization, Session, TotpFactor, User
 from gateway.errors import Conflict, Forbidden, InvalidToken, Unprocessable
-from gateway.identity import mfa
+from gateway.identity import accounts, lifecycle, mail, mfa, sessions
 from gateway.identity.tokens import Principal
-from gateway.proxy.peer import resolve_peer
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.auth")

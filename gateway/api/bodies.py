@@ -13,9 +13,9 @@ from typing import Any
 
 import msgspec
 
+from gateway.access.request_ids import request_id_of
 from gateway.asgitypes import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unprocessable, send_problem
-from gateway.proxy.headers import request_id_of
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_DEPTH = 16

@@ -10,9 +10,9 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.access.credentials import authenticate
 from gateway.errors import InvalidToken
 from gateway.identity.tokens import Principal
-from gateway.proxy.authenticate import authenticate
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.api")

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.accounts import normalise_email
 from gateway.db.engine import bump_version
 from gateway.db.models import ApiKey, Membership, Organization, User, utcnow
 from gateway.errors import Conflict, NotFound, Unprocessable
+from gateway.identity.accounts import normalise_email
 from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
 from gateway.manage.ownership import owners_guarded, owners_object
 from gateway.manage.roles import implies_owner, require_role

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import sessions
 from gateway.db.engine import bump_version
 from gateway.db.models import User
+from gateway.identity import sessions
 from gateway.manage.common import Actor, Page, fetch_page, record
 
 

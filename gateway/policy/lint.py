@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Literal
 
 from gateway.errors import InvalidPath
+from gateway.paths import canonical_path
 from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN, PolicyError, Rule, inherited, parse_line
-from gateway.proxy.paths import canonical_path
 
 Severity = Literal["error", "warning"]
 

@@ -12,12 +12,12 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.db.engine import bump_version, read_version
+from gateway.db.engine import bump_version, create_engine, read_version, session_factory
 from gateway.db.models import ApiKey, Membership, Organization, PolicyRule, Session, User, utcnow
 from gateway.policy.engine import KeyRecord, OrgRef, PolicyState
 from gateway.policy.rules import Rule
@@ -201,3 +201,30 @@ class PolicyStore:
     async def state(self) -> PolicyState:
         async with self._sessions() as session:
             return await read_state(session)
+
+
+async def install_system_policy(database_url: str) -> int:
+    """Store the shipped system roles (`install_system`) under the migration lock; return how many lines changed."""
+    from gateway.db.migrate import MIGRATION_LOCK
+    from gateway.policy.rules import parse_files
+    from gateway.settings import SHIPPED_POLICY
+
+    engine = create_engine(database_url)
+    try:
+        async with session_factory(engine)() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            changed = await install_system(session, parse_files([SHIPPED_POLICY]))
+            await session.commit()
+            return changed
+    finally:
+        await engine.dispose()
+
+
+def migrate(database_url: str) -> None:
+    """`gateway migrate`: the schema (Alembic, under an advisory lock on PostgreSQL), then the shipped system
+    roles, so a fresh database serves them at once. Safe to run again, and by several processes at once."""
+    from gateway.db.migrate import upgrade
+
+    upgrade(database_url)
+    asyncio.run(install_system_policy(database_url))

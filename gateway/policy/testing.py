@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import InvalidPath
+from gateway.paths import canonical_path
 from gateway.policy.engine import Decision, OrgRef, PolicyEngine, PolicyState
 from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN, METHODS, PolicyError, Rule, is_org_slug, is_subject
-from gateway.proxy.paths import canonical_path
 
 
 @dataclass(frozen=True, slots=True)

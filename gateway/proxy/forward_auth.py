@@ -16,15 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.access.audit import AuditEvent
+from gateway.access.credentials import authenticate
+from gateway.access.decisions import enforce
+from gateway.access.peer import TrustedProxies
 from gateway.errors import BadRequest, Forbidden, GatewayError, InvalidPath
 from gateway.identity.tokens import TokenService
+from gateway.paths import canonical_path, second_reading
 from gateway.policy import PolicyEngine
-from gateway.proxy.audit import AuditEvent
-from gateway.proxy.authenticate import authenticate
-from gateway.proxy.enforce import enforce
 from gateway.proxy.headers import IDENTITY_NAMES
-from gateway.proxy.paths import canonical_path, second_reading
-from gateway.proxy.peer import TrustedProxies
 from gateway.proxy.resolve import ORG_HEADER
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -10,13 +10,11 @@ routes). Names arrive lower-cased (ASGI) and are compared as bytes; only forward
 
 from __future__ import annotations
 
-import itertools
-import os
-import re
 from collections.abc import Iterable
 
+from gateway.access.peer import Peer
+from gateway.access.request_ids import new_request_id, well_formed
 from gateway.errors import BadRequest, GatewayError, HeadersTooLarge
-from gateway.proxy.peer import Peer
 
 HOP_BY_HOP = frozenset(
     {
@@ -59,7 +57,6 @@ _NEVER_FORWARDED = frozenset(name.encode() for name in HOP_BY_HOP | GATEWAY_WRIT
 IDENTITY_NAMES = (b"x-gateway-", b"x-gateway_", b"x_gateway-", b"x_gateway_")
 """X-Gateway-*, x_gateway_*, X-Gateway_User...: only the gateway writes these, under any separator."""
 
-_REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 # What each header the stages read is called in the error that names it when it is sent twice.
 _SINGLE = {b"authorization": "Authorization", b"x-api-key": "X-API-Key", b"x-org": "X-Org"}
 _READ = frozenset({*_SINGLE, b"x-request-id", b"host", b"content-length", b"transfer-encoding"})
@@ -138,7 +135,7 @@ def read_head(raw: list[tuple[bytes, bytes]], *, allow_underscores: bool, max_by
                     problem = problem or "X-Org: sent more than once"
                 head.org = text
         elif name == b"x-request-id":
-            if not head.request_id and _REQUEST_ID_RE.match(value):
+            if not head.request_id and well_formed(value):
                 head.request_id = value.decode("ascii")
         elif name == b"host":
             head.host = value.decode("latin-1")
@@ -153,37 +150,6 @@ def read_head(raw: list[tuple[bytes, bytes]], *, allow_underscores: bool, max_by
     if not head.request_id:
         head.request_id = new_request_id()
     return head
-
-
-class _RequestIds:
-    """This process's random 64-bit prefix and a counter: unique across processes and restarts, without a
-    system call per request (a request id correlates; it needs no secrecy, and a client may send its own).
-    Drawn on first use, and again in a forked child."""
-
-    prefix = ""
-    counter = itertools.count(1)
-
-    @classmethod
-    def reset(cls) -> None:
-        cls.prefix, cls.counter = "", itertools.count(1)
-
-
-os.register_at_fork(after_in_child=_RequestIds.reset)
-
-
-def new_request_id() -> str:
-    """32 hex digits (see `_RequestIds`)."""
-    if not _RequestIds.prefix:
-        _RequestIds.prefix = os.urandom(8).hex()
-    return f"{_RequestIds.prefix}{next(_RequestIds.counter):016x}"
-
-
-def request_id_of(raw: list[tuple[bytes, bytes]]) -> str:
-    """The client's X-Request-Id when it is a plain token (1-128 of A-Z a-z 0-9 . _ -), else a new one."""
-    for name, value in raw:
-        if name == b"x-request-id" and _REQUEST_ID_RE.match(value):
-            return value.decode("ascii")
-    return new_request_id()
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:

@@ -9,8 +9,8 @@ import aiohttp
 
 from gateway.errors import InvalidPath, NotFound
 from gateway.namespace import reserved
+from gateway.paths import canonical_path, second_reading
 from gateway.proxy.cors import CorsPolicy
-from gateway.proxy.paths import canonical_path, second_reading
 from gateway.settings import ConfigError, Route, Upstream
 
 

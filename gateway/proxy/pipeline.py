@@ -1,6 +1,11 @@
 """Runs the stages in order; the only module that knows the order.
 
-    1 match -> 2 authenticate -> 3 resolve org (+ rate limits) -> 4 enforce -> 5 forward -> 6 audit
+    1 match            proxy/match.py
+    2 authenticate     access/credentials.py   (shared with the control plane)
+    3 resolve org      proxy/resolve.py (+ proxy/limit.py)
+    4 enforce          access/decisions.py     (shared with the control plane)
+    5 forward          proxy/forward.py
+    6 audit            access/audit.py         (shared with the control plane)
 
 The front door (gateway/asgi.py) calls `proxy` with the canonical path; it runs them for HTTP, and WebSocket
 handshakes (websocket.py) and forward-auth (forward_auth.py) reuse stages 2-4 and end differently. A stage stops a
@@ -17,21 +22,22 @@ from typing import cast
 
 import aiohttp
 
+from gateway.access.audit import AuditEvent, AuditSink, milliseconds
+from gateway.access.credentials import authenticate
+from gateway.access.decisions import Denied, enforce
+from gateway.access.peer import TrustedProxies, resolve_peer
+from gateway.access.request_ids import request_id_of
 from gateway.asgitypes import Receive, Scope, Send
 from gateway.errors import GatewayError, send_problem
 from gateway.identity.tokens import TokenService
 from gateway.metrics import Metrics
 from gateway.namespace import FORWARD_AUTH_PATH
 from gateway.policy import KeyRecord, PolicyEngine
-from gateway.proxy.audit import AuditEvent, AuditSink, milliseconds
-from gateway.proxy.authenticate import authenticate
-from gateway.proxy.enforce import Denied, enforce
 from gateway.proxy.forward import ClientGone, UpstreamBroke, forward, request_has_body
 from gateway.proxy.forward_auth import as_forward_auth_answer, decide_described, describe
-from gateway.proxy.headers import read_head, request_headers, request_id_of
+from gateway.proxy.headers import read_head, request_headers
 from gateway.proxy.limit import MemoryCounter, RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
-from gateway.proxy.peer import TrustedProxies, resolve_peer
 from gateway.proxy.resolve import resolve_org
 from gateway.proxy.websocket import proxy_websocket, refuse_websocket
 

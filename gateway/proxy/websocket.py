@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, cast
 import aiohttp
 from yarl import URL
 
+from gateway.access.audit import AuditEvent, milliseconds
+from gateway.access.decisions import Denied
+from gateway.access.peer import resolve_peer
 from gateway.asgitypes import Message, Receive, Scope, Send
 from gateway.errors import BadGateway, GatewayError, GatewayTimeout, send_problem
-from gateway.proxy.audit import AuditEvent, milliseconds
-from gateway.proxy.enforce import Denied
 from gateway.proxy.headers import read_head, request_headers
 from gateway.proxy.match import RouteMatch
-from gateway.proxy.peer import resolve_peer
 
 if TYPE_CHECKING:
     from gateway.proxy.pipeline import Pipeline

@@ -19,7 +19,7 @@ from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import MIGRATION_LOCK, upgrade
 from gateway.db.models import Base
 from gateway.policy.rules import parse_files
-from gateway.policy.store import SYSTEM_ORIGIN, stored_rules
+from gateway.policy.store import SYSTEM_ORIGIN, migrate, stored_rules
 from gateway.settings import SHIPPED_POLICY
 
 
@@ -92,8 +92,8 @@ async def test_migrate_stores_the_system_roles_once(database_url: str) -> None:
     a shipped line loaded earlier from a policy file becomes a system line."""
     engine = create_engine(database_url)
     try:
-        await asyncio.to_thread(upgrade, database_url)
-        await asyncio.to_thread(upgrade, database_url)
+        await asyncio.to_thread(migrate, database_url)
+        await asyncio.to_thread(migrate, database_url)
         async with session_factory(engine)() as session:
             system = await stored_rules(session, origin=SYSTEM_ORIGIN)
         assert sorted(map(str, system)) == sorted(map(str, parse_files([SHIPPED_POLICY])))

@@ -14,15 +14,15 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.accounts import normalise_email
 from gateway.api.admin import schemas
 from gateway.db.models import Membership, Organization, User
 from gateway.errors import Conflict, InvalidPath, NotFound, Unprocessable
+from gateway.identity.accounts import normalise_email
 from gateway.manage.common import find_org
 from gateway.manage.roles import SYSTEM_ROLES, custom_role
+from gateway.paths import canonical_path
 from gateway.policy import Decision
 from gateway.policy.rules import ADMIN_OBJECT, METHODS, ROLE_RE, USER_SUBJECT_RE
-from gateway.proxy.paths import canonical_path
 from gateway.runtime import Runtime
 
 _NOT_HERE = "subject: no such member, service account or role in this organization"

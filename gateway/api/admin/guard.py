@@ -13,13 +13,16 @@ so are requests for an org that is unknown or archived. Handlers declare which w
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from gateway.access.audit import AuditEvent
+from gateway.access.credentials import authenticate
+from gateway.access.decisions import Denied, enforce
+from gateway.access.request_ids import request_id_of
 from gateway.errors import Forbidden, MfaEnrollmentRequired
 from gateway.identity.mfa import confirmed_factor
 from gateway.identity.tokens import Principal
@@ -27,14 +30,10 @@ from gateway.manage.common import Actor
 from gateway.manage.roles import SUPERADMIN
 from gateway.policy import PolicyEngine
 from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN
-from gateway.proxy.audit import AuditEvent
-from gateway.proxy.authenticate import authenticate
-from gateway.proxy.enforce import Denied, enforce
 from gateway.runtime import Runtime
 
 CALLER_KEY = "gateway.caller"
 _PARAM_RE = re.compile(r"\{(\w+)(?::[^}]*)?\}")
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +90,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
             raise Forbidden("API keys act inside their own organization only")
     if runtime.settings.login.superadmins_need_mfa and principal.key is None:
         await _require_mfa_for_superadmins(runtime, principal)
-    request_id = headers.get("x-request-id", "")
-    request_id = request_id if _REQUEST_ID_RE.match(request_id) else secrets.token_hex(16)
+    request_id = request_id_of(connection.scope["headers"])
     if mode != "self":
         try:
             enforce(policy, principal.subject, domain, obj, method, key=principal.key)

@@ -12,7 +12,7 @@ from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, key_view, memb
 from gateway.api.admin.guard import Caller
 from gateway.db.models import Organization, User
 from gateway.errors import Forbidden
-from gateway.lifecycle import require_recent
+from gateway.identity.lifecycle import require_recent
 from gateway.manage import keys
 from gateway.manage.common import Page, find_org
 from gateway.manage.members import get_member

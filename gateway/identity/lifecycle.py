@@ -16,10 +16,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import mail, sessions
-from gateway.accounts import normalise_email
 from gateway.db.models import EmailToken, Session, User, utcnow
 from gateway.errors import BadRequest, Conflict, Forbidden, InvalidToken, ReauthRequired, Unprocessable
+from gateway.identity import mail, sessions
+from gateway.identity.accounts import normalise_email
 from gateway.identity.passwords import PasswordHasher, password_problem
 from gateway.identity.tokens import Principal, TokenService, secret_digest
 from gateway.settings import Mail, Tokens

@@ -1,4 +1,4 @@
-"""Stage 4, enforce: ask the policy engine; deny by default; a denial carries a decision id for the audit log."""
+"""Asking for a decision (stage 4, and the admin guard): deny by default; a denial carries a decision id."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.db.models import OutboxMessage, utcnow
 from gateway.settings import Mail
 
-log = logging.getLogger("gateway.mail")
+log = logging.getLogger("gateway.identity.mail")
 MAX_ATTEMPTS = 5
 RETRY_SECONDS = 5.0
 

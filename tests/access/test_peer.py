@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.proxy.peer import TrustedProxies, resolve_peer
+from gateway.access.peer import TrustedProxies, resolve_peer
 
 TRUSTED = TrustedProxies(("10.0.0.0/8", "127.0.0.1"))
 

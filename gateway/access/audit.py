@@ -1,4 +1,4 @@
-"""Stage 6, audit: one JSON line per proxied request, fixed keys, never a credential.
+"""The audit event (stage 6, and admin denials): one JSON line per request, fixed keys, never a credential.
 
 Events are encoded on the request path and written in batches by a background task (every 0.2 s, or at once
 when 10,000 are waiting), so an audit line costs the request about a microsecond instead of a logging record.

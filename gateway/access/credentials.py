@@ -1,4 +1,4 @@
-"""Stage 2, authenticate: an access JWT or an API key becomes a Principal, or 401.
+"""Authenticating a credential (stage 2, and the control plane): an access JWT or an API key, or 401.
 
 An access token whose session was revoked (logout, password change, disabled account) is refused from the
 in-memory snapshot.

@@ -15,10 +15,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import mail, sessions
 from gateway.db.models import BootstrapToken, PolicyRule, User, utcnow
 from gateway.errors import Conflict, Forbidden, InvalidToken, Unauthenticated, Unprocessable
-from gateway.identity import mfa
+from gateway.identity import mail, mfa, sessions
 from gateway.identity.passwords import PasswordHasher, password_problem
 from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle

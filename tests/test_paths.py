@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import InvalidPath
-from gateway.proxy.paths import canonical_path
+from gateway.paths import canonical_path
 
 CANONICAL = [
     (b"/", "/"),
