@@ -1,18 +1,25 @@
-"""Shared pieces of the command line: the error type, settings from --config, one transaction per command."""
+"""Shared pieces of the command line: the error type, settings from --config, one transaction per command, the
+password prompt, the acting operator."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.engine import create_engine, session_factory
+from gateway.manage.common import Actor
 from gateway.settings import Settings, load_settings
 
 T = TypeVar("T")
+if TYPE_CHECKING:
+    Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    """What `add_subparsers` returns; each command group registers its commands on it (generic only to mypy)."""
 
 
 class CommandError(Exception):
@@ -38,3 +45,21 @@ async def in_transaction(settings: Settings, work: Callable[[AsyncSession], Awai
         raise CommandError(f"cannot reach the database: {exc}") from exc
     finally:
         await engine.dispose()
+
+
+def read_password(prompt: str = "Password: ") -> str:
+    """Twice at a terminal; otherwise one line on standard input."""
+    if sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        if getpass.getpass("Repeat password: ") != first:
+            raise CommandError("the passwords do not match")
+        return first
+    line = sys.stdin.readline()
+    if not line:
+        raise CommandError("expected the password as one line on standard input")
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def actor() -> Actor:
+    """The operator running the command, as the audit log names them."""
+    return Actor(subject=f"cli:{getpass.getuser()}")

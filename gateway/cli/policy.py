@@ -7,11 +7,12 @@ import asyncio
 import getpass
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.cli_common import CommandError, in_transaction, settings_of
+from gateway.cli.common import CommandError, in_transaction, settings_of
 from gateway.db.models import AuditRecord, User, utcnow
 from gateway.errors import InvalidPath
 from gateway.paths import canonical_path
@@ -28,6 +29,9 @@ from gateway.policy.store import (
     stored_rules,
 )
 from gateway.policy.testing import read_cases, run_cases
+
+if TYPE_CHECKING:
+    from gateway.cli.common import Commands
 
 
 def _files(args: argparse.Namespace) -> list[Path]:
@@ -183,7 +187,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"{len(rules)} lines written to {out}")
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser], config: argparse.ArgumentParser) -> None:
+def register(commands: Commands, config: argparse.ArgumentParser) -> None:
     policy = commands.add_parser("policy", help="policy files and the policy store").add_subparsers(
         dest="action", required=True
     )
