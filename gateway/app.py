@@ -68,13 +68,8 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
         return _internal(_, exc)
     if isinstance(exc, ValidationException):
         return _validation_error(exc)
-    extra = None
     body = problem_body(
-        status=status,
-        slug=_HTTP_SLUGS.get(status, "client-error"),
-        title=_title(status),
-        detail=str(exc.detail),
-        extra=extra,
+        status=status, slug=_HTTP_SLUGS.get(status, "client-error"), title=_title(status), detail=str(exc.detail)
     )
     return _problem(status, body, exc.headers)
 

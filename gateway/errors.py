@@ -51,10 +51,6 @@ class GatewayError(Exception):
         self.headers = headers or {}
         self.extra = extra
 
-    @property
-    def type_uri(self) -> str:
-        return _TYPE_BASE + self.slug
-
 
 class BadRequest(GatewayError):
     """Raise for malformed input the client must fix."""

@@ -19,7 +19,7 @@ from gateway.policy import PolicyEngine
 
 
 def authenticate(
-    tokens: TokenService, authorization: str | None, *, api_key: str | None = None, policy: PolicyEngine | None = None
+    tokens: TokenService, authorization: str | None, *, api_key: str | None = None, policy: PolicyEngine
 ) -> Principal:
     """Missing credentials -> Unauthenticated; a rejected token or key -> InvalidToken (both 401)."""
     bearer = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
@@ -27,14 +27,14 @@ def authenticate(
         if api_key is not None:
             raise BadRequest("send an API key in X-API-Key or in Authorization, not both")
         api_key = bearer
-    if api_key is not None and policy is not None:
+    if api_key is not None:
         return _by_key(policy, api_key)
     # A well-formed bearer token goes straight to verification; anything else gets the service's own answer
     # (401 without credentials, 401 invalid_token for another scheme or an empty token).
     principal = tokens.verify(bearer) if bearer else tokens.authenticate(authorization)
     # Logout, revoked sessions, password changes and disabled accounts: the snapshot lists the sessions
     # revoked within the last hour, so this check never touches the database.
-    if policy is not None and principal.session_id is not None and policy.session_revoked(principal.session_id):
+    if principal.session_id is not None and policy.session_revoked(principal.session_id):
         raise InvalidToken("token revoked")
     return principal
 

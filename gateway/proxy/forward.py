@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import aiohttp
@@ -12,7 +13,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.asgitypes import Receive, Send
-from gateway.errors import BadGateway, BadRequest, GatewayTimeout, PayloadTooLarge
+from gateway.errors import BadGateway, BadRequest, GatewayError, GatewayTimeout, PayloadTooLarge
 from gateway.proxy.headers import HOP_BY_HOP, connection_tokens
 from gateway.proxy.match import RouteMatch
 
@@ -112,6 +113,35 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_BACKOFF = 0.05
 # Failures before a single byte reached the upstream: safe to try again for idempotent methods.
 CONNECT_FAILURES = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# aiohttp's failures and what the client is told, first match wins (the way httpx maps transport errors).
+UPSTREAM_ERRORS: tuple[tuple[type[BaseException], type[GatewayError], str], ...] = (
+    (aiohttp.ConnectionTimeoutError, GatewayTimeout, "the upstream did not accept the connection in time"),
+    (aiohttp.ClientConnectorError, BadGateway, "the upstream refused the connection or could not be reached"),
+    (TimeoutError, GatewayTimeout, "the upstream did not answer in time"),
+    (aiohttp.ClientError, BadGateway, "the upstream refused the connection or could not be reached"),
+)
+
+
+def upstream_error(exc: BaseException, *, started: bool = False) -> Exception:
+    """The error to raise for an aiohttp failure `exc`: after the response started only a cut connection is
+    left (UpstreamBroke); before, the table's 502 or 504."""
+    if started:
+        return UpstreamBroke()
+    for kind, error, detail in UPSTREAM_ERRORS:
+        if isinstance(exc, kind):
+            return error(detail)
+    return BadGateway("the upstream failed")
+
+
+@contextmanager
+def upstream_errors(*, started: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    """Turn aiohttp's failures inside the block into the gateway's (see `upstream_error`)."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise upstream_error(exc, started=started()) from exc
+
+
 WATCH_AFTER = 0.05
 """Seconds an exchange may take before the client's connection is watched for a disconnect. Most answers come
 sooner, and a watch costs a task; a slow upstream or a long download is watched from then on."""
@@ -187,9 +217,7 @@ async def forward(
                 )
             except CONNECT_FAILURES as exc:
                 if attempt + 1 == attempts:
-                    if isinstance(exc, TimeoutError):
-                        raise GatewayTimeout("the upstream did not accept the connection in time") from exc
-                    raise BadGateway("the upstream refused the connection or could not be reached") from exc
+                    raise upstream_error(exc) from exc
                 await asyncio.sleep(RETRY_BACKOFF * 2**attempt)
         raise AssertionError("unreachable")  # pragma: no cover
     except asyncio.CancelledError:
@@ -251,16 +279,10 @@ async def _exchange(
         raise
     except BodyOverLimit as exc:
         raise _too_large(route.max_body_bytes) from exc
-    except TimeoutError as exc:
-        if started:
-            raise UpstreamBroke() from exc
-        raise GatewayTimeout("the upstream did not answer in time") from exc
-    except aiohttp.ClientError as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         if counted[0] > route.max_body_bytes:  # aiohttp may wrap the writer's exception
             raise _too_large(route.max_body_bytes) from exc
-        if started:
-            raise UpstreamBroke() from exc
-        raise BadGateway("the upstream refused the connection or could not be reached") from exc
+        raise upstream_error(exc, started=started) from exc
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

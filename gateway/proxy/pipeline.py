@@ -36,7 +36,7 @@ from gateway.policy import KeyRecord, PolicyEngine
 from gateway.proxy.forward import ClientGone, UpstreamBroke, forward, request_has_body
 from gateway.proxy.forward_auth import as_forward_auth_answer, decide_described, describe
 from gateway.proxy.headers import read_head, request_headers
-from gateway.proxy.limit import MemoryCounter, RateLimiter
+from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
 from gateway.proxy.resolve import resolve_org
 from gateway.proxy.websocket import proxy_websocket, refuse_websocket
@@ -68,14 +68,14 @@ class Pipeline:
     http: aiohttp.ClientSession
     audit: AuditSink
     metrics: Metrics
-    pools: dict[str, aiohttp.ClientSession] = field(default_factory=dict)
+    pools: dict[str, aiohttp.ClientSession]
     """Routes with their own `pool_size`, by prefix; every other route uses `http`."""
+    limiter: RateLimiter
+    allow_underscore_headers: bool
+    max_header_bytes: int
+    trusted_proxies: TrustedProxies
     key_usage: dict[str, float] = field(default_factory=dict)
     """API key id -> last use (epoch seconds), drained by the runtime's batch writer."""
-    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(MemoryCounter(), per_user=None, per_org=None))
-    allow_underscore_headers: bool = False
-    max_header_bytes: int = 32 * 1024
-    trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies(()))
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
     """The loop serving this process (built inside it)."""
 

@@ -22,7 +22,8 @@ from gateway.access.audit import AuditEvent, milliseconds
 from gateway.access.decisions import Denied
 from gateway.access.peer import resolve_peer
 from gateway.asgitypes import Message, Receive, Scope, Send
-from gateway.errors import BadGateway, GatewayError, GatewayTimeout, send_problem
+from gateway.errors import GatewayError, send_problem
+from gateway.proxy.forward import upstream_errors
 from gateway.proxy.headers import read_head, request_headers
 from gateway.proxy.match import RouteMatch
 
@@ -116,7 +117,7 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
             for p in v.decode("latin-1").split(",")
             if p.strip()
         ]
-        try:
+        with upstream_errors():
             upstream = await asyncio.wait_for(
                 pipeline.pools.get(match.route.prefix, pipeline.http).ws_connect(
                     _upstream_url(match, scope.get("query_string", b"")),
@@ -127,10 +128,6 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
                 ),
                 match.route.timeout.connect,
             )
-        except TimeoutError as exc:
-            raise GatewayTimeout("the upstream did not accept the WebSocket in time") from exc
-        except aiohttp.ClientError as exc:
-            raise BadGateway("the upstream refused the WebSocket") from exc
     except Denied as denied:
         event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
         event.status = await _refuse(scope, send, denied, request_id)
