@@ -25,7 +25,7 @@ from sqlalchemy import insert
 from gateway.db.engine import bump_version, create_engine, session_factory
 from gateway.db.migrate import upgrade
 from gateway.db.models import Membership, Organization, PolicyRule, Role, User, new_id, utcnow
-from gateway.policy import PolicyEngine
+from gateway.policy import HotState
 from gateway.policy.rules import parse_files
 from gateway.policy.store import PolicyStore, add_rules
 
@@ -176,7 +176,7 @@ async def _lag_probe(samples: list[float], stop: asyncio.Event) -> None:
         samples.append(time.perf_counter() - started - 0.005)
 
 
-def _decisions(engine: PolicyEngine, cases: list[tuple[str, str, str, str]]) -> list[float]:
+def _decisions(engine: HotState, cases: list[tuple[str, str, str, str]]) -> list[float]:
     timings = []
     for case in cases:
         started = time.perf_counter_ns()
@@ -188,7 +188,7 @@ def _decisions(engine: PolicyEngine, cases: list[tuple[str, str, str, str]]) -> 
 async def measure(url: str) -> None:
     db = create_engine(url)
     store = PolicyStore(session_factory(db))
-    engine = PolicyEngine(ROOT / "model.conf")
+    engine = HotState(ROOT / "model.conf")
     before = current_rss_mib()
     lags: list[float] = []
     stop = asyncio.Event()

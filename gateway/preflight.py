@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gateway.policy.engine import build_enforcer
+from gateway.policy.hot import build_enforcer
 from gateway.policy.rules import PolicyError
 from gateway.settings import Settings
 

@@ -26,7 +26,7 @@ from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle, MemoryFailures, RedisFailures
 from gateway.identity.tokens import TokenService, load_or_create_keys
 from gateway.metrics import Metrics
-from gateway.policy import PolicyEngine, PolicyState
+from gateway.policy import HotState, StateRows
 from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore
 from gateway.proxy.forward import upstream_session
@@ -45,7 +45,7 @@ class Runtime:
 
     settings: Settings
     routes: RouteTable
-    policy: PolicyEngine
+    state: HotState
     hasher: PasswordHasher
     sealer: Sealer
     db: AsyncEngine = field(init=False)
@@ -78,7 +78,7 @@ class Runtime:
         return cls(
             settings=settings,
             routes=RouteTable(settings.routes, settings.upstream),
-            policy=PolicyEngine(settings.model_path),
+            state=HotState(settings.model_path),
             hasher=PasswordHasher(settings.passwords),
             sealer=Sealer(settings.encryption_key),
             files=PolicyFiles(Path(settings.model_path), Path(settings.policy_dir)) if settings.watch_files else None,
@@ -89,7 +89,7 @@ class Runtime:
         self.sessions = session_factory(self.db)
         self.store = PolicyStore(self.sessions)
         self.tokens = TokenService(self.settings.tokens, await load_or_create_keys(self.sessions))
-        await self.policy.reload(self.store.version, self._state, force=True)
+        await self.state.reload(self.store.version, self._state, force=True)
         self.http = upstream_session(self.settings.upstream.pool_size)
         pooled = [route for route in self.routes.routes if route.pool_size]
         self.pools = {route.prefix: upstream_session(route.pool_size) for route in pooled if route.pool_size}
@@ -103,13 +103,13 @@ class Runtime:
             per_org=limits.per_org_per_minute,
             per_key=limits.per_key_per_minute,
         )
-        self.metrics = Metrics(lambda: self.policy.version, lambda: self.policy.rule_count)
+        self.metrics = Metrics(lambda: self.state.version, lambda: self.state.rule_count)
         self.audit = AuditSink(self.settings.audit_log)
         self.audit.start()
         self.pipeline = Pipeline(
             routes=self.routes,
             tokens=self.tokens,
-            policy=self.policy,
+            state=self.state,
             http=self.http,
             audit=self.audit,
             metrics=self.metrics,
@@ -151,16 +151,16 @@ class Runtime:
         """Reload now if anything changed (called after this process writes), or unconditionally with `force`;
         never on the request path."""
         files_changed = self.files is not None and self.files.changed()
-        if await self.policy.reload(self.store.version, self._state, force=force or files_changed):
+        if await self.state.reload(self.store.version, self._state, force=force or files_changed):
             self.tokens.replace_ring(await load_or_create_keys(self.sessions))
 
-    async def _state(self) -> PolicyState:
+    async def _state(self) -> StateRows:
         """The database's lines, plus the watched files' lines and model when file watching is on."""
         state = await self.store.state()
         if self.files is None:
             return state
         model_text, file_rules = await asyncio.to_thread(self.files.load)
-        return PolicyState(
+        return StateRows(
             rules=state.rules + file_rules,
             orgs=state.orgs,
             version=state.version,

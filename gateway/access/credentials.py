@@ -15,11 +15,11 @@ import time
 from gateway.errors import BadRequest, InvalidToken
 from gateway.identity import apikeys
 from gateway.identity.tokens import Principal, TokenService
-from gateway.policy import PolicyEngine
+from gateway.policy import HotState
 
 
 def authenticate(
-    tokens: TokenService, authorization: str | None, *, api_key: str | None = None, policy: PolicyEngine
+    tokens: TokenService, authorization: str | None, *, api_key: str | None = None, state: HotState
 ) -> Principal:
     """Missing credentials -> Unauthenticated; a rejected token or key -> InvalidToken (both 401)."""
     bearer = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
@@ -28,20 +28,20 @@ def authenticate(
             raise BadRequest("send an API key in X-API-Key or in Authorization, not both")
         api_key = bearer
     if api_key is not None:
-        return _by_key(policy, api_key)
+        return _by_key(state, api_key)
     # A well-formed bearer token goes straight to verification; anything else gets the service's own answer
     # (401 without credentials, 401 invalid_token for another scheme or an empty token).
     principal = tokens.verify(bearer) if bearer else tokens.authenticate(authorization)
     # Logout, revoked sessions, password changes and disabled accounts: the snapshot lists the sessions
     # revoked within the last hour, so this check never touches the database.
-    if principal.session_id is not None and policy.session_revoked(principal.session_id):
+    if principal.session_id is not None and state.session_revoked(principal.session_id):
         raise InvalidToken("token revoked")
     return principal
 
 
-def _by_key(policy: PolicyEngine, key: str) -> Principal:
+def _by_key(state: HotState, key: str) -> Principal:
     key_id = apikeys.parse(key)
-    record = policy.api_key(key_id)
+    record = state.api_key(key_id)
     digest = apikeys.key_hash(key)
     if record is None or not hmac.compare_digest(record.key_hash, digest):
         raise InvalidToken("API key rejected")

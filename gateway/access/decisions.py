@@ -5,14 +5,14 @@ from __future__ import annotations
 import secrets
 
 from gateway.errors import Forbidden
-from gateway.policy import Decision, KeyRecord, PolicyEngine
+from gateway.policy import Decision, HotState, KeyRecord
 
 
 def enforce(
-    policy: PolicyEngine, subject: str, org: str, path: str, method: str, *, key: KeyRecord | None = None
+    state: HotState, subject: str, org: str, path: str, method: str, *, key: KeyRecord | None = None
 ) -> Decision:
     """Casbin decides; an API key's scopes can then only narrow the answer, never widen it."""
-    decision = policy.decide(subject, org, path, method)
+    decision = state.decide(subject, org, path, method)
     if not decision.allowed:
         raise Denied(decision)
     if key is not None and not key.permits(method, path):

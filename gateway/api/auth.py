@@ -401,6 +401,6 @@ class AuthController(Controller):
             mfa=totp is not None and totp.confirmed_at is not None,
             created_at=user.created_at,
             memberships=[MembershipView(org=slug, name=name, role=role) for slug, name, role in rows],
-            global_roles=list(runtime.policy.roles_of(principal.subject, "*")),
+            global_roles=list(runtime.state.roles_of(principal.subject, "*")),
         )
         return Response(body, headers={"cache-control": "no-store"})

@@ -48,7 +48,7 @@ async def provide_db(
 
 def provide_principal(request: Request[object, object, State], runtime: NamedDependency[Runtime]) -> Principal:
     """The caller of an /auth endpoint: an access token only (API keys do not manage accounts)."""
-    principal = authenticate(runtime.tokens, request.headers.get("authorization"), policy=runtime.policy)
+    principal = authenticate(runtime.tokens, request.headers.get("authorization"), state=runtime.state)
     if principal.key is not None:
         raise InvalidToken("API keys cannot manage accounts; use an access token")
     return principal

@@ -66,14 +66,14 @@ async def readyz(request: Request[Any, Any, Any], runtime: NamedDependency[Runti
             await session.execute(text("SELECT 1"))
     except Exception as exc:
         raise ServiceUnavailable("database unreachable") from exc
-    loaded_at = runtime.policy.loaded_at
+    loaded_at = runtime.state.loaded_at
     if loaded_at is None:
         raise ServiceUnavailable("policy not loaded")
     ready = Ready(
         status="ready",
-        policy_version=runtime.policy.version,
+        policy_version=runtime.state.version,
         policy_loaded_at=dt.datetime.fromtimestamp(loaded_at, dt.UTC).isoformat(),
-        policy_rules=runtime.policy.rule_count,
+        policy_rules=runtime.state.rule_count,
         policy_synced_at=dt.datetime.fromtimestamp(runtime.last_sync or loaded_at, dt.UTC).isoformat(),
         listening=runtime.listener.connected if runtime.listener is not None else None,
     )

@@ -16,7 +16,7 @@ from gateway.cli.common import CommandError, in_transaction, settings_of
 from gateway.db.models import AuditRecord, User, utcnow
 from gateway.errors import InvalidPath
 from gateway.paths import canonical_path
-from gateway.policy.engine import PolicyEngine
+from gateway.policy.hot import HotState
 from gateway.policy.lint import lint
 from gateway.policy.rules import Rule, parse_files
 from gateway.policy.store import (
@@ -102,7 +102,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
         return "user:" + user_id, await read_state(session)
 
     subject, state = asyncio.run(in_transaction(settings, work))
-    engine = PolicyEngine(settings.model_path)
+    engine = HotState(settings.model_path)
     engine.install(state)  # type: ignore[arg-type]
     if engine.org(args.org) is None:
         raise CommandError(f"no organization {args.org!r}")

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.db.engine import bump_version
 from gateway.db.models import SigningKey, utcnow
 from gateway.errors import InvalidToken, Unauthenticated
-from gateway.policy.engine import KeyRecord  # at run time: Litestar resolves Principal's hints
+from gateway.policy.hot import KeyRecord  # at run time: Litestar resolves Principal's hints
 from gateway.settings import Tokens
 
 ALGORITHM = "EdDSA"

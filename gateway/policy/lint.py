@@ -121,7 +121,7 @@ def pattern_covers(wide: str, narrow: str) -> bool:
 
 def lint(model_path: Path, paths: list[Path]) -> list[Finding]:
     """Every finding for the model and the policy files, in file order."""
-    from gateway.policy.engine import build_enforcer
+    from gateway.policy.hot import build_enforcer
 
     findings: list[Finding] = []
     try:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.engine import bump_version, create_engine, read_version, session_factory
 from gateway.db.models import ApiKey, Membership, Organization, PolicyRule, Session, User, utcnow
-from gateway.policy.engine import KeyRecord, OrgRef, PolicyState
+from gateway.policy.hot import KeyRecord, OrgRef, StateRows
 from gateway.policy.rules import Rule
 
 MAX_ACCESS_TTL = 3600
@@ -49,7 +49,7 @@ async def _rows(session: AsyncSession, query: Any) -> AsyncIterator[Sequence[Any
         await asyncio.sleep(0)
 
 
-async def read_state(session: AsyncSession) -> PolicyState:
+async def read_state(session: AsyncSession) -> StateRows:
     """One consistent read of rules, memberships and orgs (the version is read first: a concurrent write
     makes the next poll reload again rather than hide a change)."""
     version = await read_version(session)
@@ -99,7 +99,7 @@ async def read_state(session: AsyncSession) -> PolicyState:
     revoked = frozenset(
         await session.scalars(select(Session.id).where(Session.revoked_at.is_not(None), Session.revoked_at > recent))
     )
-    return PolicyState(rules=tuple(rules), orgs=tuple(orgs), version=version, keys=records, revoked_sessions=revoked)
+    return StateRows(rules=tuple(rules), orgs=tuple(orgs), version=version, keys=records, revoked_sessions=revoked)
 
 
 def parse_scopes(raw: str) -> tuple[tuple[str, str], ...]:
@@ -198,7 +198,7 @@ class PolicyStore:
         async with self._sessions() as session:
             return await read_version(session)
 
-    async def state(self) -> PolicyState:
+    async def state(self) -> StateRows:
         async with self._sessions() as session:
             return await read_state(session)
 

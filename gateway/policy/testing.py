@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gateway.errors import InvalidPath
 from gateway.paths import canonical_path
-from gateway.policy.engine import Decision, OrgRef, PolicyEngine, PolicyState
+from gateway.policy.hot import Decision, HotState, OrgRef, StateRows
 from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN, METHODS, PolicyError, Rule, is_org_slug, is_subject
 
 
@@ -61,7 +61,7 @@ def read_cases(paths: list[Path]) -> list[Case]:
 
 def run_cases(model_path: Path, rules: list[Rule], cases: list[Case]) -> list[tuple[Case, Decision]]:
     """Every case's decision, computed by casbin's own evaluator (the reference)."""
-    engine = PolicyEngine(model_path)
+    engine = HotState(model_path)
     orgs = tuple(OrgRef(id=slug, slug=slug) for slug in sorted({case.org for case in cases} - {ANY_DOMAIN}))
-    engine.install(PolicyState(rules=tuple(rules), orgs=orgs))
+    engine.install(StateRows(rules=tuple(rules), orgs=orgs))
     return [(case, engine.explain(case.subject, case.org, case.path, case.method)) for case in cases]

@@ -23,7 +23,7 @@ from gateway.access.peer import TrustedProxies
 from gateway.errors import BadRequest, Forbidden, GatewayError, InvalidPath
 from gateway.identity.tokens import TokenService
 from gateway.paths import canonical_path, second_reading
-from gateway.policy import PolicyEngine
+from gateway.policy import HotState
 from gateway.proxy.headers import IDENTITY_NAMES
 from gateway.proxy.resolve import ORG_HEADER
 
@@ -79,24 +79,24 @@ def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxi
 
 
 def decide_described(
-    tokens: TokenService, policy: PolicyEngine, described: Described, event: AuditEvent
+    tokens: TokenService, state: HotState, described: Described, event: AuditEvent
 ) -> tuple[tuple[str, str], ...]:
     """The identity headers for an allowed request; raises 401/403 errors otherwise. The audit event learns the
     subject and the org as soon as they are known, so a denial names them too."""
-    principal = authenticate(tokens, described.authorization, api_key=described.api_key, policy=policy)
+    principal = authenticate(tokens, described.authorization, api_key=described.api_key, state=state)
     event.subject = principal.subject
     key = principal.key
     slug = key.org if key is not None else (described.org or "").strip()
     if key is not None and described.org is not None and described.org.strip() != key.org:
         raise Forbidden("not allowed in this organization")
-    org = policy.org(slug) if slug else None
+    org = state.org(slug) if slug else None
     if key is None and described.org is None:
         raise BadRequest("X-Org: the organization slug is needed")
     if org is None:
         raise Forbidden("not allowed in this organization")
     event.org = org.slug
-    enforce(policy, principal.subject, org.slug, described.path, described.method, key=key)
-    roles = policy.roles_of(principal.subject, org.slug)
+    enforce(state, principal.subject, org.slug, described.path, described.method, key=key)
+    roles = state.roles_of(principal.subject, org.slug)
     return (
         ("x-gateway-user", principal.user_id),
         ("x-gateway-org", org.slug),

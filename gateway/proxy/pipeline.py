@@ -25,17 +25,17 @@ import aiohttp
 from gateway.access.audit import AuditEvent, AuditSink, milliseconds
 from gateway.access.credentials import authenticate
 from gateway.access.decisions import Denied, enforce
-from gateway.access.peer import TrustedProxies, resolve_peer
+from gateway.access.peer import Peer, TrustedProxies, resolve_peer
 from gateway.access.request_ids import request_id_of
 from gateway.asgitypes import Receive, Scope, Send
 from gateway.errors import GatewayError, send_problem
 from gateway.identity.tokens import TokenService
 from gateway.metrics import Metrics
 from gateway.namespace import FORWARD_AUTH_PATH
-from gateway.policy import KeyRecord, PolicyEngine
+from gateway.policy import HotState, KeyRecord
 from gateway.proxy.forward import ClientGone, UpstreamBroke, forward, request_has_body
 from gateway.proxy.forward_auth import as_forward_auth_answer, decide_described, describe
-from gateway.proxy.headers import read_head, request_headers
+from gateway.proxy.headers import RequestHead, read_head, request_headers
 from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
 from gateway.proxy.resolve import resolve_org
@@ -64,7 +64,7 @@ class Pipeline:
 
     routes: RouteTable
     tokens: TokenService
-    policy: PolicyEngine
+    state: HotState
     http: aiohttp.ClientSession
     audit: AuditSink
     metrics: Metrics
@@ -94,18 +94,18 @@ class Pipeline:
         if match.route.public:
             event.granted, event.reason = True, "public route"
             return Admitted((), None, None, None)
-        principal = authenticate(self.tokens, authorization, api_key=api_key, policy=self.policy)  # 2
+        principal = authenticate(self.tokens, authorization, api_key=api_key, state=self.state)  # 2
         event.subject = principal.subject
         key = principal.key
-        org = resolve_org(self.policy, match, org_header, key.org if key else None)  # 3
+        org = resolve_org(self.state, match, org_header, key.org if key else None)  # 3
         event.org = org.slug
         if self.limiter.active:
             await self.limiter.check(principal.user_id, org.slug, key.key_id if key else None)
-        decision = enforce(self.policy, principal.subject, org.slug, path, method, key=key)  # 4
+        decision = enforce(self.state, principal.subject, org.slug, path, method, key=key)  # 4
         event.granted, event.reason = True, decision.reason
         if key is not None:
             self.key_usage[key.key_id] = time.time()  # written in batches, never per request
-        roles = ",".join(self.policy.roles_of(principal.subject, org.slug))
+        roles = ",".join(self.state.roles_of(principal.subject, org.slug))
         identity: tuple[tuple[str, str], ...] = (
             ("x-gateway-user", principal.user_id),
             ("x-gateway-org", org.slug),
@@ -122,6 +122,18 @@ class Pipeline:
             identity = (*identity, ("x-gateway-identity", token))
         return Admitted(identity, principal.subject, org.slug, key, principal.expires_at, principal.session_id)
 
+    def arrival(self, scope: Scope, method: str, path: str) -> tuple[RequestHead, Peer, AuditEvent]:
+        """What every proxied request (HTTP or WebSocket handshake) starts with: its head read once, the caller
+        as the trusted proxies let us see it, and the audit event the stages fill in."""
+        raw: list[tuple[bytes, bytes]] = scope["headers"]
+        head = read_head(raw, allow_underscores=self.allow_underscore_headers, max_bytes=self.max_header_bytes)
+        client = scope.get("client")
+        # The connection's own scheme: TLS (https, wss) forwards as https, anything else as http.
+        scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+        peer = resolve_peer(client[0] if client else "", scheme, raw, self.trusted_proxies, host=head.host)
+        event = AuditEvent(method=method, path=path, client_ip=peer.client_ip, request_id=head.request_id)
+        return head, peer, event
+
     async def forward_auth(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`/authz/forward`: the same decision for a request another proxy describes; nothing is forwarded."""
         if scope["type"] != "http":
@@ -137,7 +149,7 @@ class Pipeline:
         try:
             described = describe(peer_ip, raw_headers, self.trusted_proxies)
             event.method, event.path = described.method, described.path
-            identity = decide_described(self.tokens, self.policy, described, event)
+            identity = decide_described(self.tokens, self.state, described, event)
             event.granted, event.reason, event.status = True, "forward-auth allowed", 200
             headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]
             await _send_empty(send, 200, [*headers, (b"x-request-id", request_id.encode())])
@@ -177,13 +189,8 @@ class Pipeline:
         started = time.perf_counter()
         method: str = scope["method"]
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]  # servers hand over a list
-        head = read_head(raw_headers, allow_underscores=self.allow_underscore_headers, max_bytes=self.max_header_bytes)
+        head, peer, event = self.arrival(scope, method, path)
         request_id = head.request_id
-        client = scope.get("client")
-        peer = resolve_peer(
-            client[0] if client else "", scope["scheme"], raw_headers, self.trusted_proxies, host=head.host
-        )
-        event = AuditEvent(method=method, path=path, client_ip=peer.client_ip, request_id=request_id)
         cors: list[tuple[bytes, bytes]] = []
         try:
             match = self.routes.match(path)  # 1

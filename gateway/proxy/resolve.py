@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from gateway.errors import BadRequest, Forbidden
-from gateway.policy import OrgRef, PolicyEngine
+from gateway.policy import HotState, OrgRef
 from gateway.proxy.match import RouteMatch
 
 ORG_HEADER = "x-org"
 
 
-def resolve_org(
-    policy: PolicyEngine, match: RouteMatch, header_value: str | None, key_org: str | None = None
-) -> OrgRef:
+def resolve_org(state: HotState, match: RouteMatch, header_value: str | None, key_org: str | None = None) -> OrgRef:
     """An unknown org is 403 with the same body as a denial, so existence is never revealed. An API key's
     org is the org: a request naming another one (header or path) is refused."""
     named = _named(match, header_value)
@@ -21,7 +19,7 @@ def resolve_org(
         named = key_org
     if named is None:
         raise BadRequest("X-Org: this route needs the organization slug in the X-Org header")
-    org = policy.org(named) if named else None
+    org = state.org(named) if named else None
     if org is None:
         raise Forbidden("not allowed in this organization")
     return org

@@ -20,11 +20,10 @@ from yarl import URL
 
 from gateway.access.audit import AuditEvent, milliseconds
 from gateway.access.decisions import Denied
-from gateway.access.peer import resolve_peer
 from gateway.asgitypes import Message, Receive, Scope, Send
 from gateway.errors import GatewayError, send_problem
 from gateway.proxy.forward import upstream_errors
-from gateway.proxy.headers import read_head, request_headers
+from gateway.proxy.headers import request_headers
 from gateway.proxy.match import RouteMatch
 
 if TYPE_CHECKING:
@@ -85,13 +84,8 @@ def _upstream_url(match: RouteMatch, query: bytes) -> URL:
 async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, send: Send, path: str) -> None:
     started = time.perf_counter()
     raw: list[tuple[bytes, bytes]] = scope["headers"]
-    client = scope.get("client")
-    head = read_head(raw, allow_underscores=pipeline.allow_underscore_headers, max_bytes=pipeline.max_header_bytes)
+    head, peer, event = pipeline.arrival(scope, "WEBSOCKET", path)
     request_id = head.request_id
-    # The connection's own scheme, as for HTTP: wss (TLS) forwards as https, ws as http.
-    scheme = "https" if scope.get("scheme") == "wss" else "http"
-    peer = resolve_peer(client[0] if client else "", scheme, raw, pipeline.trusted_proxies, host=head.host)
-    event = AuditEvent(method="WEBSOCKET", path=path, client_ip=peer.client_ip, request_id=request_id)
     if (await receive())["type"] != "websocket.connect":
         return
     try:
@@ -216,18 +210,18 @@ async def _recheck(
 ) -> str:
     """Wait until the policy version moves and the connection is no longer allowed: its key revoked, its
     session ended, its org gone, or the decision changed."""
-    policy = pipeline.policy
-    version = policy.version
+    state = pipeline.state
+    version = state.version
     while True:
         await asyncio.sleep(RECHECK_SECONDS)
-        if policy.version == version:
+        if state.version == version:
             continue
-        version = policy.version
-        if key_id is not None and policy.api_key(key_id) is None:
+        version = state.version
+        if key_id is not None and state.api_key(key_id) is None:
             return NO_LONGER_ALLOWED
-        if session_id is not None and policy.session_revoked(session_id):
+        if session_id is not None and state.session_revoked(session_id):
             return NO_LONGER_ALLOWED
-        if policy.org(org) is None or not policy.decide(subject, org, path, "GET").allowed:
+        if state.org(org) is None or not state.decide(subject, org, path, "GET").allowed:
             return NO_LONGER_ALLOWED
 
 

@@ -130,5 +130,5 @@ async def test_health_and_readiness(gateway: Gateway) -> None:
         assert r.status == 200
         body = await r.json()
     assert body["status"] == "ready"
-    assert body["policy_version"] == gateway.runtime.policy.version
+    assert body["policy_version"] == gateway.runtime.state.version
     assert body["policy_rules"] > 0

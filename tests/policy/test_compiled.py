@@ -8,9 +8,9 @@ from pathlib import Path
 import casbin
 import pytest
 
-from gateway.policy import OrgRef, PolicyEngine, PolicyState
+from gateway.policy import HotState, OrgRef, StateRows
 from gateway.policy.compiled import key_match2_regex, supports
-from gateway.policy.engine import build_enforcer
+from gateway.policy.hot import build_enforcer
 from gateway.policy.rules import Rule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +55,8 @@ def test_compiled_equals_plain_casbin(seed: int) -> None:
     rng = random.Random(seed)
     for _ in range(5):
         rules = _random_policy(rng)
-        engine = PolicyEngine(MODEL)
-        engine.install(PolicyState(rules=tuple(rules), orgs=tuple(OrgRef(o, o) for o in ORGS)))
+        engine = HotState(MODEL)
+        engine.install(StateRows(rules=tuple(rules), orgs=tuple(OrgRef(o, o) for o in ORGS)))
         plain = _plain(rules)
         for _ in range(60):
             request = (rng.choice(USERS), rng.choice(ORGS), rng.choice(PATHS), rng.choice(METHODS))
@@ -80,10 +80,10 @@ def test_other_models_fall_back_to_casbin(tmp_path: Path) -> None:
     custom = tmp_path / "model.conf"
     custom.write_text(MODEL.read_text().replace("keyMatch2(r.obj, p.obj)", "keyMatch(r.obj, p.obj)"))
     assert not supports(build_enforcer(custom, ()).get_model())
-    engine = PolicyEngine(custom)
+    engine = HotState(custom)
     user = USERS[0]
     engine.install(
-        PolicyState(
+        StateRows(
             rules=(Rule("p", ("viewer", "*", "/a*", "GET", "allow")), Rule("g", (user, "viewer", "acme"))),
             orgs=(OrgRef("1", "acme"),),
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy import OrgRef, PolicyEngine, PolicyState
+from gateway.policy import HotState, OrgRef, StateRows
 from gateway.policy.rules import Rule
 from tests.policy.test_compiled import _plain
 
@@ -55,8 +55,8 @@ def test_engine_decisions_equal_casbin(
     """Every decision and its explaining line are casbin's."""
     p, g, inherit, chained = policy
     rules = list(dict.fromkeys([*p, *g, *inherit, *(CHAIN if chained else [])]))
-    engine = PolicyEngine(MODEL)
-    engine.install(PolicyState(rules=tuple(rules), orgs=tuple(OrgRef(o, o) for o in ORGS)))
+    engine = HotState(MODEL)
+    engine.install(StateRows(rules=tuple(rules), orgs=tuple(OrgRef(o, o) for o in ORGS)))
     reference = _plain(rules)  # casbin as the engine configures it: model.conf + keyMatch domains for g
     for request in asked:
         allowed, line = reference.enforce_ex(*request)

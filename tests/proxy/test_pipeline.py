@@ -555,7 +555,7 @@ async def test_watched_files_reload_and_bad_edits_are_refused(
         with policy_file.open("a") as handle:
             handle.write("p, viewer, acme, /api/x, DELETE\n")
         await eventually("DELETE", 200)
-        loaded_at = gateway.runtime.policy.loaded_at
+        loaded_at = gateway.runtime.state.loaded_at
 
         caplog.set_level(logging.ERROR, logger="gateway")
         with policy_file.open("a") as handle:  # a poisoned line: the whole edit is refused
@@ -565,7 +565,7 @@ async def test_watched_files_reload_and_bad_edits_are_refused(
             await asyncio.sleep(0.02)
         assert "policy files refused" in caplog.text
         assert "system.csv:" in caplog.text
-        assert gateway.runtime.policy.loaded_at == loaded_at
+        assert gateway.runtime.state.loaded_at == loaded_at
         assert (await gateway.call("POST", "/api/y", token=token, org="acme"))[0] == 403
 
         caplog.clear()
@@ -802,7 +802,7 @@ async def test_metrics_count_decisions_and_split_latency(gateway: Gateway) -> No
         'gateway_upstream_seconds_count{route="/api"} 1.0',
         'gateway_overhead_seconds_count{route="/api"} 3.0',
         'gateway_upstream_in_flight{route="/api"} 0.0',
-        f"gateway_policy_version {float(gateway.runtime.policy.version)}",
+        f"gateway_policy_version {float(gateway.runtime.state.version)}",
     ):
         assert line in text, line
     assert tokens["viewer"] not in text

@@ -83,10 +83,10 @@ async def _decide(
     found = await find_org(db, org)
     subject = await _subject(db, found, data.subject)
     obj, method = _object(org, data.path), _method(data.method)
-    if runtime.policy.org(org) is None:
+    if runtime.state.org(org) is None:
         raise Conflict("org: archived; nothing is allowed in it")
     # The live decision and its line (equal to casbin's enforce_ex, which the differential test checks).
-    return subject, runtime.policy.decide(subject, org, obj, method)
+    return subject, runtime.state.decide(subject, org, obj, method)
 
 
 class DecisionsController(Controller):
@@ -118,7 +118,7 @@ class DecisionsController(Controller):
         return schemas.ExplainResult(
             allowed=decision.allowed,
             subject=subject,
-            roles=list(runtime.policy.roles_of(subject, org)),
+            roles=list(runtime.state.roles_of(subject, org)),
             rule=["p", *decision.rule] if decision.rule else None,
             reason=decision.reason,
         )

@@ -28,7 +28,7 @@ from gateway.identity.mfa import confirmed_factor
 from gateway.identity.tokens import Principal
 from gateway.manage.common import Actor
 from gateway.manage.roles import SUPERADMIN
-from gateway.policy import PolicyEngine
+from gateway.policy import HotState
 from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN
 from gateway.runtime import Runtime
 
@@ -55,9 +55,9 @@ def admin_object(template: str, params: dict[str, Any]) -> str:
     return ADMIN_OBJECT + _PARAM_RE.sub(lambda m: str(params[m.group(1)]), template.removeprefix("/admin"))
 
 
-def allowed(policy: PolicyEngine, principal: Principal, domain: str, obj: str, method: str) -> bool:
+def allowed(state: HotState, principal: Principal, domain: str, obj: str, method: str) -> bool:
     try:
-        enforce(policy, principal.subject, domain, obj, method, key=principal.key)
+        enforce(state, principal.subject, domain, obj, method, key=principal.key)
     except Denied:
         return False
     return True
@@ -70,10 +70,10 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     if connection.scope.get("method") == "OPTIONS":
         return
     runtime: Runtime = connection.app.state.runtime
-    policy = runtime.policy
+    state = runtime.state
     headers = connection.headers
     principal = authenticate(
-        runtime.tokens, headers.get("authorization"), api_key=headers.get("x-api-key"), policy=policy
+        runtime.tokens, headers.get("authorization"), api_key=headers.get("x-api-key"), state=state
     )
     mode = handler.opt.get("authz", "org")
     method = connection.scope["method"]  # type: ignore[typeddict-item]
@@ -81,7 +81,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     if mode == "org":
         slug = str(connection.path_params["org"])
         # An unknown or archived org is not in the snapshot: only platform-wide grants apply there.
-        domain = slug if policy.org(slug) is not None else ANY_DOMAIN
+        domain = slug if state.org(slug) is not None else ANY_DOMAIN
         if principal.key is not None and principal.key.org != slug:
             raise Forbidden("not allowed in this organization")
     else:
@@ -93,7 +93,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     request_id = request_id_of(connection.scope["headers"])
     if mode != "self":
         try:
-            enforce(policy, principal.subject, domain, obj, method, key=principal.key)
+            enforce(state, principal.subject, domain, obj, method, key=principal.key)
         except Denied as denied:
             runtime.audit.emit(
                 AuditEvent(
@@ -112,14 +112,14 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
             raise
 
     def may(other: str, other_method: str) -> bool:
-        return allowed(policy, principal, domain, other, other_method)
+        return allowed(state, principal, domain, other, other_method)
 
     actor = Actor(subject=principal.subject, request_id=request_id, may=may)
     connection.scope[CALLER_KEY] = Caller(principal=principal, domain=domain, actor=actor)  # type: ignore[literal-required]
 
 
 async def _require_mfa_for_superadmins(runtime: Runtime, principal: Principal) -> None:
-    if SUPERADMIN not in runtime.policy.roles_of(principal.subject, ANY_DOMAIN):
+    if SUPERADMIN not in runtime.state.roles_of(principal.subject, ANY_DOMAIN):
         return
     async with runtime.sessions() as db:
         if await confirmed_factor(db, principal.user_id) is None:

@@ -44,7 +44,7 @@ class OrgsController(Controller):
         user = await db.get(User, caller.user_id)
         if user is None or user.disabled:
             raise InvalidToken("token rejected")
-        everything = allowed(runtime.policy, caller.principal, ANY_DOMAIN, admin_object("/admin/orgs", {}), "GET")
+        everything = allowed(runtime.state, caller.principal, ANY_DOMAIN, admin_object("/admin/orgs", {}), "GET")
         page = await orgs.list_orgs(db, member_id=None if everything else caller.user_id, cursor=cursor, limit=limit)
         return schemas.OrgPage([org_view(org) for org in page.items], page.next_cursor)
 

@@ -1,9 +1,11 @@
-"""The policy engine: an immutable snapshot (enforcer, orgs, roles) built aside and swapped atomically.
+"""The hot path's whole state: policy, organizations, live API keys and recently ended sessions, as one
+immutable snapshot built aside and swapped atomically.
 
-The hot path calls `decide`, `org` and `roles_of`, which only read the current snapshot: no database, no await.
-A reload fetches rows, builds a new casbin enforcer in a worker thread, and replaces the snapshot in one
-assignment; reloads are serialised by a lock and skipped when the stored version has not moved, so a burst of
-changes costs one or two reloads. A failed reload keeps the old snapshot serving.
+The data plane and the control plane's guard only read the current snapshot (`decide`, `org`, `roles_of`,
+`api_key`, `session_revoked`): no database, no await. A reload fetches rows, builds a new casbin enforcer in a
+worker thread, and replaces the snapshot in one assignment; reloads are serialised by a lock and skipped when
+the stored version has not moved, so a burst of changes costs one or two reloads. A failed reload keeps the old
+snapshot serving.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def describe_line(rule: tuple[str, ...]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyState:
+class StateRows:
     """Everything a reload produces, from the database or from files."""
 
     rules: tuple[Rule, ...]
@@ -91,7 +93,7 @@ class PolicyState:
 
 
 _VersionFn = Callable[[], Awaitable[int]]
-_StateFn = Callable[[], Awaitable[PolicyState]]
+_StateFn = Callable[[], Awaitable[StateRows]]
 
 
 @dataclass(slots=True)
@@ -189,8 +191,9 @@ def _index_roles(rules: Iterable[Rule]) -> dict[tuple[str, str], tuple[str, ...]
     return {key: tuple(sorted(set(value))) for key, value in roles.items()}
 
 
-class PolicyEngine:
-    """Decisions for (subject, org, path, method); the only object the rest of the gateway asks."""
+class HotState:
+    """Everything a request's decision reads (see the module docstring); the only object the rest of the
+    gateway asks about policy, organizations, API keys and ended sessions."""
 
     def __init__(self, model_path: str | Path) -> None:
         # The model is read once: a later edit of the file changes nothing unless a reload brings new text
@@ -255,13 +258,13 @@ class PolicyEngine:
 
     # -- reloads ------------------------------------------------------------------------------------------
 
-    def install(self, state: PolicyState) -> None:
+    def install(self, state: StateRows) -> None:
         """Build a snapshot from `state` and swap it in (synchronous; for files and tests)."""
         self._snapshot = self._build(state)
         if state.model_text is not None:
             self._model_text = state.model_text
 
-    def _build(self, state: PolicyState) -> _Snapshot:
+    def _build(self, state: StateRows) -> _Snapshot:
         started = time.perf_counter()
         model_text = state.model_text or self._model_text
         fast = _compile(model_text, state.rules)

@@ -8,8 +8,8 @@ from pathlib import Path
 import casbin
 import pytest
 
-from gateway.policy import OrgRef, PolicyEngine, PolicyState
-from gateway.policy.engine import build_enforcer
+from gateway.policy import HotState, OrgRef, StateRows
+from gateway.policy.hot import build_enforcer
 from gateway.policy.rules import Rule, parse_files, parse_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,10 +28,10 @@ g, {ROOT_USER}, superadmin, *
 """
 
 
-def _engine(extra: str = EXTRA) -> PolicyEngine:
+def _engine(extra: str = EXTRA) -> HotState:
     rules = parse_files(sorted((ROOT / "policies").glob("*.csv"))) + parse_text(extra)
-    engine = PolicyEngine(MODEL)
-    engine.install(PolicyState(rules=tuple(rules), orgs=(OrgRef("1", "acme"), OrgRef("2", "globex")), version=3))
+    engine = HotState(MODEL)
+    engine.install(StateRows(rules=tuple(rules), orgs=(OrgRef("1", "acme"), OrgRef("2", "globex")), version=3))
     return engine
 
 
@@ -90,11 +90,11 @@ def test_reload_swaps_only_when_the_version_moved() -> None:
     async def version() -> int:
         return 3
 
-    async def state() -> PolicyState:
+    async def state() -> StateRows:
         calls.append("state")
-        return PolicyState(rules=(Rule("p", ("viewer", "*", "/*", "GET", "allow")),), version=4)
+        return StateRows(rules=(Rule("p", ("viewer", "*", "/*", "GET", "allow")),), version=4)
 
-    async def broken() -> PolicyState:
+    async def broken() -> StateRows:
         raise RuntimeError("database gone")
 
     async def scenario() -> None:
@@ -115,5 +115,5 @@ def test_broken_model_fails_at_construction(tmp_path: Path) -> None:
     bad = tmp_path / "model.conf"
     bad.write_text("[request_definition]\nr = sub, obj\n[policy_effect]\ne = nonsense\n")
     with pytest.raises(Exception):  # noqa: B017, PT011 - casbin raises assorted types for bad models
-        PolicyEngine(bad)
+        HotState(bad)
     assert build_enforcer(MODEL, ()).enforce("u", "d", "/", "GET") is False
