@@ -17,20 +17,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.access.audit import AuditSink
 from gateway.access.peer import TrustedProxies
+from gateway.counters import Counters
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.listen import Listener
 from gateway.db.models import ApiKey
 from gateway.identity.mail import Mailer
 from gateway.identity.passwords import PasswordHasher
 from gateway.identity.sealing import Sealer
-from gateway.identity.throttle import LoginThrottle, MemoryFailures, RedisFailures
+from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import TokenService, load_or_create_keys
 from gateway.metrics import Metrics
 from gateway.policy import HotState, StateRows
 from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore
 from gateway.proxy.forward import upstream_session
-from gateway.proxy.limit import MemoryCounter, RateLimiter, RedisCounter
+from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteTable
 from gateway.proxy.pipeline import Pipeline
 from gateway.settings import Settings
@@ -56,6 +57,7 @@ class Runtime:
     pools: dict[str, aiohttp.ClientSession] = field(init=False)
     audit: AuditSink = field(init=False)
     metrics: Metrics = field(init=False)
+    counters: Counters = field(init=False)
     limiter: RateLimiter = field(init=False)
     throttle: LoginThrottle = field(init=False)
     mailer: Mailer = field(init=False)
@@ -94,11 +96,10 @@ class Runtime:
         pooled = [route for route in self.routes.routes if route.pool_size]
         self.pools = {route.prefix: upstream_session(route.pool_size) for route in pooled if route.pool_size}
         limits = self.settings.rate_limits
-        counter = RedisCounter(limits.redis_url) if limits.redis_url else MemoryCounter()
-        failures = RedisFailures(limits.redis_url) if limits.redis_url else MemoryFailures()
-        self.throttle = LoginThrottle(failures, self.settings.login)
+        self.counters = Counters(limits.redis_url)
+        self.throttle = LoginThrottle(self.counters, self.settings.login)
         self.limiter = RateLimiter(
-            counter,
+            self.counters,
             per_user=limits.per_user_per_minute,
             per_org=limits.per_org_per_minute,
             per_key=limits.per_key_per_minute,
@@ -140,8 +141,7 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.flush_key_usage()
         await self.audit.close()
-        await self.limiter.counter.close()
-        await self.throttle.store.close()
+        await self.counters.close()
         await self.http.close()
         for pool in self.pools.values():
             await pool.close()

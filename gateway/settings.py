@@ -154,20 +154,21 @@ class Login(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[login]`: throttling of failed logins, per account (known or not) and per client IP."""
 
     free_failures: int = 5
-    """Consecutive failures allowed for one email before it is locked."""
+    """Failures allowed for one email within an hour, with no success since, before it is locked."""
     base_lock_seconds: int = 30
     """First lock; each further failure doubles it."""
     max_lock_seconds: int = 900
     """The longest lock (15 minutes)."""
     ip_failures_per_window: int = 100
-    """Failures from one client IP within 15 minutes before that IP is locked for 15 minutes."""
+    """Failures from one client IP within 15 minutes (a moving window) before that IP is refused."""
     superadmins_need_mfa: bool = False
     """When true, a superadmin without confirmed TOTP gets 403 `mfa-enrollment-required` on /admin (their own
     /auth endpoints, where they enrol, stay open). Recommended in production."""
 
 
 class RateLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """`[rate_limits]`: requests per minute on authenticated proxied routes; unset means unlimited."""
+    """`[rate_limits]`: requests per minute (sliding windows) on authenticated proxied routes; unset means
+    unlimited."""
 
     per_user_per_minute: int | None = None
     per_org_per_minute: int | None = None
