@@ -17,9 +17,9 @@ from sqlalchemy.exc import DataError, DBAPIError
 from gateway import __version__
 from gateway.api.admin import admin_router
 from gateway.api.admin.guard import provide_caller
-from gateway.api.auth import AuthController
+from gateway.api.auth import CONTROLLERS as AUTH_CONTROLLERS
 from gateway.api.bodies import BodyGuard
-from gateway.api.deps import provide_db, provide_runtime
+from gateway.api.deps import dependencies
 from gateway.api.health import healthz, metrics, readyz
 from gateway.api.keys import jwks
 from gateway.api.openapi import describe_problems
@@ -173,13 +173,9 @@ def create_app(runtime: Runtime) -> Litestar:
             await runtime.stop()
 
     app = Litestar(
-        route_handlers=[AuthController, admin_router(), healthz, readyz, metrics, jwks],
+        route_handlers=[*AUTH_CONTROLLERS, admin_router(), healthz, readyz, metrics, jwks],
         lifespan=[lifespan],
-        dependencies={
-            "runtime": Provide(provide_runtime, sync_to_thread=False),
-            "db": Provide(provide_db),
-            "caller": Provide(provide_caller, sync_to_thread=False),
-        },
+        dependencies={**dependencies(), "caller": Provide(provide_caller, sync_to_thread=False)},
         exception_handlers=_EXCEPTION_HANDLERS,
         middleware=[cast(Any, BodyGuard)],  # a plain ASGI middleware (gateway.asgitypes), not typed for Litestar
         openapi_config=OpenAPIConfig(title="casbin-gateway", version=__version__, path=OPENAPI_PATH),

@@ -51,7 +51,7 @@ class FrontDoor:
         if kind == "lifespan":
             await self.control(scope, receive, send)
             return
-        pipeline = self.runtime.pipeline
+        pipeline = self.runtime.services.pipeline
         try:
             if scope.get(FRAGMENT_MARK):
                 raise InvalidPath("a fragment ('#') is not part of a request target")

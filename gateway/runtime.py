@@ -41,34 +41,47 @@ KEY_USAGE_SECONDS = 10.0
 
 
 @dataclass(slots=True)
+class Services:
+    """The process's services, every one built by `Runtime.start()` and closed by `Runtime.stop()`. The control
+    plane hands them to handlers as Litestar dependencies (`gateway.api.deps`); the data plane holds the
+    pipeline."""
+
+    settings: Settings
+    state: HotState
+    hasher: PasswordHasher
+    sealer: Sealer
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    store: PolicyStore
+    tokens: TokenService
+    http: aiohttp.ClientSession
+    pools: dict[str, aiohttp.ClientSession]
+    audit: AuditSink
+    metrics: Metrics
+    counters: Counters
+    throttle: LoginThrottle
+    mailer: Mailer
+    pipeline: Pipeline
+    listener: Listener | None
+    """PostgreSQL only: LISTEN for committed changes."""
+
+
+@dataclass(slots=True)
 class Runtime:
-    """Everything a request may need, created once. Built in two steps: config now, connections at startup."""
+    """One gateway process in two steps: `configure` (settings, routes, the policy snapshot: everything that can
+    fail on bad configuration) and `start` (connections and `services`), undone by `stop`."""
 
     settings: Settings
     routes: RouteTable
     state: HotState
     hasher: PasswordHasher
     sealer: Sealer
-    db: AsyncEngine = field(init=False)
-    sessions: async_sessionmaker[AsyncSession] = field(init=False)
-    store: PolicyStore = field(init=False)
-    tokens: TokenService = field(init=False)
-    http: aiohttp.ClientSession = field(init=False)
-    pools: dict[str, aiohttp.ClientSession] = field(init=False)
-    audit: AuditSink = field(init=False)
-    metrics: Metrics = field(init=False)
-    counters: Counters = field(init=False)
-    limiter: RateLimiter = field(init=False)
-    throttle: LoginThrottle = field(init=False)
-    mailer: Mailer = field(init=False)
-    pipeline: Pipeline = field(init=False)
     files: PolicyFiles | None = None
+    _services: Services | None = None
     _watcher: asyncio.Task[None] | None = None
     _usage_writer: asyncio.Task[None] | None = None
     _mail_sender: asyncio.Task[None] | None = None
     _listening: asyncio.Task[None] | None = None
-    listener: Listener | None = None
-    """PostgreSQL only: LISTEN for committed changes."""
     last_sync: float = 0.0
     """When the watcher last reached the database (`/readyz` shows it as `policy_synced_at`)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -86,47 +99,72 @@ class Runtime:
             files=PolicyFiles(Path(settings.model_path), Path(settings.policy_dir)) if settings.watch_files else None,
         )
 
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("the gateway's services exist only between Runtime.start() and stop()")
+        return self._services
+
     async def start(self) -> None:
-        self.db = create_engine(self.settings.database_url)
-        self.sessions = session_factory(self.db)
-        self.store = PolicyStore(self.sessions)
-        self.tokens = TokenService(self.settings.tokens, await load_or_create_keys(self.sessions))
-        await self.state.reload(self.store.version, self._state, force=True)
-        self.http = upstream_session(self.settings.upstream.pool_size)
-        pooled = [route for route in self.routes.routes if route.pool_size]
-        self.pools = {route.prefix: upstream_session(route.pool_size) for route in pooled if route.pool_size}
-        limits = self.settings.rate_limits
-        self.counters = Counters(limits.redis_url)
-        self.throttle = LoginThrottle(self.counters, self.settings.login)
-        self.limiter = RateLimiter(
-            self.counters,
+        settings = self.settings
+        db = create_engine(settings.database_url)
+        sessions = session_factory(db)
+        store = PolicyStore(sessions)
+        tokens = TokenService(settings.tokens, await load_or_create_keys(sessions))
+        await self.state.reload(store.version, lambda: self._rows(store), force=True)
+        http = upstream_session(settings.upstream.pool_size)
+        pools = {route.prefix: upstream_session(route.pool_size) for route in self.routes.routes if route.pool_size}
+        limits = settings.rate_limits
+        counters = Counters(limits.redis_url)
+        limiter = RateLimiter(
+            counters,
             per_user=limits.per_user_per_minute,
             per_org=limits.per_org_per_minute,
             per_key=limits.per_key_per_minute,
         )
-        self.metrics = Metrics(lambda: self.state.version, lambda: self.state.rule_count)
-        self.audit = AuditSink(self.settings.audit_log)
-        self.audit.start()
-        self.pipeline = Pipeline(
+        metrics = Metrics(lambda: self.state.version, lambda: self.state.rule_count)
+        audit = AuditSink(settings.audit_log)
+        audit.start()
+        pipeline = Pipeline(
             routes=self.routes,
-            tokens=self.tokens,
+            tokens=tokens,
             state=self.state,
-            http=self.http,
-            audit=self.audit,
-            metrics=self.metrics,
-            limiter=self.limiter,
-            pools=self.pools,
-            allow_underscore_headers=self.settings.allow_underscore_headers,
-            max_header_bytes=self.settings.upstream.max_header_bytes,
-            trusted_proxies=TrustedProxies(self.settings.trusted_proxies),
+            http=http,
+            audit=audit,
+            metrics=metrics,
+            limiter=limiter,
+            pools=pools,
+            allow_underscore_headers=settings.allow_underscore_headers,
+            max_header_bytes=settings.upstream.max_header_bytes,
+            trusted_proxies=TrustedProxies(settings.trusted_proxies),
+        )
+        listener = (
+            Listener(settings.database_url, self._changed) if settings.database_url.startswith("postgresql") else None
+        )
+        self._services = Services(
+            settings=settings,
+            state=self.state,
+            hasher=self.hasher,
+            sealer=self.sealer,
+            db=db,
+            sessions=sessions,
+            store=store,
+            tokens=tokens,
+            http=http,
+            pools=pools,
+            audit=audit,
+            metrics=metrics,
+            counters=counters,
+            throttle=LoginThrottle(counters, settings.login),
+            mailer=Mailer(settings.mail, sessions),
+            pipeline=pipeline,
+            listener=listener,
         )
         self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")
-        if self.settings.database_url.startswith("postgresql"):
-            self.listener = Listener(self.settings.database_url, self._changed)
-            self._listening = asyncio.create_task(self.listener.run(), name="gateway-listen")
+        if listener is not None:
+            self._listening = asyncio.create_task(listener.run(), name="gateway-listen")
         self._usage_writer = asyncio.create_task(self._write_usage(), name="gateway-key-usage")
-        self.mailer = Mailer(self.settings.mail, self.sessions)
-        self._mail_sender = asyncio.create_task(self.mailer.run(), name="gateway-mail")
+        self._mail_sender = asyncio.create_task(self.services.mailer.run(), name="gateway-mail")
         # Everything built so far lives as long as the process. Freezing it keeps the collector's full passes
         # from rescanning the framework, ORM and casbin objects (bench/proxy.py: gateway p99 82 ms -> 28 ms).
         gc.collect()
@@ -140,23 +178,27 @@ class Runtime:
                     await task
         with contextlib.suppress(Exception):
             await self.flush_key_usage()
-        await self.audit.close()
-        await self.counters.close()
-        await self.http.close()
-        for pool in self.pools.values():
+        services = self.services
+        await services.audit.close()
+        await services.counters.close()
+        await services.http.close()
+        for pool in services.pools.values():
             await pool.close()
-        await self.db.dispose()
+        await services.db.dispose()
 
     async def refresh(self, *, force: bool = False) -> None:
         """Reload now if anything changed (called after this process writes), or unconditionally with `force`;
         never on the request path."""
         files_changed = self.files is not None and self.files.changed()
-        if await self.state.reload(self.store.version, self._state, force=force or files_changed):
-            self.tokens.replace_ring(await load_or_create_keys(self.sessions))
+        services = self.services
+        if await self.state.reload(
+            services.store.version, lambda: self._rows(services.store), force=force or files_changed
+        ):
+            services.tokens.replace_ring(await load_or_create_keys(services.sessions))
 
-    async def _state(self) -> StateRows:
+    async def _rows(self, store: PolicyStore) -> StateRows:
         """The database's lines, plus the watched files' lines and model when file watching is on."""
-        state = await self.store.state()
+        state = await store.state()
         if self.files is None:
             return state
         model_text, file_rules = await asyncio.to_thread(self.files.load)
@@ -172,10 +214,11 @@ class Runtime:
     async def flush_key_usage(self) -> None:
         """Write API keys' last-use times in one transaction (not per request); no version bump: the
         hot path does not read them."""
-        usage, self.pipeline.key_usage = self.pipeline.key_usage, {}
+        pipeline = self.services.pipeline
+        usage, pipeline.key_usage = pipeline.key_usage, {}
         if not usage:
             return
-        async with self.sessions() as session:
+        async with self.services.sessions() as session:
             for key_id, used in usage.items():
                 await session.execute(
                     update(ApiKey)

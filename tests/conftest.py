@@ -251,7 +251,7 @@ class Gateway:
 
     def audit_events(self) -> list[dict[str, Any]]:
         """Every audit line written so far."""
-        self.runtime.audit.flush()
+        self.runtime.services.audit.flush()
         path = Path(self.runtime.settings.audit_log)
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -264,7 +264,7 @@ class Gateway:
         superadmin: bool = False,
         password: str = PASSWORD,
     ) -> str:
-        async with self.runtime.sessions() as session:
+        async with self.runtime.services.sessions() as session:
             user = await accounts.create_user(session, self.runtime.hasher, email=email, password=password)
             if superadmin:
                 await accounts.grant_superadmin(session, user)
@@ -275,13 +275,13 @@ class Gateway:
         return user.id
 
     async def org(self, slug: str, name: str | None = None) -> None:
-        async with self.runtime.sessions() as session:
+        async with self.runtime.services.sessions() as session:
             await orgs.create_org(session, CLI, slug=slug, name=name or slug.title())
             await session.commit()
         await self.runtime.refresh()
 
     async def member(self, org: str, email: str, role: str) -> None:
-        async with self.runtime.sessions() as session:
+        async with self.runtime.services.sessions() as session:
             found = await find_org(session, org)
             await members.set_role(session, CLI, found, await members.find_user(session, email=email), role)
             await session.commit()
@@ -289,7 +289,7 @@ class Gateway:
 
     async def key(self, org: str, email: str, name: str = "ci", **options: Any) -> str:
         """A new API key for the member `email` of `org` (as `gateway keys create` makes it)."""
-        async with self.runtime.sessions() as session:
+        async with self.runtime.services.sessions() as session:
             found = await find_org(session, org)
             user = await members.find_user(session, email=email)
             key, _ = await keys.create_key(session, CLI, found, user, name=name, **options)
@@ -298,7 +298,7 @@ class Gateway:
         return key
 
     async def revoke(self, key: str) -> None:
-        async with self.runtime.sessions() as session:
+        async with self.runtime.services.sessions() as session:
             key_id = apikeys.parse(key)
             await keys.revoke_key(session, CLI, await keys.org_of_key(session, key_id), key_id)
             await session.commit()

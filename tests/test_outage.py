@@ -147,7 +147,7 @@ async def test_a_refused_connection_is_503_not_500(upstream: Upstream, tmp_path:
     await asyncio.to_thread(migrate, f"sqlite+aiosqlite:///{database}")
     settings = gateway_settings(f"sqlite+aiosqlite:///{database}", upstream.url, audit_log="off")
     async with serving(settings, upstream) as gateway:
-        gateway.runtime.sessions = session_factory(
+        gateway.runtime.services.sessions = session_factory(
             create_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{closed_port()}/none")
         )
         async with gateway.http.post(

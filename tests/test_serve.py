@@ -249,7 +249,7 @@ async def test_tokens_survive_a_restart(gateway: Gateway, tmp_path: Path) -> Non
         second = Gateway(url=url, http=gateway.http, runtime=front.runtime, upstream=gateway.upstream)
         status, _, _ = await second.call("GET", "/api/x", token=token, org="acme")
         assert status == 200
-        assert front.runtime.tokens.ring.active_kid == gateway.runtime.tokens.ring.active_kid
+        assert front.runtime.services.tokens.ring.active_kid == gateway.runtime.services.tokens.ring.active_kid
     finally:
         server.should_exit = True
         await task
@@ -258,9 +258,9 @@ async def test_tokens_survive_a_restart(gateway: Gateway, tmp_path: Path) -> Non
 async def test_readyz_is_503_when_the_database_is_unreachable(gateway: Gateway) -> None:
     """Readiness checks the database for real; liveness does not."""
     runtime = gateway.runtime
-    working = runtime.sessions
+    working = runtime.services.sessions
     unreachable = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-    runtime.sessions = session_factory(unreachable)
+    runtime.services.sessions = session_factory(unreachable)
     try:
         async with gateway.http.get(gateway.url + "/readyz") as response:
             assert response.status == 503
@@ -268,7 +268,7 @@ async def test_readyz_is_503_when_the_database_is_unreachable(gateway: Gateway) 
         async with gateway.http.get(gateway.url + "/healthz") as response:
             assert response.status == 200
     finally:
-        runtime.sessions = working
+        runtime.services.sessions = working
         await unreachable.dispose()
     await asyncio.sleep(0)
 

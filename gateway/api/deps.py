@@ -1,19 +1,27 @@
-"""Dependency providers: the runtime from app state, a database session per request, the current principal."""
+"""Dependencies of the control plane's handlers: each service the runtime built at start-up, by name, plus a
+database session per request, the caller's client address and the current principal.
+
+A handler declares the services it uses (`tokens: NamedDependency[TokenService]`) and never reaches into the
+runtime; only readiness (which reports on the runtime itself) asks for `runtime`.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, cast
 
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.access.credentials import authenticate
+from gateway.access.peer import resolve_peer
 from gateway.errors import InvalidToken
+from gateway.identity.sessions import Client
 from gateway.identity.tokens import Principal
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, Services
 
 log = logging.getLogger("gateway.api")
 
@@ -23,6 +31,18 @@ def provide_runtime(state: State) -> Runtime:
     return runtime
 
 
+def provide_services(state: State) -> Services:
+    runtime: Runtime = state.runtime
+    return runtime.services
+
+
+def _service(name: str) -> Provide:
+    def provide(services: NamedDependency[Services]) -> Any:
+        return getattr(services, name)
+
+    return Provide(cast(Callable[..., Any], provide), sync_to_thread=False)
+
+
 async def provide_db(
     request: Request[object, object, State], runtime: NamedDependency[Runtime]
 ) -> AsyncGenerator[AsyncSession, None]:
@@ -30,7 +50,7 @@ async def provide_db(
     write, this process reloads its policy before the response is sent, so the caller's next request (proxied
     or admin) already sees the change; other processes hear of it at once on PostgreSQL (NOTIFY), within a
     poll on SQLite."""
-    async with runtime.sessions() as session:
+    async with runtime.services.sessions() as session:
         try:
             yield session
         except Exception:
@@ -39,16 +59,42 @@ async def provide_db(
         else:
             await session.commit()
     if request.method not in ("GET", "HEAD"):
-        runtime.mailer.kick()
+        runtime.services.mailer.kick()
         try:
             await runtime.refresh()
         except Exception:
             log.exception("policy reload after a change failed; the next poll retries")
 
 
-def provide_principal(request: Request[object, object, State], runtime: NamedDependency[Runtime]) -> Principal:
+def provide_client(request: Request[object, object, State], services: NamedDependency[Services]) -> Client:
+    """The caller's address (through trusted proxies only) and user agent, for sessions and throttling."""
+    raw = cast(list[tuple[bytes, bytes]], request.scope["headers"])
+    host = request.client.host if request.client else ""
+    peer = resolve_peer(host, request.scope.get("scheme", "http"), raw, services.pipeline.trusted_proxies)
+    return Client(ip=peer.client_ip, user_agent=request.headers.get("user-agent", ""))
+
+
+def provide_principal(request: Request[object, object, State], services: NamedDependency[Services]) -> Principal:
     """The caller of an /auth endpoint: an access token only (API keys do not manage accounts)."""
-    principal = authenticate(runtime.tokens, request.headers.get("authorization"), state=runtime.state)
+    principal = authenticate(services.tokens, request.headers.get("authorization"), state=services.state)
     if principal.key is not None:
         raise InvalidToken("API keys cannot manage accounts; use an access token")
     return principal
+
+
+def dependencies() -> dict[str, Provide]:
+    """The application's dependencies. `hot` is the hot-path snapshot (`HotState`): Litestar reserves
+    `state` for its own."""
+    return {
+        "runtime": Provide(provide_runtime, sync_to_thread=False),
+        "services": Provide(provide_services, sync_to_thread=False),
+        "db": Provide(provide_db),
+        "client": Provide(provide_client, sync_to_thread=False),
+        "settings": _service("settings"),
+        "hot": _service("state"),
+        "hasher": _service("hasher"),
+        "sealer": _service("sealer"),
+        "tokens": _service("tokens"),
+        "throttle": _service("throttle"),
+        "metrics": _service("metrics"),
+    }

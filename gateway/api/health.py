@@ -16,7 +16,7 @@ from litestar.enums import HttpMethod
 from sqlalchemy import text
 
 from gateway.errors import ServiceUnavailable
-from gateway.metrics import CONTENT_TYPE
+from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.runtime import Runtime
 
 PROBE = [HttpMethod.GET, HttpMethod.HEAD]
@@ -44,9 +44,9 @@ def _head_or(request: Request[Any, Any, Any], value: Any) -> Response[Any]:
 
 
 @route("/metrics", http_method=PROBE, sync_to_thread=False, media_type=CONTENT_TYPE)
-def metrics(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[bytes]:
+def metrics(request: Request[Any, Any, Any], metrics: NamedDependency[Metrics]) -> Response[bytes]:
     """Prometheus text format: requests by route, status and decision; latency split gateway/upstream."""
-    body = runtime.metrics.render()
+    body = metrics.render()
     if request.method == "HEAD":
         return Response(b"", media_type=CONTENT_TYPE, headers={"content-length": str(len(body))})
     return Response(body, media_type=CONTENT_TYPE)
@@ -62,7 +62,7 @@ def healthz(request: Request[Any, Any, Any]) -> Response[Health]:
 async def readyz(request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Ready]:
     """The database answers and a policy is loaded; 503 otherwise."""
     try:
-        async with runtime.sessions() as session:
+        async with runtime.services.sessions() as session:
             await session.execute(text("SELECT 1"))
     except Exception as exc:
         raise ServiceUnavailable("database unreachable") from exc
@@ -75,6 +75,6 @@ async def readyz(request: Request[Any, Any, Any], runtime: NamedDependency[Runti
         policy_loaded_at=dt.datetime.fromtimestamp(loaded_at, dt.UTC).isoformat(),
         policy_rules=runtime.state.rule_count,
         policy_synced_at=dt.datetime.fromtimestamp(runtime.last_sync or loaded_at, dt.UTC).isoformat(),
-        listening=runtime.listener.connected if runtime.listener is not None else None,
+        listening=runtime.services.listener.connected if runtime.services.listener is not None else None,
     )
     return _head_or(request, ready)

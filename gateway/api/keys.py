@@ -5,11 +5,11 @@ from __future__ import annotations
 from litestar import Response, get
 from litestar.di import NamedDependency
 
-from gateway.runtime import Runtime
+from gateway.identity.tokens import TokenService
 
 
 @get("/.well-known/jwks.json")
-async def jwks(runtime: NamedDependency[Runtime]) -> Response[dict[str, list[dict[str, str]]]]:
+async def jwks(tokens: NamedDependency[TokenService]) -> Response[dict[str, list[dict[str, str]]]]:
     """Public keys only, with `kid`, `alg` and `use`; a rotated-out key stays listed while tokens signed
     with it can still be valid."""
-    return Response(runtime.tokens.jwks(), headers={"cache-control": "public, max-age=300"})
+    return Response(tokens.jwks(), headers={"cache-control": "public, max-age=300"})

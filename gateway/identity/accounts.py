@@ -24,7 +24,6 @@ from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import TokenService, secret_digest
 from gateway.policy import store
 from gateway.policy.rules import Rule
-from gateway.settings import Tokens
 
 SUPERADMIN_ROLE = "superadmin"
 SYSTEM_ROLES = ("owner", "admin", "member", "viewer")
@@ -84,12 +83,11 @@ async def login(
     session: AsyncSession,
     hasher: PasswordHasher,
     tokens: TokenService,
-    settings: Tokens,
+    throttle: LoginThrottle,
     *,
     email: str,
     password: str,
     client: sessions.Client,
-    throttle: LoginThrottle,
 ) -> sessions.TokenPair | MfaRequired:
     """Check the password (always one Argon2 run, whether or not the user exists), then issue tokens, or only
     an MFA challenge when the user has a second factor. Failures are throttled per email (known or not) and per
@@ -113,19 +111,18 @@ async def login(
     if await mfa.confirmed_factor(session, user.id) is not None:
         token, ttl = await mfa.open_challenge(session, user.id, ip=client.ip, user_agent=client.user_agent)
         return MfaRequired(mfa_token=token, expires_in=ttl)
-    return await sessions.start(session, tokens, settings, user.id, client)
+    return await sessions.start(session, tokens, user.id, client)
 
 
 async def complete_mfa(
     session: AsyncSession,
     hasher: PasswordHasher,
     tokens: TokenService,
-    settings: Tokens,
+    throttle: LoginThrottle,
     sealer: Sealer,
     *,
     challenge_token: str,
     code: str,
-    throttle: LoginThrottle,
 ) -> tuple[sessions.TokenPair, bool]:
     """The second step of an MFA login: a TOTP code or a backup code. Returns the tokens and whether a backup
     code was spent. A wrong code counts against the challenge (5 and it is dead) and against the account across
@@ -155,7 +152,7 @@ async def complete_mfa(
     await throttle.factor_succeeded(user.id)
     await mfa.close_challenge(session, challenge)
     client = sessions.Client(ip=challenge.ip, user_agent=challenge.user_agent)
-    return await sessions.start(session, tokens, settings, user.id, client), used_backup
+    return await sessions.start(session, tokens, user.id, client), used_backup
 
 
 BOOTSTRAP_TTL = dt.timedelta(hours=1)

@@ -22,7 +22,7 @@ from gateway.identity import mail, sessions
 from gateway.identity.accounts import normalise_email
 from gateway.identity.passwords import PasswordHasher, password_problem
 from gateway.identity.tokens import Principal, TokenService, secret_digest
-from gateway.settings import Mail, Tokens
+from gateway.settings import Mail
 
 VERIFY_TTL = dt.timedelta(hours=24)
 RESET_TTL = dt.timedelta(hours=1)
@@ -303,7 +303,6 @@ async def reauth(
     db: AsyncSession,
     hasher: PasswordHasher,
     tokens: TokenService,
-    settings: Tokens,
     principal: Principal,
     *,
     password: str,

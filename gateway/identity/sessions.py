@@ -37,7 +37,7 @@ class Client:
     user_agent: str = ""
 
 
-async def start(db: AsyncSession, tokens: TokenService, settings: Tokens, user_id: str, client: Client) -> TokenPair:
+async def start(db: AsyncSession, tokens: TokenService, user_id: str, client: Client) -> TokenPair:
     """A new session for a user who has just proved their factors."""
     now = utcnow()
     row = Session(
@@ -45,7 +45,7 @@ async def start(db: AsyncSession, tokens: TokenService, settings: Tokens, user_i
         user_id=user_id,
         created_at=now,
         last_used_at=now,
-        expires_at=now + dt.timedelta(seconds=settings.refresh_ttl_seconds),
+        expires_at=now + dt.timedelta(seconds=tokens.settings.refresh_ttl_seconds),
         auth_time=now,
         ip=client.ip[:64],
         user_agent=client.user_agent[:255],
@@ -72,11 +72,11 @@ async def _issue(db: AsyncSession, tokens: TokenService, row: Session) -> TokenP
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=ttl, session_id=row.id)
 
 
-async def refresh(db: AsyncSession, tokens: TokenService, settings: Tokens, *, token: str) -> TokenPair:
+async def refresh(db: AsyncSession, tokens: TokenService, *, token: str) -> TokenPair:
     """Rotate a refresh token. A token used twice revokes its whole session (RFC 9700 §4.14.2)."""
     now = utcnow()
     token_hash = hash_refresh_token(token)
-    idle_limit = now - dt.timedelta(seconds=settings.refresh_idle_seconds)
+    idle_limit = now - dt.timedelta(seconds=tokens.settings.refresh_idle_seconds)
     # Claim the token atomically: exactly one concurrent caller sees rowcount 1.
     claimed = await db.execute(
         update(RefreshToken)

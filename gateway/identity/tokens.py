@@ -151,6 +151,11 @@ class TokenService:
         self._identities: dict[tuple[str, str, str, str, str], tuple[str, float]] = {}
 
     @property
+    def settings(self) -> Tokens:
+        """Issuer, audience and the lifetimes of access tokens, sessions and refresh tokens."""
+        return self._settings
+
+    @property
     def ring(self) -> KeyRing:
         return self._ring
 

@@ -39,7 +39,7 @@ async def test_login_failures_are_indistinguishable(gateway: Gateway) -> None:
     """Unknown email, wrong password and a disabled account get the same status and body."""
     await gateway.user("ann@example.test")
     await gateway.user("off@example.test")
-    async with gateway.runtime.sessions() as session:
+    async with gateway.runtime.services.sessions() as session:
         from sqlalchemy import update
 
         from gateway.db.models import User

@@ -124,7 +124,7 @@ async def test_expired_and_concurrent_reset_links(mailing: tuple[Gateway, Mailbo
             break
         await asyncio.sleep(0.05)
     late = [m for m in mailbox.to("ann@example.test") if "Reset" in m.subject][-1].token
-    async with gateway.runtime.sessions() as db:
+    async with gateway.runtime.services.sessions() as db:
         await db.execute(update(EmailToken).values(expires_at=EmailToken.created_at))
         await db.commit()
     assert (await _post(gateway, "/auth/reset-password", {"token": late, "password": NEW}))[0] == 400
@@ -176,7 +176,7 @@ async def test_sensitive_changes_need_a_recent_sign_in(mailing: tuple[Gateway, M
     user_id = await gateway.user("ann@example.test")
     _, login = await _login(gateway, "ann@example.test")
     sid = jwt.decode(login["access_token"], options={"verify_signature": False})["sid"]
-    stale, _ = gateway.runtime.tokens.issue_access_token(user_id, session_id=sid, auth_time=0)
+    stale, _ = gateway.runtime.services.tokens.issue_access_token(user_id, session_id=sid, auth_time=0)
     body = {"current_password": PASSWORD, "new_password": NEW}
     status, problem, _ = await _post(gateway, "/auth/change-password", body, token=stale)
     assert status == 403
@@ -225,7 +225,7 @@ async def test_profile_edits_take_profile_fields_only(mailing: tuple[Gateway, Ma
     for body in ({"name": "x", "is_superuser": True}, {"email": "root@x.test"}, {"disabled": False}):
         status, _, raw = await gateway.call("PATCH", "/auth/me", json=body, token=login["access_token"])
         assert status == 422, body
-    async with gateway.runtime.sessions() as db:
+    async with gateway.runtime.services.sessions() as db:
         user = await db.scalar(select(User).where(User.id == user_id))
         assert user is not None
         assert (user.email, user.name) == ("ann@example.test", "Ann")
@@ -236,7 +236,7 @@ async def test_without_smtp_mail_waits_in_the_outbox(gateway: Gateway, db_url: s
     await gateway.user("ann@example.test")
     assert (await _post(gateway, "/auth/forgot-password", {"email": "ann@example.test"}))[0] == 202
     for _ in range(100):  # the reset is prepared after the response
-        async with gateway.runtime.sessions() as db:
+        async with gateway.runtime.services.sessions() as db:
             if await db.scalar(select(OutboxMessage.id)) is not None:
                 break
         await asyncio.sleep(0.05)

@@ -234,7 +234,7 @@ async def test_totp_secrets_are_sealed_with_the_encryption_key(db_url: str, upst
     settings = gateway_settings(db_url, upstream.url, audit_log=str(tmp_path / "a.jsonl"), encryption_key=key)
     async with serving(settings, upstream) as gateway:
         secret, _, _ = await _enrolled(gateway)
-        async with gateway.runtime.sessions() as db:
+        async with gateway.runtime.services.sessions() as db:
             stored = await db.scalar(select(TotpFactor.secret))
         assert stored is not None
         assert stored.startswith("fernet:")

@@ -100,7 +100,7 @@ async def test_refresh_keeps_the_session_and_never_extends_it(gateway: Gateway) 
     rotated = json.loads(body)
     sid = jwt.decode(login["access_token"], options={"verify_signature": False})["sid"]
     assert jwt.decode(rotated["access_token"], options={"verify_signature": False})["sid"] == sid
-    async with gateway.runtime.sessions() as db:
+    async with gateway.runtime.services.sessions() as db:
         session = await db.get(Session, sid)
         assert session is not None
         expiries = set(await db.scalars(select(RefreshToken.expires_at).where(RefreshToken.family_id == sid)))
@@ -128,7 +128,7 @@ async def test_tokens_without_a_session_and_api_keys_are_refused_on_auth(gateway
     """A correctly signed access token without `sid` is 401; an API key cannot manage an account."""
     await gateway.org("acme")
     user_id = await gateway.user("ann@example.test", org="acme", role="member")
-    ring = gateway.runtime.tokens.ring
+    ring = gateway.runtime.services.tokens.ring
     settings = gateway.runtime.settings.tokens
     now = int(time.time())
     claims = {"iss": settings.issuer, "aud": settings.audience, "sub": user_id, "iat": now, "exp": now + 60, "jti": "j"}

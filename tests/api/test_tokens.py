@@ -41,7 +41,7 @@ def _claims(gateway: Gateway, user_id: str, session: str, **extra: Any) -> dict[
 
 
 def _sign(gateway: Gateway, claims: dict[str, Any], **header: Any) -> str:
-    ring = gateway.runtime.tokens.ring
+    ring = gateway.runtime.services.tokens.ring
     headers = {"kid": ring.active_kid, "typ": "at+jwt", **header}
     return jwt.encode(claims, ring.private_keys[ring.active_kid], algorithm="EdDSA", headers=headers)
 
@@ -64,7 +64,7 @@ async def test_forged_and_confused_tokens_are_401(gateway: Gateway) -> None:
     user_id, login = await _session(gateway)
     sid = jwt.decode(login["access_token"], options={"verify_signature": False})["sid"]
     good = _claims(gateway, user_id, sid)
-    ring = gateway.runtime.tokens.ring
+    ring = gateway.runtime.services.tokens.ring
     public = json.dumps(OKPAlgorithm.to_jwk(ring.public_keys[ring.active_kid], as_dict=True)).encode()
     header = _b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": ring.active_kid}).encode())
     body = _b64(json.dumps(good).encode())

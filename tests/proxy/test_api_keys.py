@@ -66,7 +66,7 @@ async def test_expired_key_is_401(gateway: Gateway) -> None:
     """A key past its expiry is refused even before any reload."""
     key = await _key(gateway, expires_in_days=1)
     assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] == 200
-    async with gateway.runtime.sessions() as session:
+    async with gateway.runtime.services.sessions() as session:
         await session.execute(update(ApiKey).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
         await bump_version(session)
         await session.commit()
@@ -89,10 +89,10 @@ async def test_last_use_is_written_in_batches(gateway: Gateway) -> None:
     """Using a key writes nothing per request; the batch writer records the last use."""
     key = await _key(gateway)
     await gateway.call("GET", "/api/x", headers={"X-API-Key": key})
-    async with gateway.runtime.sessions() as session:
+    async with gateway.runtime.services.sessions() as session:
         assert await session.scalar(select(ApiKey.last_used_at)) is None
     await gateway.runtime.flush_key_usage()
-    async with gateway.runtime.sessions() as session:
+    async with gateway.runtime.services.sessions() as session:
         assert await session.scalar(select(ApiKey.last_used_at)) is not None
 
 

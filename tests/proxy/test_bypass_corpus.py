@@ -178,7 +178,7 @@ async def _raw(url: str, target: bytes, token: str, *, method: bytes = b"GET", e
 async def _viewer(gateway: Gateway) -> str:
     await gateway.org("acme")
     await gateway.user("viewer@acme.test", org="acme", role="viewer")
-    async with gateway.runtime.sessions() as session:
+    async with gateway.runtime.services.sessions() as session:
         # Both lines: keyMatch2's `/api/admin/*` does not match `/api/admin` itself (`policy lint` warns).
         await add_rules(
             session,

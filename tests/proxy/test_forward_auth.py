@@ -205,7 +205,7 @@ async def test_the_readme_proxy_examples_forward_only_what_the_gateway_allowed(
     try:
         token = await fronted.login("viewer@acme.test")
         key = await fronted.key("acme", "viewer@acme.test")
-        user_id = fronted.runtime.tokens.verify(token).user_id
+        user_id = fronted.runtime.services.tokens.verify(token).user_id
         base = f"http://127.0.0.1:{port}"
         for _ in range(200):
             try:

@@ -128,7 +128,7 @@ async def test_org_from_path_segment(gateway: Gateway) -> None:
 async def test_upstream_receives_verified_identity(gateway: Gateway) -> None:
     """The upstream gets X-Gateway-User/Org/Roles and the path, query and body exactly as authorized."""
     tokens = await _acme(gateway)
-    user_id = gateway.runtime.tokens.verify(tokens["member"]).user_id
+    user_id = gateway.runtime.services.tokens.verify(tokens["member"]).user_id
     status, _, _ = await gateway.call(
         "POST",
         "/api/orders?limit=5&b=%20x",
@@ -252,7 +252,7 @@ def _forge(
 async def test_bad_credentials_are_401_with_bearer_challenge(gateway: Gateway) -> None:
     """No token, garbage, bad signature, expired, wrong audience/issuer, wrong typ, alg none -> 401."""
     tokens = await _acme(gateway)
-    ring = gateway.runtime.tokens.ring
+    ring = gateway.runtime.services.tokens.ring
     kid = ring.active_kid
     key = ring.private_keys[kid]
     settings = gateway.runtime.settings.tokens
@@ -462,7 +462,7 @@ async def test_steady_state_makes_no_database_query(gateway: Gateway) -> None:
     def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
         statements.append(statement)
 
-    engine = gateway.runtime.db.sync_engine
+    engine = gateway.runtime.services.db.sync_engine
     event.listen(engine, "before_cursor_execute", record)
     try:
         for index in range(30):
@@ -484,7 +484,7 @@ async def test_disabled_user_loses_every_grant(gateway: Gateway) -> None:
 
     tokens = await _acme(gateway)
     assert (await gateway.call("GET", "/api/x", token=tokens["root"], org="acme"))[0] == 200
-    async with gateway.runtime.sessions() as session:
+    async with gateway.runtime.services.sessions() as session:
         await session.execute(
             update(User).where(User.email.in_(["root@platform.test", "viewer@acme.test"])).values(disabled=True)
         )
@@ -504,7 +504,7 @@ async def test_changes_made_elsewhere_arrive_by_polling(gateway: Gateway) -> Non
     from gateway.manage.common import find_org
     from tests.conftest import CLI
 
-    async with gateway.runtime.sessions() as session:  # as the CLI would: write, bump, commit; no refresh
+    async with gateway.runtime.services.sessions() as session:  # as the CLI would: write, bump, commit; no refresh
         user = await members.find_user(session, email="member@acme.test")
         await members.change_role(session, CLI, await find_org(session, "acme"), user.id, "admin")
         await session.commit()
@@ -866,10 +866,10 @@ async def test_route_with_its_own_pool(gateway: Gateway) -> None:
     """pool_size on a route gives it a separate connection pool of that size."""
     tokens = await _acme(gateway)
     assert (await gateway.call("GET", "/pooled/x", token=tokens["viewer"], org="acme"))[0] == 200
-    assert gateway.runtime.pools["/pooled"].connector is not None
-    assert gateway.runtime.pools["/pooled"].connector.limit == 1
-    assert gateway.runtime.http.connector is not None
-    assert gateway.runtime.http.connector.limit == 256
+    assert gateway.runtime.services.pools["/pooled"].connector is not None
+    assert gateway.runtime.services.pools["/pooled"].connector.limit == 1
+    assert gateway.runtime.services.http.connector is not None
+    assert gateway.runtime.services.http.connector.limit == 256
 
 
 async def test_a_response_leaves_in_one_write_and_100_continue_is_not_held(gateway: Gateway) -> None:

@@ -68,7 +68,7 @@ async def test_open_connection_is_closed_when_membership_is_removed(gateway: Gat
     async with gateway.http.ws_connect(_ws_url(gateway, "/api/ws"), headers=headers) as socket:
         await socket.send_str("before")
         assert (await socket.receive(timeout=5)).data == "echo:before"
-        async with gateway.runtime.sessions() as session:
+        async with gateway.runtime.services.sessions() as session:
             await session.execute(delete(Membership))
             await bump_version(session)
             await session.commit()

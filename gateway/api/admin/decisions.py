@@ -21,9 +21,8 @@ from gateway.identity.accounts import normalise_email
 from gateway.manage.common import find_org
 from gateway.manage.roles import SYSTEM_ROLES, custom_role
 from gateway.paths import canonical_path
-from gateway.policy import Decision
+from gateway.policy import Decision, HotState
 from gateway.policy.rules import ADMIN_OBJECT, METHODS, ROLE_RE, USER_SUBJECT_RE
-from gateway.runtime import Runtime
 
 _NOT_HERE = "subject: no such member, service account or role in this organization"
 
@@ -78,15 +77,15 @@ def _method(method: str) -> str:
 
 
 async def _decide(
-    org: FromPath[str], data: schemas.CheckRequest, runtime: Runtime, db: AsyncSession
+    org: FromPath[str], data: schemas.CheckRequest, hot: HotState, db: AsyncSession
 ) -> tuple[str, Decision]:
     found = await find_org(db, org)
     subject = await _subject(db, found, data.subject)
     obj, method = _object(org, data.path), _method(data.method)
-    if runtime.state.org(org) is None:
+    if hot.org(org) is None:
         raise Conflict("org: archived; nothing is allowed in it")
     # The live decision and its line (equal to casbin's enforce_ex, which the differential test checks).
-    return subject, runtime.state.decide(subject, org, obj, method)
+    return subject, hot.decide(subject, org, obj, method)
 
 
 class DecisionsController(Controller):
@@ -98,11 +97,11 @@ class DecisionsController(Controller):
         self,
         org: FromPath[str],
         data: JSONBody[schemas.CheckRequest],
-        runtime: NamedDependency[Runtime],
+        hot: NamedDependency[HotState],
         db: NamedDependency[AsyncSession],
     ) -> schemas.CheckResult:
         """Allow or deny for (subject, path, method) in this org, as the gateway decides it now."""
-        subject, decision = await _decide(org, data, runtime, db)
+        subject, decision = await _decide(org, data, hot, db)
         return schemas.CheckResult(allowed=decision.allowed, subject=subject)
 
     @post("/explain", status_code=200)
@@ -110,15 +109,15 @@ class DecisionsController(Controller):
         self,
         org: FromPath[str],
         data: JSONBody[schemas.CheckRequest],
-        runtime: NamedDependency[Runtime],
+        hot: NamedDependency[HotState],
         db: NamedDependency[AsyncSession],
     ) -> schemas.ExplainResult:
         """The decision, the subject's roles here, and the policy line that decided (Casbin's enforce_ex)."""
-        subject, decision = await _decide(org, data, runtime, db)
+        subject, decision = await _decide(org, data, hot, db)
         return schemas.ExplainResult(
             allowed=decision.allowed,
             subject=subject,
-            roles=list(runtime.state.roles_of(subject, org)),
+            roles=list(hot.roles_of(subject, org)),
             rule=["p", *decision.rule] if decision.rule else None,
             reason=decision.reason,
         )

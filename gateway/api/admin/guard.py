@@ -73,7 +73,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     state = runtime.state
     headers = connection.headers
     principal = authenticate(
-        runtime.tokens, headers.get("authorization"), api_key=headers.get("x-api-key"), state=state
+        runtime.services.tokens, headers.get("authorization"), api_key=headers.get("x-api-key"), state=state
     )
     mode = handler.opt.get("authz", "org")
     method = connection.scope["method"]  # type: ignore[typeddict-item]
@@ -95,7 +95,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
         try:
             enforce(state, principal.subject, domain, obj, method, key=principal.key)
         except Denied as denied:
-            runtime.audit.emit(
+            runtime.services.audit.emit(
                 AuditEvent(
                     method=method,
                     path=connection.url.path,
@@ -121,7 +121,7 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
 async def _require_mfa_for_superadmins(runtime: Runtime, principal: Principal) -> None:
     if SUPERADMIN not in runtime.state.roles_of(principal.subject, ANY_DOMAIN):
         return
-    async with runtime.sessions() as db:
+    async with runtime.services.sessions() as db:
         if await confirmed_factor(db, principal.user_id) is None:
             raise MfaEnrollmentRequired("superadmins must turn on two-step sign-in (POST /auth/mfa/totp) first")
 

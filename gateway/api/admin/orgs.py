@@ -14,8 +14,8 @@ from gateway.db.models import User
 from gateway.errors import InvalidToken
 from gateway.manage import orgs
 from gateway.manage.common import find_org
+from gateway.policy import HotState
 from gateway.policy.rules import ANY_DOMAIN
-from gateway.runtime import Runtime
 
 
 class OrgsController(Controller):
@@ -35,7 +35,7 @@ class OrgsController(Controller):
     async def list_orgs(
         self,
         caller: NamedDependency[Caller],
-        runtime: NamedDependency[Runtime],
+        hot: NamedDependency[HotState],
         db: NamedDependency[AsyncSession],
         cursor: Cursor = None,
         limit: Limit = DEFAULT_PAGE,
@@ -44,7 +44,7 @@ class OrgsController(Controller):
         user = await db.get(User, caller.user_id)
         if user is None or user.disabled:
             raise InvalidToken("token rejected")
-        everything = allowed(runtime.state, caller.principal, ANY_DOMAIN, admin_object("/admin/orgs", {}), "GET")
+        everything = allowed(hot, caller.principal, ANY_DOMAIN, admin_object("/admin/orgs", {}), "GET")
         page = await orgs.list_orgs(db, member_id=None if everything else caller.user_id, cursor=cursor, limit=limit)
         return schemas.OrgPage([org_view(org) for org in page.items], page.next_cursor)
 
