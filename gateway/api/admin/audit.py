@@ -11,7 +11,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, audit_view
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit
 from gateway.manage import audit
 from gateway.manage.common import find_org
 
@@ -29,7 +29,7 @@ async def _list(
     page = await audit.list_events(
         db, org=org, actor=actor, action=action, since=since, until=until, cursor=cursor, limit=limit
     )
-    return schemas.AuditPage([audit_view(v) for v in page.items], page.next_cursor)
+    return schemas.AuditPage(page.items, page.next_cursor)
 
 
 ActorFilter = Annotated[str | None, QueryParameter(max_length=200, description="e.g. user:<id> or cli:<name>")]

@@ -8,7 +8,7 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, key_view, member_view
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit
 from gateway.api.admin.guard import Caller
 from gateway.db.models import Organization, User
 from gateway.errors import Forbidden
@@ -22,7 +22,7 @@ NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
 
 def _page(page: Page[keys.KeyView]) -> schemas.KeyPage:
-    return schemas.KeyPage([key_view(k) for k in page.items], page.next_cursor)
+    return schemas.KeyPage(page.items, page.next_cursor)
 
 
 def _member_id(caller: Caller, member: FromPath[str]) -> str:
@@ -41,7 +41,7 @@ async def _create(
     key, view = await keys.create_key(
         db, caller.actor, org, user, name=data.name, expires_in_days=data.expires_in_days, scopes=data.scopes
     )
-    return Response(schemas.KeyCreated(key=key, details=key_view(view)), status_code=201, headers=NO_STORE)
+    return Response(schemas.KeyCreated(key=key, details=view), status_code=201, headers=NO_STORE)
 
 
 class KeysController(Controller):
@@ -112,7 +112,7 @@ class ServiceAccountsController(Controller):
         self, org: FromPath[str], db: NamedDependency[AsyncSession], cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
     ) -> schemas.MemberPage:
         page = await keys.list_service_accounts(db, await find_org(db, org), cursor=cursor, limit=limit)
-        return schemas.MemberPage([member_view(m) for m in page.items], page.next_cursor)
+        return schemas.MemberPage(page.items, page.next_cursor)
 
     @post("/")
     async def create(
@@ -124,7 +124,7 @@ class ServiceAccountsController(Controller):
     ) -> schemas.MemberView:
         """A non-human member with a role (never owner); it authenticates with API keys only."""
         found = await find_org(db, org)
-        return member_view(await keys.create_service_account(db, caller.actor, found, name=data.name, role=data.role))
+        return await keys.create_service_account(db, caller.actor, found, name=data.name, role=data.role)
 
     @delete("/{account:str}")
     async def remove(

@@ -8,7 +8,7 @@ from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit, member_view
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit
 from gateway.api.admin.guard import Caller
 from gateway.manage import members
 from gateway.manage.common import find_org
@@ -24,7 +24,7 @@ class MembersController(Controller):
     ) -> schemas.MemberPage:
         """Members (people and service accounts), ordered by user id."""
         page = await members.list_members(db, await find_org(db, org), cursor=cursor, limit=limit)
-        return schemas.MemberPage([member_view(m) for m in page.items], page.next_cursor)
+        return schemas.MemberPage(page.items, page.next_cursor)
 
     @post("/")
     async def add(
@@ -36,14 +36,13 @@ class MembersController(Controller):
     ) -> schemas.MemberView:
         """Add an existing user (by email or user_id) with a role; granting owner takes an owner."""
         found = await find_org(db, org)
-        view = await members.add_member(db, caller.actor, found, role=data.role, email=data.email, user_id=data.user_id)
-        return member_view(view)
+        return await members.add_member(db, caller.actor, found, role=data.role, email=data.email, user_id=data.user_id)
 
     @get("/{member:str}")
     async def read(
         self, org: FromPath[str], member: FromPath[str], db: NamedDependency[AsyncSession]
     ) -> schemas.MemberView:
-        return member_view(await members.get_member(db, await find_org(db, org), member))
+        return await members.get_member(db, await find_org(db, org), member)
 
     @patch("/{member:str}")
     async def change_role(
@@ -56,7 +55,7 @@ class MembersController(Controller):
     ) -> schemas.MemberView:
         """Takes effect on the next request, proxied or admin. The last owner cannot be demoted (409)."""
         found = await find_org(db, org)
-        return member_view(await members.change_role(db, caller.actor, found, member, data.role))
+        return await members.change_role(db, caller.actor, found, member, data.role)
 
     @delete("/{member:str}")
     async def remove(

@@ -16,14 +16,14 @@ from gateway.manage.common import Page, find_org
 
 
 def _page(page: Page[policies.LineView]) -> schemas.LinePage:
-    return schemas.LinePage([schemas.LineView(v.id, v.line, v.origin) for v in page.items], page.next_cursor)
+    return schemas.LinePage(page.items, page.next_cursor)
 
 
 async def _add(
     db: AsyncSession, caller: Caller, org: Organization | None, lines: list[str | list[str]]
 ) -> list[schemas.LineView]:
     stored = await policies.add_lines(db, caller.actor, org, lines)
-    return [schemas.LineView(v.id, v.line, v.origin) for v in stored]
+    return list(stored)
 
 
 class PoliciesController(Controller):

@@ -10,7 +10,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag, if_match, role_view
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag, if_match
 from gateway.api.admin.guard import Caller
 from gateway.manage import roles
 from gateway.manage.common import find_org
@@ -31,7 +31,7 @@ class RolesController(Controller):
     ) -> schemas.RolePage:
         """System roles first, then custom roles by name."""
         page = await roles.list_roles(db, await find_org(db, org), cursor=cursor, limit=limit)
-        return schemas.RolePage([role_view(r) for r in page.items], page.next_cursor)
+        return schemas.RolePage(page.items, page.next_cursor)
 
     @post("/")
     async def create(
@@ -51,14 +51,14 @@ class RolesController(Controller):
             permissions=_permissions(data.permissions),
             inherits=data.inherits,
         )
-        return Response(role_view(view), status_code=201, headers=etag(view.version))
+        return Response(view, status_code=201, headers=etag(view.version))
 
     @get("/{role:str}")
     async def read(
         self, org: FromPath[str], role: FromPath[str], db: NamedDependency[AsyncSession]
     ) -> Response[schemas.RoleView]:
         view = await roles.get_role(db, await find_org(db, org), role)
-        return Response(role_view(view), headers=etag(view.version))
+        return Response(view, headers=etag(view.version))
 
     @put("/{role:str}")
     async def replace(
@@ -81,7 +81,7 @@ class RolesController(Controller):
             inherits=data.inherits,
             if_match=if_match(match),
         )
-        return Response(role_view(view), headers=etag(view.version))
+        return Response(view, headers=etag(view.version))
 
     @delete("/{role:str}")
     async def remove(

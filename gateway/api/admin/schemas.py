@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import msgspec
+
+# The views the management services return are the API's answers too: one type per shape.
+from gateway.manage.audit import AuditView as AuditView
+from gateway.manage.keys import KeyView as KeyView
+from gateway.manage.members import MemberView as MemberView
+from gateway.manage.policies import LineView as LineView
+from gateway.manage.roles import RoleView as RoleView
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True):
@@ -68,15 +74,6 @@ class MemberUpdate(Body):
     role: str
 
 
-class MemberView(msgspec.Struct):
-    user_id: str
-    email: str | None
-    name: str
-    kind: str
-    role: str
-    created_at: dt.datetime
-
-
 class MemberPage(msgspec.Struct):
     items: list[MemberView]
     next_cursor: str | None
@@ -109,21 +106,6 @@ class RoleReplace(Body):
     inherits: list[str] = msgspec.field(default_factory=list)
 
 
-class PermissionView(msgspec.Struct):
-    path: str
-    methods: list[str]
-    effect: str
-
-
-class RoleView(msgspec.Struct):
-    name: str
-    system: bool
-    description: str
-    permissions: list[PermissionView]
-    inherits: list[str]
-    version: int
-
-
 class RolePage(msgspec.Struct):
     items: list[RoleView]
     next_cursor: str | None
@@ -135,12 +117,6 @@ class RolePage(msgspec.Struct):
 class LinesAdd(Body):
     lines: list[str | list[str]]
     """Each a CSV line (`"p, viewer, acme, /x, GET"`) or its values (`["p", "viewer", "acme", "/x", "GET"]`)."""
-
-
-class LineView(msgspec.Struct):
-    id: int
-    line: str
-    origin: str
 
 
 class LinePage(msgspec.Struct):
@@ -179,19 +155,6 @@ class KeyCreate(Body):
     scopes: list[str] = msgspec.field(default_factory=list)
 
 
-class KeyView(msgspec.Struct):
-    id: str
-    name: str
-    user_id: str
-    prefix: str
-    last4: str
-    scopes: list[str]
-    created_at: dt.datetime
-    expires_at: dt.datetime | None
-    last_used_at: dt.datetime | None
-    revoked_at: dt.datetime | None
-
-
 class KeyCreated(msgspec.Struct):
     key: str
     """Shown once; only a hash is stored."""
@@ -204,18 +167,6 @@ class KeyPage(msgspec.Struct):
 
 
 # -- audit ------------------------------------------------------------------------------------------------
-
-
-class AuditView(msgspec.Struct):
-    id: int
-    created_at: dt.datetime
-    actor: str
-    action: str
-    org: str | None
-    target: str
-    before: Any
-    after: Any
-    request_id: str | None
 
 
 class AuditPage(msgspec.Struct):
