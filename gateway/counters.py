@@ -23,6 +23,7 @@ from limits import RateLimitItem
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter, RateLimiter, SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
+from limits.util import WindowStats
 
 log = logging.getLogger("gateway.counters")
 # Redis answers in well under a millisecond; a store slower than this is treated as down for that call.
@@ -112,21 +113,20 @@ class Window:
 
     async def count(self, *ids: str) -> int:
         """Events counted in the window so far."""
-        try:
-            stats = await self._strategy.get_window_stats(self.item, *ids)
-        except StorageError as exc:
-            _store_down(self._what, exc)
-            return 0
-        return self.item.amount - stats.remaining
+        stats = await self._stats(ids)
+        return self.item.amount - stats.remaining if stats else 0
 
     async def retry_after(self, *ids: str) -> int:
         """Whole seconds until the budget has room again (at least 1)."""
+        stats = await self._stats(ids)
+        return max(1, math.ceil(stats.reset_time - time.time())) if stats else 1
+
+    async def _stats(self, ids: tuple[str, ...]) -> WindowStats | None:
         try:
-            stats = await self._strategy.get_window_stats(self.item, *ids)
+            return await self._strategy.get_window_stats(self.item, *ids)
         except StorageError as exc:
             _store_down(self._what, exc)
-            return 1
-        return max(1, math.ceil(stats.reset_time - time.time()))
+            return None
 
     async def clear(self, *ids: str) -> None:
         try:
