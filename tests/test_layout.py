@@ -52,6 +52,17 @@ def test_packages_import_only_downwards(package: str) -> None:
         assert not above, (str(module.relative_to(PACKAGE)), above)
 
 
+LEAVES = ("asgitypes", "counters", "errors", "namespace", "paths", "settings")
+
+
+@pytest.mark.parametrize("leaf", LEAVES)
+def test_the_leaf_modules_import_no_package(leaf: str) -> None:
+    """The modules at the bottom (paths, errors, settings, counters and what they need) import no gateway
+    package, only one another, so every package may use them."""
+    imported = {name for name in _imports(PACKAGE / f"{leaf}.py") if name.startswith("gateway.")}
+    assert imported <= {f"gateway.{other}" for other in LEAVES}, (leaf, imported)
+
+
 def test_the_data_plane_imports_no_framework() -> None:
     """The front door and gateway.proxy import nothing from Litestar (tests/test_asgi.py also checks that no
     Litestar code runs for a proxied request); only gateway.app and gateway.api build the control plane."""
