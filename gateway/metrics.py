@@ -6,6 +6,9 @@ gateway_overhead_seconds{route}                   the gateway's own share (total
 gateway_upstream_seconds{route}                   the upstream's share, for forwarded requests
 gateway_upstream_in_flight{route}                 upstream requests under way (pool usage)
 gateway_policy_version, gateway_policy_rules      the policy snapshot being served
+gateway_password_hashes_in_flight, _queued        Argon2 runs under way, callers waiting for one
+gateway_password_hashes_shed_total                callers refused at once (503) because the queue was full
+gateway_password_hashes_total                     Argon2 runs started
 
 The request path only adds to plain counters (one event loop owns them, so no locks); prometheus_client turns
 them into its text format when /metrics is scraped (a custom collector), the reference exposition code.
@@ -21,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from gateway.access.audit import AuditEvent
+from gateway.identity.passwords import HashGate
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -61,9 +65,15 @@ class RouteStats:
 
 
 class Metrics(Collector):
-    def __init__(self, policy_version: Callable[[], float], policy_rules: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        policy_version: Callable[[], float],
+        policy_rules: Callable[[], float],
+        hashing: HashGate | None = None,
+    ) -> None:
         self._policy_version = policy_version
         self._policy_rules = policy_rules
+        self._hashing = hashing
         self._routes: dict[str, RouteStats] = {}
         self._requests: dict[tuple[str, int, str], int] = {}
         self.registry = CollectorRegistry()
@@ -113,6 +123,14 @@ class Metrics(Collector):
         yield in_flight
         yield GaugeMetricFamily("gateway_policy_version", "Version of the policy being served.", self._policy_version())
         yield GaugeMetricFamily("gateway_policy_rules", "Lines in the policy being served.", self._policy_rules())
+        if self._hashing is not None:
+            gate = self._hashing
+            yield GaugeMetricFamily("gateway_password_hashes_in_flight", "Argon2 runs under way.", gate.running)
+            yield GaugeMetricFamily("gateway_password_hashes_queued", "Callers waiting to hash.", gate.waiting)
+            yield CounterMetricFamily(
+                "gateway_password_hashes_shed", "Callers refused because the hashing queue was full.", gate.shed
+            )
+            yield CounterMetricFamily("gateway_password_hashes", "Argon2 runs started.", gate.runs)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,7 +22,7 @@ from gateway.db.engine import create_engine, session_factory
 from gateway.db.listen import Listener
 from gateway.db.models import ApiKey
 from gateway.identity.mail import Mailer
-from gateway.identity.passwords import PasswordHasher
+from gateway.identity.passwords import PasswordHasher, usable_cpus
 from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import TokenService, load_or_create_keys
@@ -122,7 +122,14 @@ class Runtime:
             per_org=limits.per_org_per_minute,
             per_key=limits.per_key_per_minute,
         )
-        metrics = Metrics(lambda: self.state.version, lambda: self.state.rule_count)
+        metrics = Metrics(lambda: self.state.version, lambda: self.state.rule_count, self.hasher.gate)
+        gate = self.hasher.gate
+        log.info(
+            "password hashing: at most %d at once (of %d CPUs), %d may wait, then 503",
+            gate.concurrency,
+            usable_cpus(),
+            gate.queue,
+        )
         audit = AuditSink(settings.audit_log)
         audit.start()
         pipeline = Pipeline(
@@ -185,6 +192,7 @@ class Runtime:
         for pool in services.pools.values():
             await pool.close()
         await services.db.dispose()
+        self.hasher.gate.close()
 
     async def refresh(self, *, force: bool = False) -> None:
         """Reload now if anything changed (called after this process writes), or unconditionally with `force`;

@@ -132,6 +132,16 @@ class Passwords(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Argon2 iterations."""
     parallelism: int = 1
     """Argon2 lanes."""
+    max_concurrent: int | None = None
+    """Argon2 runs at once in this process (each in its own thread). Default: half the CPUs it may use, at least
+    one, so that a login storm leaves the rest to proxied traffic. With several workers the bound is per
+    worker: size it as (CPUs for hashing) / workers."""
+    queue: int | None = None
+    """Callers that may wait for a hashing slot; one more gets 503 with Retry-After at once, before any lookup
+    (the same answer for every email). Default: 8 per slot."""
+    niceness: int = 10
+    """Nice value of the hashing threads (Linux: per thread; 0 to keep the process's): proxied traffic gets
+    the CPU first and hashing what is left."""
 
 
 class Mail(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -277,6 +287,13 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("login: free_failures and ip_failures_per_window must be at least 1")
     if not 1 <= login.base_lock_seconds <= login.max_lock_seconds:
         raise ConfigError("login: 1 <= base_lock_seconds <= max_lock_seconds")
+    passwords = settings.passwords
+    if passwords.max_concurrent is not None and not 1 <= passwords.max_concurrent <= 256:
+        raise ConfigError("passwords.max_concurrent: between 1 and 256")
+    if passwords.queue is not None and not 0 <= passwords.queue <= 10_000:
+        raise ConfigError("passwords.queue: between 0 and 10000")
+    if not 0 <= passwords.niceness <= 19:
+        raise ConfigError("passwords.niceness: between 0 and 19")
     if settings.policy_poll_seconds <= 0:
         raise ConfigError("policy_poll_seconds: must be positive")
     if isinstance(settings.workers, int) and not 1 <= settings.workers <= 256:

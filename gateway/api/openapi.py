@@ -42,7 +42,8 @@ _DESCRIPTIONS = {
     412: "If-Match names a version that is no longer current",
     422: "Well-formed input with an invalid value; `field` names it",
     429: "Too many attempts; Retry-After says when to try again",
-    503: "The database is unreachable; Retry-After says when to try again",
+    503: "The database is unreachable, or (sign-in and password changes) password hashing is saturated; "
+    "Retry-After says when to try again",
 }
 _THROTTLED = ("/auth/login", "/auth/login/mfa", "/auth/register", "/auth/forgot-password", "/auth/reset-password")
 

@@ -91,15 +91,18 @@ async def login(
 ) -> sessions.TokenPair | MfaRequired:
     """Check the password (always one Argon2 run, whether or not the user exists), then issue tokens, or only
     an MFA challenge when the user has a second factor. Failures are throttled per email (known or not) and per
-    client IP."""
+    client IP; when password hashing is saturated the login is refused (503) before anything is looked up."""
     try:
         address = normalise_email(email)
     except Unprocessable:
         address = None
     account = address or email.strip().lower()[:320]
     await throttle.check(account, client.ip)
-    user = await session.scalar(select(User).where(User.email == address, User.kind == "human")) if address else None
-    valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
+    with hasher.admit():  # 503 now, before the lookup, when hashing is saturated: the same for every email
+        user = (
+            await session.scalar(select(User).where(User.email == address, User.kind == "human")) if address else None
+        )
+        valid, new_hash = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not valid or user.disabled:
         await throttle.failed(account, client.ip)
         raise LoginFailed()

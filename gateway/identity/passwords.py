@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
+import logging
+import os
 import secrets
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
+from gateway.errors import ServiceUnavailable
 from gateway.settings import Passwords
+
+log = logging.getLogger("gateway.passwords")
+T = TypeVar("T")
+_ADMITTED: contextvars.ContextVar[bool] = contextvars.ContextVar("gateway_hash_admitted", default=False)
 
 MIN_LENGTH = 8
 MAX_LENGTH = 128
@@ -47,8 +60,97 @@ def password_problem(password: str, *, email: str | None = None) -> str | None:
     return None
 
 
+class HashingBusy(ServiceUnavailable):
+    """Every hashing slot is taken and the queue behind them is full: answered at once, before any lookup, the
+    same for every email."""
+
+    slug = "busy"
+    title = "Too busy to check passwords"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many sign-ins at once; try again shortly", headers={"retry-after": str(retry_after)})
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_concurrency() -> int:
+    """Half the CPUs this process may run on, at least one."""
+    return max(1, usable_cpus() // 2)
+
+
+def _lower_priority(niceness: int) -> None:
+    """Run in each hashing thread as it starts: on Linux a thread has its own nice value, so the scheduler
+    gives the event loop (proxied traffic) the CPU first and hashing what is left."""
+    if niceness and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+        except OSError:  # not permitted here: hashing keeps the process's priority
+            log.warning("could not lower the password-hashing threads' priority")
+
+
+class HashGate:
+    """At most `concurrency` Argon2 runs at once, in this gate's own threads, and at most `queue` callers
+    waiting for one; one more is refused at once (`HashingBusy`)."""
+
+    def __init__(self, concurrency: int, queue: int, niceness: int) -> None:
+        self.concurrency = concurrency
+        self.queue = queue
+        self.running = 0
+        self.waiting = 0
+        self.shed = 0
+        """Callers refused because the queue was full (a counter)."""
+        self.runs = 0
+        """Argon2 runs started (a counter)."""
+        self._slots = asyncio.Semaphore(concurrency)
+        self._threads = ThreadPoolExecutor(
+            concurrency, thread_name_prefix="argon2", initializer=_lower_priority, initargs=(niceness,)
+        )
+        self._admitted = 0
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold a place for the hashing to come, or raise `HashingBusy` now (before any other work). Within an
+        admission, further admissions of the same task (its hashes and verifications) hold the same place."""
+        if _ADMITTED.get():
+            yield
+            return
+        if self._admitted >= self.concurrency + self.queue:
+            self.shed += 1
+            raise HashingBusy(retry_after=1 + self._admitted // (self.concurrency * 8))
+        self._admitted += 1
+        token = _ADMITTED.set(True)
+        try:
+            yield
+        finally:
+            _ADMITTED.reset(token)
+            self._admitted -= 1
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in a hashing thread once a slot is free (within an admission)."""
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        self.runs += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+        finally:
+            self.running -= 1
+            self._slots.release()
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
 class PasswordHasher:
-    """Hashes and verifies passwords; verification of an unknown user still costs one full Argon2 run."""
+    """Hashes and verifies passwords through a `HashGate`; verification of an unknown user still costs one full
+    Argon2 run. Callers that must refuse before doing other work (login) call `admit()` first; the others are
+    admitted as they hash."""
 
     def __init__(self, settings: Passwords) -> None:
         self._hash = PasswordHash(
@@ -62,13 +164,21 @@ class PasswordHasher:
         )
         # A hash of a random secret: verifying against it makes an unknown email as slow as a wrong password.
         self._dummy = self._hash.hash(secrets.token_urlsafe(16))
+        concurrency = settings.max_concurrent or default_concurrency()
+        queue = settings.queue if settings.queue is not None else 8 * concurrency
+        self.gate = HashGate(concurrency, queue, settings.niceness)
+
+    def admit(self) -> contextlib.AbstractContextManager[None]:
+        return self.gate.admit()
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hash.hash, password)
+        with self.gate.admit():
+            return await self.gate.run(self._hash.hash, password)
 
     async def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         """Return (valid, new_hash); `new_hash` is set when the stored hash uses outdated parameters."""
-        if stored is None:
-            await asyncio.to_thread(self._hash.verify, password, self._dummy)
-            return False, None
-        return await asyncio.to_thread(self._hash.verify_and_update, password, stored)
+        with self.gate.admit():
+            if stored is None:
+                await self.gate.run(self._hash.verify, password, self._dummy)
+                return False, None
+            return await self.gate.run(self._hash.verify_and_update, password, stored)
