@@ -51,6 +51,7 @@ from gateway.policy.store import add_rules
 from gateway.runtime import Runtime
 from gateway.serve import StrictHttpToolsProtocol
 from gateway.settings import Settings, settings_from_mapping
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -243,6 +244,15 @@ class Gateway:
     upstream: Upstream
 
     front: FrontDoor | None = None
+    server: uvicorn.Server | None = None
+
+    async def settled(self, within: float = 5.0) -> None:
+        """Until no request is in flight in the server, background work after a response (a Litestar
+        BackgroundTask, such as preparing a reset email) included: uvicorn holds each request's task until the
+        application returns."""
+        server = self.server
+        assert server is not None, "a Gateway made by serving() or the gateway fixture"
+        await eventually(lambda: not server.server_state.tasks, within=within, what="requests still in flight")
 
     def control_routes(self) -> list[Any]:
         """The routes of the control plane's Litestar application."""
@@ -379,10 +389,7 @@ async def start_gateway(
     config.clients = app.runtime.settings.clients  # type: ignore[attr-defined]  # as GatewayConfig carries them
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock, *also]))
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: server.started or task.done(), what="uvicorn never started")
     if task.done():
         task.result()
     assert server.started, "gateway did not start"
@@ -405,7 +412,7 @@ async def serving(settings: Settings, upstream: Upstream) -> AsyncIterator[Gatew
     url, server, task = await start_gateway(front)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front)
+            yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front, server=server)
     finally:
         server.should_exit = True
         await task
@@ -419,7 +426,7 @@ async def gateway(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncItera
     front = create_gateway(settings)
     url, server, task = await start_gateway(front)
     async with aiohttp.ClientSession(auto_decompress=False) as http:
-        yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front)
+        yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front, server=server)
     server.should_exit = True
     await task
 

@@ -25,6 +25,7 @@ from tests.conftest import (
     serving,
     start_gateway,
 )
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -207,12 +208,16 @@ async def test_the_readme_proxy_examples_forward_only_what_the_gateway_allowed(
         key = await fronted.key("acme", "viewer@acme.test")
         user_id = fronted.runtime.services.tokens.verify(token).user_id
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
+
+        async def listening() -> bool:
             try:
                 async with fronted.http.get(base + "/ping"):
-                    break
+                    return True
             except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
+                assert process.returncode is None, f"{proxy} exited"
+                return False
+
+        await eventually(listening, within=10, every=0.05, what=f"{proxy} never listened")
         for credential in ({"Authorization": f"Bearer {token}", "X-Org": "acme"}, {"X-API-Key": key}):
             async with fronted.http.get(base + "/reports/1?full=1", headers=credential) as response:
                 assert response.status == 200, await response.text()

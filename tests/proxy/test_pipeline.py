@@ -25,6 +25,7 @@ from tests.conftest import (
     serving,
     start_gateway,
 )
+from tests.waiting import eventually
 
 PROBLEM = "application/problem+json"
 
@@ -508,12 +509,11 @@ async def test_changes_made_elsewhere_arrive_by_polling(gateway: Gateway) -> Non
         user = await members.find_user(session, email="member@acme.test")
         await members.change_role(session, CLI, await find_org(session, "acme"), user.id, "admin")
         await session.commit()
-    for _ in range(50):
-        if (await gateway.call("DELETE", "/api/x", token=tokens["member"], org="acme"))[0] == 200:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the change never reached the running gateway")
+
+    async def allowed() -> bool:
+        return (await gateway.call("DELETE", "/api/x", token=tokens["member"], org="acme"))[0] == 200
+
+    await eventually(allowed, within=2.5, every=0.05, what="the change never reached the running gateway")
 
 
 async def test_watched_files_reload_and_bad_edits_are_refused(
@@ -544,39 +544,43 @@ async def test_watched_files_reload_and_bad_edits_are_refused(
         async def status(method: str) -> int:
             return (await gateway.call(method, "/api/x", token=token, org="acme"))[0]
 
-        async def eventually(method: str, expected: int) -> None:
-            for _ in range(100):
-                if await status(method) == expected:
-                    return
-                await asyncio.sleep(0.05)
-            raise AssertionError(f"{method} never became {expected}")
+        async def becomes(method: str, expected: int) -> None:
+            async def answered() -> bool:
+                return await status(method) == expected
+
+            await eventually(answered, every=0.05, what=f"{method} never became {expected}")
 
         assert (await status("GET"), await status("DELETE")) == (200, 403)
         with policy_file.open("a") as handle:
             handle.write("p, viewer, acme, /api/x, DELETE\n")
-        await eventually("DELETE", 200)
+        await becomes("DELETE", 200)
         loaded_at = gateway.runtime.state.loaded_at
 
         caplog.set_level(logging.ERROR, logger="gateway")
         with policy_file.open("a") as handle:  # a poisoned line: the whole edit is refused
             handle.write("p, viewer, acme, /a,b, GET\np, viewer, acme, /api/y, POST\n")
-        for _ in range(20):  # traffic keeps flowing on the old policy meanwhile
-            assert (await status("GET"), await status("DELETE")) == (200, 200)
-            await asyncio.sleep(0.02)
-        assert "policy files refused" in caplog.text
+        await eventually(lambda: "policy files refused" in caplog.text, what="the poisoned edit was not refused")
         assert "system.csv:" in caplog.text
+        # Traffic keeps flowing on the old policy meanwhile, through several more polls of the watcher.
+        syncs = {gateway.runtime.last_sync}
+
+        async def flowing_through_polls() -> bool:
+            assert (await status("GET"), await status("DELETE")) == (200, 200)
+            syncs.add(gateway.runtime.last_sync)
+            return len(syncs) > 3
+
+        await eventually(flowing_through_polls, what="the watcher stopped polling after the refused edit")
         assert gateway.runtime.state.loaded_at == loaded_at
         assert (await gateway.call("POST", "/api/y", token=token, org="acme"))[0] == 403
 
         caplog.clear()
         model.write_text("[request_definition]\nr = sub\n")  # a broken model is refused the same way
-        await asyncio.sleep(0.3)
-        assert "casbin cannot load the model" in caplog.text
+        await eventually(lambda: "casbin cannot load the model" in caplog.text, what="the broken model was not refused")
         assert await status("DELETE") == 200
 
         model.write_text((ROOT / "model.conf").read_text())
         policy_file.write_text((ROOT / "policies" / "system.csv").read_text())
-        await eventually("DELETE", 403)  # the fixed files apply again
+        await becomes("DELETE", 403)  # the fixed files apply again
 
 
 async def test_underscore_header_names_are_refused(gateway: Gateway) -> None:
@@ -826,6 +830,8 @@ async def test_idempotent_requests_retry_a_refused_connection(db_url: str, upstr
                 return web.Response(text="late")
 
             async def come_up() -> None:
+                # Time is what is under test: the upstream comes up a moment later, after the first attempt was
+                # refused and during the back-off before the retry.
                 await asyncio.sleep(0.02)
                 late.app.router.add_get("/late/x", answer)
                 await late.setup()
@@ -851,12 +857,12 @@ async def test_client_disconnect_cancels_the_upstream_request(gateway: Gateway) 
             headers={"Authorization": f"Bearer {tokens['viewer']}", "X-Org": "acme"},
         ):
             pass
-    for _ in range(40):
-        events = [e for e in gateway.audit_events() if e["path"] == "/api/x/slow"]
-        if events:
-            break
-        await asyncio.sleep(0.05)
-    assert events, "no audit line for the abandoned request"
+    events = await eventually(
+        lambda: [e for e in gateway.audit_events() if e["path"] == "/api/x/slow"],
+        within=2,
+        every=0.05,
+        what="no audit line for the abandoned request",
+    )
     assert events[0]["status"] == 499
     assert events[0]["reason"] == "client disconnected"
     assert events[0]["duration_ms"] < 1500, "the gateway kept waiting for the upstream"
