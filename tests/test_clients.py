@@ -13,8 +13,7 @@ import aiohttp
 import pytest
 import uvicorn
 
-from gateway.asgi import create_gateway
-from tests.conftest import Upstream, gateway_settings, load_system_policy, start_gateway
+from tests.conftest import Upstream, bare_serving
 from tests.waiting import eventually
 
 
@@ -30,23 +29,14 @@ class Strict:
 
 
 @pytest.fixture
-async def strict(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncIterator[Strict]:
-    """A gateway with a 1-second header timeout, 2-second keep-alive and at most 20 connections."""
-    await load_system_policy(db_url)
-    settings = gateway_settings(
-        db_url,
-        upstream.url,
-        audit_log="off",
-        clients={"header_timeout": 1.0, "keep_alive_timeout": 2, "max_connections": 20},
-    )
-    front = create_gateway(settings)
-    url, server, task = await start_gateway(front)
-    host, port = url.removeprefix("http://").split(":")
-    try:
-        yield Strict(host, int(port), server)
-    finally:
-        server.should_exit = True
-        await task
+async def strict(upstream: Upstream, tmp_path: Path) -> AsyncIterator[Strict]:
+    """A gateway with a 1-second header timeout, 2-second keep-alive and at most 20 connections (the bare data
+    plane: connection handling has nothing to do with the database)."""
+    clients = {"header_timeout": 1.0, "keep_alive_timeout": 2, "max_connections": 20}
+    async with bare_serving(upstream, tmp_path, audit_log="off", clients=clients) as gateway:
+        host, port = gateway.url.removeprefix("http://").split(":")
+        assert gateway.server is not None
+        yield Strict(host, int(port), gateway.server)
 
 
 async def _read_all(reader: asyncio.StreamReader) -> bytes:

@@ -20,7 +20,7 @@ import aiohttp
 from gateway.asgi import create_gateway
 from gateway.db.engine import create_engine, session_factory
 from gateway.policy.store import migrate
-from tests.conftest import ROOT, Gateway, Upstream, closed_port, gateway_settings, start_gateway
+from tests.conftest import ROOT, BareGateway, Gateway, Upstream, closed_port, gateway_settings, start_gateway
 from tests.waiting import eventually, eventually_blocking
 
 
@@ -305,3 +305,27 @@ def test_the_readme_readyz_reports_the_system_roles_after_migrate(tmp_path: Path
     finally:
         process.terminate()
         assert process.wait(timeout=20) == 0
+
+
+async def test_a_response_leaves_in_one_write_and_100_continue_is_not_held(bare: BareGateway) -> None:
+    """The head and a small body arrive together; a HEAD answer and an upload behind `Expect: 100-continue`
+    (the interim answer is sent at once, before the body) still work."""
+    tokens = bare.tokens
+    auth = f"Authorization: Bearer {tokens['member']}\r\nX-Org: acme\r\n"
+    host, port = bare.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /api/one HTTP/1.1\r\nHost: gw\r\n{auth}\r\n".encode())
+    first = await asyncio.wait_for(reader.read(65536), 5)
+    assert first.startswith(b"HTTP/1.1 200") and first.endswith(b'"bytes": 0}'), first
+    writer.write(f"HEAD /api/one HTTP/1.1\r\nHost: gw\r\n{auth}\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200")
+    writer.write(
+        f"POST /api/up HTTP/1.1\r\nHost: gw\r\n{auth}Content-Length: 5\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    answer = await asyncio.wait_for(reader.read(65536), 5)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"bytes": 5' in answer
+    writer.close()

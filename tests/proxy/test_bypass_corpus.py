@@ -17,8 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from gateway.policy.rules import Rule
-from gateway.policy.store import add_rules
-from tests.conftest import Gateway
+from tests.conftest import BareGateway
 
 ADMIN = "/api/admin/"
 
@@ -177,21 +176,14 @@ async def _raw(url: str, target: bytes, token: str, *, method: bytes = b"GET", e
     return int(line.split()[1]) if line.startswith(b"HTTP/1.1 ") else 0
 
 
-async def _viewer(gateway: Gateway) -> str:
-    await gateway.org("acme")
-    await gateway.user("viewer@acme.test", org="acme", role="viewer")
-    async with gateway.runtime.services.sessions() as session:
-        # Both lines: keyMatch2's `/api/admin/*` does not match `/api/admin` itself (`policy lint` warns).
-        await add_rules(
-            session,
-            [
-                Rule("p", ("viewer", "acme", "/api/admin", "*", "deny")),
-                Rule("p", ("viewer", "acme", "/api/admin/*", "*", "deny")),
-            ],
-        )
-        await session.commit()
-    await gateway.runtime.refresh()
-    return await gateway.login("viewer@acme.test")
+def _viewer(gateway: BareGateway) -> str:
+    """A viewer of acme, denied the admin area: its access token."""
+    # Both lines: keyMatch2's `/api/admin/*` does not match `/api/admin` itself (`policy lint` warns).
+    gateway.install(
+        Rule("p", ("viewer", "acme", "/api/admin", "*", "deny")),
+        Rule("p", ("viewer", "acme", "/api/admin/*", "*", "deny")),
+    )
+    return gateway.tokens["viewer"]
 
 
 def test_corpus_is_large() -> None:
@@ -199,18 +191,18 @@ def test_corpus_is_large() -> None:
     assert len({target for target, _ in CORPUS}) == len(CORPUS) >= 100
 
 
-async def test_no_attempt_reaches_the_denied_area(gateway: Gateway) -> None:
+async def test_no_attempt_reaches_the_denied_area(bare: BareGateway) -> None:
     """Each attempt gets its one answer: refused with nothing forwarded, or forwarded with exactly the path that
     was authorized, never inside the denied area."""
-    token = await _viewer(gateway)
-    assert await _raw(gateway.url, b"/api/public/ok", token) == 200  # controls: the viewer can read...
-    assert await _raw(gateway.url, b"/api/admin/secret", token) == 403  # ...but not the admin area
+    token = _viewer(bare)
+    assert await _raw(bare.url, b"/api/public/ok", token) == 200  # controls: the viewer can read...
+    assert await _raw(bare.url, b"/api/admin/secret", token) == 403  # ...but not the admin area
     failures = []
     for target, expected in CORPUS:
-        before = len(gateway.upstream.seen)
-        events_before = len(gateway.audit_events())
-        status = await _raw(gateway.url, target, token)
-        forwarded = gateway.upstream.seen[before:]
+        before = len(bare.upstream.seen)
+        events_before = len(bare.audit_events())
+        status = await _raw(bare.url, target, token)
+        forwarded = bare.upstream.seen[before:]
         if status != expected:
             failures.append(f"{target[:60]!r}: {status}, expected {expected}")
             continue
@@ -222,7 +214,7 @@ async def test_no_attempt_reaches_the_denied_area(gateway: Gateway) -> None:
             failures.append(f"{target[:60]!r}: refused with {status} but forwarded")
             continue
         arrived = forwarded[0].raw_path.split("?", 1)[0]
-        events = gateway.audit_events()[events_before:]
+        events = bare.audit_events()[events_before:]
         authorized = [event["path"] for event in events if event["granted"]]
         if arrived.startswith(ADMIN) or arrived == ADMIN.rstrip("/"):
             failures.append(f"{target[:60]!r}: reached {arrived!r}")
@@ -245,23 +237,23 @@ async def test_no_attempt_reaches_the_denied_area(gateway: Gateway) -> None:
         (b"/api/public/%c0%ae%c0%ae/admin/secret", 400),  # overlong UTF-8 for `..`
     ],
 )
-async def test_known_vectors_get_the_documented_answer(gateway: Gateway, target: bytes, expected: int) -> None:
+async def test_known_vectors_get_the_documented_answer(bare: BareGateway, target: bytes, expected: int) -> None:
     """The advisory vectors get a specific, documented answer, not just any refusal."""
-    token = await _viewer(gateway)
-    assert await _raw(gateway.url, target, token) == expected
-    assert gateway.upstream.seen == []
+    token = _viewer(bare)
+    assert await _raw(bare.url, target, token) == expected
+    assert bare.upstream.seen == []
 
 
-async def test_method_spellings_are_not_a_way_around_method_rules(gateway: Gateway) -> None:
+async def test_method_spellings_are_not_a_way_around_method_rules(bare: BareGateway) -> None:
     """Lower-case or unknown methods and override headers cannot turn a denied DELETE into an allowed one."""
-    token = await _viewer(gateway)
+    token = _viewer(bare)
     # Methods are case-sensitive tokens: the HTTP parser refuses what is not upper case (400); an upper-case
     # method no line grants is denied by the enforcer (403).
     for method, expected in ((b"delete", 400), (b"DELETE", 403), (b"Delete", 400), (b"PURGE", 403)):
-        status = await _raw(gateway.url, b"/api/public/x", token, method=method)
+        status = await _raw(bare.url, b"/api/public/x", token, method=method)
         assert status == expected, method
-    assert gateway.upstream.seen == []
-    status = await _raw(gateway.url, b"/api/public/x", token, extra=b"X-HTTP-Method-Override: DELETE\r\n")
+    assert bare.upstream.seen == []
+    status = await _raw(bare.url, b"/api/public/x", token, extra=b"X-HTTP-Method-Override: DELETE\r\n")
     assert status == 200
-    assert gateway.upstream.last.method == "GET"
-    assert gateway.upstream.last.header("X-HTTP-Method-Override") is None
+    assert bare.upstream.last.method == "GET"
+    assert bare.upstream.last.header("X-HTTP-Method-Override") is None
