@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from litestar import Litestar
 from multidict import CIMultiDict
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
@@ -270,7 +271,9 @@ class Gateway:
     def control_routes(self) -> list[Any]:
         """The routes of the control plane's Litestar application."""
         assert self.front is not None
-        return list(self.front.control.routes)
+        control = self.front.control
+        assert isinstance(control, Litestar)
+        return list(control.routes)
 
     def audit_events(self) -> list[dict[str, Any]]:
         """Every audit line written so far."""

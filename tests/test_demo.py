@@ -14,7 +14,7 @@ from tests.conftest import ROOT, closed_port
 from tests.waiting import eventually_blocking
 
 
-def _call(url: str, method: str = "GET", body: dict[str, str] | None = None, **headers: str) -> tuple[int, bytes]:
+def _call(url: str, method: str = "GET", body: dict[str, str] | None = None, /, **headers: str) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(  # noqa: S310 - loopback
         url, data=data, method=method, headers={"content-type": "application/json", **headers}

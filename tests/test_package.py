@@ -76,7 +76,8 @@ async def test_an_installed_wheel_migrates_and_serves_outside_the_checkout(tmp_p
     try:
         async with aiohttp.ClientSession() as http:
 
-            async def readyz() -> dict[str, Any] | None:
+            async def readyz() -> dict[str, Any]:
+                """The /readyz answer, or {} while the gateway is not ready yet."""
                 try:
                     async with http.get(base + "/readyz") as response:
                         if response.status == 200:
@@ -85,7 +86,7 @@ async def test_an_installed_wheel_migrates_and_serves_outside_the_checkout(tmp_p
                 except aiohttp.ClientError:
                     pass
                 assert serving.returncode is None, "the installed gateway exited"
-                return None
+                return {}
 
             ready = await eventually(readyz, within=30, every=0.1, what="the installed gateway never became ready")
             assert ready["policy_rules"] > 0

@@ -288,14 +288,15 @@ def test_the_readme_readyz_reports_the_system_roles_after_migrate(tmp_path: Path
     )
     try:
 
-        def readyz() -> dict[str, object] | None:
+        def readyz() -> dict[str, object]:
+            """The /readyz answer, or {} while serve does not answer yet."""
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
                     answer: dict[str, object] = json.load(response)
                     return answer
             except OSError:
                 assert process.poll() is None, "serve exited"
-                return None
+                return {}
 
         ready = eventually_blocking(readyz, within=30, every=0.1, what="serve did not answer /readyz")
         shipped = [

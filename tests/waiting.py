@@ -7,13 +7,23 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import TypeVar, cast, overload
 
 T = TypeVar("T")
 
 
+@overload
 async def eventually(
-    predicate: Callable[[], T | Awaitable[T]], *, within: float = 5.0, every: float = 0.02, what: str = ""
+    predicate: Callable[[], Awaitable[T]], *, within: float = ..., every: float = ..., what: str = ...
+) -> T: ...
+@overload
+async def eventually(predicate: Callable[[], T], *, within: float = ..., every: float = ..., what: str = ...) -> T: ...
+async def eventually(
+    predicate: Callable[[], Awaitable[T]] | Callable[[], T],
+    *,
+    within: float = 5.0,
+    every: float = 0.02,
+    what: str = "",
 ) -> T:
     """Call `predicate` (plain or async) every `every` seconds until it returns something truthy, and return that;
     an AssertionError naming `what` if it never does `within` seconds. The last call is made at the deadline, so a
@@ -21,7 +31,7 @@ async def eventually(
     deadline = time.monotonic() + within
     while True:
         outcome = predicate()
-        result = cast(T, await outcome) if inspect.isawaitable(outcome) else cast(T, outcome)
+        result = cast(T, await outcome if inspect.isawaitable(outcome) else outcome)
         if result:
             return result
         if time.monotonic() >= deadline:

@@ -51,7 +51,7 @@ async def test_bad_credentials_are_401_with_bearer_challenge(bare: BareGateway) 
         "wrong-issuer": _forge({**good, "iss": "evil"}, key=key, kid=kid),
         "wrong-typ": _forge(good, key=key, kid=kid, typ="JWT"),
         "no-exp": _forge({k: v for k, v in good.items() if k != "exp"}, key=key, kid=kid),
-        "alg-none": jwt.encode(good, None, algorithm="none", headers={"kid": kid, "typ": "at+jwt"}),
+        "alg-none": jwt.encode(good, "", algorithm="none", headers={"kid": kid, "typ": "at+jwt"}),
         "tampered": tokens["viewer"][:-4] + ("AAAA" if not tokens["viewer"].endswith("AAAA") else "BBBB"),
     }
     for name, token in bad_tokens.items():

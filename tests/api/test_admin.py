@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import pytest
 
@@ -478,7 +479,7 @@ async def test_a_key_creates_keys_only_when_scoped_to_and_never_a_wider_or_longe
     )
     path = "/admin/orgs/acme/members/me/keys"
 
-    async def create(key: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    async def create(key: str, body: dict[str, object]) -> tuple[int, dict[str, Any]]:
         status, _, raw = await world.gateway.call("POST", path, headers={"X-API-Key": key}, json=body)
         return status, json.loads(raw)
 
@@ -520,7 +521,7 @@ async def test_cross_org_ids_are_not_found_and_change_nothing(world: World) -> N
     )
     # Naming globex's things under acme (where the admin may act) finds nothing there: 404. Acting under globex
     # itself is refused by the enforcer: 403.
-    attempts = [
+    attempts: list[tuple[str, str, dict[str, object] | None, int]] = [
         ("PATCH", f"/admin/orgs/acme/members/{outsider}", {"role": "viewer"}, 404),
         ("DELETE", f"/admin/orgs/acme/members/{outsider}", None, 404),
         ("DELETE", f"/admin/orgs/acme/members/{outsider}/keys/{gkey['details']['id']}", None, 404),

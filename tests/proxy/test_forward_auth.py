@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.asgi import create_gateway
@@ -43,7 +44,7 @@ async def fronted(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncItera
 
 async def _ask(
     gateway: Gateway, method: str, uri: str, token: str | None, org: str | None = "acme", **extra: str
-) -> tuple[int, dict[str, str]]:
+) -> tuple[int, CIMultiDict[str]]:
     headers = {"X-Forwarded-Method": method, "X-Forwarded-Uri": uri, **extra}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -127,7 +128,8 @@ def _readme_block(language: str) -> str:
     """The README's forward-auth example in `language` (there is exactly one)."""
     blocks = re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
     assert len(blocks) == 1, f"expected one {language} block in the README"
-    return blocks[0]
+    block: str = blocks[0]
+    return block
 
 
 NGINX_CONF = """

@@ -14,7 +14,10 @@ async def test_unknown_org_looks_exactly_like_a_denial(bare: BareGateway) -> Non
     unknown = await bare.call("GET", "/api/x", token=tokens["owner"], org="no-such-org")
     foreign = await bare.call("GET", "/api/x", token=tokens["owner"], org="globex")
     assert unknown[0] == foreign[0] == 403
-    strip = lambda body: {k: v for k, v in json.loads(body).items() if k != "decision_id"}  # noqa: E731
+
+    def strip(body: bytes) -> dict[str, object]:
+        return {k: v for k, v in json.loads(body).items() if k != "decision_id"}
+
     assert strip(unknown[2]) == strip(foreign[2])
     bogus = await bare.call("GET", "/api/x", token=tokens["owner"], org="*")
     assert bogus[0] == 403
