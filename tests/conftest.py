@@ -21,12 +21,18 @@ import asyncpg
 import pytest
 import uvicorn
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from litestar import Litestar
 from multidict import CIMultiDict
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 from yarl import URL
 
+from gateway.access.audit import AuditSink
+from gateway.access.peer import TrustedProxies
 from gateway.asgi import FrontDoor, create_gateway
+from gateway.asgitypes import Receive, Scope, Send
+from gateway.counters import Counters
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
 from gateway.db.models import (
@@ -44,13 +50,22 @@ from gateway.db.models import (
     User,
 )
 from gateway.identity import accounts, apikeys
+from gateway.identity.mail import Mailer
+from gateway.identity.throttle import LoginThrottle
+from gateway.identity.tokens import KeyRing, TokenService
 from gateway.manage import keys, members, orgs
 from gateway.manage.common import Actor, find_org
+from gateway.metrics import Metrics
+from gateway.policy import OrgRef, Rule, StateRows
 from gateway.policy.rules import parse_files
-from gateway.policy.store import add_rules
-from gateway.runtime import Runtime
+from gateway.policy.store import PolicyStore, add_rules
+from gateway.proxy.forward import upstream_session
+from gateway.proxy.limit import RateLimiter
+from gateway.proxy.pipeline import Pipeline
+from gateway.runtime import Runtime, Services
 from gateway.serve import StrictHttpToolsProtocol
-from gateway.settings import Settings, settings_from_mapping
+from gateway.settings import SHIPPED_POLICY, Settings, settings_from_mapping
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -243,11 +258,22 @@ class Gateway:
     upstream: Upstream
 
     front: FrontDoor | None = None
+    server: uvicorn.Server | None = None
+
+    async def settled(self, within: float = 5.0) -> None:
+        """Until no request is in flight in the server, background work after a response (a Litestar
+        BackgroundTask, such as preparing a reset email) included: uvicorn holds each request's task until the
+        application returns."""
+        server = self.server
+        assert server is not None, "a Gateway made by serving() or the gateway fixture"
+        await eventually(lambda: not server.server_state.tasks, within=within, what="requests still in flight")
 
     def control_routes(self) -> list[Any]:
         """The routes of the control plane's Litestar application."""
         assert self.front is not None
-        return list(self.front.control.routes)
+        control = self.front.control
+        assert isinstance(control, Litestar)
+        return list(control.routes)
 
     def audit_events(self) -> list[dict[str, Any]]:
         """Every audit line written so far."""
@@ -379,10 +405,7 @@ async def start_gateway(
     config.clients = app.runtime.settings.clients  # type: ignore[attr-defined]  # as GatewayConfig carries them
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock, *also]))
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: server.started or task.done(), what="uvicorn never started")
     if task.done():
         task.result()
     assert server.started, "gateway did not start"
@@ -405,7 +428,7 @@ async def serving(settings: Settings, upstream: Upstream) -> AsyncIterator[Gatew
     url, server, task = await start_gateway(front)
     try:
         async with aiohttp.ClientSession() as http:
-            yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front)
+            yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front, server=server)
     finally:
         server.should_exit = True
         await task
@@ -419,7 +442,7 @@ async def gateway(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncItera
     front = create_gateway(settings)
     url, server, task = await start_gateway(front)
     async with aiohttp.ClientSession(auto_decompress=False) as http:
-        yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front)
+        yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front, server=server)
     server.should_exit = True
     await task
 
@@ -445,3 +468,156 @@ def run_cli(args: list[str], db_url: str, stdin: str = "", **env: str) -> subpro
         timeout=60,
         check=False,
     )
+
+
+# -- the data plane without a database ------------------------------------------------------------------------
+
+BARE_DATABASE_URL = "sqlite+aiosqlite:////nonexistent/the-bare-data-plane-has-no-database.db"
+"""Settings and Services need a database URL; the bare data plane never opens it (its folder does not exist)."""
+BARE_USERS = {
+    "owner": ("00000000-0000-4000-8000-000000000001", "acme", "owner"),
+    "admin": ("00000000-0000-4000-8000-000000000002", "acme", "admin"),
+    "member": ("00000000-0000-4000-8000-000000000003", "acme", "member"),
+    "viewer": ("00000000-0000-4000-8000-000000000004", "acme", "viewer"),
+    "carol": ("00000000-0000-4000-8000-000000000005", "globex", "owner"),
+    "root": ("00000000-0000-4000-8000-000000000006", "*", "superadmin"),
+}
+"""The people `_acme` makes in the database tests, as the policy snapshot sees them: name -> (id, org, role)."""
+
+
+@dataclass
+class BareGateway(Gateway):
+    """The real front door and pipeline over an in-memory policy snapshot: no database, no control plane (a
+    request for /auth, /admin... fails the test). `tokens` holds an access token for each of BARE_USERS."""
+
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def ids(self, name: str) -> str:
+        return BARE_USERS[name][0]
+
+    def install(self, *extra: Rule) -> None:
+        """Serve the system roles, the BARE_USERS memberships and `extra` lines, as a reload would."""
+        self.runtime.state.install(_bare_state(extra, version=self.runtime.state.version + 1))
+
+
+def _bare_state(extra: tuple[Rule, ...], *, version: int) -> StateRows:
+    rules = [*parse_files([SHIPPED_POLICY]), *extra]
+    rules += [Rule("g", ("user:" + user_id, role, org)) for user_id, org, role in BARE_USERS.values()]
+    orgs = (OrgRef(id="org-acme", slug="acme"), OrgRef(id="org-globex", slug="globex"))
+    return StateRows(rules=tuple(rules), orgs=orgs, version=version)
+
+
+async def _no_control_plane(scope: Scope, receive: Receive, send: Send) -> None:
+    """The lifespan (nothing to start: the bare runtime is built already); any other call is a test mistake."""
+    if scope["type"] != "lifespan":
+        raise AssertionError(f"the bare data plane has no control plane: {scope.get('path')!r}")
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def bare_runtime(settings: Settings) -> Runtime:
+    """What Runtime.start builds, minus every use of the database: signing keys made here (not loaded), the policy
+    snapshot installed from memory (not read), no watcher, listener, key-usage writer or mailer running. Services
+    needs an engine: it points at a file in a folder that does not exist, so a query would fail loudly."""
+    runtime = Runtime.configure(settings)
+    key = Ed25519PrivateKey.generate()
+    ring = KeyRing(active_kid="bare", private_keys={"bare": key}, public_keys={"bare": key.public_key()})
+    tokens = TokenService(settings.tokens, ring)
+    runtime.state.install(_bare_state((), version=1))
+    http = upstream_session(settings.upstream.pool_size)
+    pools = {route.prefix: upstream_session(route.pool_size) for route in runtime.routes.routes if route.pool_size}
+    limits = settings.rate_limits
+    counters = Counters(limits.redis_url)
+    limiter = RateLimiter(
+        counters,
+        per_user=limits.per_user_per_minute,
+        per_org=limits.per_org_per_minute,
+        per_key=limits.per_key_per_minute,
+    )
+    metrics = Metrics(lambda: runtime.state.version, lambda: runtime.state.rule_count)
+    audit = AuditSink(settings.audit_log)
+    audit.start()
+    pipeline = Pipeline(
+        routes=runtime.routes,
+        tokens=tokens,
+        state=runtime.state,
+        http=http,
+        audit=audit,
+        metrics=metrics,
+        limiter=limiter,
+        pools=pools,
+        allow_underscore_headers=settings.allow_underscore_headers,
+        max_header_bytes=settings.upstream.max_header_bytes,
+        trusted_proxies=TrustedProxies(settings.trusted_proxies),
+    )
+    db = create_engine(BARE_DATABASE_URL)
+    sessions = session_factory(db)
+    runtime._services = Services(
+        settings=settings,
+        state=runtime.state,
+        hasher=runtime.hasher,
+        sealer=runtime.sealer,
+        db=db,
+        sessions=sessions,
+        store=PolicyStore(sessions),
+        tokens=tokens,
+        http=http,
+        pools=pools,
+        audit=audit,
+        metrics=metrics,
+        counters=counters,
+        throttle=LoginThrottle(counters, settings.login),
+        mailer=Mailer(settings.mail, sessions),
+        pipeline=pipeline,
+        listener=None,
+    )
+    return runtime
+
+
+async def _close_bare(runtime: Runtime) -> None:
+    services = runtime.services
+    await services.audit.close()
+    await services.counters.close()
+    await services.http.close()
+    for pool in services.pools.values():
+        await pool.close()
+    await services.db.dispose()
+
+
+@asynccontextmanager
+async def bare_serving(upstream: Upstream, tmp_path: Path, **overrides: Any) -> AsyncIterator[BareGateway]:
+    """A bare data plane (see BareGateway) on its own port, with gateway_settings' routes unless `overrides`
+    say otherwise; stopped afterwards."""
+    overrides.setdefault("audit_log", str(tmp_path / "audit.jsonl"))
+    runtime = bare_runtime(gateway_settings(BARE_DATABASE_URL, upstream.url, **overrides))
+    front = FrontDoor(runtime=runtime, control=_no_control_plane)
+    try:
+        url, server, task = await start_gateway(front)
+        try:
+            async with aiohttp.ClientSession(auto_decompress=False) as http:
+                gateway = BareGateway(
+                    url=url, http=http, runtime=runtime, upstream=upstream, front=front, server=server
+                )
+                issue = runtime.services.tokens.issue_access_token
+                for name, (user_id, _, _) in BARE_USERS.items():
+                    gateway.tokens[name] = issue(user_id, session_id=f"session-{name}")[0]
+                yield gateway
+        finally:
+            server.should_exit = True
+            await task
+    finally:
+        await _close_bare(runtime)
+
+
+@pytest.fixture
+async def bare(upstream: Upstream, tmp_path: Path) -> AsyncIterator[BareGateway]:
+    """The data plane in front of the recording upstream, without a database: for tests of what a request goes
+    through (match, headers, forwarding, CORS, paths) that the stored policy has no part in. Runs once, not per
+    database."""
+    async with bare_serving(upstream, tmp_path) as gateway:
+        yield gateway

@@ -6,43 +6,47 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
+import uvicorn
 
-from gateway.asgi import create_gateway
-from tests.conftest import Upstream, gateway_settings, load_system_policy, start_gateway
+from tests.conftest import Upstream, bare_serving
+from tests.waiting import eventually
+
+
+@dataclass
+class Strict:
+    host: str
+    port: int
+    server: uvicorn.Server
+
+    def open_connections(self) -> int:
+        """Connections the server has accepted and not yet closed."""
+        return len(self.server.server_state.connections)
 
 
 @pytest.fixture
-async def strict(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
-    """A gateway with a 1-second header timeout, 2-second keep-alive and at most 20 connections."""
-    await load_system_policy(db_url)
-    settings = gateway_settings(
-        db_url,
-        upstream.url,
-        audit_log="off",
-        clients={"header_timeout": 1.0, "keep_alive_timeout": 2, "max_connections": 20},
-    )
-    front = create_gateway(settings)
-    url, server, task = await start_gateway(front)
-    host, port = url.removeprefix("http://").split(":")
-    try:
-        yield host, int(port)
-    finally:
-        server.should_exit = True
-        await task
+async def strict(upstream: Upstream, tmp_path: Path) -> AsyncIterator[Strict]:
+    """A gateway with a 1-second header timeout, 2-second keep-alive and at most 20 connections (the bare data
+    plane: connection handling has nothing to do with the database)."""
+    clients = {"header_timeout": 1.0, "keep_alive_timeout": 2, "max_connections": 20}
+    async with bare_serving(upstream, tmp_path, audit_log="off", clients=clients) as gateway:
+        host, port = gateway.url.removeprefix("http://").split(":")
+        assert gateway.server is not None
+        yield Strict(host, int(port), gateway.server)
 
 
 async def _read_all(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.read(), 10)
 
 
-async def test_headers_that_never_finish_get_408_and_the_connection_closes(strict: tuple[str, int]) -> None:
+async def test_headers_that_never_finish_get_408_and_the_connection_closes(strict: Strict) -> None:
     """Silent connections and half-sent headers (slowloris) are answered 408 within the timeout and closed,
     while a well-behaved client is served meanwhile."""
-    host, port = strict
+    host, port = strict.host, strict.port
     opened = []
     for partial in (b"", b"GET /public/x HTTP/1.1\r\nHost: gw\r\nX-Slow: ", b"G"):
         reader, writer = await asyncio.open_connection(host, port)
@@ -59,9 +63,9 @@ async def test_headers_that_never_finish_get_408_and_the_connection_closes(stric
     assert time.monotonic() - started < 5
 
 
-async def test_idle_keep_alive_connections_close(strict: tuple[str, int]) -> None:
+async def test_idle_keep_alive_connections_close(strict: Strict) -> None:
     """After a response, a connection with no next request is closed after keep_alive_timeout."""
-    host, port = strict
+    host, port = strict.host, strict.port
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(b"GET /public/x HTTP/1.1\r\nHost: gw\r\n\r\n")
     started = time.monotonic()
@@ -71,12 +75,13 @@ async def test_idle_keep_alive_connections_close(strict: tuple[str, int]) -> Non
     writer.close()
 
 
-async def test_past_the_connection_limit_a_new_client_gets_503_at_once(strict: tuple[str, int]) -> None:
+async def test_past_the_connection_limit_a_new_client_gets_503_at_once(strict: Strict) -> None:
     """With max_connections open, one more is answered 503 with Retry-After and closed; when the idle ones
     time out, new clients are served again."""
-    host, port = strict
+    host, port = strict.host, strict.port
     hogs = [await asyncio.open_connection(host, port) for _ in range(20)]
-    await asyncio.sleep(0.1)
+    # The kernel completes a connection before the server accepts it: wait until the server holds all 20.
+    await eventually(lambda: strict.open_connections() == 20, what="the server never held the 20 connections")
     reader, writer = await asyncio.open_connection(host, port)
     answer = await _read_all(reader)
     assert answer.startswith(b"HTTP/1.1 503 "), answer

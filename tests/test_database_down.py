@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -20,9 +21,12 @@ from tests.conftest import (
     load_system_policy,
     serving,
 )
+from tests.waiting import eventually
 
 
-async def test_decisions_survive_the_database_going_away(upstream: Upstream, tmp_path: Path) -> None:
+async def test_decisions_survive_the_database_going_away(
+    upstream: Upstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Connections refused by the server: proxied 200/403 as before, readiness 503, login 503; then back."""
     admin = _postgres_admin_url()
     name = "gw_down_" + secrets.token_hex(4)
@@ -43,8 +47,17 @@ async def test_decisions_survive_the_database_going_away(upstream: Upstream, tmp
             token = await gateway.login("dev@acme.test")
             await _pg_exec(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             terminate = f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"  # noqa: S608 - a name we generated
+            caplog.set_level(logging.ERROR, logger="gateway")
             await _pg_exec(admin, terminate)
-            await asyncio.sleep(0.5)
+            # The gateway has noticed: its listener lost the connection and a reload failed (it keeps serving the
+            # snapshot it had).
+            listener = gateway.runtime.services.listener
+            assert listener is not None
+            await eventually(lambda: not listener.connected, what="the listener never noticed its connection was gone")
+            await eventually(
+                lambda: "policy reload failed; keeping the previous policy" in caplog.text,
+                what="no reload was attempted against the stopped database",
+            )
             assert (await gateway.call("GET", "/api/x", token=token, org="acme"))[0] == 200
             assert (await gateway.call("DELETE", "/api/x", token=token, org="acme"))[0] == 403
             assert (await gateway.call("GET", "/readyz"))[0] == 503
@@ -54,11 +67,11 @@ async def test_decisions_survive_the_database_going_away(upstream: Upstream, tmp
             assert status == 503
             assert headers["Retry-After"] == "5"
             await _pg_exec(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            for _ in range(100):
-                if (await gateway.call("GET", "/readyz"))[0] == 200:
-                    break
-                await asyncio.sleep(0.1)
-            assert (await gateway.call("GET", "/readyz"))[0] == 200
+
+            async def ready() -> bool:
+                return (await gateway.call("GET", "/readyz"))[0] == 200
+
+            await eventually(ready, within=10, every=0.1, what="/readyz never recovered")
             assert await gateway.login("dev@acme.test")
     finally:
         await _pg_exec(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')

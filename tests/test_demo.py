@@ -6,15 +6,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tests.conftest import ROOT, closed_port
+from tests.waiting import eventually_blocking
 
 
-def _call(url: str, method: str = "GET", body: dict[str, str] | None = None, **headers: str) -> tuple[int, bytes]:
+def _call(url: str, method: str = "GET", body: dict[str, str] | None = None, /, **headers: str) -> tuple[int, bytes]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(  # noqa: S310 - loopback
         url, data=data, method=method, headers={"content-type": "application/json", **headers}
@@ -51,13 +51,15 @@ def test_the_demo_runs_as_the_readme_says(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
+
+        def healthy() -> bool:
             try:
-                if _call(base + "/healthz")[0] == 200:
-                    break
+                return _call(base + "/healthz")[0] == 200
             except OSError:
-                pass
-            time.sleep(0.1)
+                assert demo.poll() is None, "the demo exited"
+                return False
+
+        eventually_blocking(healthy, within=30, every=0.1, what="the demo never answered /healthz")
 
         def login(email: str, password: str) -> str:
             status, raw = _call(base + "/auth/login", "POST", {"email": email, "password": password})

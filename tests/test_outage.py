@@ -21,6 +21,7 @@ from gateway.db.engine import create_engine, session_factory
 from gateway.manage import orgs
 from gateway.policy.store import migrate
 from tests.conftest import CLI, PASSWORD, Gateway, Upstream, closed_port, gateway_settings, serving
+from tests.waiting import eventually
 
 
 def _binaries() -> Path | None:
@@ -133,11 +134,11 @@ async def test_a_stopped_database_is_503_with_retry_after_and_proxying_goes_on(
     assert (await status("GET", "/api/x", headers={**bearer, "X-Org": "acme"}))[0] == 200, "decisions go on"
 
     await asyncio.to_thread(private_server.start)
-    for _ in range(100):
-        if (await status("GET", "/auth/me", headers=bearer))[0] == 200:
-            break
-        await asyncio.sleep(0.1)
-    assert (await status("GET", "/auth/me", headers=bearer))[0] == 200
+
+    async def answering() -> bool:
+        return (await status("GET", "/auth/me", headers=bearer))[0] == 200
+
+    await eventually(answering, within=10, every=0.1, what="the API never answered again")
     assert (await status("GET", "/readyz"))[0] == 200
 
 

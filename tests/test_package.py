@@ -8,10 +8,12 @@ import os
 import site
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from tests.conftest import PASSWORD, ROOT, Upstream, closed_port
+from tests.waiting import eventually
 
 
 async def _run(*args: str, cwd: Path, stdin: str = "", env: dict[str, str] | None = None) -> str:
@@ -73,16 +75,20 @@ async def test_an_installed_wheel_migrates_and_serves_outside_the_checkout(tmp_p
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(300):
+
+            async def readyz() -> dict[str, Any]:
+                """The /readyz answer, or {} while the gateway is not ready yet."""
                 try:
                     async with http.get(base + "/readyz") as response:
                         if response.status == 200:
-                            ready = await response.json()
-                            break
+                            answer: dict[str, Any] = await response.json()
+                            return answer
                 except aiohttp.ClientError:
                     pass
-                assert serving.returncode is None
-                await asyncio.sleep(0.1)
+                assert serving.returncode is None, "the installed gateway exited"
+                return {}
+
+            ready = await eventually(readyz, within=30, every=0.1, what="the installed gateway never became ready")
             assert ready["policy_rules"] > 0
             login = {"email": "v@acme.test", "password": PASSWORD}
             async with http.post(base + "/auth/login", json=login) as response:

@@ -24,6 +24,7 @@ from gateway.identity.passwords import PasswordHasher
 from gateway.manage import members, orgs
 from gateway.settings import Passwords
 from tests.conftest import CLI, FAST_PASSWORDS, PASSWORD, ROOT, Upstream, closed_port, load_system_policy
+from tests.waiting import eventually
 
 
 @contextmanager
@@ -55,15 +56,15 @@ def _replica(db_url: str, upstream: Upstream, tmp_path: Path, name: str) -> Iter
 
 async def _ready(http: aiohttp.ClientSession, base: str) -> None:
     """Until the replica answers /readyz and (on PostgreSQL) listens."""
-    for _ in range(300):
+
+    async def ready() -> bool:
         try:
             async with http.get(base + "/readyz") as r:
-                if r.status == 200 and (await r.json())["listening"] is not False:
-                    return
+                return r.status == 200 and (await r.json())["listening"] is not False
         except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{base} never became ready and listening")
+            return False
+
+    await eventually(ready, within=15, every=0.05, what=f"{base} never became ready and listening")
 
 
 async def _seed(db_url: str) -> None:

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,8 @@ import aiohttp
 from gateway.asgi import create_gateway
 from gateway.db.engine import create_engine, session_factory
 from gateway.policy.store import migrate
-from tests.conftest import ROOT, Gateway, Upstream, closed_port, gateway_settings, start_gateway
+from tests.conftest import ROOT, BareGateway, Gateway, Upstream, closed_port, gateway_settings, start_gateway
+from tests.waiting import eventually, eventually_blocking
 
 
 def _environ(**extra: str) -> dict[str, str]:
@@ -51,19 +51,20 @@ def _serving(config: Path, *args: str, **env: str) -> Iterator[tuple[subprocess.
 
 
 async def _ready(process: subprocess.Popen[bytes], base: str) -> None:
-    deadline = time.monotonic() + 30
     async with aiohttp.ClientSession() as http:
-        while True:
+
+        async def ready() -> bool:
             try:
                 async with http.get(base + "/readyz") as response:
                     if response.status == 200:
-                        return
+                        return True
             except aiohttp.ClientError:
                 pass
             if process.poll() is not None:
                 raise AssertionError(process.stderr.read().decode() if process.stderr else "serve exited")
-            assert time.monotonic() < deadline, "serve did not become ready"
-            await asyncio.sleep(0.1)
+            return False
+
+        await eventually(ready, within=30, every=0.1, what="serve did not become ready")
 
 
 def _workers(parent: int) -> set[int]:
@@ -92,31 +93,33 @@ async def _config(tmp_path: Path, upstream: Upstream) -> Path:
     return config
 
 
-async def _drained(process: subprocess.Popen[bytes], base: str) -> None:
+async def _drained(process: subprocess.Popen[bytes], base: str, upstream: Upstream) -> None:
     """SIGTERM while a 4-second request is in flight: new connections are soon refused, the request completes,
     the process exits 0."""
     async with aiohttp.ClientSession() as http:
+        before = len(upstream.seen)
         slow = asyncio.create_task(http.get(base + "/open/sleep/4"))
-        await asyncio.sleep(0.5)  # the request has reached a worker and waits for the upstream
+        # The request has reached a worker, which now waits for the upstream.
+        await eventually(
+            lambda: any(seen.raw_path == "/open/sleep/4" for seen in upstream.seen[before:]),
+            what="the slow request never reached the upstream",
+        )
         process.send_signal(signal.SIGTERM)
-        refused = False
-        for _ in range(50):  # the supervisor looks at signals twice a second
+
+        async def refused() -> bool:
             try:
                 async with aiohttp.ClientSession() as fresh, fresh.get(base + "/healthz"):
-                    pass
+                    return False
             except aiohttp.ClientConnectionError:
-                refused = True
-                break
-            await asyncio.sleep(0.05)
-        assert refused, "new connections are refused while draining"
+                return True
+
+        # The supervisor looks at signals twice a second.
+        await eventually(refused, within=2.5, every=0.05, what="new connections are refused while draining")
         assert not slow.done()
         response = await slow
         assert response.status == 200, "the request in flight finished"
         response.release()
-    for _ in range(200):
-        if process.poll() is not None:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: process.poll() is not None, within=10, what="serve did not exit after draining")
     assert process.returncode == 0, process.stderr.read().decode() if process.stderr else ""
 
 
@@ -124,7 +127,7 @@ async def test_serve_drains_on_sigterm_and_exits_0(tmp_path: Path, upstream: Ups
     """One process: ready, then SIGTERM lets the request in flight finish, refuses new ones, exits 0."""
     with _serving(await _config(tmp_path, upstream)) as (process, base):
         await _ready(process, base)
-        await _drained(process, base)
+        await _drained(process, base, upstream)
     assert b"Application shutdown complete" in (process.stderr.read() if process.stderr else b"")
 
 
@@ -133,22 +136,19 @@ async def test_workers_replace_a_killed_worker_and_drain_together(tmp_path: Path
     SIGTERM drains both (the request in flight finishes), new connections are refused, the parent exits 0."""
     with _serving(await _config(tmp_path, upstream), "--workers", "2") as (process, base):
         await _ready(process, base)
-        for _ in range(100):
-            if len(_workers(process.pid)) == 2:
-                break
-            await asyncio.sleep(0.1)
+        await eventually(lambda: len(_workers(process.pid)) == 2, within=10, every=0.1, what="two workers")
         first = _workers(process.pid)
         assert len(first) == 2
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
-        for _ in range(300):
-            now = _workers(process.pid)
-            if len(now) == 2 and victim not in now:
-                break
-            await asyncio.sleep(0.1)
-        assert len(now) == 2 and victim not in now, "the killed worker was replaced"
+        await eventually(
+            lambda: len(now := _workers(process.pid)) == 2 and victim not in now,
+            within=30,
+            every=0.1,
+            what="the killed worker was replaced",
+        )
         await _ready(process, base)
-        await _drained(process, base)
+        await _drained(process, base, upstream)
     log = process.stderr.read().decode() if process.stderr else ""
     assert "with 2 workers" in log
     assert "rate limits and login throttling are counted per worker" in log
@@ -287,15 +287,18 @@ def test_the_readme_readyz_reports_the_system_roles_after_migrate(tmp_path: Path
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def readyz() -> dict[str, object]:
+            """The /readyz answer, or {} while serve does not answer yet."""
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                    ready = json.load(response)
-                    break
+                    answer: dict[str, object] = json.load(response)
+                    return answer
             except OSError:
-                assert process.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+                assert process.poll() is None, "serve exited"
+                return {}
+
+        ready = eventually_blocking(readyz, within=30, every=0.1, what="serve did not answer /readyz")
         shipped = [
             line for line in (ROOT / "policies" / "system.csv").read_text().splitlines() if line[:2] in ("p,", "g,")
         ]
@@ -303,3 +306,27 @@ def test_the_readme_readyz_reports_the_system_roles_after_migrate(tmp_path: Path
     finally:
         process.terminate()
         assert process.wait(timeout=20) == 0
+
+
+async def test_a_response_leaves_in_one_write_and_100_continue_is_not_held(bare: BareGateway) -> None:
+    """The head and a small body arrive together; a HEAD answer and an upload behind `Expect: 100-continue`
+    (the interim answer is sent at once, before the body) still work."""
+    tokens = bare.tokens
+    auth = f"Authorization: Bearer {tokens['member']}\r\nX-Org: acme\r\n"
+    host, port = bare.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET /api/one HTTP/1.1\r\nHost: gw\r\n{auth}\r\n".encode())
+    first = await asyncio.wait_for(reader.read(65536), 5)
+    assert first.startswith(b"HTTP/1.1 200") and first.endswith(b'"bytes": 0}'), first
+    writer.write(f"HEAD /api/one HTTP/1.1\r\nHost: gw\r\n{auth}\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200")
+    writer.write(
+        f"POST /api/up HTTP/1.1\r\nHost: gw\r\n{auth}Content-Length: 5\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hello")
+    answer = await asyncio.wait_for(reader.read(65536), 5)
+    assert answer.startswith(b"HTTP/1.1 200") and b'"bytes": 5' in answer
+    writer.close()

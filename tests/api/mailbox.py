@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from tests.conftest import Gateway, Upstream, closed_port, gateway_settings, serving
+from tests.waiting import eventually
 
 LINK_RE = re.compile(r"https://app\.example/[a-z-]+\?token=(\S+)")
 
@@ -41,14 +41,22 @@ class Mailbox:
         self.messages.append(Mail(str(parsed["To"]), str(parsed["Subject"]), body.get_content() if body else ""))
         return "250 OK"
 
-    async def wait_for(self, to: str, subject_part: str) -> Mail:
-        """The newest message to `to` whose subject contains `subject_part` (waits for delivery)."""
-        for _ in range(100):  # up to 5 s
-            found = [m for m in self.messages if m.to == to and subject_part in m.subject]
-            if found:
-                return found[-1]
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no mail to {to} about {subject_part!r}: {[(m.to, m.subject) for m in self.messages]}")
+    async def wait_for(self, to: str, subject_part: str, count: int = 1) -> Mail:
+        """The newest message to `to` whose subject contains `subject_part`, once `count` such messages have been
+        delivered (waits for delivery)."""
+
+        def delivered() -> list[Mail]:
+            found = self.about(to, subject_part)
+            return found if len(found) >= count else []
+
+        try:
+            return (await eventually(delivered))[-1]
+        except AssertionError:
+            got = [(m.to, m.subject) for m in self.messages]
+            raise AssertionError(f"not {count} mail(s) to {to} about {subject_part!r}: {got}") from None
+
+    def about(self, to: str, subject_part: str) -> list[Mail]:
+        return [m for m in self.messages if m.to == to and subject_part in m.subject]
 
     def to(self, address: str) -> list[Mail]:
         return [m for m in self.messages if m.to == address]

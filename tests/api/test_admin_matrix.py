@@ -1,8 +1,8 @@
 """Every /admin endpoint, called by every kind of caller: the enforcer allows exactly the table's roles.
 
 Requests are built so that an allowed caller gets past authorization and then fails harmlessly (a missing
-field, an unknown id): the assertion is 401/403 for the denied, anything else for the allowed. A route added
-under /admin without a row here fails `test_every_admin_route_has_a_row`.
+field, an unknown id): the assertion is 401/403 for the denied, and exactly the row's answer for the allowed. A
+route added under /admin without a row here fails `test_every_admin_route_has_a_row`.
 """
 
 from __future__ import annotations
@@ -25,67 +25,78 @@ SUPER = {"superadmin"}
 ANYONE = {"owner", "admin", "member", "viewer", "outsider", "superadmin"}
 NOBODY = str(uuid.uuid4())
 
-# (method, route template) -> (concrete path, body, callers allowed)
-TABLE: dict[tuple[str, str], tuple[str, object, set[str]]] = {
-    ("GET", "/admin/orgs"): ("/admin/orgs", None, ANYONE),
-    ("POST", "/admin/orgs"): ("/admin/orgs", {}, SUPER),
-    ("GET", "/admin/orgs/{org}"): ("/admin/orgs/acme", None, VIEWER),
-    ("PATCH", "/admin/orgs/{org}"): ("/admin/orgs/acme", {}, ADMIN),
-    ("POST", "/admin/orgs/{org}/archive"): ("/admin/orgs/acme/archive", None, OWNER),
-    ("POST", "/admin/orgs/{org}/restore"): ("/admin/orgs/acme/restore", None, SUPER),
-    ("GET", "/admin/orgs/{org}/members"): ("/admin/orgs/acme/members", None, VIEWER),
-    ("POST", "/admin/orgs/{org}/members"): ("/admin/orgs/acme/members", {}, ADMIN),
-    ("GET", "/admin/orgs/{org}/members/{member}"): (f"/admin/orgs/acme/members/{NOBODY}", None, VIEWER),
-    ("PATCH", "/admin/orgs/{org}/members/{member}"): (f"/admin/orgs/acme/members/{NOBODY}", {"role": "viewer"}, ADMIN),
-    ("DELETE", "/admin/orgs/{org}/members/{member}"): (f"/admin/orgs/acme/members/{NOBODY}", None, ADMIN),
-    ("GET", "/admin/orgs/{org}/members/{member}/keys"): (f"/admin/orgs/acme/members/{NOBODY}/keys", None, ADMIN),
-    ("POST", "/admin/orgs/{org}/members/{member}/keys"): ("/admin/orgs/acme/members/me/keys", {}, MEMBER),
+# (method, route template) -> (concrete path, body, callers allowed, what an allowed caller gets: the request is
+# built to fail harmlessly after authorization, e.g. 422 for a missing field or 404 for an unknown id)
+TABLE: dict[tuple[str, str], tuple[str, object, set[str], int]] = {
+    ("GET", "/admin/orgs"): ("/admin/orgs", None, ANYONE, 200),
+    ("POST", "/admin/orgs"): ("/admin/orgs", {}, SUPER, 422),
+    ("GET", "/admin/orgs/{org}"): ("/admin/orgs/acme", None, VIEWER, 200),
+    ("PATCH", "/admin/orgs/{org}"): ("/admin/orgs/acme", {}, ADMIN, 422),
+    ("POST", "/admin/orgs/{org}/archive"): ("/admin/orgs/acme/archive", None, OWNER, 200),
+    ("POST", "/admin/orgs/{org}/restore"): ("/admin/orgs/acme/restore", None, SUPER, 200),
+    ("GET", "/admin/orgs/{org}/members"): ("/admin/orgs/acme/members", None, VIEWER, 200),
+    ("POST", "/admin/orgs/{org}/members"): ("/admin/orgs/acme/members", {}, ADMIN, 422),
+    ("GET", "/admin/orgs/{org}/members/{member}"): (f"/admin/orgs/acme/members/{NOBODY}", None, VIEWER, 404),
+    ("PATCH", "/admin/orgs/{org}/members/{member}"): (
+        f"/admin/orgs/acme/members/{NOBODY}",
+        {"role": "viewer"},
+        ADMIN,
+        404,
+    ),
+    ("DELETE", "/admin/orgs/{org}/members/{member}"): (f"/admin/orgs/acme/members/{NOBODY}", None, ADMIN, 404),
+    ("GET", "/admin/orgs/{org}/members/{member}/keys"): (f"/admin/orgs/acme/members/{NOBODY}/keys", None, ADMIN, 404),
+    ("POST", "/admin/orgs/{org}/members/{member}/keys"): ("/admin/orgs/acme/members/me/keys", {}, MEMBER, 422),
     ("DELETE", "/admin/orgs/{org}/members/{member}/keys/{key}"): (
         f"/admin/orgs/acme/members/{NOBODY}/keys/k1",
         None,
         ADMIN,
+        404,
     ),
-    ("GET", "/admin/orgs/{org}/keys"): ("/admin/orgs/acme/keys", None, ADMIN),
-    ("GET", "/admin/orgs/{org}/roles"): ("/admin/orgs/acme/roles", None, VIEWER),
-    ("POST", "/admin/orgs/{org}/roles"): ("/admin/orgs/acme/roles", {}, ADMIN),
-    ("GET", "/admin/orgs/{org}/roles/{role}"): ("/admin/orgs/acme/roles/viewer", None, VIEWER),
-    ("PUT", "/admin/orgs/{org}/roles/{role}"): ("/admin/orgs/acme/roles/nope", {}, ADMIN),
-    ("DELETE", "/admin/orgs/{org}/roles/{role}"): ("/admin/orgs/acme/roles/nope", None, ADMIN),
-    ("GET", "/admin/orgs/{org}/policies"): ("/admin/orgs/acme/policies", None, ADMIN),
-    ("POST", "/admin/orgs/{org}/policies"): ("/admin/orgs/acme/policies", {"lines": []}, ADMIN),
-    ("DELETE", "/admin/orgs/{org}/policies/{line}"): ("/admin/orgs/acme/policies/999999", None, ADMIN),
-    ("POST", "/admin/orgs/{org}/check"): ("/admin/orgs/acme/check", {}, ADMIN),
-    ("POST", "/admin/orgs/{org}/explain"): ("/admin/orgs/acme/explain", {}, ADMIN),
-    ("GET", "/admin/orgs/{org}/audit"): ("/admin/orgs/acme/audit", None, ADMIN),
-    ("GET", "/admin/orgs/{org}/service-accounts"): ("/admin/orgs/acme/service-accounts", None, ADMIN),
-    ("POST", "/admin/orgs/{org}/service-accounts"): ("/admin/orgs/acme/service-accounts", {}, ADMIN),
+    ("GET", "/admin/orgs/{org}/keys"): ("/admin/orgs/acme/keys", None, ADMIN, 200),
+    ("GET", "/admin/orgs/{org}/roles"): ("/admin/orgs/acme/roles", None, VIEWER, 200),
+    ("POST", "/admin/orgs/{org}/roles"): ("/admin/orgs/acme/roles", {}, ADMIN, 422),
+    ("GET", "/admin/orgs/{org}/roles/{role}"): ("/admin/orgs/acme/roles/viewer", None, VIEWER, 200),
+    ("PUT", "/admin/orgs/{org}/roles/{role}"): ("/admin/orgs/acme/roles/nope", {}, ADMIN, 404),
+    ("DELETE", "/admin/orgs/{org}/roles/{role}"): ("/admin/orgs/acme/roles/nope", None, ADMIN, 404),
+    ("GET", "/admin/orgs/{org}/policies"): ("/admin/orgs/acme/policies", None, ADMIN, 200),
+    ("POST", "/admin/orgs/{org}/policies"): ("/admin/orgs/acme/policies", {"lines": []}, ADMIN, 422),
+    ("DELETE", "/admin/orgs/{org}/policies/{line}"): ("/admin/orgs/acme/policies/999999", None, ADMIN, 404),
+    ("POST", "/admin/orgs/{org}/check"): ("/admin/orgs/acme/check", {}, ADMIN, 422),
+    ("POST", "/admin/orgs/{org}/explain"): ("/admin/orgs/acme/explain", {}, ADMIN, 422),
+    ("GET", "/admin/orgs/{org}/audit"): ("/admin/orgs/acme/audit", None, ADMIN, 200),
+    ("GET", "/admin/orgs/{org}/service-accounts"): ("/admin/orgs/acme/service-accounts", None, ADMIN, 200),
+    ("POST", "/admin/orgs/{org}/service-accounts"): ("/admin/orgs/acme/service-accounts", {}, ADMIN, 422),
     ("DELETE", "/admin/orgs/{org}/service-accounts/{account}"): (
         f"/admin/orgs/acme/service-accounts/{NOBODY}",
         None,
         ADMIN,
+        404,
     ),
     ("GET", "/admin/orgs/{org}/service-accounts/{account}/keys"): (
         f"/admin/orgs/acme/service-accounts/{NOBODY}/keys",
         None,
         ADMIN,
+        404,
     ),
     ("POST", "/admin/orgs/{org}/service-accounts/{account}/keys"): (
         f"/admin/orgs/acme/service-accounts/{NOBODY}/keys",
         {},
         ADMIN,
+        422,
     ),
     ("DELETE", "/admin/orgs/{org}/service-accounts/{account}/keys/{key}"): (
         f"/admin/orgs/acme/service-accounts/{NOBODY}/keys/k1",
         None,
         ADMIN,
+        404,
     ),
-    ("GET", "/admin/policies"): ("/admin/policies", None, SUPER),
-    ("POST", "/admin/policies"): ("/admin/policies", {"lines": []}, SUPER),
-    ("DELETE", "/admin/policies/{line}"): ("/admin/policies/999999", None, SUPER),
-    ("GET", "/admin/audit"): ("/admin/audit", None, SUPER),
-    ("GET", "/admin/users"): ("/admin/users", None, SUPER),
-    ("POST", "/admin/users/{user}/disable"): (f"/admin/users/{NOBODY}/disable", None, SUPER),
-    ("POST", "/admin/users/{user}/enable"): (f"/admin/users/{NOBODY}/enable", None, SUPER),
+    ("GET", "/admin/policies"): ("/admin/policies", None, SUPER, 200),
+    ("POST", "/admin/policies"): ("/admin/policies", {"lines": []}, SUPER, 422),
+    ("DELETE", "/admin/policies/{line}"): ("/admin/policies/999999", None, SUPER, 404),
+    ("GET", "/admin/audit"): ("/admin/audit", None, SUPER, 200),
+    ("GET", "/admin/users"): ("/admin/users", None, SUPER, 200),
+    ("POST", "/admin/users/{user}/disable"): (f"/admin/users/{NOBODY}/disable", None, SUPER, 404),
+    ("POST", "/admin/users/{user}/enable"): (f"/admin/users/{NOBODY}/enable", None, SUPER, 404),
 }
 
 
@@ -104,6 +115,7 @@ def _admin_routes(app: Litestar) -> set[tuple[str, str]]:
 def test_every_admin_route_has_a_row(tmp_path: object) -> None:
     """The table covers exactly the /admin routes the app serves: a new endpoint needs a row."""
     front = create_gateway(gateway_settings("sqlite+aiosqlite:///unused.db", "http://127.0.0.1:9"))
+    assert isinstance(front.control, Litestar)
     assert _admin_routes(front.control) == set(TABLE)
 
 
@@ -113,15 +125,15 @@ async def world(gateway: Gateway) -> World:
 
 
 async def test_each_role_gets_exactly_its_endpoints(world: World) -> None:
-    """Allowed callers pass authorization (no 401/403); everyone else gets 403, anonymous 401."""
+    """Allowed callers pass authorization and get the row's answer; everyone else gets 403, anonymous 401."""
     wrong = []
-    for (method, template), (path, body, allowed) in TABLE.items():
+    for (method, template), (path, body, allowed, expected) in TABLE.items():
         for who in CALLERS:
             status, answer, headers = await world.call(who, method, path, body)
             if who is None:
                 ok = status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer")
             elif who in allowed:
-                ok = status not in (401, 403) and status < 500
+                ok = status == expected
             else:
                 ok = status == 403 and bool(answer.get("decision_id") or "own organization" in answer["detail"])
             if not ok:

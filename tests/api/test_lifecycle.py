@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from gateway.db.models import EmailToken, OutboxMessage, User
 from tests.api.mailbox import Mailbox, mailing_gateway
 from tests.conftest import PASSWORD, Gateway, Upstream, load_system_policy, run_cli
+from tests.waiting import eventually
 
 NEW = "violet tram overture"
 
@@ -31,6 +32,12 @@ async def _post(
 ) -> tuple[int, Any, Any]:
     status, response_headers, raw = await gateway.call("POST", path, json=body, token=token, headers=headers)
     return status, json.loads(raw) if raw else None, response_headers
+
+
+async def _outbox_empty(gateway: Gateway) -> bool:
+    """Every queued message has been handed to the SMTP server."""
+    async with gateway.runtime.services.sessions() as db:
+        return await db.scalar(select(OutboxMessage.id).where(OutboxMessage.sent_at.is_(None))) is None
 
 
 async def _login(gateway: Gateway, email: str, password: str = PASSWORD) -> tuple[int, Any]:
@@ -87,11 +94,7 @@ async def test_forgot_password_answers_alike_and_reset_is_single_use(mailing: tu
     assert known[:2] == unknown[:2]
     first = (await mailbox.wait_for("ann@example.test", "Reset your password")).token
     await _post(gateway, "/auth/forgot-password", {"email": "ann@example.test"})
-    for _ in range(100):
-        if len(mailbox.to("ann@example.test")) >= 2:
-            break
-        await asyncio.sleep(0.05)
-    second = mailbox.to("ann@example.test")[-1].token
+    second = (await mailbox.wait_for("ann@example.test", "Reset your password", count=2)).token
     assert second != first
     assert (await _post(gateway, "/auth/reset-password", {"token": first, "password": NEW}))[0] == 400
     status, _, _ = await _post(gateway, "/auth/reset-password", {"token": second, "password": "short"})
@@ -119,11 +122,7 @@ async def test_expired_and_concurrent_reset_links(mailing: tuple[Gateway, Mailbo
     )
     assert sorted(status for status, _, _ in answers) == [200] + [400] * 9
     await _post(gateway, "/auth/forgot-password", {"email": "ann@example.test"})
-    for _ in range(100):
-        if len([m for m in mailbox.to("ann@example.test") if "Reset" in m.subject]) >= 2:
-            break
-        await asyncio.sleep(0.05)
-    late = [m for m in mailbox.to("ann@example.test") if "Reset" in m.subject][-1].token
+    late = (await mailbox.wait_for("ann@example.test", "Reset", count=2)).token
     async with gateway.runtime.services.sessions() as db:
         await db.execute(update(EmailToken).values(expires_at=EmailToken.created_at))
         await db.commit()
@@ -235,11 +234,12 @@ async def test_without_smtp_mail_waits_in_the_outbox(gateway: Gateway, db_url: s
     """No SMTP configured: `gateway outbox` prints the message with its link on the configured origin."""
     await gateway.user("ann@example.test")
     assert (await _post(gateway, "/auth/forgot-password", {"email": "ann@example.test"}))[0] == 202
-    for _ in range(100):  # the reset is prepared after the response
+
+    async def queued() -> bool:
         async with gateway.runtime.services.sessions() as db:
-            if await db.scalar(select(OutboxMessage.id)) is not None:
-                break
-        await asyncio.sleep(0.05)
+            return await db.scalar(select(OutboxMessage.id)) is not None
+
+    await eventually(queued, what="the reset (prepared after the response) never reached the outbox")
     out = run_cli(["outbox"], db_url)
     assert out.returncode == 0, out.stderr
     assert "To: ann@example.test" in out.stdout
@@ -269,7 +269,10 @@ async def test_forgot_password_is_limited_per_account_and_per_ip(
         await gateway.user("ann@example.test")
         statuses = [(await _post(gateway, "/auth/forgot-password", {"email": "ann@example.test"}))[0] for _ in range(8)]
         assert statuses == [202] * 8
-        await box.wait_for("ann@example.test", "Reset your password")
-        await asyncio.sleep(0.5)
+        await box.wait_for("ann@example.test", "Reset your password", count=5)
+        # Nothing more is coming: every request has finished its work after the response (preparing a reset or
+        # deciding not to), and the outbox holds nothing unsent.
+        await gateway.settled()
+        await eventually(lambda: _outbox_empty(gateway), what="the outbox was never drained")
         assert len(box.to("ann@example.test")) == 5
         assert (await _post(gateway, "/auth/forgot-password", {"email": "bob@example.test"}))[0] == 429

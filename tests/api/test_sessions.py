@@ -120,7 +120,7 @@ async def test_an_idle_session_ends(db_url: str, upstream: Upstream, tmp_path: P
     async with serving(settings, upstream) as gateway:
         await gateway.user("ann@example.test")
         login = await _login(gateway, "ann@example.test")
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # time itself is under test: longer than refresh_idle_seconds without a refresh
         assert await _refresh(gateway, login["refresh_token"]) == 401
 
 

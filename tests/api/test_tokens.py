@@ -185,20 +185,22 @@ async def test_login_takes_as_long_for_unknown_emails(db_url: str, upstream: Ups
         assert 0.75 < ratio < 1.25, (statistics.median(known), statistics.median(unknown))
 
 
+# The routes that need no token, each with the first field an empty JSON body lacks (a 422 naming it).
 PUBLIC_AUTH = {
-    ("POST", "/auth/login"),
-    ("POST", "/auth/login/mfa"),
-    ("POST", "/auth/refresh"),
-    ("POST", "/auth/register"),
-    ("POST", "/auth/verify-email"),
-    ("POST", "/auth/forgot-password"),
-    ("POST", "/auth/reset-password"),
-    ("POST", "/auth/bootstrap"),
+    ("POST", "/auth/login"): "email",
+    ("POST", "/auth/login/mfa"): "mfa_token",
+    ("POST", "/auth/refresh"): "refresh_token",
+    ("POST", "/auth/register"): "email",
+    ("POST", "/auth/verify-email"): "token",
+    ("POST", "/auth/forgot-password"): "email",
+    ("POST", "/auth/reset-password"): "token",
+    ("POST", "/auth/bootstrap"): "token",
 }
 
 
 async def test_every_auth_route_needs_a_token_except_the_public_ones(gateway: Gateway) -> None:
-    """Without credentials every /auth route is 401, except the allowlist (which answers 4xx to an empty body)."""
+    """Without credentials every /auth route is 401, except the allowlist (which answers 422 to an empty body,
+    naming the missing field)."""
     routes = {
         (method, route.path)
         for route in gateway.control_routes()
@@ -206,12 +208,14 @@ async def test_every_auth_route_needs_a_token_except_the_public_ones(gateway: Ga
         for method in getattr(route, "methods", ())
         if method not in ("HEAD", "OPTIONS")
     }
-    assert routes >= PUBLIC_AUTH
+    assert routes >= set(PUBLIC_AUTH)
     for method, path in sorted(routes):
         concrete = path.replace("{session:str}", "00000000-0000-0000-0000-000000000000")
-        status, _, _ = await gateway.call(method, concrete, json={})
+        status, headers, body = await gateway.call(method, concrete, json={})
+        problem = json.loads(body)
         if (method, path) in PUBLIC_AUTH:
-            assert 400 <= status < 500, (method, path, status)
-            assert status != 401 or path == "/auth/login/mfa", (method, path)
+            assert status == 422, (method, path, status, problem)
+            assert problem["field"] == PUBLIC_AUTH[method, path], (method, path, problem)
         else:
-            assert status == 401, (method, path, status)
+            assert status == 401, (method, path, status, problem)
+            assert headers["WWW-Authenticate"].startswith("Bearer"), (method, path)

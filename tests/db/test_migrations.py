@@ -21,6 +21,7 @@ from gateway.db.models import Base
 from gateway.policy.rules import parse_files
 from gateway.policy.store import SYSTEM_ORIGIN, migrate, stored_rules
 from gateway.settings import SHIPPED_POLICY
+from tests.waiting import eventually
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -75,10 +76,17 @@ async def test_migrations_take_an_advisory_lock_on_postgresql(database_url: str,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(migrate.wait()), 3)
-        waiting = await holder.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-        assert waiting == 1, "the migration waits on the advisory lock"
+
+        async def waiting_on_the_lock() -> bool:
+            assert migrate.returncode is None, "migrate finished while another session held the lock"
+            waiting = await holder.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            return bool(waiting == 1)
+
+        await eventually(waiting_on_the_lock, within=30, every=0.05, what="the migration never waited on the lock")
+        assert migrate.returncode is None
         await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
         out, err = await asyncio.wait_for(migrate.communicate(), 60)
         assert migrate.returncode == 0, err

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.asgi import create_gateway
@@ -25,6 +26,7 @@ from tests.conftest import (
     serving,
     start_gateway,
 )
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -42,7 +44,7 @@ async def fronted(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncItera
 
 async def _ask(
     gateway: Gateway, method: str, uri: str, token: str | None, org: str | None = "acme", **extra: str
-) -> tuple[int, dict[str, str]]:
+) -> tuple[int, CIMultiDict[str]]:
     headers = {"X-Forwarded-Method": method, "X-Forwarded-Uri": uri, **extra}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -126,7 +128,8 @@ def _readme_block(language: str) -> str:
     """The README's forward-auth example in `language` (there is exactly one)."""
     blocks = re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
     assert len(blocks) == 1, f"expected one {language} block in the README"
-    return blocks[0]
+    block: str = blocks[0]
+    return block
 
 
 NGINX_CONF = """
@@ -207,12 +210,16 @@ async def test_the_readme_proxy_examples_forward_only_what_the_gateway_allowed(
         key = await fronted.key("acme", "viewer@acme.test")
         user_id = fronted.runtime.services.tokens.verify(token).user_id
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
+
+        async def listening() -> bool:
             try:
                 async with fronted.http.get(base + "/ping"):
-                    break
+                    return True
             except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
+                assert process.returncode is None, f"{proxy} exited"
+                return False
+
+        await eventually(listening, within=10, every=0.05, what=f"{proxy} never listened")
         for credential in ({"Authorization": f"Bearer {token}", "X-Org": "acme"}, {"X-API-Key": key}):
             async with fronted.http.get(base + "/reports/1?full=1", headers=credential) as response:
                 assert response.status == 200, await response.text()

@@ -1,4 +1,5 @@
-"""The policy-as-code commands with real files and a real database: lint, test, explain, diff, sync, export."""
+"""`gateway policy` (gateway/cli/policy.py), the policy-as-code commands with real files and a real database: lint,
+test, explain, diff, sync, export."""
 
 from __future__ import annotations
 

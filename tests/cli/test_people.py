@@ -1,4 +1,5 @@
-"""The `gateway` command against a real database: exit codes, idempotent policy load, clear errors."""
+"""`gateway users|orgs|members|keys` (gateway/cli/people.py) against a real database: exit codes, clear errors,
+idempotent policy load alongside."""
 
 from __future__ import annotations
 
@@ -62,22 +63,6 @@ def test_cli_duplicate_and_bad_policy(db_url: str, tmp_path: Path) -> None:
     result = run_cli(["policy", "load", str(bad)], db_url)
     assert result.returncode == 1
     assert "bad.csv:1" in result.stderr
-
-
-def test_cli_bad_config_exits_2(db_url: str, tmp_path: Path) -> None:
-    """A broken config file stops the command with exit code 2 and the key's name."""
-    config = tmp_path / "gateway.toml"
-    config.write_text("port = 'x'\n")
-    result = run_cli(["migrate", "--config", str(config)], db_url)
-    assert result.returncode == 2
-    assert "port" in result.stderr
-
-
-def test_cli_unmigrated_database_says_so(tmp_path: Path) -> None:
-    """Commands on an empty database tell the operator to run `gateway migrate`."""
-    result = run_cli(["orgs", "create", "--slug", "x", "--name", "x"], f"sqlite+aiosqlite:///{tmp_path}/empty.db")
-    assert result.returncode == 1
-    assert "gateway migrate" in result.stderr
 
 
 def test_cli_api_keys(db_url: str) -> None:
