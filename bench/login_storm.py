@@ -61,12 +61,18 @@ def main() -> None:
     parser.add_argument("--max-concurrent", type=int, help="[passwords] max_concurrent")
     parser.add_argument("--queue", type=int, help="[passwords] queue")
     parser.add_argument("--niceness", type=int, help="[passwords] niceness")
+    parser.add_argument("--memory-kib", type=int, help="[passwords] memory_kib (a cheap hash shows the rest)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
 
     work = Path(tempfile.mkdtemp(prefix="gw-logins-"))
-    chosen = {"max_concurrent": args.max_concurrent, "queue": args.queue, "niceness": args.niceness}
+    chosen = {
+        "max_concurrent": args.max_concurrent,
+        "queue": args.queue,
+        "niceness": args.niceness,
+        "memory_kib": args.memory_kib,
+    }
     passwords = "".join(f"{name} = {value}\n" for name, value in chosen.items() if value is not None)
     db = f"sqlite+aiosqlite:///{work / 'bench.db'}"
     up_port, gw_port = free_port(), free_port()

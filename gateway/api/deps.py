@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.access.credentials import authenticate
 from gateway.access.peer import resolve_peer
+from gateway.db.engine import STATE_CHANGED
 from gateway.errors import InvalidToken
+from gateway.identity.mail import MAIL_QUEUED
 from gateway.identity.sessions import Client
 from gateway.identity.tokens import Principal
 from gateway.runtime import Runtime, Services
@@ -47,9 +49,10 @@ async def provide_db(
     request: Request[object, object, State], runtime: NamedDependency[Runtime]
 ) -> AsyncGenerator[AsyncSession, None]:
     """A session whose transaction commits when the handler returns and rolls back when it raises. After a
-    write, this process reloads its policy before the response is sent, so the caller's next request (proxied
-    or admin) already sees the change; other processes hear of it at once on PostgreSQL (NOTIFY), within a
-    poll on SQLite."""
+    change to what the hot path holds (`bump_version`), this process reloads before the response is sent, so
+    the caller's next request (proxied or admin) already sees it; other processes hear of it at once on
+    PostgreSQL (NOTIFY), within a poll on SQLite. A transaction that queued mail wakes the mailer. Anything else
+    (a login, a refresh) costs no further query."""
     async with runtime.services.sessions() as session:
         try:
             yield session
@@ -58,8 +61,10 @@ async def provide_db(
             raise
         else:
             await session.commit()
-    if request.method not in ("GET", "HEAD"):
+        changed, mailed = session.info.pop(STATE_CHANGED, False), session.info.pop(MAIL_QUEUED, False)
+    if mailed:
         runtime.services.mailer.kick()
+    if changed:
         try:
             await runtime.refresh()
         except Exception:

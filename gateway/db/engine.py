@@ -38,10 +38,15 @@ CHANNEL = "gateway_state"
 """PostgreSQL NOTIFY channel: a notice is sent by the transaction that bumps the version, at its commit."""
 
 
+STATE_CHANGED = "gateway.state_changed"
+
+
 async def bump_version(session: AsyncSession) -> None:
     """Record, in the caller's transaction, that cached state changed; every gateway process reloads. On
     PostgreSQL the same transaction notifies CHANNEL, so listening replicas hear of it when it commits (and
-    not at all if it rolls back)."""
+    not at all if it rolls back). The session remembers it (`STATE_CHANGED` in `session.info`), so whoever
+    commits knows this process must reload now."""
+    session.info[STATE_CHANGED] = True
     await session.execute(
         update(StateVersion).where(StateVersion.id == 1).values(version=StateVersion.version + 1, updated_at=utcnow())
     )

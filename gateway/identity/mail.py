@@ -22,8 +22,13 @@ MAX_ATTEMPTS = 5
 RETRY_SECONDS = 5.0
 
 
+MAIL_QUEUED = "gateway.mail_queued"
+
+
 def enqueue(db: AsyncSession, *, to: str, subject: str, body: str) -> None:
-    """Queue a message in the caller's transaction: it is sent only if the change commits."""
+    """Queue a message in the caller's transaction: it is sent only if the change commits (`MAIL_QUEUED` in
+    `db.info` tells the committer to wake the mailer)."""
+    db.info[MAIL_QUEUED] = True
     db.add(OutboxMessage(created_at=utcnow(), recipient=to, subject=subject[:200], body=body, attempts=0))
 
 
