@@ -10,9 +10,10 @@ Rules (documented in the README):
 - keep case and a trailing slash: both are significant.
 
 `second_reading` then names what an upstream could still read differently if it decoded once more or
-normalised Unicode (NFKC): a double-encoded `.`, `/` or `\\` (`%252e`), or a character whose compatibility
-form contains one (full-width U+FF0E, two-dot leader U+2025). Refused by default; a route may opt out
-(`strict_paths = false`).
+normalised Unicode (NFKC): a double-encoded `.`, `/` or `\\` (`%252e`), or a non-ASCII character whose
+compatibility form brings in ASCII: a separator (full-width U+FF0E, two-dot leader U+2025) or a letter or digit
+(full-width `ａ`, ligature `ﬁ`, superscript `²`), which would turn the path the policy decided on into another
+(`/api/ａdmin` into `/api/admin`). Refused by default; a route may opt out (`strict_paths = false`).
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ def second_reading(path: str) -> str | None:
         return "double-encoded '.', '/' or '\\' in path"
     if _HIGH_ESCAPE.search(path):
         for char in unquote(path):
-            if ord(char) > 0x7F and _SEPARATORS.intersection(unicodedata.normalize("NFKC", char)):
+            if ord(char) <= 0x7F:
+                continue
+            compatible = unicodedata.normalize("NFKC", char)
+            if _SEPARATORS.intersection(compatible):
                 return f"U+{ord(char):04X} reads as '.', '/' or '\\' after Unicode normalisation"
+            if compatible != char and any(ord(other) <= 0x7F for other in compatible):
+                return f"U+{ord(char):04X} reads as {compatible!r} after Unicode normalisation"
     return None

@@ -131,7 +131,7 @@ def _corpus() -> list[tuple[bytes, int]]:
         ("/api/%e2%80%a4%e2%80%a4/admin/secret", 400),
         ("/api/%d0%b0dmin/secret", 200),
         ("/api/admin%e2%80%8b/secret", 200),
-        ("/api/%ef%bd%81dmin/secret", 200),
+        ("/api/%ef%bd%81dmin/secret", 400),  # full-width a: /api/admin/secret to an NFKC upstream
         # absolute and odd request-target forms
         ("http://evil.example/api/admin/secret", 403),
         ("http://gw/api/public/../admin/secret", 403),

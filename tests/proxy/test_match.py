@@ -50,12 +50,16 @@ async def test_longest_prefix_wins_and_strip_prefix(bare: BareGateway) -> None:
         "/api/%EF%BC%8E%EF%BC%8E/admin",  # full-width dots: '..' after NFKC
         "/api/%E2%80%A5/admin",  # two-dot leader
         "/api/a%EF%BC%8Fb",  # full-width solidus
+        "/api/%EF%BD%81dmin/secret",  # full-width 'a': /api/admin/secret after NFKC
+        "/api/%EF%AC%81les",  # the ligature 'fi': /api/files
+        "/api/v%C2%B2/x",  # superscript two: /api/v2/x
         "/auth/%252e%252e/admin",  # the control plane's paths too
     ],
 )
 async def test_ambiguous_paths_are_400(bare: BareGateway, raw_path: str) -> None:
     """Paths with no single canonical meaning, or that a second decoding or Unicode normalisation upstream
-    would read with another dot segment or separator, are refused before any other stage."""
+    would read as another path (a dot segment, a separator, ASCII letters the policy never saw), are refused
+    before any other stage."""
     tokens = bare.tokens
     status, _, body = await bare.call("GET", raw_path, token=tokens["root"], org="acme")
     assert status == 400
@@ -85,3 +89,8 @@ async def test_authorized_path_is_the_forwarded_path(bare: BareGateway) -> None:
     status, _, _ = await bare.call("GET", "/api/caf%c3%a9/%41", token=tokens["viewer"], org="acme")
     assert status == 200
     assert bare.upstream.last.raw_path == "/api/caf%C3%A9/A"
+    # Text whose compatibility form stays outside ASCII is not ambiguous: Japanese, full- and half-width kana.
+    for path in ("/api/%E3%83%86%E3%82%B9%E3%83%88", "/api/%EF%BD%B1"):
+        status, _, _ = await bare.call("GET", path, token=tokens["viewer"], org="acme")
+        assert status == 200, path
+        assert bare.upstream.last.raw_path == path
