@@ -12,8 +12,9 @@ Rules (documented in the README):
 `second_reading` then names what an upstream could still read differently if it decoded once more or
 normalised Unicode (NFKC): a double-encoded `.`, `/` or `\\` (`%252e`), or a non-ASCII character whose
 compatibility form brings in ASCII: a separator (full-width U+FF0E, two-dot leader U+2025) or a letter or digit
-(full-width `ａ`, ligature `ﬁ`, superscript `²`), which would turn the path the policy decided on into another
-(`/api/ａdmin` into `/api/admin`). Refused by default; a route may opt out (`strict_paths = false`).
+(full-width a U+FF41, ligature fi U+FB01, superscript two U+00B2), which would turn the path the policy
+decided on into another (`/api/%EF%BD%81dmin` into `/api/admin`). Refused by default; a route may opt
+out (`strict_paths = false`).
 """
 
 from __future__ import annotations
