@@ -9,6 +9,12 @@ is tested with the very regex keyMatch2 would build. The effect is Casbin's allo
 deny decides; otherwise the last matching allow), so both the decision and the explaining line equal
 `enforce_ex`.
 
+A subject with many lines in one domain (a role holding hundreds of endpoints) is not scanned line by line: its
+lines sit in a segment trie (`PathIndex`: literal segments, `:param` segments, a final `/*`) that yields every
+line whose pattern matches the path, and the effect is computed over their line numbers (the lowest matching
+deny, else the highest matching allow), so the deciding line is still Casbin's. Patterns the trie cannot hold
+exactly (a `*` elsewhere, a regex character, a `:` inside a segment) are tested with their regex beside it.
+
 Used only when the loaded model is exactly that model (`supports`); any other model goes through casbin.
 A differential test compares this path with a plain casbin.Enforcer on thousands of generated requests.
 """
@@ -16,6 +22,7 @@ A differential test compares this path with a plain casbin.Enforcer on thousands
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -28,8 +35,11 @@ MATCHER = (
 EFFECT = "some(where (p_eft == allow)) && !some(where (p_eft == deny))"
 ANY = "*"
 _CACHE_MAX = 100_000
+INDEX_MIN_LINES = 12
+"""A subject's lines in one domain from which a `PathIndex` answers instead of one regex per line."""
+_REGEX_SPECIAL = frozenset(".^$*+?{}[]\\|()")
 
-Candidate = tuple[Callable[[str], Any], bool, tuple[str, ...]]
+Candidate = tuple[Callable[[str], Any], bool, tuple[str, ...], int]
 MAX_HIERARCHY_LEVEL = 10
 """casbin's default: `g(a, b)` holds when b is at most 9 links above a."""
 
@@ -97,6 +107,86 @@ def key_match2_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("^" + key + "$")
 
 
+class _Node:
+    __slots__ = ("end", "literal", "param", "rest")
+
+    def __init__(self) -> None:
+        self.literal: dict[str, _Node] = {}
+        self.param: _Node | None = None
+        self.end: list[int] = []
+        """Lines whose pattern ends here."""
+        self.rest: list[int] = []
+        """Lines whose pattern ends here with `/*`: one more segment or more, of any content."""
+
+
+def _segments(pattern: str) -> tuple[list[str | None], bool] | None:
+    """A pattern as trie segments (None for a `:param` segment) and whether it ends with `/*`; None when
+    keyMatch2's regex for it is not exactly that (a `*` elsewhere, a regex character, a `:` inside a segment)."""
+    rest = pattern.endswith("/*")
+    body = pattern[:-2] if rest else pattern
+    if "*" in body:
+        return None
+    out: list[str | None] = []
+    for segment in body.split("/"):
+        if segment.startswith(":") and len(segment) > 1:
+            out.append(None)  # keyMatch2 turns the whole segment into [^/]+
+        elif ":" in segment[:-1] or not _REGEX_SPECIAL.isdisjoint(segment):
+            return None
+        else:
+            out.append(segment)
+    return out, rest
+
+
+class PathIndex:
+    """The lines of one subject in one domain, found by path segments instead of one regex per line."""
+
+    __slots__ = ("_everything", "_fallback", "_root")
+
+    def __init__(self, lines: Iterable[tuple[int, str]], matcher: Callable[[str], Callable[[str], Any]]) -> None:
+        self._root = _Node()
+        self._everything: list[int] = []
+        self._fallback: list[tuple[int, Callable[[str], Any]]] = []
+        for index, pattern in lines:
+            shape = None if pattern == ANY else _segments(pattern)
+            if pattern == ANY:
+                self._everything.append(index)
+            elif shape is None:
+                self._fallback.append((index, matcher(pattern)))
+            else:
+                node = self._root
+                for segment in shape[0]:
+                    if segment is None:
+                        node.param = node = node.param or _Node()
+                    else:
+                        node = node.literal.setdefault(segment, _Node())
+                (node.rest if shape[1] else node.end).append(index)
+
+    def collect(self, obj: str, segments: list[str], out: list[int]) -> None:
+        """Append the lines whose pattern matches `obj` (already split at `/`), in no particular order."""
+        out.extend(self._everything)
+        for index, match in self._fallback:
+            if match(obj) is not None:
+                out.append(index)
+        _walk(self._root, segments, 0, out)
+
+
+def _walk(node: _Node, segments: list[str], at: int, out: list[int]) -> None:
+    if at == len(segments):
+        out.extend(node.end)
+        return
+    if node.rest:
+        out.extend(node.rest)
+    segment = segments[at]
+    child = node.literal.get(segment)
+    if child is not None:
+        _walk(child, segments, at + 1, out)
+    if node.param is not None and segment:
+        _walk(node.param, segments, at + 1, out)
+
+
+Plan = tuple[tuple[Candidate, ...], tuple[PathIndex, ...]]
+
+
 class CompiledPolicy:
     """Decisions over one immutable set of lines; caches are per instance, so a reload starts clean."""
 
@@ -113,7 +203,8 @@ class CompiledPolicy:
                 raise ValueError(f"effect {eft!r} is not allow or deny")  # the caller falls back to casbin
             self._rules.append((act, obj, eft == "deny", tuple(values)))
             self._by_subject_domain.setdefault((sub, dom), []).append(index)
-        self._candidates: dict[tuple[str, str, str], tuple[Candidate, ...]] = {}
+        self._plans: OrderedDict[tuple[str, str, str], Plan] = OrderedDict()
+        self._indexes: dict[tuple[str, str], PathIndex] = {}
 
     def _matcher(self, pattern: str) -> Callable[[str], Any]:
         match = self._regexes.get(pattern)
@@ -121,33 +212,100 @@ class CompiledPolicy:
             match = self._regexes[pattern] = key_match2_regex(pattern).match
         return match
 
-    def _collect(self, subject: str, domain: str, action: str) -> tuple[Candidate, ...]:
+    def _index(self, subject: str, domain: str, lines: list[int]) -> PathIndex:
+        index = self._indexes.get((subject, domain))
+        if index is None:
+            pairs = ((line, self._rules[line][1]) for line in lines)
+            index = self._indexes[(subject, domain)] = PathIndex(pairs, self._matcher)
+        return index
+
+    def _collect(self, subject: str, domain: str, action: str) -> Plan:
+        """The lines a request by `subject` in `domain` for `action` can match: a few as regexes, a subject's
+        many lines in one domain as its `PathIndex` (filtered by action when they match)."""
         subjects = [subject, *self._roles.roles(subject, domain)]
         indices: set[int] = set()
+        indexes: list[PathIndex] = []
         for name in subjects:
-            indices.update(self._by_subject_domain.get((name, domain), ()))
-            if domain != ANY:
-                indices.update(self._by_subject_domain.get((name, ANY), ()))
+            for dom in (domain, ANY) if domain != ANY else (domain,):
+                lines = self._by_subject_domain.get((name, dom))
+                if not lines:
+                    continue
+                if len(lines) >= INDEX_MIN_LINES:
+                    indexes.append(self._index(name, dom, lines))
+                else:
+                    indices.update(lines)
         out: list[Candidate] = []
         for index in sorted(indices):
             act, pattern, is_deny, rule = self._rules[index]
             if act in (action, ANY):
-                out.append((self._matcher(pattern), is_deny, rule))
-        return tuple(out)
+                out.append((self._matcher(pattern), is_deny, rule, index))
+        return tuple(out), tuple(indexes)
 
     def decide(self, subject: str, domain: str, obj: str, action: str) -> tuple[bool, tuple[str, ...]]:
         key = (subject, domain, action)
-        candidates = self._candidates.get(key)
-        if candidates is None:
-            candidates = self._collect(subject, domain, action)
-            if len(self._candidates) >= _CACHE_MAX:
-                del self._candidates[next(iter(self._candidates))]
-            self._candidates[key] = candidates
-        allowed = False
-        explain: tuple[str, ...] = ()
-        for match, is_deny, rule in candidates:
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._collect(subject, domain, action)
+            if len(self._plans) >= _CACHE_MAX:
+                self._plans.popitem(last=False)  # the least recently used
+            self._plans[key] = plan
+        else:
+            self._plans.move_to_end(key)
+        candidates, indexes = plan
+        if not indexes or "\n" in obj:  # a newline: regexes and segments could disagree; ask the regexes
+            if indexes:
+                candidates = self._with_indexed(candidates, indexes, action)
+            allowed = False
+            explain: tuple[str, ...] = ()
+            for match, is_deny, rule, _ in candidates:
+                if match(obj) is not None:
+                    if is_deny:
+                        return False, rule  # casbin stops at the first matching deny
+                    allowed, explain = True, rule  # otherwise the last matching allow explains
+            return allowed, explain
+        return self._decide_indexed(candidates, indexes, obj, action)
+
+    def _decide_indexed(
+        self, candidates: tuple[Candidate, ...], indexes: tuple[PathIndex, ...], obj: str, action: str
+    ) -> tuple[bool, tuple[str, ...]]:
+        """The same effect over line numbers: the lowest matching deny decides, else the highest matching
+        allow (the order casbin evaluates lines in)."""
+        deny = allow = -1
+        for match, is_deny, _, line in candidates:
             if match(obj) is not None:
                 if is_deny:
-                    return False, rule  # casbin stops at the first matching deny
-                allowed, explain = True, rule  # otherwise the last matching allow explains
-        return allowed, explain
+                    deny = line
+                    break
+                allow = line
+        matched: list[int] = []
+        segments = obj.split("/")
+        for index in indexes:
+            index.collect(obj, segments, matched)
+        rules = self._rules
+        for line in matched:
+            act, _, is_deny, _ = rules[line]
+            if act != action and act != ANY:
+                continue
+            if is_deny:
+                if deny == -1 or line < deny:
+                    deny = line
+            elif line > allow:
+                allow = line
+        if deny != -1:
+            return False, rules[deny][3]
+        return (True, rules[allow][3]) if allow != -1 else (False, ())
+
+    def _with_indexed(
+        self, candidates: tuple[Candidate, ...], indexes: tuple[PathIndex, ...], action: str
+    ) -> tuple[Candidate, ...]:
+        """Every candidate as a regex, the indexed ones included (the rare path with a newline)."""
+        lines = {line for *_, line in candidates}
+        for (name, dom), index in self._indexes.items():
+            if index in indexes:
+                lines.update(self._by_subject_domain[(name, dom)])
+        out: list[Candidate] = []
+        for line in sorted(lines):
+            act, pattern, is_deny, rule = self._rules[line]
+            if act in (action, ANY):
+                out.append((self._matcher(pattern), is_deny, rule, line))
+        return tuple(out)

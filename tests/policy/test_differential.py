@@ -62,3 +62,51 @@ def test_engine_decisions_equal_casbin(
         allowed, line = reference.enforce_ex(*request)
         decision = engine.decide(*request)
         assert (decision.allowed, decision.rule) == (allowed, tuple(line)), (request, rules)
+
+
+# One role holding many lines (so the engine answers from its path index): overlapping literal, `:param` and `*`
+# segments at every depth, deny lines, and patterns the index cannot hold (a regex character, `*` inside, `:`
+# inside a segment) that it must test as regexes beside it.
+SEGMENTS = ["a", "b", ":id", ":x", "c.d", "e"]
+ODD = ["/a/*/c", "/a*", "/a/b:c", "/a/c.d", "/a/(b)", "*", "/*", "/", "/a/", "/a/:id/"]
+index_patterns = st.one_of(
+    st.builds(
+        lambda parts, star, slash: "/" + "/".join(parts) + ("/*" if star else "/" if slash else ""),
+        st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=4),
+        st.booleans(),
+        st.booleans(),
+    ),
+    st.sampled_from(ODD),
+)
+index_lines = st.lists(
+    st.builds(
+        lambda obj, act, eft, dom: Rule("p", ("big", dom, obj, act, eft)),
+        index_patterns,
+        st.sampled_from(["GET", "*"]),
+        st.sampled_from(["allow", "allow", "allow", "deny"]),
+        st.sampled_from(["acme", "acme", "*"]),
+    ),
+    min_size=12,
+    max_size=60,
+)
+index_paths = st.builds(
+    lambda parts, slash: "/" + "/".join(parts) + ("/" if slash else ""),
+    st.lists(st.sampled_from(["a", "b", "c", "7", "c.d", "cxd", "e", "b:c", "(b)", "aaa"]), max_size=5),
+    st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(lines=index_lines, extra=st.lists(p_lines, max_size=6), paths=st.lists(index_paths, min_size=10, max_size=30))
+def test_a_role_with_many_lines_decides_as_casbin(lines: list[Rule], extra: list[Rule], paths: list[str]) -> None:
+    """The path index yields the same decision and deciding line as casbin's scan, whatever overlaps."""
+    user = USERS[0]
+    rules = list(dict.fromkeys([*lines, *extra, Rule("g", (user, "big", "acme")), Rule("g", (user, "viewer", "*"))]))
+    engine = HotState(MODEL)
+    engine.install(StateRows(rules=tuple(rules), orgs=tuple(OrgRef(o, o) for o in ORGS)))
+    reference = _plain(rules)
+    for path in paths:
+        for method in ("GET", "POST"):
+            allowed, line = reference.enforce_ex(user, "acme", path, method)
+            decision = engine.decide(user, "acme", path, method)
+            assert (decision.allowed, decision.rule) == (allowed, tuple(line)), (path, method, rules)
