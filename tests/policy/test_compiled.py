@@ -89,3 +89,34 @@ def test_other_models_fall_back_to_casbin(tmp_path: Path) -> None:
         )
     )
     assert engine.decide(user, "acme", "/abc", "GET").allowed  # keyMatch semantics: prefix up to '*'
+
+
+def test_decision_plans_are_evicted_least_recently_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full plan cache drops the plan used longest ago, not the oldest one inserted: a caller that keeps
+    coming back stays warm while one-off callers pass through."""
+    from gateway.policy import compiled
+
+    monkeypatch.setattr(compiled, "_CACHE_MAX", 2)
+    policy = compiled.CompiledPolicy([["viewer", "acme", "/api/*", "GET", "allow"]], compiled.RoleIndex([]))
+    for subject in ("viewer", "user:a", "viewer", "user:b"):
+        policy.decide(subject, "acme", "/api/x", "GET")
+    assert list(policy._plans) == [("viewer", "acme", "GET"), ("user:b", "acme", "GET")]
+
+
+def test_the_path_index_holds_what_it_can_and_tests_the_rest_as_regexes() -> None:
+    """Literal, `:param` and a final `/*` go in the trie; a `*` elsewhere, a regex character or a `:` inside a
+    segment stay regexes, and both kinds answer."""
+    from gateway.policy.compiled import PathIndex, key_match2_regex
+
+    patterns = ["/a/:id", "/a/b", "/a/*", "/x*", "/a/c.d", "/a/b:c", "*", "admin:/orgs/:org"]
+    index = PathIndex(enumerate(patterns), lambda pattern: key_match2_regex(pattern).match)
+    assert [pattern for _, pattern in sorted((i, patterns[i]) for i, _ in index._fallback)] == [
+        "/x*",
+        "/a/c.d",
+        "/a/b:c",
+    ]
+    for path in ("/a/b", "/a/7", "/a/", "/a/b/c", "/xx", "/a/cxd", "/a/bzz", "admin:/orgs/acme", "/"):
+        found: list[int] = []
+        index.collect(path, path.split("/"), found)
+        expected = [i for i, pattern in enumerate(patterns) if key_match2_regex(pattern).match(path)]
+        assert sorted(found) == expected, path
