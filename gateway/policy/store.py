@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -124,10 +125,14 @@ async def add_rules(session: AsyncSession, rules: Iterable[Rule], *, origin: str
     # One statement, executed for many rows: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues", a few
     # hundred round trips for 300,000 lines, compiled once); the unique constraint drops what is already stored,
     # and RETURNING counts what was not.
-    statement = insert(PolicyRule).on_conflict_do_nothing().returning(PolicyRule.id)
-    for start in range(0, len(rows), BATCH_ROWS):
-        result = await session.execute(statement, rows[start : start + BATCH_ROWS])
-        added += len(result.all())
+    statement = insert(PolicyRule).on_conflict_do_nothing()
+    if session.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+        for row in rows:  # no RETURNING before SQLite 3.35: one statement a line, counted by rowcount
+            added += (await session.execute(statement.values(**row))).rowcount or 0  # type: ignore[attr-defined]
+    else:
+        for start in range(0, len(rows), BATCH_ROWS):
+            result = await session.execute(statement.returning(PolicyRule.id), rows[start : start + BATCH_ROWS])
+            added += len(result.all())
     if added:
         await bump_version(session)
     return added
