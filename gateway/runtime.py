@@ -65,6 +65,15 @@ class Services:
     listener: Listener | None
     """PostgreSQL only: LISTEN for committed changes."""
 
+    async def close(self) -> None:
+        """Flush the audit sink, then close the counters' store, the upstream pools and the database."""
+        await self.audit.close()
+        await self.counters.close()
+        await self.http.close()
+        for pool in self.pools.values():
+            await pool.close()
+        await self.db.dispose()
+
 
 @dataclass(slots=True)
 class Runtime:
@@ -105,13 +114,12 @@ class Runtime:
             raise RuntimeError("the gateway's services exist only between Runtime.start() and stop()")
         return self._services
 
-    async def start(self) -> None:
+    def assemble(
+        self, db: AsyncEngine, store: PolicyStore, tokens: TokenService, listener: Listener | None
+    ) -> Services:
+        """Every service, from the connections and keys `start` made (the tests assemble a data plane that never
+        touches its database the same way)."""
         settings = self.settings
-        db = create_engine(settings.database_url)
-        sessions = session_factory(db)
-        store = PolicyStore(sessions)
-        tokens = TokenService(settings.tokens, await load_or_create_keys(sessions))
-        await self.state.reload(store.version, lambda: self._rows(store), force=True)
         http = upstream_session(settings.upstream.pool_size)
         pools = {route.prefix: upstream_session(route.pool_size) for route in self.routes.routes if route.pool_size}
         limits = settings.rate_limits
@@ -123,13 +131,6 @@ class Runtime:
             per_key=limits.per_key_per_minute,
         )
         metrics = Metrics(lambda: self.state.version, lambda: self.state.rule_count, self.hasher.gate)
-        gate = self.hasher.gate
-        log.info(
-            "password hashing: at most %d at once (of %d CPUs), %d may wait, then 503",
-            gate.concurrency,
-            usable_cpus(),
-            gate.queue,
-        )
         audit = AuditSink(settings.audit_log)
         audit.start()
         pipeline = Pipeline(
@@ -145,16 +146,13 @@ class Runtime:
             max_header_bytes=settings.upstream.max_header_bytes,
             trusted_proxies=TrustedProxies(settings.trusted_proxies),
         )
-        listener = (
-            Listener(settings.database_url, self._changed) if settings.database_url.startswith("postgresql") else None
-        )
-        self._services = Services(
+        return Services(
             settings=settings,
             state=self.state,
             hasher=self.hasher,
             sealer=self.sealer,
             db=db,
-            sessions=sessions,
+            sessions=store.sessions,
             store=store,
             tokens=tokens,
             http=http,
@@ -163,9 +161,28 @@ class Runtime:
             metrics=metrics,
             counters=counters,
             throttle=LoginThrottle(counters, settings.login),
-            mailer=Mailer(settings.mail, sessions),
+            mailer=Mailer(settings.mail, store.sessions),
             pipeline=pipeline,
             listener=listener,
+        )
+
+    async def start(self) -> None:
+        settings = self.settings
+        db = create_engine(settings.database_url)
+        sessions = session_factory(db)
+        store = PolicyStore(sessions)
+        tokens = TokenService(settings.tokens, await load_or_create_keys(sessions))
+        await self.state.reload(store.version, lambda: self._rows(store), force=True)
+        listener = (
+            Listener(settings.database_url, self._changed) if settings.database_url.startswith("postgresql") else None
+        )
+        self._services = self.assemble(db, store, tokens, listener)
+        gate = self.hasher.gate
+        log.info(
+            "password hashing: at most %d at once (of %d CPUs), %d may wait, then 503",
+            gate.concurrency,
+            usable_cpus(),
+            gate.queue,
         )
         self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")
         if listener is not None:
@@ -185,13 +202,7 @@ class Runtime:
                     await task
         with contextlib.suppress(Exception):
             await self.flush_key_usage()
-        services = self.services
-        await services.audit.close()
-        await services.counters.close()
-        await services.http.close()
-        for pool in services.pools.values():
-            await pool.close()
-        await services.db.dispose()
+        await self.services.close()
         self.hasher.gate.close()
 
     async def refresh(self, *, force: bool = False) -> None:

@@ -28,11 +28,8 @@ from sqlalchemy import delete
 from sqlalchemy.engine import make_url
 from yarl import URL
 
-from gateway.access.audit import AuditSink
-from gateway.access.peer import TrustedProxies
 from gateway.asgi import FrontDoor, create_gateway
 from gateway.asgitypes import Receive, Scope, Send
-from gateway.counters import Counters
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
 from gateway.db.models import (
@@ -50,19 +47,13 @@ from gateway.db.models import (
     User,
 )
 from gateway.identity import accounts, apikeys
-from gateway.identity.mail import Mailer
-from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import KeyRing, TokenService
 from gateway.manage import keys, members, orgs
 from gateway.manage.common import Actor, find_org
-from gateway.metrics import Metrics
 from gateway.policy import OrgRef, Rule, StateRows
 from gateway.policy.rules import parse_files
 from gateway.policy.store import PolicyStore, add_rules
-from gateway.proxy.forward import upstream_session
-from gateway.proxy.limit import RateLimiter
-from gateway.proxy.pipeline import Pipeline
-from gateway.runtime import Runtime, Services
+from gateway.runtime import Runtime
 from gateway.serve import StrictHttpToolsProtocol
 from gateway.settings import SHIPPED_POLICY, Settings, settings_from_mapping
 from tests.waiting import eventually
@@ -529,64 +520,13 @@ def bare_runtime(settings: Settings) -> Runtime:
     ring = KeyRing(active_kid="bare", private_keys={"bare": key}, public_keys={"bare": key.public_key()})
     tokens = TokenService(settings.tokens, ring)
     runtime.state.install(_bare_state((), version=1))
-    http = upstream_session(settings.upstream.pool_size)
-    pools = {route.prefix: upstream_session(route.pool_size) for route in runtime.routes.routes if route.pool_size}
-    limits = settings.rate_limits
-    counters = Counters(limits.redis_url)
-    limiter = RateLimiter(
-        counters,
-        per_user=limits.per_user_per_minute,
-        per_org=limits.per_org_per_minute,
-        per_key=limits.per_key_per_minute,
-    )
-    metrics = Metrics(lambda: runtime.state.version, lambda: runtime.state.rule_count)
-    audit = AuditSink(settings.audit_log)
-    audit.start()
-    pipeline = Pipeline(
-        routes=runtime.routes,
-        tokens=tokens,
-        state=runtime.state,
-        http=http,
-        audit=audit,
-        metrics=metrics,
-        limiter=limiter,
-        pools=pools,
-        allow_underscore_headers=settings.allow_underscore_headers,
-        max_header_bytes=settings.upstream.max_header_bytes,
-        trusted_proxies=TrustedProxies(settings.trusted_proxies),
-    )
     db = create_engine(BARE_DATABASE_URL)
-    sessions = session_factory(db)
-    runtime._services = Services(
-        settings=settings,
-        state=runtime.state,
-        hasher=runtime.hasher,
-        sealer=runtime.sealer,
-        db=db,
-        sessions=sessions,
-        store=PolicyStore(sessions),
-        tokens=tokens,
-        http=http,
-        pools=pools,
-        audit=audit,
-        metrics=metrics,
-        counters=counters,
-        throttle=LoginThrottle(counters, settings.login),
-        mailer=Mailer(settings.mail, sessions),
-        pipeline=pipeline,
-        listener=None,
-    )
+    runtime._services = runtime.assemble(db, PolicyStore(session_factory(db)), tokens, None)
     return runtime
 
 
 async def _close_bare(runtime: Runtime) -> None:
-    services = runtime.services
-    await services.audit.close()
-    await services.counters.close()
-    await services.http.close()
-    for pool in services.pools.values():
-        await pool.close()
-    await services.db.dispose()
+    await runtime.services.close()
 
 
 @asynccontextmanager

@@ -206,6 +206,10 @@ class PolicyStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self._sessions
+
     async def version(self) -> int:
         async with self._sessions() as session:
             return await read_version(session)
