@@ -95,3 +95,18 @@ def test_bad_environment_value_names_the_key(tmp_path: Path) -> None:
     """A non-numeric GATEWAY_PORT is reported as `port`."""
     with pytest.raises(ConfigError, match="port"):
         load_settings(_write(tmp_path, GOOD), environ={"GATEWAY_PORT": "eighty"})
+
+
+def test_the_readme_configuration_example_is_valid() -> None:
+    """The README's annotated gateway.toml loads as it is shown (every key exists, every value validates)."""
+    import re
+    import tomllib
+
+    from gateway.settings import settings_from_mapping
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
+    assert example is not None
+    settings = settings_from_mapping(tomllib.loads(example.group(1)))
+    assert settings.passwords.niceness == 10
+    assert settings.login.free_failures == 5
