@@ -212,6 +212,16 @@ class CompiledPolicy:
             match = self._regexes[pattern] = key_match2_regex(pattern).match
         return match
 
+    def lines_for(self, subject: str, domain: str) -> list[tuple[str, ...]]:
+        """Every `p` line that can decide for `subject` in `domain` (its own and its roles', here and in `*`), in
+        the order casbin evaluates them."""
+        indices: set[int] = set()
+        for name in (subject, *self._roles.roles(subject, domain)):
+            indices.update(self._by_subject_domain.get((name, domain), ()))
+            if domain != ANY:
+                indices.update(self._by_subject_domain.get((name, ANY), ()))
+        return [self._rules[index][3] for index in sorted(indices)]
+
     def _index(self, subject: str, domain: str, lines: list[int]) -> PathIndex:
         index = self._indexes.get((subject, domain))
         if index is None:

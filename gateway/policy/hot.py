@@ -251,6 +251,15 @@ class HotState:
             return Decision(allowed, rule)
         return self.explain(subject, org, path, method)
 
+    def lines_for(self, subject: str, org: str) -> list[tuple[str, ...]]:
+        """The `p` lines that can decide for `subject` in `org` (its own and its roles', the org's and the
+        platform-wide ones), in evaluation order: what the subject can (and cannot) do there."""
+        snapshot = self._current()
+        if snapshot.compiled is not None:
+            return snapshot.compiled.lines_for(subject, org)
+        # Another model: casbin's own answer (lines of the org's domain and its roles there).
+        return [tuple(line) for line in snapshot.enforcer.get_implicit_permissions_for_user(subject, org)]
+
     def explain(self, subject: str, org: str, path: str, method: str) -> Decision:
         """The same decision, always computed by casbin's own `enforce_ex` (the reference)."""
         allowed, rule = self._current().enforcer.enforce_ex(subject, org, path, method)

@@ -1,4 +1,6 @@
-"""/admin/orgs/{org}/check and /explain: "may this subject do this?" and "why (not)?", from the live policy.
+"""Questions of the live policy in one org: /check ("may this subject do this?", also in batches), /explain ("why
+(not)?"), /who-can ("which members and roles may do this?") and /subjects/{subject}/lines ("what can this subject
+do?").
 
 Only the org's own subjects can be named: its members (by id or email), its service accounts, its roles (system
 or custom). Anyone else, an unknown email included, gets the same 404: the endpoint never turns an address on
@@ -8,15 +10,15 @@ another org's or a platform object is 422, since it is never decided in this org
 
 from __future__ import annotations
 
-from litestar import Controller, post
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.db.models import Membership, Organization, User
-from gateway.errors import Conflict, InvalidPath, NotFound, Unprocessable
+from gateway.db.models import Membership, Organization, Role, User
+from gateway.errors import Conflict, GatewayError, InvalidPath, NotFound, Unprocessable
 from gateway.identity.accounts import normalise_email
 from gateway.manage.common import find_org
 from gateway.manage.roles import SYSTEM_ROLES, custom_role
@@ -79,13 +81,24 @@ def _method(method: str) -> str:
 async def _decide(
     org: FromPath[str], data: schemas.CheckRequest, hot: HotState, db: AsyncSession
 ) -> tuple[str, Decision]:
-    found = await find_org(db, org)
+    found = await _live_org(db, hot, org)
     subject = await _subject(db, found, data.subject)
     obj, method = _object(org, data.path), _method(data.method)
-    if hot.org(org) is None:
-        raise Conflict("org: archived; nothing is allowed in it")
     # The live decision and its line (equal to casbin's enforce_ex, which the differential test checks).
     return subject, hot.decide(subject, org, obj, method)
+
+
+async def _live_org(db: AsyncSession, hot: HotState, org: str) -> Organization:
+    found = await find_org(db, org)
+    if hot.org(org) is None:
+        raise Conflict("org: archived; nothing is allowed in it")
+    return found
+
+
+def _numbered(error: GatewayError, position: int) -> GatewayError:
+    """The same error, its detail naming the batch entry (`checks[3].subject: ...`)."""
+    error.detail = f"checks[{position}].{error.detail}"
+    return error
 
 
 class DecisionsController(Controller):
@@ -103,6 +116,73 @@ class DecisionsController(Controller):
         """Allow or deny for (subject, path, method) in this org, as the gateway decides it now."""
         subject, decision = await _decide(org, data, hot, db)
         return schemas.CheckResult(allowed=decision.allowed, subject=subject)
+
+    @post("/check/batch", status_code=200)
+    async def check_batch(
+        self,
+        org: FromPath[str],
+        data: JSONBody[schemas.CheckBatch],
+        hot: NamedDependency[HotState],
+        db: NamedDependency[AsyncSession],
+    ) -> schemas.CheckBatchResult:
+        """Up to 100 checks in one call, answered in order; the first invalid entry fails the call, named."""
+        if not 1 <= len(data.checks) <= schemas.MAX_BATCH:
+            raise Unprocessable(f"checks: 1 to {schemas.MAX_BATCH} entries")
+        results = []
+        for position, check in enumerate(data.checks):
+            try:
+                subject, decision = await _decide(org, check, hot, db)
+            except (NotFound, Unprocessable) as error:
+                raise _numbered(error, position) from None
+            results.append(schemas.CheckResult(allowed=decision.allowed, subject=subject))
+        return schemas.CheckBatchResult(results)
+
+    @post("/who-can", status_code=200)
+    async def who_can(
+        self,
+        org: FromPath[str],
+        data: JSONBody[schemas.AccessQuery],
+        hot: NamedDependency[HotState],
+        db: NamedDependency[AsyncSession],
+    ) -> schemas.WhoCanResult:
+        """Every member and service account of this org that may do METHOD on PATH now, and every role of the
+        org that allows it, each with the line that allows it."""
+        found = await _live_org(db, hot, org)
+        obj, method = _object(org, data.path), _method(data.method)
+        rows = await db.execute(
+            select(User.id, User.email, User.name, User.kind, Membership.role)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.org_id == found.id)
+            .order_by(User.email, User.id)
+        )
+        members = []
+        for user_id, email, name, kind, role in rows:
+            decision = hot.decide(f"user:{user_id}", org, obj, method)
+            if decision.allowed:
+                allowing = ["p", *decision.rule]
+                members.append(schemas.AllowedMember(f"user:{user_id}", email, name, kind, role, allowing))
+        custom = await db.scalars(select(Role.name).where(Role.org_id == found.id).order_by(Role.name))
+        roles = []
+        for role in (*SYSTEM_ROLES, *custom):
+            decision = hot.decide(role, org, obj, method)
+            if decision.allowed:
+                roles.append(schemas.AllowedRole(role, ["p", *decision.rule]))
+        return schemas.WhoCanResult(members, roles)
+
+    @get("/subjects/{subject:str}/lines")
+    async def subject_lines(
+        self,
+        org: FromPath[str],
+        subject: FromPath[str],
+        hot: NamedDependency[HotState],
+        db: NamedDependency[AsyncSession],
+    ) -> schemas.SubjectLines:
+        """What a member, service account or role can do here: its roles and every line that can decide for
+        it (its own and its roles', this org's and platform-wide), in the order they are evaluated."""
+        found = await _live_org(db, hot, org)
+        name = await _subject(db, found, subject)
+        lines = [["p", *line] for line in hot.lines_for(name, org)]
+        return schemas.SubjectLines(subject=name, roles=list(hot.roles_of(name, org)), lines=lines)
 
     @post("/explain", status_code=200)
     async def explain(

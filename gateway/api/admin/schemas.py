@@ -137,6 +137,55 @@ class CheckResult(msgspec.Struct):
     subject: str
 
 
+MAX_BATCH = 100
+
+
+class CheckBatch(Body):
+    checks: list[CheckRequest]
+    """1 to 100 questions, answered in order."""
+
+
+class CheckBatchResult(msgspec.Struct):
+    results: list[CheckResult]
+
+
+class AccessQuery(Body):
+    path: str
+    """A proxied path (`/api/orders`) or a management object of this org (`admin:/orgs/acme/members`)."""
+    method: str
+
+
+class AllowedMember(msgspec.Struct):
+    subject: str
+    email: str | None
+    name: str
+    kind: str
+    role: str
+    """The membership's role."""
+    rule: list[str]
+    """The line that allows it."""
+
+
+class AllowedRole(msgspec.Struct):
+    role: str
+    rule: list[str]
+
+
+class WhoCanResult(msgspec.Struct):
+    members: list[AllowedMember]
+    """Members and service accounts allowed, by email (then id)."""
+    roles: list[AllowedRole]
+    """The org's roles (system and custom) that allow it to whoever holds them."""
+
+
+class SubjectLines(msgspec.Struct):
+    subject: str
+    roles: list[str]
+    lines: list[list[str]]
+    """Every line that can decide for the subject here (`p, sub, org, path, method, effect`), in evaluation
+    order: the first matching deny decides, else the last matching allow."""
+
+
 class ExplainResult(msgspec.Struct):
     allowed: bool
     subject: str
