@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.engine import bump_version
@@ -54,10 +54,29 @@ def _is_uuid(value: str) -> bool:
         return False
 
 
-async def list_members(session: AsyncSession, org: Organization, *, cursor: str | None, limit: int) -> Page[MemberView]:
+async def list_members(
+    session: AsyncSession,
+    org: Organization,
+    *,
+    cursor: str | None,
+    limit: int,
+    search: str | None = None,
+    role: str | None = None,
+) -> Page[MemberView]:
+    """The org's members by user id; `search` keeps those whose email or name contains it (any case), `role`
+    those holding exactly that role. Nobody outside the org is ever looked at."""
+    query = select(Membership).where(Membership.org_id == org.id)
+    if role is not None:
+        query = query.where(Membership.role == role)
+    if search:
+        needle = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        matching = select(User.id).where(
+            or_(func.lower(User.email).like(needle, escape="\\"), func.lower(User.name).like(needle, escape="\\"))
+        )
+        query = query.where(Membership.user_id.in_(matching))
     page = await fetch_page(
         session,
-        select(Membership).where(Membership.org_id == org.id),
+        query,
         Membership.user_id,
         cursor=cursor,
         limit=limit,
@@ -67,8 +86,28 @@ async def list_members(session: AsyncSession, org: Organization, *, cursor: str 
     return Page([_view(m, users[m.user_id]) for m in page.items], page.next_cursor)
 
 
-async def _membership(session: AsyncSession, org: Organization, user_id: str) -> tuple[Membership, User]:
-    membership = await session.get(Membership, (user_id, org.id), populate_existing=True) if _is_uuid(user_id) else None
+async def _membership(session: AsyncSession, org: Organization, member: str) -> tuple[Membership, User]:
+    """A member by user id or by email; anything that is not a member of this org is the same 404."""
+    user_id: str | None = member
+    if "@" in member:
+        try:
+            address = normalise_email(member)
+        except Unprocessable:
+            address = None
+        user_id = (
+            await session.scalar(
+                select(Membership.user_id)
+                .join(User, User.id == Membership.user_id)
+                .where(Membership.org_id == org.id, User.email == address)
+            )
+            if address
+            else None
+        )
+    membership = (
+        await session.get(Membership, (user_id, org.id), populate_existing=True)
+        if user_id is not None and _is_uuid(user_id)
+        else None
+    )
     user = await session.get(User, user_id) if membership is not None else None
     if membership is None or user is None:
         raise NotFound("member: no such member in this organization")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
@@ -13,6 +15,11 @@ from gateway.api.admin.guard import Caller
 from gateway.manage import members
 from gateway.manage.common import find_org
 
+Search = Annotated[
+    str | None, QueryParameter(description="part of an email or name (any case)", min_length=1, max_length=320)
+]
+RoleFilter = Annotated[str | None, QueryParameter(description="members holding this role", max_length=64)]
+
 
 class MembersController(Controller):
     path = "/orgs/{org:str}/members"
@@ -20,10 +27,18 @@ class MembersController(Controller):
 
     @get("/")
     async def list_members(
-        self, org: FromPath[str], db: NamedDependency[AsyncSession], cursor: Cursor = None, limit: Limit = DEFAULT_PAGE
+        self,
+        org: FromPath[str],
+        db: NamedDependency[AsyncSession],
+        cursor: Cursor = None,
+        limit: Limit = DEFAULT_PAGE,
+        search: Search = None,
+        role: RoleFilter = None,
     ) -> schemas.MemberPage:
-        """Members (people and service accounts), ordered by user id."""
-        page = await members.list_members(db, await find_org(db, org), cursor=cursor, limit=limit)
+        """Members (people and service accounts), ordered by user id; `search` keeps those whose email or name
+        contains it, `role` those holding that role. Only this org's members are ever looked at."""
+        found = await find_org(db, org)
+        page = await members.list_members(db, found, cursor=cursor, limit=limit, search=search, role=role)
         return schemas.MemberPage(page.items, page.next_cursor)
 
     @post("/")
@@ -42,6 +57,7 @@ class MembersController(Controller):
     async def read(
         self, org: FromPath[str], member: FromPath[str], db: NamedDependency[AsyncSession]
     ) -> schemas.MemberView:
+        """One member, by user id or email (here and in PATCH and DELETE); anyone else is 404."""
         return await members.get_member(db, await find_org(db, org), member)
 
     @patch("/{member:str}")
