@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.engine import bump_version
 from gateway.db.models import ApiKey, Membership, Organization, User, new_id, utcnow
-from gateway.errors import Forbidden, NotFound, Unprocessable
+from gateway.errors import Conflict, Forbidden, NotFound, Unprocessable
 from gateway.identity import apikeys
 from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
 from gateway.manage.members import MemberView, _is_uuid
@@ -140,6 +140,55 @@ async def create_key(
     view = key_view(row)
     record(session, actor, "key.create", org=org.slug, target=key_id, after={"user": user.id, "name": row.name})
     return key, view
+
+
+MAX_GRACE_SECONDS = 7 * 86400
+
+
+async def rotate_key(
+    session: AsyncSession, actor: Actor, org: Organization, key_id: str, *, user_id: str, grace_seconds: int
+) -> tuple[str, KeyView, KeyView]:
+    """A new secret for a key in one step: a new key with the same name, owner, scopes and expiry, and the old
+    one kept valid for `grace_seconds` more (0: it stops now), so clients can switch without an outage. Returns
+    the new key (shown only now), its listing and the old key's."""
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise Unprocessable(f"grace_seconds: between 0 and {MAX_GRACE_SECONDS}")
+    old = await session.get(ApiKey, key_id, with_for_update=True)
+    if old is None or old.org_id != org.id or old.user_id != user_id:
+        raise NotFound("key: no such API key")
+    now = utcnow()
+    expires = old.expires_at
+    if old.revoked_at is not None or (expires is not None and expires <= now):
+        raise Conflict("key: revoked or expired; create a new one")
+    key, fresh_id = apikeys.new_key()
+    fresh = ApiKey(
+        id=fresh_id,
+        org_id=org.id,
+        user_id=old.user_id,
+        name=old.name,
+        key_hash=apikeys.key_hash(key),
+        last4=key[-4:],
+        scopes=old.scopes,
+        created_at=now,
+        expires_at=old.expires_at,
+    )
+    session.add(fresh)
+    ending = now + dt.timedelta(seconds=grace_seconds)
+    if grace_seconds == 0:
+        old.revoked_at = now
+    elif expires is None or ending < expires:
+        old.expires_at = ending
+    await session.flush()
+    await bump_version(session)
+    record(
+        session,
+        actor,
+        "key.rotate",
+        org=org.slug,
+        target=key_id,
+        after={"user": old.user_id, "new_key": fresh_id, "old_valid_until": ending.isoformat()},
+    )
+    return key, key_view(fresh), key_view(old)
 
 
 async def list_keys(

@@ -53,6 +53,18 @@ TABLE: dict[tuple[str, str], tuple[str, object, set[str], int]] = {
         404,
     ),
     ("GET", "/admin/orgs/{org}/keys"): ("/admin/orgs/acme/keys", None, ADMIN, 200),
+    ("POST", "/admin/orgs/{org}/members/{member}/keys/{key}/rotate"): (
+        "/admin/orgs/acme/members/me/keys/k1/rotate",
+        {},
+        MEMBER,
+        404,
+    ),
+    ("POST", "/admin/orgs/{org}/service-accounts/{account}/keys/{key}/rotate"): (
+        f"/admin/orgs/acme/service-accounts/{NOBODY}/keys/k1/rotate",
+        {},
+        ADMIN,
+        404,
+    ),
     ("GET", "/admin/orgs/{org}/roles"): ("/admin/orgs/acme/roles", None, VIEWER, 200),
     ("POST", "/admin/orgs/{org}/roles"): ("/admin/orgs/acme/roles", {}, ADMIN, 422),
     ("GET", "/admin/orgs/{org}/roles/{role}"): ("/admin/orgs/acme/roles/viewer", None, VIEWER, 200),

@@ -4,6 +4,7 @@ expiry, batched last-use times, and what they change in WebSockets, rate limits 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import aiohttp
 import jwt
@@ -15,6 +16,7 @@ from gateway.db.models import ApiKey
 from gateway.errors import InvalidToken, Unprocessable
 from gateway.identity import apikeys
 from tests.conftest import Gateway
+from tests.waiting import eventually
 
 
 async def _key(
@@ -129,3 +131,45 @@ async def test_key_creation_is_validated(gateway: Gateway) -> None:
     for kwargs, field in cases:
         with pytest.raises(Unprocessable, match=field):
             await gateway.key("acme", **kwargs)  # type: ignore[arg-type]
+
+
+async def test_rotation_gives_a_new_secret_and_a_grace_period_to_the_old(gateway: Gateway) -> None:
+    """One call: a new key with the same name, scopes and expiry; the old one works until the grace period ends
+    (the hot path reads its new expiry), or stops at once with grace 0. Only its owner rotates it, signed in."""
+    key = await _key(gateway, scopes=["GET /api/*"], expires_in_days=30)
+    token = await gateway.login("ci@acme.test")
+    key_id = apikeys.parse(key)
+    path = f"/admin/orgs/acme/members/me/keys/{key_id}/rotate"
+    status, _, body = await gateway.call("POST", path, token=token, json={"grace_seconds": 2})
+    assert status == 201, body
+    answer = json.loads(body)
+    new = answer["key"]
+    assert answer["details"]["name"] == "ci" and answer["details"]["scopes"] == ["GET /api/*"]
+    assert answer["details"]["expires_at"] is not None, "the new key keeps the old one's expiry"
+    assert answer["previous"]["expires_at"] < answer["details"]["expires_at"], "the old one ends after the grace"
+    for credential in (key, new):
+        assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": credential}))[0] == 200
+    assert (await gateway.call("POST", "/api/x", headers={"X-API-Key": new}))[0] == 403, "same scopes"
+
+    async def old_refused() -> bool:
+        return (await gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] == 401
+
+    await eventually(old_refused, within=6, what="the old secret stops after its grace period")
+    assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": new}))[0] == 200
+
+    # Rotating again with no grace: the previous secret stops at once; a revoked key cannot be rotated.
+    new_id = apikeys.parse(new)
+    again = f"/admin/orgs/acme/members/me/keys/{new_id}/rotate"
+    status, _, body = await gateway.call("POST", again, token=token, json={"grace_seconds": 0})
+    assert status == 201
+    assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": new}))[0] == 401
+    assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": json.loads(body)["key"]}))[0] == 200
+    assert (await gateway.call("POST", again, token=token, json={}))[0] == 409
+    # Not with a key, not someone else's, not beyond a week.
+    third = json.loads(body)["key"]
+    third_path = f"/admin/orgs/acme/members/me/keys/{apikeys.parse(third)}/rotate"
+    assert (await gateway.call("POST", third_path, headers={"X-API-Key": third}, json={}))[0] == 403
+    await gateway.user("other@acme.test", org="acme", role="admin")
+    other = await gateway.login("other@acme.test")
+    assert (await gateway.call("POST", third_path, token=other, json={}))[0] == 404
+    assert (await gateway.call("POST", third_path, token=token, json={"grace_seconds": 604801}))[0] == 422

@@ -44,6 +44,19 @@ async def _create(
     return Response(schemas.KeyCreated(key=key, details=view), status_code=201, headers=NO_STORE)
 
 
+async def _rotate(
+    db: AsyncSession, caller: Caller, org: Organization, key: str, user_id: str, data: schemas.KeyRotate
+) -> Response[schemas.KeyRotated]:
+    """A new secret is a new credential: a person signed in within 15 minutes asks for it, never a key."""
+    if caller.principal.key is not None:
+        raise Forbidden("rotate keys from a signed-in session, not with an API key")
+    require_recent(caller.principal)
+    secret, fresh, old = await keys.rotate_key(
+        db, caller.actor, org, key, user_id=user_id, grace_seconds=data.grace_seconds
+    )
+    return Response(schemas.KeyRotated(key=secret, details=fresh, previous=old), status_code=201, headers=NO_STORE)
+
+
 class KeysController(Controller):
     """`members/me/keys` are the caller's own; `members/{id}/keys` and `keys` are for admins."""
 
@@ -101,6 +114,22 @@ class KeysController(Controller):
         """Revoke; another member's key id (or another org's) is 404."""
         found = await find_org(db, org)
         await keys.revoke_key(db, caller.actor, found, key, user_id=_member_id(caller, member))
+
+    @post("/members/{member:str}/keys/{key:str}/rotate")
+    async def rotate_own_key(
+        self,
+        org: FromPath[str],
+        member: FromPath[str],
+        key: FromPath[str],
+        data: JSONBody[schemas.KeyRotate],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[schemas.KeyRotated]:
+        """One of the caller's keys (`members/me/...`) gets a new secret; the old one works for `grace_seconds`
+        more. Nobody rotates another person's key (revoke it instead)."""
+        if _member_id(caller, member) != caller.user_id:
+            raise Forbidden("only the key's owner rotates it: members/me/keys/{key}/rotate")
+        return await _rotate(db, caller, await find_org(db, org), key, caller.user_id, data)
 
 
 class ServiceAccountsController(Controller):
@@ -163,6 +192,21 @@ class ServiceAccountsController(Controller):
         user = await keys.service_account(db, found, account)
         obj = f"{ADMIN_OBJECT}/orgs/{found.slug}/service-accounts/{account}/keys"
         return await _create(db, caller, found, user, data, obj)
+
+    @post("/{account:str}/keys/{key:str}/rotate")
+    async def rotate_key(
+        self,
+        org: FromPath[str],
+        account: FromPath[str],
+        key: FromPath[str],
+        data: JSONBody[schemas.KeyRotate],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> Response[schemas.KeyRotated]:
+        """A service account's key gets a new secret; the old one works for `grace_seconds` more."""
+        found = await find_org(db, org)
+        user = await keys.service_account(db, found, account)
+        return await _rotate(db, caller, found, key, user.id, data)
 
     @delete("/{account:str}/keys/{key:str}")
     async def revoke_key(

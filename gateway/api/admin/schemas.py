@@ -204,6 +204,19 @@ class KeyCreate(Body):
     scopes: list[str] = msgspec.field(default_factory=list)
 
 
+class KeyRotate(Body):
+    grace_seconds: int = 3600
+    """How long the old secret keeps working (0 to 604800; 0 revokes it now)."""
+
+
+class KeyRotated(msgspec.Struct):
+    key: str
+    """The new secret, shown once."""
+    details: KeyView
+    previous: KeyView
+    """The old key, now expiring at the end of the grace period (or revoked)."""
+
+
 class KeyCreated(msgspec.Struct):
     key: str
     """Shown once; only a hash is stored."""
