@@ -4,6 +4,7 @@
     people.py    users, orgs, members, keys
     policy.py    policy load|lint|test|explain|diff|sync|export
     secrets.py   bootstrap-token, signing-keys, encryption-key, outbox
+    audit.py     audit export
 
 Every command exits non-zero with one line on failure: 2 for bad configuration, 1 for a refused operation.
 """
@@ -15,7 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gateway.cli import people, policy, secrets, server
+from gateway.cli import audit, people, policy, secrets, server
 from gateway.cli.common import CommandError
 from gateway.errors import GatewayError
 from gateway.policy.rules import PolicyError
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG, else ./gateway.toml)")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (server, people, policy, secrets):
+    for group in (server, people, policy, secrets, audit):
         group.register(commands, config)
     return parser
 

@@ -28,7 +28,10 @@ class World:
             sent["authorization"] = "Bearer " + self.tokens[who]
         data = json.dumps(body).encode() if body is not None else None
         status, response_headers, raw = await self.gateway.call(method, path, headers=sent, data=data)
-        parsed = json.loads(raw) if raw else None
+        if response_headers.get("content-type", "").startswith("application/x-ndjson"):
+            parsed: Any = [json.loads(line) for line in raw.splitlines()]
+        else:
+            parsed = json.loads(raw) if raw else None
         return status, parsed, response_headers
 
 

@@ -84,6 +84,7 @@ TABLE: dict[tuple[str, str], tuple[str, object, set[str], int]] = {
         404,
     ),
     ("GET", "/admin/orgs/{org}/audit"): ("/admin/orgs/acme/audit", None, ADMIN, 200),
+    ("GET", "/admin/orgs/{org}/audit/export"): ("/admin/orgs/acme/audit/export", None, ADMIN, 200),
     ("GET", "/admin/orgs/{org}/service-accounts"): ("/admin/orgs/acme/service-accounts", None, ADMIN, 200),
     ("POST", "/admin/orgs/{org}/service-accounts"): ("/admin/orgs/acme/service-accounts", {}, ADMIN, 422),
     ("DELETE", "/admin/orgs/{org}/service-accounts/{account}"): (
@@ -114,6 +115,7 @@ TABLE: dict[tuple[str, str], tuple[str, object, set[str], int]] = {
     ("POST", "/admin/policies"): ("/admin/policies", {"lines": []}, SUPER, 422),
     ("DELETE", "/admin/policies/{line}"): ("/admin/policies/999999", None, SUPER, 404),
     ("GET", "/admin/audit"): ("/admin/audit", None, SUPER, 200),
+    ("GET", "/admin/audit/export"): ("/admin/audit/export", None, SUPER, 200),
     ("GET", "/admin/users"): ("/admin/users", None, SUPER, 200),
     ("POST", "/admin/users/{user}/disable"): (f"/admin/users/{NOBODY}/disable", None, SUPER, 404),
     ("POST", "/admin/users/{user}/enable"): (f"/admin/users/{NOBODY}/enable", None, SUPER, 404),

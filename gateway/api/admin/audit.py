@@ -8,12 +8,14 @@ from typing import Annotated
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
 from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit
 from gateway.manage import audit
 from gateway.manage.common import find_org
+from gateway.runtime import Services
 
 
 async def _list(
@@ -36,6 +38,15 @@ ActorFilter = Annotated[str | None, QueryParameter(max_length=200, description="
 ActionFilter = Annotated[str | None, QueryParameter(max_length=64, description="e.g. member.role")]
 
 
+NDJSON = "application/x-ndjson"
+
+
+def _export(services: Services, chosen: audit.AuditFilter) -> Stream:
+    return Stream(
+        audit.export_events(services.sessions, chosen), media_type=NDJSON, headers={"cache-control": "no-store"}
+    )
+
+
 class AuditController(Controller):
     path = "/orgs/{org:str}/audit"
     tags = ["audit"]
@@ -56,6 +67,21 @@ class AuditController(Controller):
         found = await find_org(db, org)
         return await _list(db, found.slug, actor, action, since, until, cursor, limit)
 
+    @get("/export", media_type=NDJSON)
+    async def export(
+        self,
+        org: FromPath[str],
+        db: NamedDependency[AsyncSession],
+        services: NamedDependency[Services],
+        actor: ActorFilter = None,
+        action: ActionFilter = None,
+        since: FromQuery[dt.datetime | None] = None,
+        until: FromQuery[dt.datetime | None] = None,
+    ) -> Stream:
+        """The same events as NDJSON (one JSON object a line), oldest first, streamed: for archives and SIEMs."""
+        found = await find_org(db, org)
+        return _export(services, audit.AuditFilter(found.slug, actor, action, since, until))
+
 
 class GlobalAuditController(Controller):
     path = "/audit"
@@ -75,3 +101,15 @@ class GlobalAuditController(Controller):
     ) -> schemas.AuditPage:
         """Every change, every org."""
         return await _list(db, None, actor, action, since, until, cursor, limit)
+
+    @get("/export", media_type=NDJSON)
+    async def export(
+        self,
+        services: NamedDependency[Services],
+        actor: ActorFilter = None,
+        action: ActionFilter = None,
+        since: FromQuery[dt.datetime | None] = None,
+        until: FromQuery[dt.datetime | None] = None,
+    ) -> Stream:
+        """Every change, every org, as NDJSON, oldest first, streamed."""
+        return _export(services, audit.AuditFilter(None, actor, action, since, until))
