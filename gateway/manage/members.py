@@ -170,6 +170,25 @@ async def change_role(session: AsyncSession, actor: Actor, org: Organization, us
     return _view(membership, user)
 
 
+async def transfer_ownership(
+    session: AsyncSession, actor: Actor, org: Organization, *, to: str, previous: str | None, keep_as: str
+) -> tuple[MemberView, MemberView | None]:
+    """Hand the org to the member `to` (id or email) in one transaction: they become `owner`, then `previous`
+    (the caller, when they are a member) takes `keep_as`. Only owners (or a platform-wide grant) may; the org
+    has an owner at every step."""
+    if keep_as == "owner":
+        raise Unprocessable("keep_as: the previous owner keeps another role (or use PATCH to add an owner)")
+    actor.require(owners_object(org), "POST", "only owners may transfer the organization")
+    new_owner = await change_role(session, actor, org, to, "owner")
+    if previous is None or previous == new_owner.user_id:
+        return new_owner, None
+    if await session.get(Membership, (previous, org.id)) is None:
+        return new_owner, None  # a superadmin who is not a member hands it over and keeps nothing
+    kept = await change_role(session, actor, org, previous, keep_as)
+    record(session, actor, "org.transfer", org=org.slug, target=new_owner.user_id, after={"previous": previous})
+    return new_owner, kept
+
+
 async def remove_member(session: AsyncSession, actor: Actor, org: Organization, user_id: str) -> None:
     """Remove the membership and revoke the member's API keys in this org (they do not revive on re-adding)."""
     await lock_org(session, org)

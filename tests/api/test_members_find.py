@@ -35,3 +35,27 @@ async def test_members_are_found_by_email_name_or_role_and_addressed_by_email(ga
     assert (status, changed["role"]) == (200, "member")
     assert (await world.call("admin", "DELETE", "/admin/orgs/acme/members/viewer@acme.test"))[0] == 204
     assert (await world.call("admin", "GET", f"/admin/orgs/acme/members/{world.ids['viewer']}"))[0] == 404
+
+
+async def test_ownership_transfers_in_one_step(gateway: Gateway) -> None:
+    """The owner hands the org to a member: they become owner, the previous owner keeps the chosen role; an
+    admin cannot; the org always has an owner."""
+    world = await build_world(gateway)
+    body = {"to": "member@acme.test", "keep_as": "admin"}
+    assert (await world.call("admin", "POST", "/admin/orgs/acme/transfer", body))[0] == 403
+    status, moved, _ = await world.call("owner", "POST", "/admin/orgs/acme/transfer", body)
+    assert status == 200, moved
+    assert (moved["owner"]["user_id"], moved["owner"]["role"]) == (world.ids["member"], "owner")
+    assert (moved["previous"]["user_id"], moved["previous"]["role"]) == (world.ids["owner"], "admin")
+    page = (await world.call("member", "GET", "/admin/orgs/acme/members?role=owner"))[1]
+    assert [item["user_id"] for item in page["items"]] == [world.ids["member"]]
+    assert (await world.call("owner", "POST", "/admin/orgs/acme/archive"))[0] == 403, "no longer an owner"
+    events = (await world.call("member", "GET", "/admin/orgs/acme/audit?action=org.transfer"))[1]["items"]
+    assert [e["target"] for e in events] == [world.ids["member"]]
+    # keep_as owner is not a transfer; an unknown member is 404 and changes nothing.
+    same = {"to": "admin@acme.test", "keep_as": "owner"}
+    assert (await world.call("member", "POST", "/admin/orgs/acme/transfer", same))[0] == 422
+    status, _, _ = await world.call("member", "POST", "/admin/orgs/acme/transfer", {"to": "nobody@acme.test"})
+    assert status == 404
+    page = (await world.call("member", "GET", "/admin/orgs/acme/members?role=owner"))[1]
+    assert [item["user_id"] for item in page["items"]] == [world.ids["member"]]

@@ -12,7 +12,7 @@ from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag,
 from gateway.api.admin.guard import Caller, admin_object, allowed
 from gateway.db.models import User
 from gateway.errors import InvalidToken
-from gateway.manage import orgs
+from gateway.manage import members, orgs
 from gateway.manage.common import find_org
 from gateway.policy import HotState
 from gateway.policy.rules import ANY_DOMAIN
@@ -66,6 +66,21 @@ class OrgsController(Controller):
         found = await find_org(db, org)
         updated = await orgs.update_org(db, caller.actor, found, name=data.name, if_match=if_match(match))
         return Response(org_view(updated), headers=etag(updated.version))
+
+    @post("/{org:str}/transfer", status_code=200)
+    async def transfer(
+        self,
+        org: FromPath[str],
+        data: JSONBody[schemas.OwnershipTransfer],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> schemas.OwnershipTransferred:
+        """Ownership transfer in one step: `to` becomes owner and the caller keeps `keep_as` (default admin)."""
+        found = await find_org(db, org)
+        owner, previous = await members.transfer_ownership(
+            db, caller.actor, found, to=data.to, previous=caller.user_id, keep_as=data.keep_as
+        )
+        return schemas.OwnershipTransferred(owner=owner, previous=previous)
 
     @post("/{org:str}/archive", status_code=200)
     async def archive(

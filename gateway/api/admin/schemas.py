@@ -79,6 +79,19 @@ class MemberPage(msgspec.Struct):
     next_cursor: str | None
 
 
+class OwnershipTransfer(Body):
+    to: str
+    """The member (user id or email) who becomes owner."""
+    keep_as: str = "admin"
+    """The role the caller keeps (when the caller is a member)."""
+
+
+class OwnershipTransferred(msgspec.Struct):
+    owner: MemberView
+    previous: MemberView | None
+    """The caller's membership after the transfer (null when the caller is not a member)."""
+
+
 class ServiceAccountCreate(Body):
     name: str
     role: str
