@@ -1,7 +1,7 @@
 """The `gateway` command: one module per command group, the same services as the API.
 
     server.py    serve, migrate, demo
-    people.py    users, orgs, members, keys
+    people.py    users, orgs, members, keys (orgs.py: their list, archive, transfer, role and remove commands)
     policy.py    policy load|lint|test|explain|diff|sync|export
     secrets.py   bootstrap-token, signing-keys, encryption-key, outbox
     audit.py     audit export

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.cli import orgs as orgs_cli
 from gateway.cli.common import actor, in_transaction, read_password, settings_of
 from gateway.identity import accounts, apikeys
 from gateway.identity.passwords import PasswordHasher
@@ -145,6 +146,8 @@ def register(commands: Commands, config: argparse.ArgumentParser) -> None:
     add.add_argument("--email", required=True)
     add.add_argument("--role", required=True)
     add.set_defaults(func=cmd_members_add)
+
+    orgs_cli.extend({"users": users, "orgs": orgs, "members": members}, config)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create_key = keys.add_parser("create", parents=[config], help="create a key for a member; printed once")
