@@ -82,6 +82,28 @@ class Counters:
             _store_down("lock", exc)
             return 0.0
 
+    async def incr(self, key: str, seconds: int) -> int:
+        """Add one to the counter `key`, which lives `seconds` from its first count; its new value (0 when the
+        store cannot say)."""
+        try:
+            return await self.storage.incr(f"count/{key}", seconds)
+        except StorageError as exc:
+            _store_down("counter", exc)
+            return 0
+
+    async def get(self, key: str) -> int:
+        try:
+            return await self.storage.get(f"count/{key}")
+        except StorageError as exc:
+            _store_down("counter", exc)
+            return 0
+
+    async def clear(self, key: str) -> None:
+        try:
+            await self.storage.clear(f"count/{key}")
+        except StorageError as exc:
+            _store_down("counter", exc)
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.aclose()

@@ -45,9 +45,7 @@ def _service(name: str) -> Provide:
     return Provide(cast(Callable[..., Any], provide), sync_to_thread=False)
 
 
-async def provide_db(
-    request: Request[object, object, State], runtime: NamedDependency[Runtime]
-) -> AsyncGenerator[AsyncSession, None]:
+async def provide_db(runtime: NamedDependency[Runtime]) -> AsyncGenerator[AsyncSession, None]:
     """A session whose transaction commits when the handler returns and rolls back when it raises. After a
     change to what the hot path holds (`bump_version`), this process reloads before the response is sent, so
     the caller's next request (proxied or admin) already sees it; other processes hear of it at once on
@@ -55,13 +53,20 @@ async def provide_db(
     (a login, a refresh) costs no further query."""
     async with runtime.services.sessions() as session:
         try:
-            yield session
-        except Exception:
-            await session.rollback()
-            raise
-        else:
-            await session.commit()
-        changed, mailed = session.info.pop(STATE_CHANGED, False), session.info.pop(MAIL_QUEUED, False)
+            try:
+                yield session
+            except Exception:
+                await session.rollback()
+                raise
+            else:
+                await session.commit()
+        finally:
+            # Also after an error: a handler may commit and then refuse (a reused refresh token ends its
+            # session, then answers 401). A flag from a rolled-back change costs one version read, nothing more.
+            await _after_commit(runtime, session.info.pop(STATE_CHANGED, False), session.info.pop(MAIL_QUEUED, False))
+
+
+async def _after_commit(runtime: Runtime, changed: bool, mailed: bool) -> None:
     if mailed:
         runtime.services.mailer.kick()
     if changed:

@@ -22,7 +22,10 @@ from gateway.settings import Passwords
 
 log = logging.getLogger("gateway.passwords")
 T = TypeVar("T")
-_ADMITTED: contextvars.ContextVar[bool] = contextvars.ContextVar("gateway_hash_admitted", default=False)
+_ADMITTED: contextvars.ContextVar[tuple[int, object] | None] = contextvars.ContextVar(
+    "gateway_hash_admitted", default=None
+)
+"""(gate, task) holding an admission: a task started inside one (which copies the context) holds none."""
 
 MIN_LENGTH = 8
 MAX_LENGTH = 128
@@ -114,18 +117,21 @@ class HashGate:
     def admit(self) -> Iterator[None]:
         """Hold a place for the hashing to come, or raise `HashingBusy` now (before any other work). Within an
         admission, further admissions of the same task (its hashes and verifications) hold the same place."""
-        if _ADMITTED.get():
+        holder = (id(self), asyncio.current_task())
+        if _ADMITTED.get() == holder:
             yield
             return
         if self._admitted >= self.concurrency + self.queue:
             self.shed += 1
             raise HashingBusy(retry_after=1 + self._admitted // (self.concurrency * 8))
         self._admitted += 1
-        token = _ADMITTED.set(True)
         try:
-            yield
+            token = _ADMITTED.set(holder)
+            try:
+                yield
+            finally:
+                _ADMITTED.reset(token)
         finally:
-            _ADMITTED.reset(token)
             self._admitted -= 1
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -2,7 +2,8 @@
 
 Failures are counted for the email as typed (normalised), whether or not an account has it, so throttling
 answers the same for known and unknown addresses. After `login.free_failures` consecutive failures an account
-is locked for `base_lock_seconds`, doubling with each further failure up to `max_lock_seconds` (15 min); during
+is locked for `base_lock_seconds`, doubling with each further failure up to `max_lock_seconds` (15 min), and
+the escalation is remembered for a day from its first lock (every failure in it locks again, longer); during
 the lock even the right password gets 429. A success clears the account's count. Failures are counted in a moving
 window (an account's over the last hour, an IP's over the last 15 minutes; `gateway.counters`), in this process or
 in Redis when `rate_limits.redis_url` is set, so that every replica shares them; if Redis cannot be reached, logins
@@ -27,6 +28,8 @@ from gateway.errors import TooManyRequests
 from gateway.settings import Login
 
 IP_WINDOW_MINUTES = 15
+STRIKES_SECONDS = 86_400
+"""How long an account's lock escalation is remembered, from its first lock."""
 # The lock stops growing after this many doublings (it is capped by max_lock_seconds long before).
 _MAX_DOUBLINGS = 20
 
@@ -37,11 +40,8 @@ class LoginThrottle:
     def __init__(self, counters: Counters, settings: Login) -> None:
         self._counters = counters
         self._settings = settings
-        # An account's (or a second factor's) failures over the last hour; counting stops where the lock stops
-        # growing.
-        self._failures = counters.window(
-            RateLimitItemPerHour(settings.free_failures + _MAX_DOUBLINGS + 1), "moving", "login throttle"
-        )
+        # An account's (or a second factor's) failures over the last hour, up to the free allowance.
+        self._failures = counters.window(RateLimitItemPerHour(settings.free_failures), "moving", "login throttle")
         per_ip = RateLimitItemPerMinute(settings.ip_failures_per_window, IP_WINDOW_MINUTES)
         self._ip_failures = counters.window(per_ip, "moving", "login throttle")
         self._mail = counters.window(per_ip, "moving", "login throttle")
@@ -68,11 +68,11 @@ class LoginThrottle:
             await self._ip_failures.hit("ip", ip)
 
     async def succeeded(self, account: str) -> None:
-        await self._failures.clear("acct", account)
+        await self._forget("acct", account)
 
     async def reset(self, account: str) -> None:
         """A completed password reset: the account's failures and lock are forgotten (not the IP's)."""
-        await self._failures.clear("acct", account)
+        await self._forget("acct", account)
         await self._counters.unlock(f"acct/{account}")
 
     async def check_factor(self, user_id: str) -> None:
@@ -83,21 +83,31 @@ class LoginThrottle:
 
     async def factor_failed(self, user_id: str) -> bool:
         """Count a wrong second-factor code; True when this failure locked the factor for the first time."""
-        return await self._count_failure("mfa", user_id) == self._settings.free_failures
+        return await self._count_failure("mfa", user_id) == 1
 
     async def factor_succeeded(self, user_id: str) -> None:
-        await self._failures.clear("mfa", user_id)
+        await self._forget("mfa", user_id)
 
     async def _count_failure(self, kind: str, name: str) -> int:
-        """Count one failure; from `free_failures` on, lock for the base lock doubled per further failure."""
+        """Count one failure. From `free_failures` failures within the hour on, or at once while an escalation
+        is remembered, lock: the base lock doubled per lock already given (`strikes`, remembered for a day
+        from the first, so a patient attacker stays at the longest lock instead of starting over each time
+        the hour's failures age out). Returns the strike this failure made (0: no lock)."""
         await self._failures.hit(kind, name)
-        count = await self._failures.count(kind, name)
         limits = self._settings
-        if count >= limits.free_failures:
-            doublings = min(count - limits.free_failures, _MAX_DOUBLINGS)
-            seconds = min(limits.max_lock_seconds, limits.base_lock_seconds * 2**doublings)
-            await self._counters.lock(f"{kind}/{name}", seconds)
-        return count
+        escalating = await self._counters.get(f"strikes/{kind}/{name}") > 0
+        if not escalating and await self._failures.count(kind, name) < limits.free_failures:
+            return 0
+        strikes = await self._counters.incr(f"strikes/{kind}/{name}", STRIKES_SECONDS)
+        doublings = min(max(strikes - 1, 0), _MAX_DOUBLINGS)
+        await self._counters.lock(
+            f"{kind}/{name}", min(limits.max_lock_seconds, limits.base_lock_seconds * 2**doublings)
+        )
+        return strikes
+
+    async def _forget(self, kind: str, name: str) -> None:
+        await self._failures.clear(kind, name)
+        await self._counters.clear(f"strikes/{kind}/{name}")
 
 
 def _locked(retry_after: int) -> TooManyRequests:

@@ -251,14 +251,19 @@ class CompiledPolicy:
                 out.append((self._matcher(pattern), is_deny, rule, index))
         return tuple(out), tuple(indexes)
 
-    def decide(self, subject: str, domain: str, obj: str, action: str) -> tuple[bool, tuple[str, ...]]:
+    def decide(
+        self, subject: str, domain: str, obj: str, action: str, *, remember: bool = True
+    ) -> tuple[bool, tuple[str, ...]]:
+        """`remember=False` for one-off questions (an admin's who-can over a whole org): the plan is used and
+        dropped, so the proxy's warm plans stay."""
         key = (subject, domain, action)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._collect(subject, domain, action)
-            if len(self._plans) >= _CACHE_MAX:
-                self._plans.popitem(last=False)  # the least recently used
-            self._plans[key] = plan
+            if remember:
+                if len(self._plans) >= _CACHE_MAX:
+                    self._plans.popitem(last=False)  # the least recently used
+                self._plans[key] = plan
         else:
             self._plans.move_to_end(key)
         candidates, indexes = plan

@@ -243,11 +243,12 @@ class HotState:
         everywhere = snapshot.roles.get((subject, "*"), ())
         return local + everywhere if everywhere else local
 
-    def decide(self, subject: str, org: str, path: str, method: str) -> Decision:
-        """Casbin's decision for (subject, org, path, method). `org` must be a known slug (see `org`)."""
+    def decide(self, subject: str, org: str, path: str, method: str, *, remember: bool = True) -> Decision:
+        """Casbin's decision for (subject, org, path, method). `org` must be a known slug (see `org`).
+        `remember=False` keeps a one-off question out of the decision cache."""
         snapshot = self._current()
         if snapshot.compiled is not None:
-            allowed, rule = snapshot.compiled.decide(subject, org, path, method)
+            allowed, rule = snapshot.compiled.decide(subject, org, path, method, remember=remember)
             return Decision(allowed, rule)
         return self.explain(subject, org, path, method)
 

@@ -36,8 +36,9 @@ def _columns(rule: Rule) -> dict[str, str]:
 
 BATCH_ROWS = 10_000
 """Lines handed to the database driver at a time (SQLAlchemy splits them into statements within its limits)."""
-DELETE_ROWS = 500
-"""Lines per DELETE (a row-value IN list; PostgreSQL plans a long one as deep recursion)."""
+DELETE_ROWS = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // 7
+"""Lines per DELETE (a row-value IN list; PostgreSQL plans a long one as deep recursion; SQLite before 3.32
+takes at most 999 values a statement)."""
 _COLUMNS = (PolicyRule.ptype, PolicyRule.v0, PolicyRule.v1, PolicyRule.v2, PolicyRule.v3, PolicyRule.v4, PolicyRule.v5)
 
 

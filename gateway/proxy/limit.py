@@ -32,12 +32,19 @@ class RateLimiter:
         return bool(self._user or self._org or self._key)
 
     async def check(self, user_id: str, org: str, key_id: str | None = None) -> None:
-        for budget, name in ((self._user, user_id), (self._org, org), (self._key if key_id else None, key_id)):
-            if budget is None or name is None:
-                continue
-            kind, window, per_minute = budget
-            if not await window.hit(kind, name):
+        """Refuse (429) when any budget that applies is spent, counting nothing; otherwise count the request in
+        every one of them. A refused request costs no budget (two requests racing at the very edge may both
+        pass the test: the sliding window is approximate there anyway)."""
+        applicable = [
+            (budget, name)
+            for budget, name in ((self._user, user_id), (self._org, org), (self._key, key_id))
+            if budget is not None and name is not None
+        ]
+        for (kind, window, per_minute), name in applicable:
+            if await window.spent(kind, name):
                 raise TooManyRequests(
                     f"more than {per_minute} requests per minute for this {kind}",
                     retry_after=str(await window.retry_after(kind, name)),
                 )
+        for (kind, window, _), name in applicable:
+            await window.hit(kind, name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.policy.rules import Rule
+from gateway.policy.store import add_rules
 from tests.api.admin_helpers import build_world
 from tests.conftest import Gateway
 
@@ -59,3 +61,17 @@ async def test_ownership_transfers_in_one_step(gateway: Gateway) -> None:
     assert status == 404
     page = (await world.call("member", "GET", "/admin/orgs/acme/members?role=owner"))[1]
     assert [item["user_id"] for item in page["items"]] == [world.ids["member"]]
+
+
+async def test_a_member_named_by_email_is_the_same_admin_object_as_by_id(gateway: Gateway) -> None:
+    """A platform line about one member's admin object applies whichever way the member is named."""
+    world = await build_world(gateway)
+    viewer = world.ids["viewer"]
+    rules = [Rule("p", ("admin", "*", f"admin:/orgs/acme/members/{viewer}", "DELETE", "deny"))]
+    async with gateway.runtime.services.sessions() as session:
+        await add_rules(session, rules)
+        await session.commit()
+    await gateway.runtime.refresh()
+    assert (await world.call("admin", "DELETE", f"/admin/orgs/acme/members/{viewer}"))[0] == 403
+    assert (await world.call("admin", "DELETE", "/admin/orgs/acme/members/VIEWER@acme.test"))[0] == 403
+    assert (await world.call("admin", "GET", "/admin/orgs/acme/members/viewer@acme.test"))[0] == 200

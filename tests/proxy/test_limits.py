@@ -90,3 +90,28 @@ async def test_per_key_budget(db_url: str, upstream: Upstream) -> None:
         key = await gateway.key("acme", "ci@acme.test")
         statuses = [(await gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] for _ in range(3)]
         assert statuses == [200, 200, 429]
+
+
+async def test_a_refused_request_spends_no_budget() -> None:
+    """A key over its own budget does not drain its user's or its org's: refused requests count nowhere."""
+    from gateway.counters import Counters
+    from gateway.errors import TooManyRequests
+    from gateway.proxy.limit import RateLimiter
+
+    limiter = RateLimiter(Counters(), per_user=1000, per_org=50, per_key=5)
+    outcomes = []
+    for _ in range(40):
+        try:
+            await limiter.check("user-a", "acme", "k1")
+            outcomes.append(200)
+        except TooManyRequests:
+            outcomes.append(429)
+    assert outcomes == [200] * 5 + [429] * 35
+    others = 0
+    for _ in range(60):
+        try:
+            await limiter.check("user-b", "acme")
+            others += 1
+        except TooManyRequests:
+            break
+    assert others == 45, "the org's 50 minus the key's 5 that went through"

@@ -18,12 +18,15 @@ from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
+from sqlalchemy import select
 
 from gateway.access.audit import AuditEvent
 from gateway.access.credentials import authenticate
 from gateway.access.decisions import Denied, enforce
 from gateway.access.request_ids import request_id_of
-from gateway.errors import Forbidden, MfaEnrollmentRequired
+from gateway.db.models import Membership, Organization, User
+from gateway.errors import Forbidden, MfaEnrollmentRequired, Unprocessable
+from gateway.identity.accounts import normalise_email
 from gateway.identity.mfa import confirmed_factor
 from gateway.identity.tokens import Principal
 from gateway.manage.common import Actor
@@ -77,7 +80,13 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     )
     mode = handler.opt.get("authz", "org")
     method = connection.scope["method"]  # type: ignore[typeddict-item]
-    obj = admin_object(connection.scope["path_template"], connection.path_params)
+    params = dict(connection.path_params)
+    member = params.get("member")
+    if mode == "org" and isinstance(member, str) and "@" in member:
+        # One member, one object: a member named by email is decided as the same object as by id, so a line
+        # about `admin:/orgs/acme/members/<id>` cannot be stepped around by spelling the email instead.
+        params["member"] = await _member_by_email(runtime, str(params["org"]), member) or member
+    obj = admin_object(connection.scope["path_template"], params)
     if mode == "org":
         slug = str(connection.path_params["org"])
         # An unknown or archived org is not in the snapshot: only platform-wide grants apply there.
@@ -116,6 +125,21 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
 
     actor = Actor(subject=principal.subject, request_id=request_id, may=may)
     connection.scope[CALLER_KEY] = Caller(principal=principal, domain=domain, actor=actor)  # type: ignore[literal-required]
+
+
+async def _member_by_email(runtime: Runtime, org: str, email: str) -> str | None:
+    try:
+        address = normalise_email(email)
+    except Unprocessable:
+        return None
+    async with runtime.services.sessions() as db:
+        user_id: str | None = await db.scalar(
+            select(Membership.user_id)
+            .join(User, User.id == Membership.user_id)
+            .join(Organization, Organization.id == Membership.org_id)
+            .where(Organization.slug == org, User.email == address)
+        )
+    return user_id
 
 
 async def _require_mfa_for_superadmins(runtime: Runtime, principal: Principal) -> None:
