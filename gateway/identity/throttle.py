@@ -1,17 +1,17 @@
 """Login throttling: per account and per client IP, with a growing lockout; 429 with Retry-After.
 
 Failures are counted for the email as typed (normalised), whether or not an account has it, so throttling
-answers the same for known and unknown addresses. After `login.free_failures` consecutive failures an account
-is locked for `base_lock_seconds`, doubling with each further failure up to `max_lock_seconds` (15 min), and
-the escalation is remembered for a day from its first lock (every failure in it locks again, longer); during
-the lock even the right password gets 429. A success clears the account's count. Failures are counted in a moving
-window (an account's over the last hour, an IP's over the last 15 minutes; `gateway.counters`), in this process or
-in Redis when `rate_limits.redis_url` is set, so that every replica shares them; if Redis cannot be reached, logins
-are not throttled and a warning is logged. Password reset never consults
-this: a locked-out user can always reset, and a completed reset (it proves the mailbox) clears the account's
-count and lock; the per-IP limits stay.
+answers the same for known and unknown addresses. After `login.free_failures` failures within an hour an account
+is locked for `base_lock_seconds`, doubling with each further failure up to `max_lock_seconds` (15 min), and the
+escalation is remembered for a day from its first lock (every failure in it locks again, longer); during the
+lock even the right password gets 429. A success clears the account's count and escalation. Failures are
+counted in moving windows (an account's over the last hour, an IP's over the last 15 minutes;
+`gateway.counters`), in this process or in Redis when `rate_limits.redis_url` is set, so that every replica
+shares them; if Redis cannot be reached, logins are not throttled and a warning is logged. Password reset never
+consults this: a locked-out user can always reset, and a completed reset (it proves the mailbox) clears the
+account's count and lock; the per-IP limits stay.
 
-Second factors are counted the same way, per account (`mfa:<user id>`), across challenges: with the password,
+Second factors are counted the same way, per account (`mfa/<user id>`), across challenges: with the password,
 an attacker could otherwise open challenge after challenge (each dies after 5 wrong codes) and guess codes
 without end (RFC 4226 §7.3, applied to TOTP by RFC 6238 §5.1). The lock grows the same way; the user is told
 by email when it first applies.
