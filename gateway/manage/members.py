@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ from gateway.db.engine import bump_version
 from gateway.db.models import ApiKey, Membership, Organization, User, utcnow
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.identity.accounts import normalise_email
-from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
+from gateway.manage.common import Actor, Page, check_if_match, fetch_page, lock_org, record
 from gateway.manage.ownership import owners_guarded, owners_object
 from gateway.manage.roles import implies_owner, require_role
 
@@ -26,6 +27,12 @@ class MemberView:
     kind: str
     role: str
     created_at: dt.datetime
+
+
+def member_version(view: MemberView) -> int:
+    """A membership's ETag value: a digest of what a write could change (its role), stable while it stays."""
+    digest = hashlib.sha256(f"{view.user_id}\0{view.role}\0{view.created_at.isoformat()}".encode()).hexdigest()
+    return int(digest[:14], 16)
 
 
 def _view(membership: Membership, user: User) -> MemberView:
@@ -152,11 +159,20 @@ async def add_member(
     return view
 
 
-async def change_role(session: AsyncSession, actor: Actor, org: Organization, user_id: str, role: str) -> MemberView:
+async def change_role(
+    session: AsyncSession,
+    actor: Actor,
+    org: Organization,
+    user_id: str,
+    role: str,
+    *,
+    if_match: int | None = None,
+) -> MemberView:
     """Takes effect on the next request everywhere (the state version moves). The org keeps an owner (see
-    `ownership.owners_guarded`)."""
+    `ownership.owners_guarded`). With `if_match` (a `member_version`), a membership changed since is 412."""
     await lock_org(session, org)
     membership, user = await _membership(session, org, user_id)
+    check_if_match(member_version(_view(membership, user)), if_match, "member")
     before = membership.role
     if before == role:
         return _view(membership, user)
@@ -189,10 +205,13 @@ async def transfer_ownership(
     return new_owner, kept
 
 
-async def remove_member(session: AsyncSession, actor: Actor, org: Organization, user_id: str) -> None:
+async def remove_member(
+    session: AsyncSession, actor: Actor, org: Organization, user_id: str, *, if_match: int | None = None
+) -> None:
     """Remove the membership and revoke the member's API keys in this org (they do not revive on re-adding)."""
     await lock_org(session, org)
     membership, user = await _membership(session, org, user_id)
+    check_if_match(member_version(_view(membership, user)), if_match, "member")
     if user.kind == "service":
         raise Conflict("member: this is a service account; delete it under /service-accounts")
     if await implies_owner(session, org, membership.role):

@@ -75,3 +75,26 @@ async def test_a_member_named_by_email_is_the_same_admin_object_as_by_id(gateway
     assert (await world.call("admin", "DELETE", f"/admin/orgs/acme/members/{viewer}"))[0] == 403
     assert (await world.call("admin", "DELETE", "/admin/orgs/acme/members/VIEWER@acme.test"))[0] == 403
     assert (await world.call("admin", "GET", "/admin/orgs/acme/members/viewer@acme.test"))[0] == 200
+
+
+async def test_member_etags_refuse_a_stale_write(gateway: Gateway) -> None:
+    """GET gives an ETag; PATCH and DELETE with If-Match from before someone else's change are 412 and change
+    nothing; with the current one they go through."""
+    world = await build_world(gateway)
+    path = f"/admin/orgs/acme/members/{world.ids['viewer']}"
+    status, _, headers = await world.call("admin", "GET", path)
+    assert status == 200
+    first = headers["etag"]
+    assert (await world.call("owner", "PATCH", path, {"role": "member"}))[0] == 200
+    stale = {"if-match": first}
+    status, problem, _ = await world.call("admin", "PATCH", path, {"role": "admin"}, headers=stale)
+    assert (status, problem["type"]) == (412, "urn:gateway:problem:precondition-failed")
+    assert (await world.call("admin", "DELETE", path, headers=stale))[0] == 412
+    assert (await world.call("admin", "GET", path))[1]["role"] == "member"
+    current = (await world.call("admin", "GET", path))[2]["etag"]
+    assert current != first
+    status, changed, headers = await world.call(
+        "admin", "PATCH", path, {"role": "viewer"}, headers={"if-match": current}
+    )
+    assert (status, changed["role"]) == (200, "viewer")
+    assert (await world.call("admin", "DELETE", path, headers={"if-match": headers["etag"]}))[0] == 204

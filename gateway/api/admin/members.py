@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.admin import schemas
-from gateway.api.admin.common import DEFAULT_PAGE, Cursor, Limit
+from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag, if_match
 from gateway.api.admin.guard import Caller
 from gateway.manage import members
 from gateway.manage.common import find_org
@@ -56,9 +56,11 @@ class MembersController(Controller):
     @get("/{member:str}")
     async def read(
         self, org: FromPath[str], member: FromPath[str], db: NamedDependency[AsyncSession]
-    ) -> schemas.MemberView:
-        """One member, by user id or email (here and in PATCH and DELETE); anyone else is 404."""
-        return await members.get_member(db, await find_org(db, org), member)
+    ) -> Response[schemas.MemberView]:
+        """One member, by user id or email (here and in PATCH and DELETE); anyone else is 404. The ETag goes
+        back in If-Match on PATCH and DELETE (412 when the membership changed since)."""
+        view = await members.get_member(db, await find_org(db, org), member)
+        return Response(view, headers=etag(members.member_version(view)))
 
     @patch("/{member:str}")
     async def change_role(
@@ -68,10 +70,12 @@ class MembersController(Controller):
         data: JSONBody[schemas.MemberUpdate],
         caller: NamedDependency[Caller],
         db: NamedDependency[AsyncSession],
-    ) -> schemas.MemberView:
+        match: IfMatch = None,
+    ) -> Response[schemas.MemberView]:
         """Takes effect on the next request, proxied or admin. The last owner cannot be demoted (409)."""
         found = await find_org(db, org)
-        return await members.change_role(db, caller.actor, found, member, data.role)
+        view = await members.change_role(db, caller.actor, found, member, data.role, if_match=if_match(match))
+        return Response(view, headers=etag(members.member_version(view)))
 
     @delete("/{member:str}")
     async def remove(
@@ -80,6 +84,8 @@ class MembersController(Controller):
         member: FromPath[str],
         caller: NamedDependency[Caller],
         db: NamedDependency[AsyncSession],
+        match: IfMatch = None,
     ) -> None:
         """Remove a member and revoke their API keys in this org. The last owner cannot be removed (409)."""
-        await members.remove_member(db, caller.actor, await find_org(db, org), member)
+        found = await find_org(db, org)
+        await members.remove_member(db, caller.actor, found, member, if_match=if_match(match))
