@@ -160,6 +160,16 @@ class Mail(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Never logged. Prefer GATEWAY_MAIL__SMTP_PASSWORD in the environment."""
 
 
+class Orgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[orgs]`: who may create organizations."""
+
+    self_service: bool = False
+    """When true, any signed-in person (not an API key) creates organizations and owns them; otherwise only a
+    platform-wide grant (superadmin) may."""
+    per_user: int = 3
+    """With self-service: how many organizations one person may own (a platform-wide grant has no limit)."""
+
+
 class Login(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[login]`: throttling of failed logins, per account (known or not) and per client IP."""
 
@@ -243,6 +253,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     passwords: Passwords = msgspec.field(default_factory=Passwords)
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
     login: Login = msgspec.field(default_factory=Login)
+    orgs: Orgs = msgspec.field(default_factory=Orgs)
     mail: Mail = msgspec.field(default_factory=Mail)
     clients: Clients = msgspec.field(default_factory=Clients)
     encryption_key: str | None = None
@@ -287,6 +298,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("login: free_failures and ip_failures_per_window must be at least 1")
     if not 1 <= login.base_lock_seconds <= login.max_lock_seconds:
         raise ConfigError("login: 1 <= base_lock_seconds <= max_lock_seconds")
+    if not 1 <= settings.orgs.per_user <= 10_000:
+        raise ConfigError("orgs.per_user: between 1 and 10000")
     passwords = settings.passwords
     if passwords.max_concurrent is not None and not 1 <= passwords.max_concurrent <= 256:
         raise ConfigError("passwords.max_concurrent: between 1 and 256")

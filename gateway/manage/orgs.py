@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,6 +38,17 @@ async def create_org(
     await bump_version(session)
     record(session, actor, "org.create", org=slug, target=slug, after={"name": org.name, "owner": owner and owner.id})
     return org
+
+
+async def owned_by(session: AsyncSession, user_id: str) -> int:
+    """How many live organizations `user_id` holds the `owner` role in (the self-service limit)."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .join(Organization, Organization.id == Membership.org_id)
+        .where(Membership.user_id == user_id, Membership.role == OWNER, Organization.archived_at.is_(None))
+    )
+    return int(count or 0)
 
 
 async def list_orgs(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gateway.policy.rules import Rule
 from gateway.policy.store import add_rules
 from tests.api.admin_helpers import build_world
-from tests.conftest import Gateway
+from tests.conftest import Gateway, Upstream, gateway_settings, load_system_policy, serving
 
 
 async def test_members_are_found_by_email_name_or_role_and_addressed_by_email(gateway: Gateway) -> None:
@@ -98,3 +100,32 @@ async def test_member_etags_refuse_a_stale_write(gateway: Gateway) -> None:
     )
     assert (status, changed["role"]) == (200, "viewer")
     assert (await world.call("admin", "DELETE", path, headers={"if-match": headers["etag"]}))[0] == 204
+
+
+async def test_self_service_orgs_when_switched_on(db_url: str, upstream: Upstream, tmp_path: Path) -> None:
+    """With `[orgs] self_service`, a signed-in person creates orgs and owns them, up to `per_user`; never with an
+    API key; a superadmin has no limit. Off (the default, tested in the admin matrix), only superadmins may."""
+    await load_system_policy(db_url)
+    settings = gateway_settings(
+        db_url, upstream.url, audit_log=str(tmp_path / "a.jsonl"), orgs={"self_service": True, "per_user": 2}
+    )
+    async with serving(settings, upstream) as gateway:
+        await gateway.user("ann@example.test")
+        token = await gateway.login("ann@example.test")
+        for slug in ("ann-one", "ann-two"):
+            status, _, body = await gateway.call("POST", "/admin/orgs", token=token, json={"slug": slug, "name": slug})
+            assert status == 201, body
+        status, _, body = await gateway.call("POST", "/admin/orgs", token=token, json={"slug": "ann-3", "name": "x"})
+        assert status == 409 and b"orgs" in body
+        status, _, body = await gateway.call("GET", "/admin/orgs/ann-one/members", token=token)
+        assert status == 200 and b'"role":"owner"' in body
+        key = await gateway.key("ann-one", "ann@example.test")
+        assert (await gateway.call("POST", "/admin/orgs", headers={"X-API-Key": key}, json={"slug": "k", "name": "k"}))[
+            0
+        ] == 403
+        await gateway.user("root@example.test", superadmin=True)
+        root = await gateway.login("root@example.test")
+        for n in range(3):
+            assert (await gateway.call("POST", "/admin/orgs", token=root, json={"slug": f"r{n}", "name": "r"}))[
+                0
+            ] == 201

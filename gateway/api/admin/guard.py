@@ -8,6 +8,8 @@ so are requests for an org that is unknown or archived. Handlers declare which w
     "org"       (default) the `{org}` path parameter is the domain
     "platform"  domain `*`
     "self"      authenticated only: the handler returns the caller's own data (GET /admin/orgs)
+    "self-service"  domain `*`, but with `[orgs] self_service` any signed-in person passes (POST /admin/orgs;
+                the handler applies `orgs.per_user` to whoever lacks the platform-wide grant)
 """
 
 from __future__ import annotations
@@ -104,27 +106,43 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
         try:
             enforce(state, principal.subject, domain, obj, method, key=principal.key)
         except Denied as denied:
-            runtime.services.audit.emit(
-                AuditEvent(
-                    method=method,
-                    path=connection.url.path,
-                    route="/admin",
-                    subject=principal.subject,
-                    org=domain,
-                    granted=False,
-                    reason=denied.reason,
-                    decision_id=denied.decision_id,
-                    status=403,
-                    request_id=request_id,
-                )
-            )
-            raise
+            if mode == "self-service" and runtime.settings.orgs.self_service and principal.key is None:
+                pass  # any signed-in person, within the handler's own limit
+            else:
+                _audit_denial(runtime, connection, principal, domain, denied, method, request_id)
+                raise
 
     def may(other: str, other_method: str) -> bool:
         return allowed(state, principal, domain, other, other_method)
 
     actor = Actor(subject=principal.subject, request_id=request_id, may=may)
     connection.scope[CALLER_KEY] = Caller(principal=principal, domain=domain, actor=actor)  # type: ignore[literal-required]
+
+
+def _audit_denial(
+    runtime: Runtime,
+    connection: ASGIConnection[Any, Any, Any, Any],
+    principal: Principal,
+    domain: str,
+    denied: Denied,
+    method: str,
+    request_id: str,
+) -> None:
+    """A refused admin request leaves the same audit line as a refused proxied one."""
+    runtime.services.audit.emit(
+        AuditEvent(
+            method=method,
+            path=connection.url.path,
+            route="/admin",
+            subject=principal.subject,
+            org=domain,
+            granted=False,
+            reason=denied.reason,
+            decision_id=denied.decision_id,
+            status=403,
+            request_id=request_id,
+        )
+    )
 
 
 async def _member_by_email(runtime: Runtime, org: str, email: str) -> str | None:

@@ -11,23 +11,35 @@ from gateway.api.admin import schemas
 from gateway.api.admin.common import DEFAULT_PAGE, Cursor, IfMatch, Limit, etag, if_match, org_view
 from gateway.api.admin.guard import Caller, admin_object, allowed
 from gateway.db.models import User
-from gateway.errors import InvalidToken
+from gateway.errors import Conflict, Forbidden, InvalidToken
 from gateway.manage import members, orgs
 from gateway.manage.common import find_org
 from gateway.policy import HotState
-from gateway.policy.rules import ANY_DOMAIN
+from gateway.policy.rules import ADMIN_OBJECT, ANY_DOMAIN
+from gateway.settings import Settings
 
 
 class OrgsController(Controller):
     path = "/orgs"
     tags = ["organizations"]
 
-    @post("/", opt={"authz": "platform"})
+    @post("/", opt={"authz": "self-service"})
     async def create(
-        self, data: JSONBody[schemas.OrgCreate], caller: NamedDependency[Caller], db: NamedDependency[AsyncSession]
+        self,
+        data: JSONBody[schemas.OrgCreate],
+        caller: NamedDependency[Caller],
+        settings: NamedDependency[Settings],
+        db: NamedDependency[AsyncSession],
     ) -> Response[schemas.OrgView]:
-        """Create an org; the caller becomes its owner. Platform-wide permission (superadmin by default)."""
+        """Create an org; the caller becomes its owner. Takes a platform-wide grant (superadmin by default),
+        or, with `[orgs] self_service`, any signed-in person owning fewer than `orgs.per_user` orgs."""
         owner = await db.get(User, caller.user_id)
+        if owner is None or owner.disabled or owner.kind != "human":
+            raise Forbidden("not allowed to create organizations")
+        if not caller.actor.may(f"{ADMIN_OBJECT}/orgs", "POST"):
+            owned = await orgs.owned_by(db, owner.id)
+            if owned >= settings.orgs.per_user:
+                raise Conflict(f"orgs: you own {owned} organizations, the most one person may create")
         org = await orgs.create_org(db, caller.actor, slug=data.slug, name=data.name, owner=owner)
         return Response(org_view(org), status_code=201, headers=etag(org.version))
 
