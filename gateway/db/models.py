@@ -96,6 +96,14 @@ class Organization(Base):
     """Set while archived: the org leaves every snapshot, so its members and keys are denied everywhere."""
     version: Mapped[int] = mapped_column(Integer, default=1)
     """Bumped on every update of this row; the admin API's ETag (If-Match refuses a stale write)."""
+    description: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    billing_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    max_members: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Most memberships (people and service accounts); None: no limit."""
+    max_keys: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Most live (not revoked, not expired) API keys; None: no limit."""
+    max_key_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Longest lifetime of a new API key, in days (keys must then have one); None: the platform's maximum."""
 
 
 class Role(Base):

@@ -20,6 +20,8 @@ from gateway.errors import Forbidden, NotFound, PreconditionFailed, Unprocessabl
 T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+MAX_EXPIRY_DAYS = 3650
+"""The longest an API key may live (ten years); an org may set a shorter `max_key_days`."""
 
 
 def _allow_all(obj: str, method: str) -> bool:

@@ -7,21 +7,20 @@ import json
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.engine import bump_version
 from gateway.db.models import ApiKey, Membership, Organization, User, new_id, utcnow
 from gateway.errors import Conflict, Forbidden, NotFound, Unprocessable
 from gateway.identity import apikeys
-from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
+from gateway.manage.common import MAX_EXPIRY_DAYS, Actor, Page, fetch_page, lock_org, record
 from gateway.manage.members import MemberView, _is_uuid
+from gateway.manage.orgs import check_room_for_member
 from gateway.manage.roles import implies_owner, require_role
 from gateway.policy import KeyRecord, rules
 from gateway.policy.lint import pattern_covers
 from gateway.policy.store import parse_scopes
-
-MAX_EXPIRY_DAYS = 3650
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +117,12 @@ async def create_key(
         raise Unprocessable("name: 1-100 characters")
     if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
         raise Unprocessable(f"expires_in_days: between 1 and {MAX_EXPIRY_DAYS}")
+    if org.max_key_days is not None and (expires_in_days is None or expires_in_days > org.max_key_days):
+        raise Unprocessable(f"expires_in_days: this organization's keys live at most {org.max_key_days} days")
     checked = validate_scopes(scopes or [], org)
     if await session.get(Membership, (user.id, org.id)) is None:
         raise Unprocessable("user: not a member of this organization")
+    await _check_room_for_key(session, org)
     key, key_id = apikeys.new_key()
     now = utcnow()
     row = ApiKey(
@@ -191,6 +193,23 @@ async def rotate_key(
     return key, key_view(fresh), key_view(old)
 
 
+async def _check_room_for_key(session: AsyncSession, org: Organization) -> None:
+    """409 when the org already has `max_keys` live (not revoked, not expired) keys."""
+    if org.max_keys is None:
+        return
+    live = await session.scalar(
+        select(func.count())
+        .select_from(ApiKey)
+        .where(
+            ApiKey.org_id == org.id,
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > utcnow()),
+        )
+    )
+    if int(live or 0) >= org.max_keys:
+        raise Conflict(f"org: at its limit of {org.max_keys} live API keys; revoke one first")
+
+
 async def list_keys(
     session: AsyncSession, org: Organization, *, user_id: str | None = None, cursor: str | None, limit: int
 ) -> Page[KeyView]:
@@ -239,6 +258,7 @@ async def create_service_account(
     await require_role(session, org, role)
     if await implies_owner(session, org, role):
         raise Unprocessable("role: a service account cannot own an organization")
+    await check_room_for_member(session, org)
     now = utcnow()
     user = User(id=new_id(), email=None, password_hash=None, kind="service", name=name.strip(), org_id=org.id)
     user.created_at = now

@@ -15,6 +15,7 @@ from gateway.db.models import ApiKey, Membership, Organization, User, utcnow
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.identity.accounts import normalise_email
 from gateway.manage.common import Actor, Page, check_if_match, fetch_page, lock_org, record
+from gateway.manage.orgs import check_room_for_member
 from gateway.manage.ownership import owners_guarded, owners_object
 from gateway.manage.roles import implies_owner, require_role
 
@@ -150,6 +151,7 @@ async def add_member(
     await _check_grant(session, actor, org, user, role)
     if await session.get(Membership, (user.id, org.id)) is not None:
         raise Conflict("user: already a member of this organization; change their role instead")
+    await check_room_for_member(session, org)
     membership = Membership(user_id=user.id, org_id=org.id, role=role, created_at=utcnow())
     async with owners_guarded(session, actor, org):
         session.add(membership)

@@ -1,6 +1,9 @@
-"""Organizations: create (the creator becomes owner), list, rename, archive and restore."""
+"""Organizations: create (the creator becomes owner), list, change (name, description, billing address, limits),
+archive and restore."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -9,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.db.engine import bump_version
 from gateway.db.models import Membership, Organization, User, utcnow
 from gateway.errors import Conflict, Unprocessable
-from gateway.manage.common import Actor, Page, check_if_match, fetch_page, record
+from gateway.identity.accounts import normalise_email
+from gateway.manage.common import MAX_EXPIRY_DAYS, Actor, Page, check_if_match, fetch_page, record
 from gateway.manage.ownership import OWNER
 from gateway.policy.rules import ORG_SLUG_RE
 
@@ -63,25 +67,73 @@ async def list_orgs(
     return await fetch_page(session, query, Organization.slug, cursor=cursor, limit=limit, key_of=lambda o: o.slug)
 
 
+LIMITS = ("max_members", "max_keys", "max_key_days")
+
+
+def _changes(
+    *,
+    name: str | None,
+    description: str | None,
+    billing_email: str | None,
+    limits: dict[str, int | None],
+) -> dict[str, Any]:
+    """The columns a PATCH sets: None leaves a field as it is; an empty text clears it; a limit of 0 removes it."""
+    values: dict[str, Any] = {}
+    if name is not None:
+        values["name"] = _check_name(name)
+    if description is not None:
+        if len(description) > 500 or any(ord(c) < 32 and c not in "\n\t" for c in description):
+            raise Unprocessable("description: at most 500 characters, no control characters")
+        values["description"] = description
+    if billing_email is not None:
+        values["billing_email"] = normalise_email(billing_email) if billing_email else None
+    for field, value in limits.items():
+        if value is None:
+            continue
+        top = MAX_EXPIRY_DAYS if field == "max_key_days" else 1_000_000
+        if not 0 <= value <= top:
+            raise Unprocessable(f"{field}: between 0 (no limit) and {top}")
+        values[field] = value or None
+    if not values:
+        raise Unprocessable("name: give at least one field to change")
+    return values
+
+
 async def update_org(
-    session: AsyncSession, actor: Actor, org: Organization, *, name: str, if_match: int | None
+    session: AsyncSession,
+    actor: Actor,
+    org: Organization,
+    *,
+    if_match: int | None,
+    name: str | None = None,
+    description: str | None = None,
+    billing_email: str | None = None,
+    limits: dict[str, int | None] | None = None,
 ) -> Organization:
-    """Rename. The slug never changes: it is the Casbin domain every line of the org names."""
-    checked = _check_name(name)
-    before = org.name
+    """Rename, describe, set the billing address or the org's limits. The slug never changes: it is the Casbin
+    domain every line of the org names."""
+    values = _changes(name=name, description=description, billing_email=billing_email, limits=limits or {})
+    before = {field: getattr(org, field) for field in values}
     condition = [Organization.id == org.id]
     if if_match is not None:
         condition.append(Organization.version == if_match)
     result = await session.execute(
-        update(Organization).where(*condition).values(name=checked, version=Organization.version + 1)
+        update(Organization).where(*condition).values(**values, version=Organization.version + 1)
     )
     await session.refresh(org)
     if result.rowcount != 1:  # type: ignore[attr-defined]
         check_if_match(org.version, if_match, "organization")
-    record(
-        session, actor, "org.update", org=org.slug, target=org.slug, before={"name": before}, after={"name": checked}
-    )
+    record(session, actor, "org.update", org=org.slug, target=org.slug, before=before, after=values)
     return org
+
+
+async def check_room_for_member(session: AsyncSession, org: Organization) -> None:
+    """409 when the org already has `max_members` members."""
+    if org.max_members is None:
+        return
+    count = await session.scalar(select(func.count()).select_from(Membership).where(Membership.org_id == org.id))
+    if int(count or 0) >= org.max_members:
+        raise Conflict(f"org: at its limit of {org.max_members} members")
 
 
 async def set_archived(session: AsyncSession, actor: Actor, org: Organization, *, archived: bool) -> Organization:

@@ -129,3 +129,50 @@ async def test_self_service_orgs_when_switched_on(db_url: str, upstream: Upstrea
             assert (await gateway.call("POST", "/admin/orgs", token=root, json={"slug": f"r{n}", "name": "r"}))[
                 0
             ] == 201
+
+
+async def test_org_metadata_and_limits_apply_where_they_should(gateway: Gateway) -> None:
+    """Description, billing address and limits are set with PATCH (0 removes a limit); the member limit stops
+    adds and service accounts, the key limit and the longest key life stop new keys."""
+    world = await build_world(gateway)
+    change = {
+        "description": "Payments team",
+        "billing_email": "Billing@Acme.test",
+        "max_members": 5,
+        "max_key_days": 30,
+    }
+    status, org, _ = await world.call("admin", "PATCH", "/admin/orgs/acme", change)
+    assert status == 200, org
+    assert (org["description"], org["billing_email"], org["max_members"], org["max_key_days"]) == (
+        "Payments team",
+        "billing@acme.test",
+        5,
+        30,
+    )
+    assert org["name"] == "Acme", "fields not given stay"
+    # Four members already (owner, admin, member, viewer): one more fits, then 409.
+    assert (await world.call("admin", "POST", "/admin/orgs/acme/service-accounts", {"name": "ci", "role": "viewer"}))[
+        0
+    ] == 201
+    status, problem, _ = await world.call(
+        "admin", "POST", "/admin/orgs/acme/service-accounts", {"name": "ci2", "role": "viewer"}
+    )
+    assert (status, problem["type"]) == (409, "urn:gateway:problem:conflict")
+    await gateway.user("new@acme.test")
+    assert (
+        await world.call("admin", "POST", "/admin/orgs/acme/members", {"email": "new@acme.test", "role": "viewer"})
+    )[0] == 409
+    # Keys: a lifetime is required and capped at 30 days.
+    keys = "/admin/orgs/acme/members/me/keys"
+    assert (await world.call("member", "POST", keys, {"name": "k"}))[0] == 422
+    assert (await world.call("member", "POST", keys, {"name": "k", "expires_in_days": 31}))[0] == 422
+    assert (await world.call("member", "POST", keys, {"name": "k", "expires_in_days": 30}))[0] == 201
+    assert (await world.call("admin", "PATCH", "/admin/orgs/acme", {"max_keys": 1, "max_key_days": 0}))[0] == 200
+    status, problem, _ = await world.call("member", "POST", keys, {"name": "k2"})
+    assert status == 409 and "live API keys" in problem["detail"]
+    # Removing the limits lets both through again; nonsense values are 422.
+    assert (await world.call("admin", "PATCH", "/admin/orgs/acme", {"max_keys": 0, "max_members": 0}))[0] == 200
+    assert (await world.call("member", "POST", keys, {"name": "k2"}))[0] == 201
+    assert (await world.call("admin", "PATCH", "/admin/orgs/acme", {"max_keys": -1}))[0] == 422
+    assert (await world.call("admin", "PATCH", "/admin/orgs/acme", {"billing_email": "not an address"}))[0] == 422
+    assert (await world.call("viewer", "PATCH", "/admin/orgs/acme", {"description": "x"}))[0] == 403

@@ -43,4 +43,9 @@ def org_view(org: Organization) -> schemas.OrgView:
         created_at=org.created_at,
         archived=org.archived_at is not None,
         version=org.version,
+        description=org.description,
+        billing_email=org.billing_email,
+        max_members=org.max_members,
+        max_keys=org.max_keys,
+        max_key_days=org.max_key_days,
     )

@@ -74,9 +74,19 @@ class OrgsController(Controller):
         db: NamedDependency[AsyncSession],
         match: IfMatch = None,
     ) -> Response[schemas.OrgView]:
-        """Rename (the slug never changes). With If-Match, a stale version is refused with 412."""
+        """Change the name, description, billing address or limits (the slug never changes). With If-Match, a
+        stale version is refused with 412."""
         found = await find_org(db, org)
-        updated = await orgs.update_org(db, caller.actor, found, name=data.name, if_match=if_match(match))
+        updated = await orgs.update_org(
+            db,
+            caller.actor,
+            found,
+            if_match=if_match(match),
+            name=data.name,
+            description=data.description,
+            billing_email=data.billing_email,
+            limits={"max_members": data.max_members, "max_keys": data.max_keys, "max_key_days": data.max_key_days},
+        )
         return Response(org_view(updated), headers=etag(updated.version))
 
     @post("/{org:str}/transfer", status_code=200)

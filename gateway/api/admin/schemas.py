@@ -27,7 +27,17 @@ class OrgCreate(Body):
 
 
 class OrgUpdate(Body):
-    name: str
+    """Only the fields given change: an empty text clears it, a limit of 0 removes it."""
+
+    name: str | None = None
+    description: str | None = None
+    billing_email: str | None = None
+    max_members: int | None = None
+    """Most members (people and service accounts); adding one more is 409."""
+    max_keys: int | None = None
+    """Most live API keys; creating one more is 409."""
+    max_key_days: int | None = None
+    """Longest life of a new key in days; a key must then name one (422 otherwise)."""
 
 
 class OrgView(msgspec.Struct):
@@ -37,6 +47,11 @@ class OrgView(msgspec.Struct):
     created_at: dt.datetime
     archived: bool
     version: int
+    description: str
+    billing_email: str | None
+    max_members: int | None
+    max_keys: int | None
+    max_key_days: int | None
 
 
 class OrgPage(msgspec.Struct):
