@@ -23,6 +23,7 @@ from gateway.manage.common import (
 )
 from gateway.manage.ownership import OWNER, owners_guarded, owners_object, role_graph
 from gateway.policy import rules, store
+from gateway.policy.compiled import key_match2_regex
 from gateway.policy.rules import ANY_DOMAIN, ROLE_RE, Rule, inherited
 
 SYSTEM_ROLES = ("owner", "admin", "member", "viewer")
@@ -89,13 +90,29 @@ async def check_inheritance(
         actor.require(owners_object(org), "POST", "only owners may create roles that inherit owner")
 
 
+OWNER_ACTIONS = ("owners", "transfer", "archive", "restore")
+"""Management objects under an org that stay with owners (and the platform): a delegated role never reaches them."""
+
+
+def _check_delegation(org: Organization, index: int, pattern: str, methods: list[str]) -> None:
+    """A custom role may grant management actions inside its own org (an auditor reading members and audit, a
+    key manager), as `admin:/orgs/<org>/...` patterns; never another org's, a platform object, or an owner's
+    power, whatever the wildcard."""
+    own = f"{rules.ADMIN_OBJECT}/orgs/{org.slug}"
+    if pattern == "*" or (pattern != own and not pattern.startswith(own + "/")):
+        raise Unprocessable(f"permissions[{index}].path: management objects a role grants start with {own}/")
+    for action in OWNER_ACTIONS:
+        if key_match2_regex(pattern).match(f"{own}/{action}") and ({"POST", "*"} & set(methods)):
+            raise Unprocessable(f"permissions[{index}].path: {own}/{action} stays with owners")
+
+
 def _lines(org: Organization, name: str, permissions: list[Permission], inherits: list[str]) -> list[Rule]:
     out: list[Rule] = []
     for index, permission in enumerate(permissions):
-        if rules.is_admin_pattern(permission.path):
-            raise Unprocessable(f"permissions[{index}].path: org roles grant proxied paths ('/...') only")
         if not permission.methods:
             raise Unprocessable(f"permissions[{index}].methods: name at least one method (or '*')")
+        if rules.is_admin_pattern(permission.path):
+            _check_delegation(org, index, permission.path, [method.upper() for method in permission.methods])
         for method in permission.methods:
             try:
                 out.append(rules.validate("p", (name, org.slug, permission.path, method, permission.effect)))

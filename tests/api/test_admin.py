@@ -220,14 +220,15 @@ async def test_custom_roles_grant_deny_and_inherit(world: World) -> None:
 
 
 async def test_role_validation_and_escalation_guards(world: World) -> None:
-    """System names, bad paths, admin objects, unknown parents and cycles are 422; inheriting owner is for
-    owners only."""
+    """System names, bad paths, owner powers and other orgs' management objects, unknown parents and cycles are
+    422; inheriting owner is for owners only."""
     base = {"name": "ops", "permissions": [], "inherits": []}
     cases = [
         ({**base, "name": "admin"}, "name"),
         ({**base, "name": "Ops!"}, "name"),
         ({**base, "permissions": [{"path": "/a.b", "methods": ["GET"]}]}, "permissions[0]"),
-        ({**base, "permissions": [{"path": "admin:/orgs/acme/members", "methods": ["POST"]}]}, "permissions[0].path"),
+        ({**base, "permissions": [{"path": "admin:/orgs/acme/owners", "methods": ["POST"]}]}, "permissions[0].path"),
+        ({**base, "permissions": [{"path": "admin:/orgs/globex/members", "methods": ["GET"]}]}, "permissions[0].path"),
         ({**base, "permissions": [{"path": "/x", "methods": ["BREW"]}]}, "permissions[0]"),
         ({**base, "permissions": [{"path": "/x", "methods": []}]}, "permissions[0].methods"),
         ({**base, "inherits": ["ghost"]}, "inherits[0]"),

@@ -176,3 +176,42 @@ async def test_org_metadata_and_limits_apply_where_they_should(gateway: Gateway)
     assert (await world.call("admin", "PATCH", "/admin/orgs/acme", {"max_keys": -1}))[0] == 422
     assert (await world.call("admin", "PATCH", "/admin/orgs/acme", {"billing_email": "not an address"}))[0] == 422
     assert (await world.call("viewer", "PATCH", "/admin/orgs/acme", {"description": "x"}))[0] == 403
+
+
+async def test_delegated_admin_roles_stay_inside_their_org_and_below_owners(gateway: Gateway) -> None:
+    """A custom role may grant management actions of its own org (an auditor); never another org's, a platform
+    object, or an owner's power, whatever the wildcard."""
+    world = await build_world(gateway)
+    auditor = {
+        "name": "auditor",
+        "permissions": [
+            {"path": "admin:/orgs/acme/audit", "methods": ["GET"]},
+            {"path": "admin:/orgs/acme/members/:member", "methods": ["GET"]},
+        ],
+        "inherits": ["viewer"],
+    }
+    assert (await world.call("viewer", "GET", "/admin/orgs/acme/audit"))[0] == 403
+    assert (await world.call("admin", "POST", "/admin/orgs/acme/roles", auditor))[0] == 201
+    assert (await world.call("admin", "PATCH", f"/admin/orgs/acme/members/{world.ids['viewer']}", {"role": "auditor"}))[
+        0
+    ] == 200
+    assert (await world.call("viewer", "GET", "/admin/orgs/acme/audit"))[0] == 200
+    assert (await world.call("viewer", "GET", "/admin/orgs/globex/audit"))[0] == 403, "not another org's"
+    assert (await world.call("viewer", "PATCH", f"/admin/orgs/acme/members/{world.ids['member']}", {"role": "viewer"}))[
+        0
+    ] == 403
+    refused = [
+        {"path": "admin:/orgs/acme/*", "methods": ["*"]},  # would cover owners, transfer, archive
+        {"path": "admin:/orgs/acme/owners", "methods": ["POST"]},
+        {"path": "admin:/orgs/:org/transfer", "methods": ["POST"]},
+        {"path": "admin:/orgs/globex/members", "methods": ["GET"]},
+        {"path": "admin:/orgs", "methods": ["POST"]},
+        {"path": "admin:/policies", "methods": ["GET"]},
+        {"path": "*", "methods": ["GET"]},
+    ]
+    for index, permission in enumerate(refused):
+        body = {"name": f"bad{index}", "permissions": [permission]}
+        status, problem, _ = await world.call("admin", "POST", "/admin/orgs/acme/roles", body)
+        assert (status, problem["field"]) == (422, "permissions[0].path"), permission
+    reader = {"name": "reader", "permissions": [{"path": "admin:/orgs/acme/*", "methods": ["GET"]}]}
+    assert (await world.call("admin", "POST", "/admin/orgs/acme/roles", reader))[0] == 201, "reading is no owner power"
