@@ -90,19 +90,9 @@ async def export_events(sessions: async_sessionmaker[AsyncSession], chosen: Audi
             return
 
 
-async def list_events(
-    session: AsyncSession,
-    *,
-    org: str | None,
-    actor: str | None = None,
-    action: str | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    cursor: str | None,
-    limit: int,
-) -> Page[AuditView]:
-    """`org` None lists every org's events and the global ones."""
-    query = AuditFilter(org, actor, action, since, until).apply(select(AuditRecord))
+async def list_events(session: AsyncSession, chosen: AuditFilter, *, cursor: str | None, limit: int) -> Page[AuditView]:
+    """The matching events, newest first, a page at a time."""
+    query = chosen.apply(select(AuditRecord))
     page = await fetch_page(
         session, query, AuditRecord.id, cursor=cursor, limit=limit, key_of=lambda r: r.id, descending=True
     )
