@@ -161,13 +161,16 @@ class Mail(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Orgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """`[orgs]`: who may create organizations."""
+    """`[orgs]`: who may create organizations, and when an archived one may be deleted."""
 
     self_service: bool = False
     """When true, any signed-in person (not an API key) creates organizations and owns them; otherwise only a
     platform-wide grant (superadmin) may."""
     per_user: int = 3
     """With self-service: how many organizations one person may own (a platform-wide grant has no limit)."""
+    delete_after_days: int = 30
+    """An archived organization may be deleted for good (DELETE /admin/orgs/{org}) this many days after it was
+    archived, not before: the grace period in which a restore brings everything back."""
 
 
 class Login(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -300,6 +303,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("login: 1 <= base_lock_seconds <= max_lock_seconds")
     if not 1 <= settings.orgs.per_user <= 10_000:
         raise ConfigError("orgs.per_user: between 1 and 10000")
+    if not 0 <= settings.orgs.delete_after_days <= 3650:
+        raise ConfigError("orgs.delete_after_days: between 0 and 3650")
     passwords = settings.passwords
     if passwords.max_concurrent is not None and not 1 <= passwords.max_concurrent <= 256:
         raise ConfigError("passwords.max_concurrent: between 1 and 256")

@@ -1,6 +1,6 @@
-"""`gateway orgs list|archive|restore|transfer`, `gateway members list|role|remove`, `gateway users list`: what an
-operator does through the admin API, from the shell, through the same services (audited as `cli:<user>`).
-Lists print tab-separated columns, or one JSON object a line with `--json`."""
+"""`gateway orgs list|archive|restore|delete|transfer`, `gateway members list|role|remove`, `gateway users list`:
+what an operator does through the admin API, from the shell, through the same services (audited as
+`cli:<user>`). Lists print tab-separated columns, or one JSON object a line with `--json`."""
 
 from __future__ import annotations
 
@@ -71,6 +71,17 @@ def cmd_orgs_archive(args: argparse.Namespace) -> None:
 
     asyncio.run(in_transaction(settings_of(args), work))
     print(f"{args.slug} is {'archived' if args.archived else 'restored'}")
+
+
+def cmd_orgs_delete(args: argparse.Namespace) -> None:
+    settings = settings_of(args)
+
+    async def work(session: AsyncSession) -> dict[str, int]:
+        org = await find_org(session, args.slug)
+        return await orgs.delete_org(session, actor(), org, grace_days=settings.orgs.delete_after_days)
+
+    gone = asyncio.run(in_transaction(settings, work))
+    print(f"deleted {args.slug}: " + ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in gone.items()))
 
 
 def cmd_orgs_transfer(args: argparse.Namespace) -> None:
@@ -154,6 +165,11 @@ def extend(subcommands: dict[str, Commands], config: argparse.ArgumentParser) ->
         change = subcommands["orgs"].add_parser(name, parents=[config], help=f"{name} an organization")
         change.add_argument("--slug", required=True)
         change.set_defaults(func=cmd_orgs_archive, archived=archived)
+    delete = subcommands["orgs"].add_parser(
+        "delete", parents=[config], help="delete an archived org for good, after orgs.delete_after_days"
+    )
+    delete.add_argument("--slug", required=True)
+    delete.set_defaults(func=cmd_orgs_delete)
     transfer = subcommands["orgs"].add_parser("transfer", parents=[config], help="make a member the owner")
     transfer.add_argument("--slug", required=True)
     transfer.add_argument("--to", required=True, help="email of the member who becomes owner")

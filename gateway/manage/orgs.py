@@ -3,14 +3,15 @@ archive and restore."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.engine import bump_version
-from gateway.db.models import Membership, Organization, User, utcnow
+from gateway.db.models import ApiKey, Membership, Organization, PolicyRule, Role, User, utcnow
 from gateway.errors import Conflict, Unprocessable
 from gateway.identity.accounts import normalise_email
 from gateway.manage.common import MAX_EXPIRY_DAYS, Actor, Page, check_if_match, fetch_page, record
@@ -125,6 +126,39 @@ async def update_org(
         check_if_match(org.version, if_match, "organization")
     record(session, actor, "org.update", org=org.slug, target=org.slug, before=before, after=values)
     return org
+
+
+async def delete_org(session: AsyncSession, actor: Actor, org: Organization, *, grace_days: int) -> dict[str, int]:
+    """Delete an archived org for good, `grace_days` after it was archived: its members, custom roles, policy
+    lines, API keys and service accounts with it, in one transaction, audited at platform level (the org's own
+    audit trail is kept). Returns what went, by kind."""
+    if org.archived_at is None:
+        raise Conflict("org: archive it first; it can be deleted after the grace period")
+    ends = org.archived_at + dt.timedelta(days=grace_days)
+    if utcnow() < ends:
+        raise Conflict(f"org: archived too recently; it can be deleted from {ends.isoformat(timespec='seconds')}")
+    lines = delete(PolicyRule).where(
+        or_(
+            and_(PolicyRule.ptype == "p", PolicyRule.v1 == org.slug),
+            and_(PolicyRule.ptype == "g", PolicyRule.v2 == org.slug),
+        )
+    )
+    gone = {
+        "policy_lines": _count(await session.execute(lines)),
+        "api_keys": _count(await session.execute(delete(ApiKey).where(ApiKey.org_id == org.id))),
+        "members": _count(await session.execute(delete(Membership).where(Membership.org_id == org.id))),
+        "roles": _count(await session.execute(delete(Role).where(Role.org_id == org.id))),
+    }
+    accounts = delete(User).where(User.kind == "service", User.org_id == org.id)
+    gone["service_accounts"] = _count(await session.execute(accounts))
+    await session.execute(delete(Organization).where(Organization.id == org.id))
+    await bump_version(session)
+    record(session, actor, "org.delete", org=None, target=org.slug, before={"name": org.name, **gone})
+    return gone
+
+
+def _count(result: Any) -> int:
+    return int(result.rowcount or 0)
 
 
 async def check_room_for_member(session: AsyncSession, org: Organization) -> None:

@@ -34,6 +34,7 @@ TABLE: dict[tuple[str, str], tuple[str, object, set[str], int]] = {
     ("PATCH", "/admin/orgs/{org}"): ("/admin/orgs/acme", {}, ADMIN, 422),
     ("POST", "/admin/orgs/{org}/archive"): ("/admin/orgs/acme/archive", None, OWNER, 200),
     ("POST", "/admin/orgs/{org}/transfer"): ("/admin/orgs/acme/transfer", {"to": NOBODY}, OWNER, 404),
+    ("DELETE", "/admin/orgs/{org}"): ("/admin/orgs/acme", None, SUPER, 409),
     ("POST", "/admin/orgs/{org}/restore"): ("/admin/orgs/acme/restore", None, SUPER, 200),
     ("GET", "/admin/orgs/{org}/members"): ("/admin/orgs/acme/members", None, VIEWER, 200),
     ("POST", "/admin/orgs/{org}/members"): ("/admin/orgs/acme/members", {}, ADMIN, 422),

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from sqlalchemy import func, select
+
+from gateway.db.models import PolicyRule
 from gateway.policy.rules import Rule
 from gateway.policy.store import add_rules
 from tests.api.admin_helpers import build_world
@@ -215,3 +219,44 @@ async def test_delegated_admin_roles_stay_inside_their_org_and_below_owners(gate
         assert (status, problem["field"]) == (422, "permissions[0].path"), permission
     reader = {"name": "reader", "permissions": [{"path": "admin:/orgs/acme/*", "methods": ["GET"]}]}
     assert (await world.call("admin", "POST", "/admin/orgs/acme/roles", reader))[0] == 201, "reading is no owner power"
+
+
+async def test_an_archived_org_is_deleted_for_good_after_its_grace_period(
+    db_url: str, upstream: Upstream, tmp_path: Path
+) -> None:
+    """Not before it is archived, not within the grace period; then everything of it goes in one step (members,
+    roles, lines, keys, service accounts), audited at platform level, and its slug is free again."""
+    await load_system_policy(db_url)
+    for grace, expected in ((30, 409), (0, 200)):
+        settings = gateway_settings(
+            db_url, upstream.url, audit_log=str(tmp_path / "a.jsonl"), orgs={"delete_after_days": grace}
+        )
+        async with serving(settings, upstream) as gateway:
+            if grace == 30:
+                await gateway.org("doomed")
+                await gateway.user("dev@doomed.test", org="doomed", role="member")
+                await gateway.user("root@platform.test", superadmin=True)
+            root = await gateway.login("root@platform.test")
+            key = await gateway.key("doomed", "dev@doomed.test") if grace == 30 else None
+            if grace == 30:
+                role = {"name": "ops", "permissions": [{"path": "/ops/*", "methods": ["GET"]}]}
+                assert (await gateway.call("POST", "/admin/orgs/doomed/roles", token=root, json=role))[0] == 201
+                assert (await gateway.call("DELETE", "/admin/orgs/doomed", token=root))[0] == 409, "not archived"
+                assert (await gateway.call("POST", "/admin/orgs/doomed/archive", token=root))[0] == 200
+                assert key is not None
+            status, _, body = await gateway.call("DELETE", "/admin/orgs/doomed", token=root)
+            assert status == expected, body
+    async with serving(gateway_settings(db_url, upstream.url, audit_log="off"), upstream) as gateway:
+        root = await gateway.login("root@platform.test")
+        assert (await gateway.call("GET", "/admin/orgs/doomed", token=root))[0] == 404
+        status, _, body = await gateway.call("GET", "/admin/audit?action=org.delete", token=root)
+        event = json.loads(body)["items"][0]
+        assert event["target"] == "doomed" and event["org"] is None
+        assert event["before"]["members"] == 1 and event["before"]["api_keys"] == 1 and event["before"]["roles"] == 1
+        assert event["before"]["policy_lines"] >= 1
+        assert (await gateway.call("POST", "/admin/orgs", token=root, json={"slug": "doomed", "name": "again"}))[
+            0
+        ] == 201
+        async with gateway.runtime.services.sessions() as session:
+            left = await session.scalar(select(func.count()).select_from(PolicyRule).where(PolicyRule.v1 == "doomed"))
+        assert left == 0

@@ -48,6 +48,8 @@ def test_the_operator_lists_changes_and_hands_over_orgs(db_url: str) -> None:
     _ok(["orgs", "archive", "--slug", "acme"], db_url)
     orgs = [json.loads(line) for line in _ok(["orgs", "list", "--json"], db_url).splitlines()]
     assert [(o["slug"], o["archived"]) for o in orgs] == [("acme", True)]
+    refused = run_cli(["orgs", "delete", "--slug", "acme"], db_url)
+    assert refused.returncode == 1 and "archived too recently" in refused.stderr
     _ok(["orgs", "restore", "--slug", "acme"], db_url)
     users = [json.loads(line) for line in _ok(["users", "list", "--json"], db_url).splitlines()]
     assert sorted(u["email"] for u in users) == ["ann@example.test", "bob@example.test"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -103,6 +103,19 @@ class OrgsController(Controller):
             db, caller.actor, found, to=data.to, previous=caller.user_id, keep_as=data.keep_as
         )
         return schemas.OwnershipTransferred(owner=owner, previous=previous)
+
+    @delete("/{org:str}", opt={"authz": "platform"}, status_code=200)
+    async def delete_for_good(
+        self,
+        org: FromPath[str],
+        caller: NamedDependency[Caller],
+        settings: NamedDependency[Settings],
+        db: NamedDependency[AsyncSession],
+    ) -> dict[str, int]:
+        """Delete an archived org for good, `orgs.delete_after_days` after it was archived (409 before): its
+        members, custom roles, lines, keys and service accounts. Platform-wide permission. Returns the counts."""
+        found = await find_org(db, org)
+        return await orgs.delete_org(db, caller.actor, found, grace_days=settings.orgs.delete_after_days)
 
     @post("/{org:str}/archive", status_code=200)
     async def archive(
