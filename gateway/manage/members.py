@@ -192,17 +192,18 @@ async def transfer_ownership(
     session: AsyncSession, actor: Actor, org: Organization, *, to: str, previous: str | None, keep_as: str
 ) -> tuple[MemberView, MemberView | None]:
     """Hand the org to the member `to` (id or email) in one transaction: they become `owner`, then `previous`
-    (the caller, when they are a member) takes `keep_as`. Only owners (or a platform-wide grant) may; the org
-    has an owner at every step."""
+    (the caller), when they held an owner role here, takes `keep_as` (a superadmin who is not an owner keeps
+    what they had). Only owners (or a platform-wide grant) may; the org has an owner at every step."""
     if keep_as == "owner":
         raise Unprocessable("keep_as: the previous owner keeps another role (or use PATCH to add an owner)")
     actor.require(owners_object(org), "POST", "only owners may transfer the organization")
     new_owner = await change_role(session, actor, org, to, "owner")
-    if previous is None or previous == new_owner.user_id:
-        return new_owner, None
-    if await session.get(Membership, (previous, org.id)) is None:
-        return new_owner, None  # a superadmin who is not a member hands it over and keeps nothing
-    kept = await change_role(session, actor, org, previous, keep_as)
+    kept = None
+    membership = (
+        await session.get(Membership, (previous, org.id)) if previous and previous != new_owner.user_id else None
+    )
+    if membership is not None and await implies_owner(session, org, membership.role):
+        kept = await change_role(session, actor, org, membership.user_id, keep_as)
     record(session, actor, "org.transfer", org=org.slug, target=new_owner.user_id, after={"previous": previous})
     return new_owner, kept
 

@@ -104,7 +104,7 @@ class OwnershipTransfer(Body):
 class OwnershipTransferred(msgspec.Struct):
     owner: MemberView
     previous: MemberView | None
-    """The caller's membership after the transfer (null when the caller is not a member)."""
+    """The caller's membership after the transfer (null when the caller held no owner role here)."""
 
 
 class ServiceAccountCreate(Body):
