@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Literal
+from collections.abc import Awaitable
+from typing import Literal, TypeVar
 
 from limits import RateLimitItem
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -26,6 +27,7 @@ from limits.errors import StorageError
 from limits.util import WindowStats
 
 log = logging.getLogger("gateway.counters")
+T = TypeVar("T")
 # Redis answers in well under a millisecond; a store slower than this is treated as down for that call.
 REDIS_TIMEOUT_SECONDS = 0.5
 
@@ -60,49 +62,36 @@ class Counters:
 
     async def lock(self, key: str, seconds: float) -> None:
         """Hold `key` locked for `seconds` (rounded up to whole seconds), replacing any lock it had."""
-        try:
+
+        async def relock() -> None:
             await self.storage.clear(f"lock/{key}")
             await self.storage.incr(f"lock/{key}", max(1, math.ceil(seconds)))
-        except StorageError as exc:
-            _store_down("lock", exc)
+
+        await _or_else("lock", relock(), None)
 
     async def unlock(self, key: str) -> None:
-        try:
-            await self.storage.clear(f"lock/{key}")
-        except StorageError as exc:
-            _store_down("lock", exc)
+        await _or_else("lock", self.storage.clear(f"lock/{key}"), None)
 
     async def locked_for(self, key: str) -> float:
         """Seconds `key` stays locked; 0 when it is not (or when the store cannot say)."""
-        try:
+
+        async def remaining() -> float:
             if await self.storage.get(f"lock/{key}") <= 0:
                 return 0.0
             return max(0.0, await self.storage.get_expiry(f"lock/{key}") - time.time())
-        except StorageError as exc:
-            _store_down("lock", exc)
-            return 0.0
+
+        return await _or_else("lock", remaining(), 0.0)
 
     async def incr(self, key: str, seconds: int) -> int:
         """Add one to the counter `key`, which lives `seconds` from its first count; its new value (0 when the
         store cannot say)."""
-        try:
-            return await self.storage.incr(f"count/{key}", seconds)
-        except StorageError as exc:
-            _store_down("counter", exc)
-            return 0
+        return await _or_else("counter", self.storage.incr(f"count/{key}", seconds), 0)
 
     async def get(self, key: str) -> int:
-        try:
-            return await self.storage.get(f"count/{key}")
-        except StorageError as exc:
-            _store_down("counter", exc)
-            return 0
+        return await _or_else("counter", self.storage.get(f"count/{key}"), 0)
 
     async def clear(self, key: str) -> None:
-        try:
-            await self.storage.clear(f"count/{key}")
-        except StorageError as exc:
-            _store_down("counter", exc)
+        await _or_else("counter", self.storage.clear(f"count/{key}"), None)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -119,19 +108,11 @@ class Window:
 
     async def hit(self, *ids: str) -> bool:
         """Count one event; False (and nothing counted) when the budget is already spent."""
-        try:
-            return await self._strategy.hit(self.item, *ids)
-        except StorageError as exc:
-            _store_down(self._what, exc)
-            return True
+        return await _or_else(self._what, self._strategy.hit(self.item, *ids), True)
 
     async def spent(self, *ids: str) -> bool:
         """True when one more event would exceed the budget (nothing is counted)."""
-        try:
-            return not await self._strategy.test(self.item, *ids)
-        except StorageError as exc:
-            _store_down(self._what, exc)
-            return False
+        return not await _or_else(self._what, self._strategy.test(self.item, *ids), True)
 
     async def count(self, *ids: str) -> int:
         """Events counted in the window so far."""
@@ -144,18 +125,16 @@ class Window:
         return max(1, math.ceil(stats.reset_time - time.time())) if stats else 1
 
     async def _stats(self, ids: tuple[str, ...]) -> WindowStats | None:
-        try:
-            return await self._strategy.get_window_stats(self.item, *ids)
-        except StorageError as exc:
-            _store_down(self._what, exc)
-            return None
+        return await _or_else(self._what, self._strategy.get_window_stats(self.item, *ids), None)
 
     async def clear(self, *ids: str) -> None:
-        try:
-            await self._strategy.clear(self.item, *ids)
-        except StorageError as exc:
-            _store_down(self._what, exc)
+        await _or_else(self._what, self._strategy.clear(self.item, *ids), None)
 
 
-def _store_down(what: str, exc: StorageError) -> None:
-    log.warning("%s store unreachable, not counting: %s", what, exc.storage_error)
+async def _or_else(what: str, work: Awaitable[T], fallback: T) -> T:
+    """`work`'s answer, or `fallback` (and a warning) when the store fails: counters never fail a request."""
+    try:
+        return await work
+    except StorageError as exc:
+        log.warning("%s store unreachable, not counting: %s", what, exc.storage_error)
+        return fallback

@@ -8,30 +8,17 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.cli.common import actor, in_transaction, settings_of
 from gateway.manage import members, orgs, users
-from gateway.manage.common import MAX_LIMIT, Page, find_org
+from gateway.manage.common import MAX_LIMIT, every_page, find_org
 
 if TYPE_CHECKING:
     from gateway.cli.common import Commands
-
-T = TypeVar("T")
-
-
-async def _every(fetch: Callable[[str | None], Awaitable[Page[T]]]) -> list[T]:
-    """Every item, page after page."""
-    items: list[T] = []
-    cursor: str | None = None
-    while True:
-        page = await fetch(cursor)
-        items.extend(page.items)
-        if (cursor := page.next_cursor) is None:
-            return items
 
 
 def _show(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, as_json: bool) -> None:
@@ -52,7 +39,7 @@ def _text(value: Any) -> str:
 
 def cmd_orgs_list(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
-        found = await _every(lambda cursor: orgs.list_orgs(session, member_id=None, cursor=cursor, limit=MAX_LIMIT))
+        found = await every_page(lambda cursor: orgs.list_orgs(session, member_id=None, cursor=cursor, limit=MAX_LIMIT))
         return [
             {"slug": o.slug, "name": o.name, "created_at": o.created_at, "archived": o.archived_at is not None}
             for o in found
@@ -98,7 +85,7 @@ def cmd_orgs_transfer(args: argparse.Namespace) -> None:
 def cmd_members_list(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
         org = await find_org(session, args.org)
-        found = await _every(
+        found = await every_page(
             lambda cursor: members.list_members(
                 session, org, cursor=cursor, limit=MAX_LIMIT, search=args.search, role=args.role
             )
@@ -137,7 +124,9 @@ def cmd_members_remove(args: argparse.Namespace) -> None:
 
 def cmd_users_list(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> list[dict[str, Any]]:
-        found = await _every(lambda cursor: users.list_users(session, email=args.email, cursor=cursor, limit=MAX_LIMIT))
+        found = await every_page(
+            lambda cursor: users.list_users(session, email=args.email, cursor=cursor, limit=MAX_LIMIT)
+        )
         return [
             {
                 "id": u.id,

@@ -15,7 +15,7 @@ from gateway.cli.common import actor, in_transaction, read_password, settings_of
 from gateway.identity import accounts, apikeys
 from gateway.identity.passwords import PasswordHasher
 from gateway.manage import keys, members, orgs, users
-from gateway.manage.common import MAX_LIMIT, find_org
+from gateway.manage.common import MAX_LIMIT, every_page, find_org
 
 if TYPE_CHECKING:
     from gateway.cli.common import Commands
@@ -92,13 +92,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
 def cmd_keys_list(args: argparse.Namespace) -> None:
     async def work(session: AsyncSession) -> list[str]:
         org = await find_org(session, args.org)
-        listed: list[keys.KeyView] = []
-        cursor: str | None = None
-        while True:
-            page = await keys.list_keys(session, org, cursor=cursor, limit=MAX_LIMIT)
-            listed.extend(page.items)
-            if (cursor := page.next_cursor) is None:
-                break
+        listed = await every_page(lambda cursor: keys.list_keys(session, org, cursor=cursor, limit=MAX_LIMIT))
         return [
             "\t".join(
                 (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -97,6 +97,17 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: str | None
+
+
+async def every_page(fetch: Callable[[str | None], Awaitable[Page[T]]]) -> list[T]:
+    """Every item of a list, page after page (`fetch(cursor)` returns one page; the CLI prints whole lists)."""
+    items: list[T] = []
+    cursor: str | None = None
+    while True:
+        page = await fetch(cursor)
+        items.extend(page.items)
+        if (cursor := page.next_cursor) is None:
+            return items
 
 
 def encode_cursor(value: str | int) -> str:
