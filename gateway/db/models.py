@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -104,6 +105,9 @@ class Organization(Base):
     """Most live (not revoked, not expired) API keys; None: no limit."""
     max_key_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """Longest lifetime of a new API key, in days (keys must then have one); None: the platform's maximum."""
+    direct_add: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    """Whether admins may add an existing user directly (POST /members); when false, only an accepted invitation
+    makes someone a member."""
 
 
 class Role(Base):
@@ -242,6 +246,9 @@ class ApiKey(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    allowed_ips: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    """JSON list of addresses or networks (`203.0.113.0/24`, `2001:db8::/32`) the key is accepted from; empty:
+    from anywhere. Compared with the client address as resolved through `trusted_proxies`."""
 
 
 class EmailToken(Base):
@@ -326,3 +333,55 @@ class BootstrapToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Invitation(Base):
+    """An invitation to join an org with a role, sent by email; the link's secret is stored as its SHA-256 and
+    works once, until `expires_at`, unless revoked or declined first."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    accepted_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    declined_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PolicyVersion(Base):
+    """One numbered version of an org's own lines (its `p` lines and role `g` lines, not memberships): written
+    in the transaction of every change to them, with the whole set, so any two compare and any one restores."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (UniqueConstraint("org_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    lines: Mapped[str] = mapped_column(Text)
+    """JSON list of lines, each a list of values (`["p", "viewer", "acme", "/x", "GET", "allow"]`), sorted."""
+    digest: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of `lines`: a change that leaves the set as it was makes no version."""
+
+
+class AuditDelivery(Base):
+    """A single row: how far the audit webhook has delivered, and which replica holds the delivery lease."""
+
+    __tablename__ = "audit_delivery"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
