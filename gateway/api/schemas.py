@@ -63,6 +63,19 @@ class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
     token: str
 
 
+class InvitationAnswer(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
+    password: str | None = None
+    """Only without an account at the invited address (and not signed in): the new account's password."""
+    name: str = ""
+
+
+class InvitationAccepted(msgspec.Struct):
+    org: str
+    user_id: str
+    role: str
+
+
 class ForgotPasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
     email: str
 

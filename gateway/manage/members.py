@@ -36,7 +36,7 @@ def member_version(view: MemberView) -> int:
     return int(digest[:14], 16)
 
 
-def _view(membership: Membership, user: User) -> MemberView:
+def member_view(membership: Membership, user: User) -> MemberView:
     return MemberView(user.id, user.email, user.name, user.kind, membership.role, membership.created_at)
 
 
@@ -91,7 +91,7 @@ async def list_members(
         key_of=lambda m: m.user_id,
     )
     users = {u.id: u for u in await session.scalars(select(User).where(User.id.in_([m.user_id for m in page.items])))}
-    return Page([_view(m, users[m.user_id]) for m in page.items], page.next_cursor)
+    return Page([member_view(m, users[m.user_id]) for m in page.items], page.next_cursor)
 
 
 async def _membership(session: AsyncSession, org: Organization, member: str) -> tuple[Membership, User]:
@@ -123,13 +123,14 @@ async def _membership(session: AsyncSession, org: Organization, member: str) -> 
 
 
 async def get_member(session: AsyncSession, org: Organization, user_id: str) -> MemberView:
-    return _view(*await _membership(session, org, user_id))
+    return member_view(*await _membership(session, org, user_id))
 
 
-async def _check_grant(session: AsyncSession, actor: Actor, org: Organization, user: User, role: str) -> None:
+async def check_grant(session: AsyncSession, actor: Actor, org: Organization, user: User | None, role: str) -> None:
+    """`role` exists here, and granting it is the actor's to do (an owner role takes an owner)."""
     await require_role(session, org, role)
     if await implies_owner(session, org, role):
-        if user.kind == "service":
+        if user is not None and user.kind == "service":
             raise Unprocessable("role: a service account cannot own an organization")
         actor.require(owners_object(org), "POST", "only owners may grant owner")
 
@@ -144,11 +145,13 @@ async def add_member(
     user_id: str | None = None,
 ) -> MemberView:
     """Give an existing user a role in the org; 409 if they are a member already (change the role instead)."""
+    if not org.direct_add:
+        raise Conflict("org: members join this organization by invitation only (POST /invitations)")
     user = await find_user(session, email=email, user_id=user_id)
     if user.kind == "service" and user.org_id != org.id:
         raise Unprocessable("user_id: a service account belongs to its own organization only")
     await lock_org(session, org)
-    await _check_grant(session, actor, org, user, role)
+    await check_grant(session, actor, org, user, role)
     if await session.get(Membership, (user.id, org.id)) is not None:
         raise Conflict("user: already a member of this organization; change their role instead")
     await check_room_for_member(session, org)
@@ -156,7 +159,7 @@ async def add_member(
     async with owners_guarded(session, actor, org):
         session.add(membership)
     await bump_version(session)
-    view = _view(membership, user)
+    view = member_view(membership, user)
     record(session, actor, "member.add", org=org.slug, target=user.id, after={"role": role})
     return view
 
@@ -174,18 +177,18 @@ async def change_role(
     `ownership.owners_guarded`). With `if_match` (a `member_version`), a membership changed since is 412."""
     await lock_org(session, org)
     membership, user = await _membership(session, org, user_id)
-    check_if_match(member_version(_view(membership, user)), if_match, "member")
+    check_if_match(member_version(member_view(membership, user)), if_match, "member")
     before = membership.role
     if before == role:
-        return _view(membership, user)
-    await _check_grant(session, actor, org, user, role)
+        return member_view(membership, user)
+    await check_grant(session, actor, org, user, role)
     if await implies_owner(session, org, before):
         actor.require(owners_object(org), "POST", "only owners may change an owner's role")
     async with owners_guarded(session, actor, org):
         membership.role = role
     await bump_version(session)
     record(session, actor, "member.role", org=org.slug, target=user.id, before={"role": before}, after={"role": role})
-    return _view(membership, user)
+    return member_view(membership, user)
 
 
 async def transfer_ownership(
@@ -214,7 +217,7 @@ async def remove_member(
     """Remove the membership and revoke the member's API keys in this org (they do not revive on re-adding)."""
     await lock_org(session, org)
     membership, user = await _membership(session, org, user_id)
-    check_if_match(member_version(_view(membership, user)), if_match, "member")
+    check_if_match(member_version(member_view(membership, user)), if_match, "member")
     if user.kind == "service":
         raise Conflict("member: this is a service account; delete it under /service-accounts")
     if await implies_owner(session, org, membership.role):

@@ -77,6 +77,7 @@ def _changes(
     description: str | None,
     billing_email: str | None,
     limits: dict[str, int | None],
+    direct_add: bool | None = None,
 ) -> dict[str, Any]:
     """The columns a PATCH sets: None leaves a field as it is; an empty text clears it; a limit of 0 removes it."""
     values: dict[str, Any] = {}
@@ -95,6 +96,8 @@ def _changes(
         if not 0 <= value <= top:
             raise Unprocessable(f"{field}: between 0 (no limit) and {top}")
         values[field] = value or None
+    if direct_add is not None:
+        values["direct_add"] = direct_add
     if not values:
         raise Unprocessable("name: give at least one field to change")
     return values
@@ -110,10 +113,13 @@ async def update_org(
     description: str | None = None,
     billing_email: str | None = None,
     limits: dict[str, int | None] | None = None,
+    direct_add: bool | None = None,
 ) -> Organization:
     """Rename, describe, set the billing address or the org's limits. The slug never changes: it is the Casbin
     domain every line of the org names."""
-    values = _changes(name=name, description=description, billing_email=billing_email, limits=limits or {})
+    values = _changes(
+        name=name, description=description, billing_email=billing_email, limits=limits or {}, direct_add=direct_add
+    )
     before = {field: getattr(org, field) for field in values}
     condition = [Organization.id == org.id]
     if if_match is not None:

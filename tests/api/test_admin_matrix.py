@@ -46,6 +46,14 @@ TABLE: dict[tuple[str, str], tuple[str, object, set[str], int]] = {
         404,
     ),
     ("DELETE", "/admin/orgs/{org}/members/{member}"): (f"/admin/orgs/acme/members/{NOBODY}", None, ADMIN, 404),
+    ("GET", "/admin/orgs/{org}/invitations"): ("/admin/orgs/acme/invitations", None, ADMIN, 200),
+    ("POST", "/admin/orgs/{org}/invitations"): ("/admin/orgs/acme/invitations", {}, ADMIN, 422),
+    ("DELETE", "/admin/orgs/{org}/invitations/{invitation}"): (
+        f"/admin/orgs/acme/invitations/{NOBODY}",
+        None,
+        ADMIN,
+        404,
+    ),
     ("GET", "/admin/orgs/{org}/members/{member}/keys"): (f"/admin/orgs/acme/members/{NOBODY}/keys", None, ADMIN, 404),
     ("POST", "/admin/orgs/{org}/members/{member}/keys"): ("/admin/orgs/acme/members/me/keys", {}, MEMBER, 422),
     ("DELETE", "/admin/orgs/{org}/members/{member}/keys/{key}"): (

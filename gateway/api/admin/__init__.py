@@ -7,6 +7,7 @@ from litestar import Router
 from gateway.api.admin.audit import AuditController, GlobalAuditController
 from gateway.api.admin.decisions import DecisionsController
 from gateway.api.admin.guard import authorize
+from gateway.api.admin.invitations import InvitationsController
 from gateway.api.admin.keys import KeysController, ServiceAccountsController
 from gateway.api.admin.members import MembersController
 from gateway.api.admin.orgs import OrgsController
@@ -17,6 +18,7 @@ from gateway.api.admin.users import UsersController
 ADMIN_CONTROLLERS = (
     OrgsController,
     MembersController,
+    InvitationsController,
     RolesController,
     PoliciesController,
     GlobalPoliciesController,

@@ -48,4 +48,5 @@ def org_view(org: Organization) -> schemas.OrgView:
         max_members=org.max_members,
         max_keys=org.max_keys,
         max_key_days=org.max_key_days,
+        direct_add=org.direct_add,
     )

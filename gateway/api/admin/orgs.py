@@ -74,8 +74,8 @@ class OrgsController(Controller):
         db: NamedDependency[AsyncSession],
         match: IfMatch = None,
     ) -> Response[schemas.OrgView]:
-        """Change the name, description, billing address or limits (the slug never changes). With If-Match, a
-        stale version is refused with 412."""
+        """Change the name, description, billing address, limits, or whether members may be added directly
+        (`direct_add`); the slug never changes. With If-Match, a stale version is refused with 412."""
         found = await find_org(db, org)
         updated = await orgs.update_org(
             db,
@@ -86,6 +86,7 @@ class OrgsController(Controller):
             description=data.description,
             billing_email=data.billing_email,
             limits={"max_members": data.max_members, "max_keys": data.max_keys, "max_key_days": data.max_key_days},
+            direct_add=data.direct_add,
         )
         return Response(org_view(updated), headers=etag(updated.version))
 

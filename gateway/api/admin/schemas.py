@@ -8,6 +8,8 @@ import msgspec
 
 # The views the management services return are the API's answers too: one type per shape.
 from gateway.manage.audit import AuditView as AuditView
+from gateway.manage.invitations import InvitationDetails as InvitationDetails
+from gateway.manage.invitations import InvitationView as InvitationView
 from gateway.manage.keys import KeyView as KeyView
 from gateway.manage.members import MemberView as MemberView
 from gateway.manage.policies import LineView as LineView
@@ -38,6 +40,8 @@ class OrgUpdate(Body):
     """Most live API keys; creating one more is 409."""
     max_key_days: int | None = None
     """Longest life of a new key in days; a key must then name one (422 otherwise)."""
+    direct_add: bool | None = None
+    """False: people join only by accepting an invitation (POST /members is 409)."""
 
 
 class OrgView(msgspec.Struct):
@@ -52,6 +56,7 @@ class OrgView(msgspec.Struct):
     max_members: int | None
     max_keys: int | None
     max_key_days: int | None
+    direct_add: bool
 
 
 class OrgPage(msgspec.Struct):
@@ -91,6 +96,18 @@ class MemberUpdate(Body):
 
 class MemberPage(msgspec.Struct):
     items: list[MemberView]
+    next_cursor: str | None
+
+
+class InvitationCreate(Body):
+    email: str
+    role: str
+    expires_in_days: int = 7
+    """How long the link works: 1 to 30 days."""
+
+
+class InvitationPage(msgspec.Struct):
+    items: list[InvitationView]
     next_cursor: str | None
 
 

@@ -4,10 +4,11 @@ lifecycle."""
 from __future__ import annotations
 
 from gateway.api.auth.account import AccountController
+from gateway.api.auth.invitations import InvitationsController
 from gateway.api.auth.login import LoginController
 from gateway.api.auth.mfa import MfaController
 from gateway.api.auth.sessions import SessionsController
 
-CONTROLLERS = (LoginController, MfaController, SessionsController, AccountController)
+CONTROLLERS = (LoginController, MfaController, SessionsController, AccountController, InvitationsController)
 
 __all__ = ["CONTROLLERS"]
