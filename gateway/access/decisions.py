@@ -13,6 +13,7 @@ def enforce(
 ) -> Decision:
     """Casbin decides; an API key's scopes can then only narrow the answer, never widen it."""
     decision = state.decide(subject, org, path, method)
+    state.recent.note(org, subject, path, method)
     if not decision.allowed:
         raise Denied(decision)
     if key is not None and not key.permits(method, path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,9 +11,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.cli.common import CommandError, in_transaction, settings_of
+from gateway.cli.common import CommandError, actor, in_transaction, settings_of
 from gateway.db.models import AuditRecord, User, utcnow
 from gateway.errors import InvalidPath
+from gateway.manage import versions
 from gateway.paths import canonical_path
 from gateway.policy.hot import HotState
 from gateway.policy.lint import lint
@@ -55,7 +55,8 @@ def cmd_load(args: argparse.Namespace) -> None:
     rules = parse_files(files)
 
     async def work(session: AsyncSession) -> int:
-        return await add_rules(session, rules)
+        async with versions.tracked(session, actor(), await versions.orgs_named(session, rules), "policy.load"):
+            return await add_rules(session, rules)
 
     added = asyncio.run(in_transaction(settings_of(args), work))
     print(f"{len(rules)} lines read from {len(files)} file(s); {added} added, {len(rules) - added} already present")
@@ -154,12 +155,14 @@ def cmd_sync(args: argparse.Namespace) -> None:
             removed = []
         if args.dry_run or not (added or removed):
             return added, removed
-        await add_rules(session, added)
-        await remove_rules(session, removed)
+        touched = await versions.orgs_named(session, [*added, *removed])
+        async with versions.tracked(session, actor(), touched, "policy.sync"):
+            await add_rules(session, added)
+            await remove_rules(session, removed)
         session.add(
             AuditRecord(
                 created_at=utcnow(),
-                actor=f"cli:{getpass.getuser()}",
+                actor=actor().subject,
                 action="policy.sync",
                 org=None,
                 target=", ".join(str(path) for path in files)[:255],

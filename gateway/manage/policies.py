@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.engine import bump_version
 from gateway.db.models import Membership, Organization, PolicyRule
 from gateway.errors import Conflict, NotFound, Unprocessable
+from gateway.manage import versions
 from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
 from gateway.manage.ownership import owners_guarded
 from gateway.manage.roles import SUPERADMIN, check_inheritance, require_role
@@ -32,20 +33,12 @@ def _view(row: PolicyRule) -> LineView:
     return LineView(row.id, ", ".join((row.ptype, *values)), row.origin)
 
 
-def _of_org(slug: str) -> object:
-    """Lines in an org's domain, except user grants (memberships own those)."""
-    return or_(
-        (PolicyRule.ptype == "p") & (PolicyRule.v1 == slug),
-        (PolicyRule.ptype == "g") & (PolicyRule.v2 == slug) & ~PolicyRule.v0.startswith("user:"),
-    )
-
-
 async def list_lines(
     session: AsyncSession, org: Organization | None, *, cursor: str | None, limit: int
 ) -> Page[LineView]:
     query = select(PolicyRule)
     if org is not None:
-        query = query.where(_of_org(org.slug))  # type: ignore[arg-type]
+        query = query.where(versions.of_org(org.slug))
     page = await fetch_page(session, query, PolicyRule.id, cursor=cursor, limit=limit, key_of=lambda r: r.id)
     return Page([_view(row) for row in page.items], page.next_cursor)
 
@@ -109,11 +102,13 @@ async def add_lines(
             await _check_org_line(session, actor, org, rule, f"lines[{index}]")
         elif rule.ptype == "g" and rule.values[1] == SUPERADMIN and not rule.values[0].startswith("user:"):
             raise Unprocessable(f"lines[{index}]: role: a role cannot inherit superadmin; grant it to users")
-    if org is not None:
-        async with owners_guarded(session, actor, org):  # a `g` line may make a role, and its holders, owners
+    touched = [org] if org is not None else await versions.orgs_named(session, parsed)
+    async with versions.tracked(session, actor, touched, "policy.add"):
+        if org is not None:
+            async with owners_guarded(session, actor, org):  # a `g` line may make a role, and its holders, owners
+                await store.add_rules(session, parsed, origin="api")
+        else:
             await store.add_rules(session, parsed, origin="api")
-    else:
-        await store.add_rules(session, parsed, origin="api")
     await bump_version(session)
     stored = []
     for rule in parsed:
@@ -144,12 +139,15 @@ async def remove_line(session: AsyncSession, actor: Actor, org: Organization | N
     if row.origin != "api":
         raise Conflict("line: this line comes from the policy files; change the files and run `policy sync`")
     before = _view(row).line
-    if org is not None:
-        await lock_org(session, org)
-        async with owners_guarded(session, actor, org):  # removing a `g` line may take owner from its holders
+    rule = Rule(row.ptype, versions.values_of(row)[1:])
+    touched = [org] if org is not None else await versions.orgs_named(session, [rule])
+    async with versions.tracked(session, actor, touched, "policy.remove"):
+        if org is not None:
+            await lock_org(session, org)
+            async with owners_guarded(session, actor, org):  # removing a `g` line may take owner from its holders
+                await session.execute(delete(PolicyRule).where(PolicyRule.id == line_id))
+        else:
             await session.execute(delete(PolicyRule).where(PolicyRule.id == line_id))
-    else:
-        await session.execute(delete(PolicyRule).where(PolicyRule.id == line_id))
     await bump_version(session)
     record(session, actor, "policy.remove", org=org.slug if org else None, target=str(line_id), before=before)
 
@@ -158,3 +156,38 @@ def _in_org(row: PolicyRule, slug: str) -> bool:
     if row.ptype == "p":
         return row.v1 == slug
     return row.v2 == slug and not row.v0.startswith("user:")
+
+
+async def rollback(session: AsyncSession, actor: Actor, org: Organization, number: int) -> versions.VersionDiff:
+    """Make the org's lines those of version `number` again; the answer is the new version and what it changed
+    (when the lines are already those, no version is written and the answer names the latest). Lines that came from
+    the policy files are not the API's to remove (409: change the files); lines to bring back are checked as
+    new ones are (their roles and members must still exist here), and come back as API lines."""
+    await lock_org(session, org)
+    target = {line[1:] for line in versions.lines_of(await versions.find(session, org, number))}
+    present = {line[1:]: line[0] for line in await versions.current(session, org.slug)}
+    from_files = sorted(values for values, origin in present.items() if values not in target and origin != "api")
+    if from_files:
+        shown = "; ".join(", ".join(values) for values in from_files[:5])
+        raise Conflict(f"version: these lines come from the policy files; change the files and sync: {shown}")
+    restore = [Rule(values[0], values[1:]) for values in sorted(target - set(present))]
+    drop = [Rule(values[0], values[1:]) for values in sorted(set(present) - target)]
+    for rule in restore:
+        try:
+            await _check_org_line(session, actor, org, rule, f"version {number}: {rule.csv()}")
+        except Unprocessable as exc:
+            raise Conflict(exc.detail) from None
+    async with versions.tracked(session, actor, [org], "policy.rollback"), owners_guarded(session, actor, org):
+        await store.add_rules(session, restore, origin="api")
+        await store.remove_rules(session, drop)
+    await bump_version(session)
+    record(
+        session,
+        actor,
+        "policy.rollback",
+        org=org.slug,
+        target=str(number),
+        after={"added": [rule.csv() for rule in restore], "removed": [rule.csv() for rule in drop]},
+    )
+    latest = await versions.latest_number(session, org)
+    return versions.VersionDiff(None if latest == 1 else latest - 1, latest, *versions.texts(restore, drop))

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.db.engine import bump_version
 from gateway.db.models import Membership, Organization, PolicyRule, Role, utcnow
 from gateway.errors import Conflict, NotFound, Unprocessable
+from gateway.manage import versions
 from gateway.manage.common import (
     Actor,
     Page,
@@ -194,7 +195,7 @@ async def create_role(
         await session.flush()
     except IntegrityError as exc:
         raise Conflict(f"name: the role {name!r} already exists") from exc
-    async with owners_guarded(session, actor, org):
+    async with versions.tracked(session, actor, [org], "role.create"), owners_guarded(session, actor, org):
         await store.add_rules(session, lines, origin="api")
     await bump_version(session)
     view = await _view(session, org, name, role)
@@ -227,7 +228,10 @@ async def replace_role(
     check_if_match(role.version, if_match, f"role {name!r}")
     before = await _view(session, org, name, role)
     await check_inheritance(session, actor, org, name, inherits, "inherits")
-    async with owners_guarded(session, actor, org):  # dropping an `owner` parent takes owner from its holders
+    async with (
+        versions.tracked(session, actor, [org], "role.update"),
+        owners_guarded(session, actor, org),  # dropping an `owner` parent takes owner from its holders
+    ):
         await _drop_lines(session, org, name)
         await store.add_rules(session, lines, origin="api")
     await session.execute(
@@ -273,7 +277,7 @@ async def delete_role(
         if move_to == name:
             raise Unprocessable("move_to: must name another role")
         await require_role(session, org, move_to, "move_to")
-    async with owners_guarded(session, actor, org):
+    async with versions.tracked(session, actor, [org], "role.delete"), owners_guarded(session, actor, org):
         if holders:
             await session.execute(
                 update(Membership).where(Membership.org_id == org.id, Membership.role == name).values(role=move_to)

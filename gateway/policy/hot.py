@@ -27,6 +27,7 @@ from casbin.util import key_match
 
 from gateway.policy import compiled
 from gateway.policy.compiled import CompiledPolicy, RoleIndex, key_match2_regex
+from gateway.policy.recent import RecentRequests
 from gateway.policy.rules import PolicyError, Rule
 
 log = logging.getLogger("gateway.policy")
@@ -195,14 +196,23 @@ class HotState:
     """Everything a request's decision reads (see the module docstring); the only object the rest of the
     gateway asks about policy, organizations, API keys and ended sessions."""
 
-    def __init__(self, model_path: str | Path) -> None:
+    def __init__(self, model_path: str | Path, *, model_text: str | None = None) -> None:
         # The model is read once: a later edit of the file changes nothing unless a reload brings new text
         # (file watching), so a half-written model.conf can never reach a reload triggered by the database.
-        self._model_text = Path(model_path).read_text(encoding="utf-8")
+        self._model_text = model_text if model_text is not None else Path(model_path).read_text(encoding="utf-8")
         self._snapshot: _Snapshot | None = None
         self._lock = asyncio.Lock()
+        self.recent = RecentRequests()
+        """What `access.decisions.enforce` was asked lately, per org: policy previews replay it."""
         # Validate the model now so a broken model.conf fails at start, not on the first request.
         build_enforcer(self._model_text, ())
+
+    def trial(self, state: StateRows) -> HotState:
+        """Another state holding `state` with this one's model, for a preview; this one is not touched.
+        Synchronous and CPU-bound (a whole build): call it in a thread."""
+        other = HotState("", model_text=self._model_text)
+        other.install(state)
+        return other
 
     @property
     def version(self) -> int:

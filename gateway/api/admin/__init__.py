@@ -11,7 +11,7 @@ from gateway.api.admin.invitations import InvitationsController
 from gateway.api.admin.keys import KeysController, ServiceAccountsController
 from gateway.api.admin.members import MembersController
 from gateway.api.admin.orgs import OrgsController
-from gateway.api.admin.policies import GlobalPoliciesController, PoliciesController
+from gateway.api.admin.policies import GlobalPoliciesController, PoliciesController, VersionsController
 from gateway.api.admin.roles import RolesController
 from gateway.api.admin.users import UsersController
 
@@ -21,6 +21,7 @@ ADMIN_CONTROLLERS = (
     InvitationsController,
     RolesController,
     PoliciesController,
+    VersionsController,
     GlobalPoliciesController,
     DecisionsController,
     KeysController,

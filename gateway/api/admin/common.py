@@ -15,6 +15,7 @@ from gateway.manage.common import DEFAULT_LIMIT, MAX_LIMIT
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="items per page")]
 LineId = Annotated[int, PathParameter(ge=1, le=2**31 - 1, description="a policy line's id")]
 """Ids are 32-bit in the store: anything outside is refused with 422, never sent to the database."""
+VersionNumber = Annotated[int, PathParameter(ge=1, le=2**31 - 1, description="a version of the org's lines")]
 Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page", max_length=512)]
 IfMatch = Annotated[str | None, HeaderParameter(name="if-match", description="the ETag read before (no lost updates)")]
 DEFAULT_PAGE = DEFAULT_LIMIT

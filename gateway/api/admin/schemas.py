@@ -13,7 +13,11 @@ from gateway.manage.invitations import InvitationView as InvitationView
 from gateway.manage.keys import KeyView as KeyView
 from gateway.manage.members import MemberView as MemberView
 from gateway.manage.policies import LineView as LineView
+from gateway.manage.preview import Preview as Preview
 from gateway.manage.roles import RoleView as RoleView
+from gateway.manage.versions import VersionDetail as VersionDetail
+from gateway.manage.versions import VersionDiff as VersionDiff
+from gateway.manage.versions import VersionView as VersionView
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True):
@@ -162,6 +166,18 @@ class RolePage(msgspec.Struct):
 class LinesAdd(Body):
     lines: list[str | list[str]]
     """Each a CSV line (`"p, viewer, acme, /x, GET"`) or its values (`["p", "viewer", "acme", "/x", "GET"]`)."""
+
+
+class LinesPreview(Body):
+    """A change to preview: lines to add (as for POST /policies) and line ids to remove."""
+
+    add: list[str | list[str]] = msgspec.field(default_factory=list)
+    remove: list[int] = msgspec.field(default_factory=list)
+
+
+class VersionPage(msgspec.Struct):
+    items: list[VersionView]
+    next_cursor: str | None
 
 
 class LinePage(msgspec.Struct):
