@@ -3,6 +3,7 @@
     server.py    serve, migrate, demo
     people.py    users, orgs, members, keys (orgs.py: their list, archive, transfer, role and remove commands)
     policy.py    policy load|lint|test|explain|diff|sync|export
+    operating.py invitations, roles, service-accounts, policy versions|version|rollback
     secrets.py   bootstrap-token, signing-keys, encryption-key, outbox
     audit.py     audit export
 
@@ -16,7 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gateway.cli import audit, people, policy, secrets, server
+from gateway.cli import audit, operating, people, policy, secrets, server
 from gateway.cli.common import CommandError
 from gateway.errors import GatewayError
 from gateway.policy.rules import PolicyError
@@ -29,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG, else ./gateway.toml)")
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (server, people, policy, secrets, audit):
+    for group in (server, people, secrets, audit):
         group.register(commands, config)
+    operating.register(commands, config, policy.register(commands, config))
     return parser
 
 

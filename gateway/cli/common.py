@@ -1,13 +1,15 @@
 """Shared pieces of the command line: the error type, settings from --config, one transaction per command, the
-password prompt, the acting operator."""
+password prompt, the acting operator, how lists are printed."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
+import json
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,3 +65,20 @@ def read_password(prompt: str = "Password: ") -> str:
 def actor() -> Actor:
     """The operator running the command, as the audit log names them."""
     return Actor(subject=f"cli:{getpass.getuser()}")
+
+
+def show(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, as_json: bool) -> None:
+    """A list: tab-separated columns under a header, or (`--json`) one JSON object a line."""
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, default=_text))
+        return
+    print("\t".join(columns))
+    for row in rows:
+        print("\t".join(_text(row[column]) for column in columns))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds")
+    return "-" if value is None else str(value)

@@ -6,35 +6,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.cli.common import actor, in_transaction, settings_of
+from gateway.cli.common import actor, in_transaction, settings_of, show
 from gateway.manage import members, orgs, users
 from gateway.manage.common import MAX_LIMIT, every_page, find_org
 
 if TYPE_CHECKING:
     from gateway.cli.common import Commands
-
-
-def _show(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, as_json: bool) -> None:
-    if as_json:
-        for row in rows:
-            print(json.dumps(row, default=_text))
-        return
-    print("\t".join(columns))
-    for row in rows:
-        print("\t".join(_text(row[column]) for column in columns))
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, dt.datetime):
-        return value.isoformat(timespec="seconds")
-    return "-" if value is None else str(value)
 
 
 def cmd_orgs_list(args: argparse.Namespace) -> None:
@@ -45,7 +26,7 @@ def cmd_orgs_list(args: argparse.Namespace) -> None:
             for o in found
         ]
 
-    _show(
+    show(
         asyncio.run(in_transaction(settings_of(args), work)),
         ("slug", "name", "created_at", "archived"),
         as_json=args.json,
@@ -103,7 +84,7 @@ def cmd_members_list(args: argparse.Namespace) -> None:
         ]
 
     columns = ("user_id", "email", "name", "kind", "role", "created_at")
-    _show(asyncio.run(in_transaction(settings_of(args), work)), columns, as_json=args.json)
+    show(asyncio.run(in_transaction(settings_of(args), work)), columns, as_json=args.json)
 
 
 def cmd_members_role(args: argparse.Namespace) -> None:
@@ -140,7 +121,7 @@ def cmd_users_list(args: argparse.Namespace) -> None:
         ]
 
     columns = ("id", "email", "name", "kind", "disabled", "created_at")
-    _show(asyncio.run(in_transaction(settings_of(args), work)), columns, as_json=args.json)
+    show(asyncio.run(in_transaction(settings_of(args), work)), columns, as_json=args.json)
 
 
 def extend(subcommands: dict[str, Commands], config: argparse.ArgumentParser) -> None:

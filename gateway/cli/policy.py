@@ -190,7 +190,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"{len(rules)} lines written to {out}")
 
 
-def register(commands: Commands, config: argparse.ArgumentParser) -> None:
+def register(commands: Commands, config: argparse.ArgumentParser) -> Commands:
+    """The `policy` group; returned so that other modules add their `policy` commands to it."""
     policy = commands.add_parser("policy", help="policy files and the policy store").add_subparsers(
         dest="action", required=True
     )
@@ -237,3 +238,4 @@ def register(commands: Commands, config: argparse.ArgumentParser) -> None:
     export = policy.add_parser("export", parents=[config], help="write the stored lines as CSV")
     export.add_argument("--out", default="policies-export/exported.csv", help="output file")
     export.set_defaults(func=cmd_export)
+    return policy

@@ -1,0 +1,114 @@
+"""`gateway invitations|roles|service-accounts` and `gateway policy versions|version|rollback`
+(gateway/cli/operating.py), against a real database: the same services as the admin API, audited as cli:."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from gateway.cli import main
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[[list[str], str], Done]:
+    """`gateway ARGS` in this process (the same `main` as the installed command; a subprocess per call would
+    cost a second of imports each)."""
+
+    def run(args: list[str], db_url: str) -> Done:
+        monkeypatch.setenv("GATEWAY_DATABASE_URL", db_url)
+        monkeypatch.setenv("GATEWAY_PASSWORDS__MEMORY_KIB", "1024")
+        monkeypatch.setenv("GATEWAY_PASSWORDS__TIME_COST", "1")
+        code = main(args)
+        out = capsys.readouterr()
+        return Done(code, out.out, out.err)
+
+    return run
+
+
+Cli = Callable[[list[str], str], Done]
+
+
+def _ok(run_cli: Cli, args: list[str], db_url: str) -> str:
+    done = run_cli(args, db_url)
+    assert done.returncode == 0, (args, done.stderr)
+    return done.stdout
+
+
+def _json(run_cli: Cli, args: list[str], db_url: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in _ok(run_cli, [*args, "--json"], db_url).splitlines()]
+
+
+def test_invitations_from_the_shell(db_url: str, run_cli: Cli) -> None:
+    _ok(run_cli, ["migrate"], db_url)
+    _ok(run_cli, ["orgs", "create", "--slug", "acme", "--name", "Acme"], db_url)
+    made = _ok(
+        run_cli, ["invitations", "create", "--org", "acme", "--email", "Ann@Example.test", "--role", "viewer"], db_url
+    )
+    assert "invited ann@example.test to acme as viewer" in made
+    assert "token=inv_" in _ok(run_cli, ["outbox"], db_url), "without SMTP the link waits in the outbox"
+    (pending,) = _json(run_cli, ["invitations", "list", "--org", "acme"], db_url)
+    assert (pending["email"], pending["status"]) == ("ann@example.test", "pending")
+    refused = run_cli(["invitations", "create", "--org", "acme", "--email", "b@example.test", "--role", "nope"], db_url)
+    assert refused.returncode == 1 and "nope" in refused.stderr
+    _ok(run_cli, ["invitations", "revoke", "--org", "acme", "--id", str(pending["id"])], db_url)
+    assert _json(run_cli, ["invitations", "list", "--org", "acme"], db_url) == []
+    (revoked,) = _json(run_cli, ["invitations", "list", "--org", "acme", "--status", "all"], db_url)
+    assert revoked["status"] == "revoked"
+
+
+def test_roles_service_accounts_and_policy_versions_from_the_shell(db_url: str, run_cli: Cli) -> None:
+    _ok(run_cli, ["migrate"], db_url)
+    _ok(run_cli, ["orgs", "create", "--slug", "acme", "--name", "Acme"], db_url)
+    role = ["--org", "acme", "--name", "reports", "--allow", "GET,HEAD /api/reports/*", "--inherits", "viewer"]
+    _ok(run_cli, ["roles", "create", *role, "--description", "reads reports"], db_url)
+    listed = {r["name"]: r for r in _json(run_cli, ["roles", "list", "--org", "acme"], db_url)}
+    assert listed["reports"]["permissions"] == "GET,HEAD /api/reports/* allow"
+    assert listed["reports"]["inherits"] == "viewer" and listed["viewer"]["system"] is True
+    _ok(run_cli, ["roles", "replace", "--org", "acme", "--name", "reports", "--deny", "DELETE /api/*"], db_url)
+    bad = run_cli(["roles", "create", "--org", "acme", "--name", "x", "--allow", "GET"], db_url)
+    assert bad.returncode == 1 and "--allow" in bad.stderr
+
+    account = _ok(
+        run_cli, ["service-accounts", "create", "--org", "acme", "--name", "ci", "--role", "reports"], db_url
+    ).strip()
+    key = _ok(
+        run_cli, ["service-accounts", "key", "--org", "acme", "--id", account, "--name", "deploy"], db_url
+    ).strip()
+    assert key.startswith("gw_")
+    assert [a["name"] for a in _json(run_cli, ["service-accounts", "list", "--org", "acme"], db_url)] == ["ci"]
+    refused = run_cli(["roles", "delete", "--org", "acme", "--name", "reports"], db_url)
+    assert refused.returncode == 1 and "move_to" in refused.stderr
+    _ok(run_cli, ["service-accounts", "delete", "--org", "acme", "--id", account], db_url)
+    _ok(run_cli, ["roles", "delete", "--org", "acme", "--name", "reports"], db_url)
+
+    history = _json(run_cli, ["policy", "versions", "--org", "acme"], db_url)
+    assert [(v["number"], v["action"]) for v in history] == [
+        (4, "role.delete"),
+        (3, "role.update"),
+        (2, "role.create"),
+        (1, "baseline"),
+    ]
+    lines = _ok(run_cli, ["policy", "version", "--org", "acme", "2"], db_url)
+    assert "p, reports, acme, /api/reports/*, GET, allow\t# api" in lines
+    changed = _ok(run_cli, ["policy", "version", "--org", "acme", "3", "--diff"], db_url)
+    assert "+ p, reports, acme, /api/*, DELETE, deny" in changed
+    assert "- p, reports, acme, /api/reports/*, HEAD, allow" in changed
+
+    _ok(run_cli, ["roles", "create", "--org", "acme", "--name", "reports"], db_url)
+    dry = _ok(run_cli, ["policy", "rollback", "--org", "acme", "--to", "3", "--dry-run"], db_url)
+    assert "+ p, reports, acme, /api/*, DELETE, deny" in dry and "nothing was changed" in dry
+    assert _json(run_cli, ["policy", "versions", "--org", "acme"], db_url)[0]["number"] == 4
+    done = _ok(run_cli, ["policy", "rollback", "--org", "acme", "--to", "3"], db_url)
+    assert "acme is at version 5" in done
+    again = _ok(run_cli, ["policy", "version", "--org", "acme", "5"], db_url)
+    assert again == _ok(run_cli, ["policy", "version", "--org", "acme", "3"], db_url)
