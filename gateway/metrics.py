@@ -9,6 +9,8 @@ gateway_policy_version, gateway_policy_rules      the policy snapshot being serv
 gateway_password_hashes_in_flight, _queued        Argon2 runs under way, callers waiting for one
 gateway_password_hashes_shed_total                callers refused at once (503) because the queue was full
 gateway_password_hashes_total                     Argon2 runs started
+gateway_shadow_compared_total                     with a shadow policy attached: requests it also decided
+gateway_shadow_differences_total{route,org,kind}  ... and would decide otherwise (would_deny, would_allow)
 
 The request path only adds to plain counters (one event loop owns them, so no locks); prometheus_client turns
 them into its text format when /metrics is scraped (a custom collector), the reference exposition code.
@@ -25,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from gateway.access.audit import AuditEvent
 from gateway.identity.passwords import HashGate
+from gateway.policy.shadow import Tally
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -70,7 +73,9 @@ class Metrics(Collector):
         policy_version: Callable[[], float],
         policy_rules: Callable[[], float],
         hashing: HashGate | None = None,
+        shadow: Callable[[], Tally | None] | None = None,
     ) -> None:
+        self._shadow = shadow
         self._policy_version = policy_version
         self._policy_rules = policy_rules
         self._hashing = hashing
@@ -131,6 +136,19 @@ class Metrics(Collector):
                 "gateway_password_hashes_shed", "Callers refused because the hashing queue was full.", gate.shed
             )
             yield CounterMetricFamily("gateway_password_hashes", "Argon2 runs started.", gate.runs)
+        tally = self._shadow() if self._shadow is not None else None
+        if tally is not None:
+            yield CounterMetricFamily(
+                "gateway_shadow_compared", "Proxied requests also decided by the shadow policy.", tally.compared
+            )
+            differences = CounterMetricFamily(
+                "gateway_shadow_differences",
+                "Proxied requests the shadow policy would decide otherwise.",
+                labels=["route", "org", "kind"],
+            )
+            for (route, org, kind), count in sorted(tally.totals.items()):
+                differences.add_metric([route, org, kind], count)
+            yield differences
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

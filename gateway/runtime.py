@@ -29,7 +29,7 @@ from gateway.identity.tokens import TokenService, load_or_create_keys
 from gateway.metrics import Metrics
 from gateway.policy import HotState, StateRows
 from gateway.policy.files import PolicyFiles
-from gateway.policy.store import PolicyStore
+from gateway.policy.store import PolicyStore, write_tally
 from gateway.proxy.forward import upstream_session
 from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteTable
@@ -130,7 +130,9 @@ class Runtime:
             per_org=limits.per_org_per_minute,
             per_key=limits.per_key_per_minute,
         )
-        metrics = Metrics(lambda: self.state.version, lambda: self.state.rule_count, self.hasher.gate)
+        metrics = Metrics(
+            lambda: self.state.version, lambda: self.state.rule_count, self.hasher.gate, lambda: self.state.tally
+        )
         audit = AuditSink(settings.audit_log)
         audit.start()
         pipeline = Pipeline(
@@ -202,6 +204,8 @@ class Runtime:
                     await task
         with contextlib.suppress(Exception):
             await self.flush_key_usage()
+        with contextlib.suppress(Exception):
+            await self.flush_shadow()
         await self.services.close()
         self.hasher.gate.close()
 
@@ -228,6 +232,7 @@ class Runtime:
             keys=state.keys,
             revoked_sessions=state.revoked_sessions,
             model_text=model_text,
+            shadow=state.shadow,
         )
 
     async def flush_key_usage(self) -> None:
@@ -246,6 +251,12 @@ class Runtime:
                 )
             await session.commit()
 
+    async def flush_shadow(self) -> None:
+        """Add this process's shadow-policy counts to the database (batched like key use, never per request)."""
+        tally = self.state.tally
+        if tally is not None:
+            await write_tally(self.services.sessions, tally)
+
     async def _write_usage(self) -> None:
         while True:
             await asyncio.sleep(KEY_USAGE_SECONDS)
@@ -253,6 +264,10 @@ class Runtime:
                 await self.flush_key_usage()
             except Exception:
                 log.exception("writing API key last-use times failed; they will be retried")
+            try:
+                await self.flush_shadow()
+            except Exception:
+                log.exception("writing shadow-policy counts failed; those counts are lost")
 
     def _changed(self, resync: bool) -> None:
         """The listener heard of a change (or reconnected: then reload unconditionally)."""

@@ -9,11 +9,21 @@ from gateway.policy import Decision, HotState, KeyRecord
 
 
 def enforce(
-    state: HotState, subject: str, org: str, path: str, method: str, *, key: KeyRecord | None = None
+    state: HotState,
+    subject: str,
+    org: str,
+    path: str,
+    method: str,
+    *,
+    key: KeyRecord | None = None,
+    route: str | None = None,
 ) -> Decision:
-    """Casbin decides; an API key's scopes can then only narrow the answer, never widen it."""
+    """Casbin decides; an API key's scopes can then only narrow the answer, never widen it. A proxied request
+    (`route` given) is also decided by the shadow policy when one is attached, which never changes the answer."""
     decision = state.decide(subject, org, path, method)
     state.recent.note(org, subject, path, method)
+    if route is not None:
+        state.rehearse(route, subject, org, path, method, decision)
     if not decision.allowed:
         raise Denied(decision)
     if key is not None and not key.permits(method, path):

@@ -3,7 +3,7 @@
     server.py    serve, migrate, demo
     people.py    users, orgs, members, keys (orgs.py: their list, archive, transfer, role and remove commands)
     policy.py    policy load|lint|test|explain|diff|sync|export
-    operating.py invitations, roles, service-accounts, policy versions|version|rollback
+    operating.py invitations, roles, service-accounts, policy versions|version|rollback|shadow
     secrets.py   bootstrap-token, signing-keys, encryption-key, outbox
     audit.py     audit export
 

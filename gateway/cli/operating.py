@@ -1,4 +1,4 @@
-"""`gateway invitations|roles|service-accounts ...` and `gateway policy versions|version|rollback`: the rest
+"""`gateway invitations|roles|service-accounts ...` and `gateway policy versions|version|rollback|shadow`: the rest
 of what an operator does through the admin API, through the same services (audited as `cli:<user>`)."""
 
 from __future__ import annotations
@@ -6,13 +6,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.cli.common import CommandError, actor, in_transaction, settings_of, show
-from gateway.manage import invitations, keys, policies, roles, versions
+from gateway.manage import invitations, keys, policies, roles, shadow, versions
 from gateway.manage.common import MAX_LIMIT, every_page, find_org
 from gateway.manage.roles import Permission
 
@@ -243,6 +245,76 @@ def cmd_rollback(args: argparse.Namespace) -> None:
     print(f"{args.org} is at version {change.number} (the lines of version {args.to})")
 
 
+# -- shadow policies ----------------------------------------------------------------------------------------
+
+
+def _read_lines(paths: list[str]) -> list[str]:
+    lines: list[str] = []
+    for name in paths:
+        try:
+            lines.extend(Path(name).read_text(encoding="utf-8").splitlines())
+        except OSError as exc:
+            raise CommandError(f"{name}: {exc.strerror}") from None
+    return lines
+
+
+def cmd_shadow_attach(args: argparse.Namespace) -> None:
+    files = _read_lines(args.files) if args.files else None
+
+    async def work(session: AsyncSession) -> shadow.ShadowReport:
+        return await shadow.attach(
+            session,
+            actor(),
+            name=args.name,
+            add=_read_lines(args.add),
+            remove=_read_lines(args.remove),
+            files=files,
+        )
+
+    found = asyncio.run(in_transaction(settings_of(args), work))
+    print(
+        f"shadow policy {found.id} ({found.name}) attached: {len(found.add)} line(s) added, {len(found.remove)} removed"
+    )
+
+
+def cmd_shadow_report(args: argparse.Namespace) -> None:
+    async def work(session: AsyncSession) -> shadow.ShadowReport:
+        return await shadow.report(session)
+
+    found = asyncio.run(in_transaction(settings_of(args), work))
+    if args.json:
+        print(json.dumps(dataclasses.asdict(found), default=str))
+        return
+    since = f"{found.created_at:%Y-%m-%d %H:%M} UTC"
+    print(f"shadow policy {found.id} ({found.name}, {found.mode}) by {found.created_by} since {since}")
+    print(f"{found.compared} request(s) compared: {found.would_deny} would be denied, {found.would_allow} allowed")
+    rows = [
+        {
+            "count": d.count,
+            "route": d.route,
+            "org": d.org,
+            "now": "allow" if d.live_allowed else "deny",
+            "shadow": "allow" if d.shadow_allowed else "deny",
+            "live_rule": d.live_rule or "(no line)",
+            "shadow_rule": d.shadow_rule or "(no line)",
+            "sample": f"{d.sample['method']} {d.sample['path']} as {d.sample['subject']}",
+        }
+        for d in found.differences
+    ]
+    show(rows, ("count", "route", "org", "now", "shadow", "live_rule", "shadow_rule", "sample"), as_json=False)
+
+
+def cmd_shadow_end(args: argparse.Namespace) -> None:
+    async def work(session: AsyncSession) -> None:
+        if args.promote:
+            await shadow.promote(session, actor())
+        else:
+            await shadow.drop(session, actor())
+
+    asyncio.run(in_transaction(settings_of(args), work))
+    print("shadow policy promoted: it is the live policy now" if args.promote else "shadow policy dropped")
+
+
 def register(commands: Commands, config: argparse.ArgumentParser, policy: Commands) -> None:
     listing = argparse.ArgumentParser(add_help=False)
     listing.add_argument("--json", action="store_true", help="one JSON object a line")
@@ -315,3 +387,20 @@ def register(commands: Commands, config: argparse.ArgumentParser, policy: Comman
     back.add_argument("--to", type=int, required=True, help="the version number")
     back.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     back.set_defaults(func=cmd_rollback)
+
+    shadows = policy.add_parser("shadow", help="try a policy on live traffic without it deciding").add_subparsers(
+        dest="shadow_action", required=True
+    )
+    attach = shadows.add_parser("attach", parents=[config], help="decide every proxied request by a candidate too")
+    attach.add_argument("--name", required=True)
+    attach.add_argument("--add", nargs="*", default=[], metavar="CSV", help="files of lines the candidate adds")
+    attach.add_argument("--remove", nargs="*", default=[], metavar="CSV", help="files of lines it takes away")
+    attach.add_argument("--files", nargs="*", metavar="CSV", help="instead: the whole set of policy files to try")
+    attach.set_defaults(func=cmd_shadow_attach)
+    report = shadows.add_parser("report", parents=[config], help="where the candidate would decide otherwise")
+    report.add_argument("--json", action="store_true", help="the whole report as one JSON object")
+    report.set_defaults(func=cmd_shadow_report)
+    for name, text in (("promote", "make the candidate the live policy"), ("drop", "detach the candidate")):
+        shadows.add_parser(name, parents=[config], help=text).set_defaults(
+            func=cmd_shadow_end, promote=name == "promote"
+        )

@@ -385,3 +385,52 @@ class AuditDelivery(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ShadowPolicy(Base):
+    """A candidate policy decided beside the live one on every proxied request (which it never decides): a set
+    of line changes, or a whole set of policy-file lines. At most one is `active`."""
+
+    __tablename__ = "shadow_policies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    add_lines: Mapped[str] = mapped_column(Text)
+    """JSON list of lines (each a list of values) the candidate adds to the live policy."""
+    remove_lines: Mapped[str] = mapped_column(Text)
+    """JSON list of lines the candidate takes away."""
+    files: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Instead of add/remove: JSON list of every policy-file line the candidate holds (the live file lines are
+    replaced by these; API lines stay)."""
+    status: Mapped[str] = mapped_column(String(16))
+    """`active`, `promoted` or `dropped`."""
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    compared: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Proxied requests decided by both policies (summed over every process)."""
+
+
+class ShadowDifference(Base):
+    """Requests the candidate would decide otherwise, counted by route, org and the two deciding lines, with
+    one sample request."""
+
+    __tablename__ = "shadow_differences"
+    __table_args__ = (UniqueConstraint("shadow_id", "key_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    shadow_id: Mapped[int] = mapped_column(ForeignKey("shadow_policies.id", ondelete="CASCADE"))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of (route, org, both answers, both deciding lines): one row each."""
+    route: Mapped[str] = mapped_column(String(255))
+    org: Mapped[str] = mapped_column(String(63))
+    live_allowed: Mapped[bool] = mapped_column(Boolean)
+    shadow_allowed: Mapped[bool] = mapped_column(Boolean)
+    live_rule: Mapped[str] = mapped_column(Text)
+    shadow_rule: Mapped[str] = mapped_column(Text)
+    count: Mapped[int] = mapped_column(BigInteger)
+    sample_subject: Mapped[str] = mapped_column(String(200))
+    sample_path: Mapped[str] = mapped_column(Text)
+    sample_method: Mapped[str] = mapped_column(String(16))
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)

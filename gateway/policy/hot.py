@@ -29,6 +29,7 @@ from gateway.policy import compiled
 from gateway.policy.compiled import CompiledPolicy, RoleIndex, key_match2_regex
 from gateway.policy.recent import RecentRequests
 from gateway.policy.rules import PolicyError, Rule
+from gateway.policy.shadow import ShadowSpec, Tally
 
 log = logging.getLogger("gateway.policy")
 
@@ -91,6 +92,8 @@ class StateRows:
     """Sessions revoked recently enough that access tokens naming them may still be unexpired."""
     model_text: str | None = None
     """A new model to switch to (file watching); None keeps the current one."""
+    shadow: ShadowSpec | None = None
+    """The active shadow policy, decided beside this one on proxied requests."""
 
 
 _VersionFn = Callable[[], Awaitable[int]]
@@ -110,6 +113,15 @@ class _Snapshot:
     compiled: CompiledPolicy | None
     keys: dict[str, KeyRecord]
     revoked_sessions: frozenset[str]
+    candidate: _Snapshot | None = None
+    """The shadow policy's lines, built beside these (None without one)."""
+
+    def decide(self, subject: str, org: str, path: str, method: str, remember: bool) -> Decision:
+        if self.compiled is not None:
+            allowed, rule = self.compiled.decide(subject, org, path, method, remember=remember)
+            return Decision(allowed, rule)
+        allowed, line = self.enforcer.enforce_ex(subject, org, path, method)
+        return Decision(bool(allowed), tuple(line))
 
     @property
     def enforcer(self) -> casbin.Enforcer:
@@ -204,6 +216,8 @@ class HotState:
         self._lock = asyncio.Lock()
         self.recent = RecentRequests()
         """What `access.decisions.enforce` was asked lately, per org: policy previews replay it."""
+        self.tally: Tally | None = None
+        """What the active shadow policy would have decided otherwise (None without one)."""
         # Validate the model now so a broken model.conf fails at start, not on the first request.
         build_enforcer(self._model_text, ())
 
@@ -256,11 +270,16 @@ class HotState:
     def decide(self, subject: str, org: str, path: str, method: str, *, remember: bool = True) -> Decision:
         """Casbin's decision for (subject, org, path, method). `org` must be a known slug (see `org`).
         `remember=False` keeps a one-off question out of the decision cache."""
-        snapshot = self._current()
-        if snapshot.compiled is not None:
-            allowed, rule = snapshot.compiled.decide(subject, org, path, method, remember=remember)
-            return Decision(allowed, rule)
-        return self.explain(subject, org, path, method)
+        return self._current().decide(subject, org, path, method, remember)
+
+    def rehearse(self, route: str, subject: str, org: str, path: str, method: str, live: Decision) -> None:
+        """With a shadow policy attached, decide again by it and tally a different answer; nothing otherwise."""
+        snapshot = self._snapshot
+        tally = self.tally
+        if snapshot is None or snapshot.candidate is None or tally is None:
+            return
+        other = snapshot.candidate.decide(subject, org, path, method, True)
+        tally.count(route, org, subject, path, method, (live.allowed, live.rule), (other.allowed, other.rule))
 
     def lines_for(self, subject: str, org: str) -> list[tuple[str, ...]]:
         """The `p` lines that can decide for `subject` in `org` (its own and its roles', the org's and the
@@ -281,8 +300,16 @@ class HotState:
     def install(self, state: StateRows) -> None:
         """Build a snapshot from `state` and swap it in (synchronous; for files and tests)."""
         self._snapshot = self._build(state)
+        self._follow_shadow(state.shadow)
         if state.model_text is not None:
             self._model_text = state.model_text
+
+    def _follow_shadow(self, spec: ShadowSpec | None) -> None:
+        """Keep the tally while the same shadow stays attached; start afresh for another; none without."""
+        if spec is None:
+            self.tally = None
+        elif self.tally is None or self.tally.shadow_id != spec.id:
+            self.tally = Tally(spec.id, spec.name)
 
     def _build(self, state: StateRows) -> _Snapshot:
         started = time.perf_counter()
@@ -301,6 +328,9 @@ class HotState:
             loaded_at=time.time(),
             rule_count=len(state.rules),
         )
+        if state.shadow is not None:
+            rules = state.shadow.apply(state.rules)
+            snapshot.candidate = self._build(StateRows(rules=rules, orgs=state.orgs, model_text=state.model_text))
         log.info(
             "policy version %d built: %d lines in %.1f ms",
             state.version,
@@ -327,6 +357,7 @@ class HotState:
                 state = await fetch_state()
                 snapshot = await asyncio.to_thread(self._build, state)
                 self._snapshot = snapshot
+                self._follow_shadow(state.shadow)
                 if state.model_text is not None:
                     self._model_text = state.model_text
             finally:

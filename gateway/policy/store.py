@@ -8,20 +8,33 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.engine import bump_version, create_engine, read_version, session_factory
-from gateway.db.models import ApiKey, Membership, Organization, PolicyRule, Session, User, utcnow
+from gateway.db.models import (
+    ApiKey,
+    Membership,
+    Organization,
+    PolicyRule,
+    Session,
+    ShadowDifference,
+    ShadowPolicy,
+    User,
+    utcnow,
+)
 from gateway.policy.hot import KeyRecord, OrgRef, StateRows
 from gateway.policy.rules import Rule
+from gateway.policy.shadow import Difference, Key, ShadowSpec, Tally
 
 MAX_ACCESS_TTL = 3600
 CHUNK = 2000
@@ -105,7 +118,30 @@ async def read_state(session: AsyncSession) -> StateRows:
     revoked = frozenset(
         await session.scalars(select(Session.id).where(Session.revoked_at.is_not(None), Session.revoked_at > recent))
     )
-    return StateRows(rules=tuple(rules), orgs=tuple(orgs), version=version, keys=records, revoked_sessions=revoked)
+    shadow = await read_shadow(session, disabled)
+    return StateRows(
+        rules=tuple(rules), orgs=tuple(orgs), version=version, keys=records, revoked_sessions=revoked, shadow=shadow
+    )
+
+
+def lines_of_json(raw: str) -> list[Rule]:
+    """Lines stored as a JSON list of value lists (`[["p", "viewer", ...], ...]`)."""
+    return [Rule(values[0], tuple(values[1:])) for values in json.loads(raw)]
+
+
+async def read_shadow(session: AsyncSession, disabled: Collection[str] = ()) -> ShadowSpec | None:
+    """The active shadow policy as changes to the stored lines; a whole file set becomes the difference from
+    the stored policy-file lines. Lines naming a disabled user are left out, as they are from the live policy."""
+    row = await session.scalar(select(ShadowPolicy).where(ShadowPolicy.status == "active"))
+    if row is None:
+        return None
+    add, remove = lines_of_json(row.add_lines), lines_of_json(row.remove_lines)
+    if row.files is not None:
+        wanted = lines_of_json(row.files)
+        stored = await stored_rules(session, origin="file")
+        add, remove = diff_rules(wanted, stored, include_grants=True)
+    usable = [rule for rule in add if rule.values[0] not in disabled]
+    return ShadowSpec(row.id, row.name, tuple(usable), frozenset(remove))
 
 
 def parse_scopes(raw: str) -> tuple[tuple[str, str], ...]:
@@ -245,3 +281,64 @@ def migrate(database_url: str) -> None:
 
     upgrade(database_url)
     asyncio.run(install_system_policy(database_url))
+
+
+def _rule_text(rule: tuple[str, ...]) -> str:
+    return ", ".join(("p", *rule)) if rule else ""
+
+
+async def write_tally(sessions: async_sessionmaker[AsyncSession], tally: Tally) -> None:
+    """Add what this process counted since the last call to the shadow's totals in the database (one short
+    transaction; replicas add to the same rows, and a row two of them create at once is retried as an update).
+    Counts of a shadow that has ended meanwhile are dropped."""
+    compared, pending = tally.drain()
+    if not compared and not pending:
+        return
+    for attempt in (1, 2):
+        try:
+            async with sessions() as session:
+                await _add_tally(session, tally.shadow_id, compared, pending)
+                await session.commit()
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
+
+
+async def _add_tally(session: AsyncSession, shadow_id: int, compared: int, pending: dict[Key, Difference]) -> None:
+    shadow = await session.get(ShadowPolicy, shadow_id)
+    if shadow is None or shadow.status != "active":
+        return
+    await session.execute(
+        update(ShadowPolicy).where(ShadowPolicy.id == shadow_id).values(compared=ShadowPolicy.compared + compared)
+    )
+    for (route, org, live_allowed, other_allowed, live_rule, other_rule), seen in pending.items():
+        key = hashlib.sha256(json.dumps([route, org, live_allowed, other_allowed, live_rule, other_rule]).encode())
+        counted = await session.execute(
+            update(ShadowDifference)
+            .where(ShadowDifference.shadow_id == shadow_id, ShadowDifference.key_hash == key.hexdigest())
+            .values(
+                count=ShadowDifference.count + seen.count,
+                last_seen=dt.datetime.fromtimestamp(seen.last_seen, dt.UTC),
+            )
+        )
+        if counted.rowcount:  # type: ignore[attr-defined]
+            continue
+        session.add(
+            ShadowDifference(
+                shadow_id=shadow_id,
+                key_hash=key.hexdigest(),
+                route=route[:255],
+                org=org,
+                live_allowed=live_allowed,
+                shadow_allowed=other_allowed,
+                live_rule=_rule_text(live_rule),
+                shadow_rule=_rule_text(other_rule),
+                count=seen.count,
+                sample_subject=seen.subject[:200],
+                sample_path=seen.path,
+                sample_method=seen.method,
+                first_seen=dt.datetime.fromtimestamp(seen.first_seen, dt.UTC),
+                last_seen=dt.datetime.fromtimestamp(seen.last_seen, dt.UTC),
+            )
+        )

@@ -78,6 +78,10 @@ def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxi
     return Described(method, path, found.get(b"authorization"), found.get(ORG_HEADER.encode()), found.get(b"x-api-key"))
 
 
+FORWARD_ROUTE = "forward-auth"
+"""The route name forward-auth decisions carry in shadow reports."""
+
+
 def decide_described(
     tokens: TokenService, state: HotState, described: Described, event: AuditEvent
 ) -> tuple[tuple[str, str], ...]:
@@ -95,7 +99,7 @@ def decide_described(
     if org is None:
         raise Forbidden("not allowed in this organization")
     event.org = org.slug
-    enforce(state, principal.subject, org.slug, described.path, described.method, key=key)
+    enforce(state, principal.subject, org.slug, described.path, described.method, key=key, route=FORWARD_ROUTE)
     roles = state.roles_of(principal.subject, org.slug)
     return (
         ("x-gateway-user", principal.user_id),

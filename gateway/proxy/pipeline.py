@@ -101,7 +101,9 @@ class Pipeline:
         event.org = org.slug
         if self.limiter.active:
             await self.limiter.check(principal.user_id, org.slug, key.key_id if key else None)
-        decision = enforce(self.state, principal.subject, org.slug, path, method, key=key)  # 4
+        decision = enforce(
+            self.state, principal.subject, org.slug, path, method, key=key, route=match.route.prefix
+        )  # 4
         event.granted, event.reason = True, decision.reason
         if key is not None:
             self.key_usage[key.key_id] = time.time()  # written in batches, never per request

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,27 @@ def test_roles_service_accounts_and_policy_versions_from_the_shell(db_url: str, 
     assert "acme is at version 5" in done
     again = _ok(run_cli, ["policy", "version", "--org", "acme", "5"], db_url)
     assert again == _ok(run_cli, ["policy", "version", "--org", "acme", "3"], db_url)
+
+
+def test_a_shadow_policy_from_the_shell(db_url: str, run_cli: Cli, tmp_path: Path) -> None:
+    _ok(run_cli, ["migrate"], db_url)
+    _ok(run_cli, ["orgs", "create", "--slug", "acme", "--name", "Acme"], db_url)
+    candidate = tmp_path / "next.csv"
+    candidate.write_text("# next quarter\np, viewer, acme, /api/reports/*, GET, deny\n")
+    attached = _ok(run_cli, ["policy", "shadow", "attach", "--name", "next", "--files", str(candidate)], db_url)
+    assert "1 line(s) added, 0 removed" in attached
+    again = run_cli(["policy", "shadow", "attach", "--name", "again", "--add", str(candidate)], db_url)
+    assert again.returncode == 1 and "attached already" in again.stderr
+    report = _ok(run_cli, ["policy", "shadow", "report"], db_url)
+    assert "(next, files)" in report and "0 request(s) compared" in report
+    as_json = json.loads(_ok(run_cli, ["policy", "shadow", "report", "--json"], db_url))
+    assert as_json["add"] == ["p, viewer, acme, /api/reports/*, GET, deny"]
+    assert "promoted" in _ok(run_cli, ["policy", "shadow", "promote"], db_url)
+    exported = tmp_path / "out.csv"
+    _ok(run_cli, ["policy", "export", "--out", str(exported)], db_url)
+    assert "p, viewer, acme, /api/reports/*, GET, deny" in exported.read_text()
+    assert _json(run_cli, ["policy", "versions", "--org", "acme"], db_url)[0]["action"] == "shadow.promote"
+    gone = run_cli(["policy", "shadow", "drop"], db_url)
+    assert gone.returncode == 1 and "no shadow policy" in gone.stderr
+    missing = run_cli(["policy", "shadow", "attach", "--name", "x", "--add", str(tmp_path / "nope.csv")], db_url)
+    assert missing.returncode == 1 and "nope.csv" in missing.stderr

@@ -13,6 +13,7 @@ from gateway.api.admin.members import MembersController
 from gateway.api.admin.orgs import OrgsController
 from gateway.api.admin.policies import GlobalPoliciesController, PoliciesController, VersionsController
 from gateway.api.admin.roles import RolesController
+from gateway.api.admin.shadow import ShadowController
 from gateway.api.admin.users import UsersController
 
 ADMIN_CONTROLLERS = (
@@ -23,6 +24,7 @@ ADMIN_CONTROLLERS = (
     PoliciesController,
     VersionsController,
     GlobalPoliciesController,
+    ShadowController,
     DecisionsController,
     KeysController,
     ServiceAccountsController,

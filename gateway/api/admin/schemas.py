@@ -15,6 +15,7 @@ from gateway.manage.members import MemberView as MemberView
 from gateway.manage.policies import LineView as LineView
 from gateway.manage.preview import Preview as Preview
 from gateway.manage.roles import RoleView as RoleView
+from gateway.manage.shadow import ShadowReport as ShadowReport
 from gateway.manage.versions import VersionDetail as VersionDetail
 from gateway.manage.versions import VersionDiff as VersionDiff
 from gateway.manage.versions import VersionView as VersionView
@@ -173,6 +174,14 @@ class LinesPreview(Body):
 
     add: list[str | list[str]] = msgspec.field(default_factory=list)
     remove: list[int] = msgspec.field(default_factory=list)
+
+
+class ShadowAttach(Body):
+    name: str
+    add: list[str] = msgspec.field(default_factory=list)
+    remove: list[str] = msgspec.field(default_factory=list)
+    files: list[str] | None = None
+    """Instead of add/remove: every line the policy files would hold (CSV lines; comments and blanks allowed)."""
 
 
 class VersionPage(msgspec.Struct):
