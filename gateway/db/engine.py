@@ -10,6 +10,7 @@ from sqlalchemy import event, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from gateway.db import chain as _chain  # noqa: F401 - registers the audit chain's flush listener
 from gateway.db.models import StateVersion, utcnow
 
 

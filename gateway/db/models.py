@@ -226,6 +226,41 @@ class AuditRecord(Base):
     detail: Mapped[str] = mapped_column(Text, default="{}")
     """JSON: what changed (before/after, lines added and removed)."""
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True, unique=True)
+    """Place in the chain (1, 2, ...), given at flush under the chain's lock (see `gateway.db.chain`); None only
+    for events written before the chain existed."""
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """SHA-256 of the previous event's hash and this event's fields: editing, removing or reordering any event
+    breaks every link after it."""
+
+
+class AuditChain(Base):
+    """A single row: the chain's head (the last event's sequence number and hash), locked by every transaction
+    that adds events, so events are chained one transaction after another."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A chain head signed with the gateway's signing key, so that a removed tail is detected too: of this
+    trail (`stream` "admin") or of one process's request decision log (`stream` its id)."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index("ix_audit_checkpoints_stream", "stream", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stream: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kid: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(200))
+    """Base64url Ed25519 signature of `checkpoint_message(stream, seq, hash, created_at)`."""
 
 
 class ApiKey(Base):
