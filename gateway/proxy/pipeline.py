@@ -158,7 +158,8 @@ class Pipeline:
             event.status = await send_problem(send, denied, request_id=request_id)
         except GatewayError as error:
             answer = as_forward_auth_answer(error)
-            event.granted, event.reason = False, error.slug if answer is error else f"{error.slug}: {error.detail}"
+            reason = error.audit_reason if answer is error else f"{error.slug}: {error.detail}"
+            event.granted, event.reason = False, reason
             event.status = await send_problem(send, answer, request_id=request_id)
         finally:
             event.duration_ms = milliseconds(started)
@@ -173,7 +174,7 @@ class Pipeline:
         client = scope.get("client")
         method = scope["method"] if scope["type"] == "http" else "WEBSOCKET"
         event = AuditEvent(method=method, path=path, client_ip=client[0] if client else "", request_id=request_id)
-        event.granted, event.reason = False, error.slug
+        event.granted, event.reason = False, error.audit_reason
         if scope["type"] == "http":
             event.status = await send_problem(send, error, request_id=request_id)
         elif scope["type"] == "websocket":
@@ -241,7 +242,7 @@ class Pipeline:
             event.status = await send_problem(send, denied, request_id=request_id, extra=cors)
         except GatewayError as error:
             if event.granted is None:
-                event.granted, event.reason = False, error.slug
+                event.granted, event.reason = False, error.audit_reason
             event.status = await send_problem(send, error, request_id=request_id, extra=cors)
         except ClientGone:
             event.reason, event.status = "client disconnected", 499

@@ -129,7 +129,7 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         return
     except GatewayError as error:
         if event.granted is None:
-            event.granted, event.reason = False, error.slug
+            event.granted, event.reason = False, error.audit_reason
         event.status = await _refuse(scope, send, error, request_id)
         _finish(pipeline, event, started)
         return
