@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import time
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ class KeyView:
     prefix: str
     last4: str
     scopes: tuple[str, ...]
+    allowed_ips: tuple[str, ...]
+    """Addresses and networks the key is accepted from; empty: from anywhere."""
     created_at: dt.datetime
     expires_at: dt.datetime | None
     last_used_at: dt.datetime | None
@@ -47,6 +50,7 @@ def key_view(row: ApiKey) -> KeyView:
         prefix=f"{apikeys.PREFIX}{row.id}_",
         last4=row.last4,
         scopes=tuple(f"{method} {pattern}" for method, pattern in parse_scopes(row.scopes)),
+        allowed_ips=tuple(json.loads(row.allowed_ips)),
         created_at=row.created_at,
         expires_at=row.expires_at,
         last_used_at=row.last_used_at,
@@ -71,6 +75,33 @@ def validate_scopes(scopes: list[str], org: Organization | None = None) -> list[
             raise Unprocessable(f"scopes[{index}]: {exc}") from None
         checked.append(f"{method.strip()} {pattern}")
     return checked
+
+
+MAX_ALLOWED_IPS = 100
+
+
+def validate_allowed_ips(entries: list[str]) -> list[str]:
+    """Each entry an IPv4 or IPv6 address (`203.0.113.7`) or network (`203.0.113.0/24`, `2001:db8::/32`), in its
+    normal form (lower case, shortest IPv6 spelling, an address without `/32` or `/128`); duplicates dropped, at
+    most MAX_ALLOWED_IPS. A network with host bits set (`10.0.0.5/8`) is refused: which one was meant is unclear."""
+    if len(entries) > MAX_ALLOWED_IPS:
+        raise Unprocessable(f"allowed_ips: at most {MAX_ALLOWED_IPS} entries")
+    checked: dict[str, None] = {}
+    for index, entry in enumerate(entries):
+        text = entry.strip()
+        if "%" in text:
+            raise Unprocessable(f"allowed_ips[{index}]: a zone id (%...) has no meaning in an allow-list")
+        try:
+            network = ipaddress.ip_network(text)
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise Unprocessable(f"allowed_ips[{index}]: not an IPv4 or IPv6 address or network") from None
+            raise Unprocessable(f"allowed_ips[{index}]: host bits set (the network is {loose})") from None
+        single = network.prefixlen == network.max_prefixlen
+        checked[str(network.network_address) if single else str(network)] = None
+    return list(checked)
 
 
 def key_creation_object(org: Organization) -> str:
@@ -111,8 +142,10 @@ async def create_key(
     name: str,
     expires_in_days: int | None = None,
     scopes: list[str] | None = None,
+    allowed_ips: list[str] | None = None,
 ) -> tuple[str, KeyView]:
-    """A key acting as `user` in `org`; returns the key (shown only now) and its listing."""
+    """A key acting as `user` in `org`, accepted only from `allowed_ips` (if any); returns the key (shown only
+    now) and its listing."""
     if not name.strip() or len(name) > 100:
         raise Unprocessable("name: 1-100 characters")
     if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
@@ -120,6 +153,7 @@ async def create_key(
     if org.max_key_days is not None and (expires_in_days is None or expires_in_days > org.max_key_days):
         raise Unprocessable(f"expires_in_days: this organization's keys live at most {org.max_key_days} days")
     checked = validate_scopes(scopes or [], org)
+    networks = validate_allowed_ips(allowed_ips or [])
     if await session.get(Membership, (user.id, org.id)) is None:
         raise Unprocessable("user: not a member of this organization")
     await _check_room_for_key(session, org)
@@ -133,6 +167,7 @@ async def create_key(
         key_hash=apikeys.key_hash(key),
         last4=key[-4:],
         scopes=json.dumps(checked),
+        allowed_ips=json.dumps(networks),
         created_at=now,
         expires_at=now + dt.timedelta(days=expires_in_days) if expires_in_days else None,
     )
@@ -140,7 +175,10 @@ async def create_key(
     await session.flush()
     await bump_version(session)
     view = key_view(row)
-    record(session, actor, "key.create", org=org.slug, target=key_id, after={"user": user.id, "name": row.name})
+    after: dict[str, object] = {"user": user.id, "name": row.name}
+    if networks:
+        after["allowed_ips"] = networks
+    record(session, actor, "key.create", org=org.slug, target=key_id, after=after)
     return key, view
 
 
@@ -150,9 +188,9 @@ MAX_GRACE_SECONDS = 7 * 86400
 async def rotate_key(
     session: AsyncSession, actor: Actor, org: Organization, key_id: str, *, user_id: str, grace_seconds: int
 ) -> tuple[str, KeyView, KeyView]:
-    """A new secret for a key in one step: a new key with the same name, owner, scopes and expiry, and the old
-    one kept valid for `grace_seconds` more (0: it stops now), so clients can switch without an outage. Returns
-    the new key (shown only now), its listing and the old key's."""
+    """A new secret for a key in one step: a new key with the same name, owner, scopes, allow-list and expiry,
+    and the old one kept valid for `grace_seconds` more (0: it stops now), so clients can switch without an
+    outage. Returns the new key (shown only now), its listing and the old key's."""
     if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
         raise Unprocessable(f"grace_seconds: between 0 and {MAX_GRACE_SECONDS}")
     old = await session.get(ApiKey, key_id, with_for_update=True)
@@ -171,6 +209,7 @@ async def rotate_key(
         key_hash=apikeys.key_hash(key),
         last4=key[-4:],
         scopes=old.scopes,
+        allowed_ips=old.allowed_ips,
         created_at=now,
         expires_at=old.expires_at,
     )
@@ -233,6 +272,41 @@ async def revoke_key(
         await session.flush()
         await bump_version(session)
         record(session, actor, "key.revoke", org=org.slug, target=key_id, before={"user": row.user_id})
+    return key_view(row)
+
+
+async def set_allowed_ips(
+    session: AsyncSession,
+    actor: Actor,
+    org: Organization,
+    key_id: str,
+    allowed_ips: list[str],
+    *,
+    user_id: str | None = None,
+) -> KeyView:
+    """Replace a key's allow-list (empty: from anywhere). Like revocation, it reaches every gateway's snapshot on
+    the next reload; another org's key, or (with `user_id`) another user's key, is not found, and a revoked key is
+    409 (nothing left to restrict)."""
+    networks = validate_allowed_ips(allowed_ips)
+    row = await session.get(ApiKey, key_id, with_for_update=True)
+    if row is None or row.org_id != org.id or (user_id is not None and row.user_id != user_id):
+        raise NotFound("key: no such API key")
+    if row.revoked_at is not None:
+        raise Conflict("key: revoked")
+    before = json.loads(row.allowed_ips)
+    if before != networks:
+        row.allowed_ips = json.dumps(networks)
+        await session.flush()
+        await bump_version(session)
+        record(
+            session,
+            actor,
+            "key.update",
+            org=org.slug,
+            target=key_id,
+            before={"user": row.user_id, "allowed_ips": before},
+            after={"user": row.user_id, "allowed_ips": networks},
+        )
     return key_view(row)
 
 
