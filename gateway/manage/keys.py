@@ -20,6 +20,7 @@ from gateway.manage.members import MemberView, _is_uuid
 from gateway.manage.orgs import check_room_for_member
 from gateway.manage.roles import implies_owner, require_role
 from gateway.policy import KeyRecord, rules
+from gateway.policy.hot import Network
 from gateway.policy.lint import pattern_covers
 from gateway.policy.store import parse_scopes
 
@@ -110,11 +111,18 @@ def key_creation_object(org: Organization) -> str:
 
 
 def check_key_from_key(
-    creator: KeyRecord, org: Organization, obj: str, *, scopes: list[str], expires_in_days: int | None
+    creator: KeyRecord,
+    org: Organization,
+    obj: str,
+    *,
+    scopes: list[str],
+    expires_in_days: int | None,
+    allowed_ips: list[str] | None = None,
 ) -> None:
     """A key creating a key (at the management object `obj`): only with a scope that explicitly allows POST on
-    it (a key without scopes may not), and never a key that outlives or out-scopes its creator: each new
-    scope within one of the creator's, its expiry no later."""
+    it (a key without scopes may not), and never a key that outlives, out-scopes or out-reaches its creator:
+    each new scope within one of the creator's, its expiry no later, and, when the creator has an allow-list,
+    one of its own within it."""
     if not creator.scopes or not creator.permits("POST", obj):
         raise Forbidden(f"an API key creates keys only with a scope that allows it: 'POST {obj}'")
     if not scopes:
@@ -125,12 +133,29 @@ def check_key_from_key(
             wide_method in (method, "*") and pattern_covers(wide, pattern) for wide_method, wide in creator.scopes
         ):
             raise Unprocessable(f"scopes[{index}]: wider than the scopes of the key creating it")
+    if creator.allowed is not None:
+        entries = allowed_ips or []
+        if not entries:
+            raise Unprocessable("allowed_ips: the key creating it has an allow-list; give one within it")
+        validate_allowed_ips(entries)
+        for index, entry in enumerate(entries):
+            network = ipaddress.ip_network(entry.strip())
+            if not any(_inside(network, wider) for wider in creator.allowed.networks):
+                raise Unprocessable(f"allowed_ips[{index}]: outside the allow-list of the key creating it")
     if creator.expires_at is not None:
         days = int((creator.expires_at - time.time()) // 86400)
         if days < 1:
             raise Unprocessable("expires_in_days: the key creating it expires within a day")
         if expires_in_days is None or expires_in_days > days:
             raise Unprocessable(f"expires_in_days: at most {days} (the key creating it expires then)")
+
+
+def _inside(network: Network, wider: Network) -> bool:
+    if isinstance(network, ipaddress.IPv4Network) and isinstance(wider, ipaddress.IPv4Network):
+        return network.subnet_of(wider)
+    if isinstance(network, ipaddress.IPv6Network) and isinstance(wider, ipaddress.IPv6Network):
+        return network.subnet_of(wider)
+    return False
 
 
 async def create_key(

@@ -94,7 +94,11 @@ class Pipeline:
         if match.route.public:
             event.granted, event.reason = True, "public route"
             return Admitted((), None, None, None)
-        principal = authenticate(self.tokens, authorization, api_key=api_key, state=self.state)  # 2
+        # The client address, through trusted proxies, resolved on arrival (`arrival`): keys' allow-lists use it.
+        client_ip = event.client_ip or ""
+        principal = authenticate(  # 2
+            self.tokens, authorization, api_key=api_key, state=self.state, client_ip=client_ip
+        )
         event.subject = principal.subject
         key = principal.key
         org = resolve_org(self.state, match, org_header, key.org if key else None)  # 3
@@ -148,7 +152,7 @@ class Pipeline:
         )
         try:
             described = describe(peer_ip, raw_headers, self.trusted_proxies)
-            event.method, event.path = described.method, described.path
+            event.method, event.path, event.client_ip = described.method, described.path, described.client_ip
             identity = decide_described(self.tokens, self.state, described, event)
             event.granted, event.reason, event.status = True, "forward-auth allowed", 200
             headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]

@@ -592,6 +592,41 @@ async def test_a_key_creates_keys_only_when_scoped_to_and_never_a_wider_or_longe
     ] == 403, "the child was not given the right to mint"
 
 
+async def test_a_key_with_an_allow_list_mints_keys_only_within_it(world: World) -> None:
+    """A minting key restricted to some addresses cannot make a key that escapes them: the new key needs an
+    allow-list, each entry inside one of the creator's networks (IPv4 or IPv6)."""
+    minter = await world.gateway.key(
+        "acme",
+        "admin@acme.test",
+        name="minter",
+        scopes=["POST admin:/orgs/acme/members/me/keys", "GET /api/*"],
+        allowed_ips=["127.0.0.0/8", "2001:db8::/32"],
+    )
+
+    async def create(allowed_ips: list[str] | None) -> tuple[int, dict[str, Any]]:
+        body: dict[str, object] = {"name": "child", "scopes": ["GET /api/*"]}
+        if allowed_ips is not None:
+            body["allowed_ips"] = allowed_ips
+        status, _, raw = await world.gateway.call(
+            "POST", "/admin/orgs/acme/members/me/keys", headers={"X-API-Key": minter}, json=body
+        )
+        return status, json.loads(raw)
+
+    refused = {
+        "no list": (None, "allowed_ips"),
+        "wider": (["127.0.0.0/8", "10.0.0.0/8"], "allowed_ips[1]"),
+        "overlapping": (["2001:db8::/31"], "allowed_ips[0]"),
+        "the other family": (["::ffff:127.0.0.1"], "allowed_ips[0]"),
+    }
+    for name, (entries, field) in refused.items():
+        status, answer = await create(entries)
+        assert (status, answer.get("field")) == (422, field), name
+    status, answer = await create(["127.0.0.1", "2001:db8:1::/48"])
+    assert status == 201, answer
+    assert answer["details"]["allowed_ips"] == ["127.0.0.1", "2001:db8:1::/48"]
+    assert (await world.gateway.call("GET", "/api/x", headers={"X-API-Key": answer["key"]}))[0] == 200
+
+
 # -- isolation, pagination, audit ------------------------------------------------------------------------
 
 

@@ -16,7 +16,9 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway.access.credentials import REFUSED_FROM_ADDRESS
 from gateway.asgi import create_gateway
+from gateway.identity import apikeys
 from tests.conftest import (
     Gateway,
     Upstream,
@@ -98,6 +100,30 @@ async def test_forward_auth_denials_name_the_caller_and_reach_the_metrics(fronte
         text = await response.text()
     assert 'gateway_requests_total{decision="denied",route="/authz/forward",status="403"} 1.0' in text
     assert 'gateway_requests_total{decision="allowed",route="/authz/forward",status="200"} 1.0' in text
+
+
+async def test_forward_auth_checks_a_key_allow_list_against_the_described_client(fronted: Gateway) -> None:
+    """The client of a described request is the one the proxy names in X-Forwarded-For: a key is accepted from
+    its allow-list only, refused elsewhere as a made-up key is (the audit line says why), and a proxy that names
+    no client is the client itself."""
+    key = await fronted.key("acme", "viewer@acme.test", allowed_ips=["203.0.113.0/24"])
+    made_up, _ = apikeys.new_key()
+
+    async def ask(key: str, **forwarded: str) -> tuple[int, str | None]:
+        status, headers = await _ask(fronted, "GET", "/orders/7", None, org=None, **{"X-API-Key": key, **forwarded})
+        return status, headers.get("WWW-Authenticate")
+
+    assert (await ask(key, **{"X-Forwarded-For": "203.0.113.9"}))[0] == 200
+    outside = await ask(key, **{"X-Forwarded-For": "198.51.100.1"})
+    assert outside[0] == 401 and outside == await ask(made_up, **{"X-Forwarded-For": "198.51.100.1"})
+    assert (await ask(key))[0] == 401, "without X-Forwarded-For the proxy is the client"
+    events = [(e["status"], e["client_ip"], e["reason"]) for e in fronted.audit_events()]
+    assert events == [
+        (200, "203.0.113.9", "forward-auth allowed"),
+        (401, "198.51.100.1", REFUSED_FROM_ADDRESS),
+        (401, "198.51.100.1", "invalid-token"),
+        (401, "127.0.0.1", REFUSED_FROM_ADDRESS),
+    ]
 
 
 async def test_forward_auth_only_answers_trusted_proxies(fronted: Gateway, upstream: Upstream, db_url: str) -> None:

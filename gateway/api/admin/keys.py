@@ -37,7 +37,14 @@ async def _create(
     if creator is None:
         require_recent(caller.principal)  # a new credential is a sensitive change: sign-in within 15 min
     else:
-        keys.check_key_from_key(creator, org, obj, scopes=data.scopes or [], expires_in_days=data.expires_in_days)
+        keys.check_key_from_key(
+            creator,
+            org,
+            obj,
+            scopes=data.scopes or [],
+            expires_in_days=data.expires_in_days,
+            allowed_ips=data.allowed_ips,
+        )
     key, view = await keys.create_key(
         db,
         caller.actor,
