@@ -22,7 +22,8 @@
 
 A pipeline stage stops a request only by raising one of these; the data plane writes it with `send_problem`, the
 Litestar handler with `problem_headers` and `render`, so a client sees one shape everywhere (body and headers).
-`type` URIs are stable identifiers.
+`type` URIs are stable identifiers. The audit line's reason is `audit_reason` (the slug unless the raiser says
+more): it may tell the operator what the client must not learn, such as why a valid API key was refused.
 """
 
 from __future__ import annotations
@@ -39,16 +40,25 @@ _TYPE_BASE = "urn:gateway:problem:"
 
 
 class GatewayError(Exception):
-    """Base class; raise a subclass. `detail` is safe to show the client and must never contain secrets."""
+    """Base class; raise a subclass. `detail` is safe to show the client and must never contain secrets;
+    `audit_reason` is written only in the audit line (never a secret either)."""
 
     status: ClassVar[int] = 500
     slug: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal error"
 
-    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any):
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        audit_reason: str | None = None,
+        **extra: Any,
+    ):
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.headers = headers or {}
+        self.audit_reason = audit_reason or self.slug
         self.extra = extra
 
 

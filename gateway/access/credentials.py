@@ -5,6 +5,9 @@ in-memory snapshot.
 
 API keys come as `X-API-Key: <key>` or `Authorization: Bearer <key>`; their checksum is verified before any
 lookup, the lookup is in the in-memory snapshot (no database), and the stored hash is compared in constant time.
+A key with an allow-list (`allowed_ips`) used from any other client address (as `trusted_proxies` let us see
+it: access/peer.py) is refused exactly as an unknown key is, so a stolen key tried elsewhere is not confirmed
+valid; only the audit line says why.
 """
 
 from __future__ import annotations
@@ -17,18 +20,27 @@ from gateway.identity import apikeys
 from gateway.identity.tokens import Principal, TokenService
 from gateway.policy import HotState
 
+KEY_REJECTED = "API key rejected"
+REFUSED_FROM_ADDRESS = "API key refused: the client address is not in its allowed_ips"
+
 
 def authenticate(
-    tokens: TokenService, authorization: str | None, *, api_key: str | None = None, state: HotState
+    tokens: TokenService,
+    authorization: str | None,
+    *,
+    api_key: str | None = None,
+    state: HotState,
+    client_ip: str,
 ) -> Principal:
-    """Missing credentials -> Unauthenticated; a rejected token or key -> InvalidToken (both 401)."""
+    """Missing credentials -> Unauthenticated; a rejected token or key -> InvalidToken (both 401). `client_ip` is
+    the caller's address through trusted proxies (access/peer.py), which a key's allow-list is checked against."""
     bearer = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
     if bearer is not None and apikeys.looks_like_key(bearer):
         if api_key is not None:
             raise BadRequest("send an API key in X-API-Key or in Authorization, not both")
         api_key = bearer
     if api_key is not None:
-        return _by_key(state, api_key)
+        return _by_key(state, api_key, client_ip)
     # A well-formed bearer token goes straight to verification; anything else gets the service's own answer
     # (401 without credentials, 401 invalid_token for another scheme or an empty token).
     principal = tokens.verify(bearer) if bearer else tokens.authenticate(authorization)
@@ -39,12 +51,17 @@ def authenticate(
     return principal
 
 
-def _by_key(state: HotState, key: str) -> Principal:
+def _by_key(state: HotState, key: str, client_ip: str) -> Principal:
     key_id = apikeys.parse(key)
     record = state.api_key(key_id)
     digest = apikeys.key_hash(key)
     if record is None or not hmac.compare_digest(record.key_hash, digest):
-        raise InvalidToken("API key rejected")
+        raise InvalidToken(KEY_REJECTED)
+    # Before the expiry check: from outside its list, an expired key is not told apart from a made-up one. No
+    # allow-list (the usual case) costs one comparison.
+    allowed = record.allowed
+    if allowed is not None and client_ip not in allowed:
+        raise InvalidToken(KEY_REJECTED, audit_reason=REFUSED_FROM_ADDRESS)
     if record.expires_at is not None and time.time() >= record.expires_at:
         raise InvalidToken("API key expired")
     return Principal(user_id=record.user_id, token_id=key_id, key=record, expires_at=record.expires_at)

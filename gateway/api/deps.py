@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, cast
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -76,17 +77,28 @@ async def _after_commit(runtime: Runtime, changed: bool, mailed: bool) -> None:
             log.exception("policy reload after a change failed; the next poll retries")
 
 
+def client_address(connection: ASGIConnection[Any, Any, Any, Any], services: Services) -> str:
+    """The caller's address, through trusted proxies only (the data plane's rule: access/peer.py)."""
+    raw = cast(list[tuple[bytes, bytes]], connection.scope["headers"])
+    host = connection.client.host if connection.client else ""
+    scheme = connection.scope.get("scheme", "http")
+    return resolve_peer(host, scheme, raw, services.pipeline.trusted_proxies).client_ip
+
+
 def provide_client(request: Request[object, object, State], services: NamedDependency[Services]) -> Client:
     """The caller's address (through trusted proxies only) and user agent, for sessions and throttling."""
-    raw = cast(list[tuple[bytes, bytes]], request.scope["headers"])
-    host = request.client.host if request.client else ""
-    peer = resolve_peer(host, request.scope.get("scheme", "http"), raw, services.pipeline.trusted_proxies)
-    return Client(ip=peer.client_ip, user_agent=request.headers.get("user-agent", ""))
+    return Client(ip=client_address(request, services), user_agent=request.headers.get("user-agent", ""))
 
 
 def provide_principal(request: Request[object, object, State], services: NamedDependency[Services]) -> Principal:
-    """The caller of an /auth endpoint: an access token only (API keys do not manage accounts)."""
-    principal = authenticate(services.tokens, request.headers.get("authorization"), state=services.state)
+    """The caller of an /auth endpoint: an access token only (API keys do not manage accounts; a key from outside
+    its allow-list is refused as any unknown key, not told apart by this rule)."""
+    principal = authenticate(
+        services.tokens,
+        request.headers.get("authorization"),
+        state=services.state,
+        client_ip=client_address(request, services),
+    )
     if principal.key is not None:
         raise InvalidToken("API keys cannot manage accounts; use an access token")
     return principal

@@ -73,6 +73,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
             name=args.name,
             expires_in_days=args.expires_days,
             scopes=args.scope,
+            allowed_ips=args.allow_ip,
         )
         return key
 
@@ -102,13 +103,14 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
                     _when(row.expires_at),
                     _when(row.last_used_at),
                     "revoked" if row.revoked_at else "active",
+                    ",".join(row.allowed_ips) or "anywhere",
                 )
             )
             for row in sorted(listed, key=lambda view: view.created_at)
         ]
 
     rows = asyncio.run(in_transaction(settings_of(args), work))
-    print("key\tname\tcreated\texpires\tlast used\tstate")
+    print("key\tname\tcreated\texpires\tlast used\tstate\tallowed from")
     for row in rows:
         print(row)
 
@@ -150,6 +152,13 @@ def register(commands: Commands, config: argparse.ArgumentParser) -> None:
     create_key.add_argument("--name", required=True)
     create_key.add_argument("--expires-days", type=int)
     create_key.add_argument("--scope", action="append", default=[], help='narrow to "METHOD /pattern" (repeatable)')
+    create_key.add_argument(
+        "--allow-ip",
+        action="append",
+        default=[],
+        metavar="ADDRESS",
+        help="accept the key only from this address or network, IPv4 or IPv6 (repeatable; default: anywhere)",
+    )
     create_key.set_defaults(func=cmd_keys_create)
     revoke_key = keys.add_parser("revoke", parents=[config], help="revoke a key by id (effective within a poll)")
     revoke_key.add_argument("--id", required=True)

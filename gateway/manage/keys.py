@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from gateway.manage.members import MemberView, _is_uuid
 from gateway.manage.orgs import check_room_for_member
 from gateway.manage.roles import implies_owner, require_role
 from gateway.policy import KeyRecord, rules
+from gateway.policy.hot import Network
 from gateway.policy.lint import pattern_covers
 from gateway.policy.store import parse_scopes
 
@@ -33,6 +35,8 @@ class KeyView:
     prefix: str
     last4: str
     scopes: tuple[str, ...]
+    allowed_ips: tuple[str, ...]
+    """Addresses and networks the key is accepted from; empty: from anywhere."""
     created_at: dt.datetime
     expires_at: dt.datetime | None
     last_used_at: dt.datetime | None
@@ -47,6 +51,7 @@ def key_view(row: ApiKey) -> KeyView:
         prefix=f"{apikeys.PREFIX}{row.id}_",
         last4=row.last4,
         scopes=tuple(f"{method} {pattern}" for method, pattern in parse_scopes(row.scopes)),
+        allowed_ips=tuple(json.loads(row.allowed_ips)),
         created_at=row.created_at,
         expires_at=row.expires_at,
         last_used_at=row.last_used_at,
@@ -73,17 +78,51 @@ def validate_scopes(scopes: list[str], org: Organization | None = None) -> list[
     return checked
 
 
+MAX_ALLOWED_IPS = 100
+
+
+def validate_allowed_ips(entries: list[str]) -> list[str]:
+    """Each entry an IPv4 or IPv6 address (`203.0.113.7`) or network (`203.0.113.0/24`, `2001:db8::/32`), in its
+    normal form (lower case, shortest IPv6 spelling, an address without `/32` or `/128`); duplicates dropped, at
+    most MAX_ALLOWED_IPS. A network with host bits set (`10.0.0.5/8`) is refused: which one was meant is unclear."""
+    if len(entries) > MAX_ALLOWED_IPS:
+        raise Unprocessable(f"allowed_ips: at most {MAX_ALLOWED_IPS} entries")
+    checked: dict[str, None] = {}
+    for index, entry in enumerate(entries):
+        text = entry.strip()
+        if "%" in text:
+            raise Unprocessable(f"allowed_ips[{index}]: a zone id (%...) has no meaning in an allow-list")
+        try:
+            network = ipaddress.ip_network(text)
+        except ValueError:
+            try:
+                loose = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise Unprocessable(f"allowed_ips[{index}]: not an IPv4 or IPv6 address or network") from None
+            raise Unprocessable(f"allowed_ips[{index}]: host bits set (the network is {loose})") from None
+        single = network.prefixlen == network.max_prefixlen
+        checked[str(network.network_address) if single else str(network)] = None
+    return list(checked)
+
+
 def key_creation_object(org: Organization) -> str:
     """The management object of creating one's own keys in `org` (`POST` it needs an explicit scope)."""
     return f"{rules.ADMIN_OBJECT}/orgs/{org.slug}/members/me/keys"
 
 
 def check_key_from_key(
-    creator: KeyRecord, org: Organization, obj: str, *, scopes: list[str], expires_in_days: int | None
+    creator: KeyRecord,
+    org: Organization,
+    obj: str,
+    *,
+    scopes: list[str],
+    expires_in_days: int | None,
+    allowed_ips: list[str] | None = None,
 ) -> None:
     """A key creating a key (at the management object `obj`): only with a scope that explicitly allows POST on
-    it (a key without scopes may not), and never a key that outlives or out-scopes its creator: each new
-    scope within one of the creator's, its expiry no later."""
+    it (a key without scopes may not), and never a key that outlives, out-scopes or out-reaches its creator:
+    each new scope within one of the creator's, its expiry no later, and, when the creator has an allow-list,
+    one of its own within it."""
     if not creator.scopes or not creator.permits("POST", obj):
         raise Forbidden(f"an API key creates keys only with a scope that allows it: 'POST {obj}'")
     if not scopes:
@@ -94,12 +133,29 @@ def check_key_from_key(
             wide_method in (method, "*") and pattern_covers(wide, pattern) for wide_method, wide in creator.scopes
         ):
             raise Unprocessable(f"scopes[{index}]: wider than the scopes of the key creating it")
+    if creator.allowed is not None:
+        entries = allowed_ips or []
+        if not entries:
+            raise Unprocessable("allowed_ips: the key creating it has an allow-list; give one within it")
+        validate_allowed_ips(entries)
+        for index, entry in enumerate(entries):
+            network = ipaddress.ip_network(entry.strip())
+            if not any(_inside(network, wider) for wider in creator.allowed.networks):
+                raise Unprocessable(f"allowed_ips[{index}]: outside the allow-list of the key creating it")
     if creator.expires_at is not None:
         days = int((creator.expires_at - time.time()) // 86400)
         if days < 1:
             raise Unprocessable("expires_in_days: the key creating it expires within a day")
         if expires_in_days is None or expires_in_days > days:
             raise Unprocessable(f"expires_in_days: at most {days} (the key creating it expires then)")
+
+
+def _inside(network: Network, wider: Network) -> bool:
+    if isinstance(network, ipaddress.IPv4Network) and isinstance(wider, ipaddress.IPv4Network):
+        return network.subnet_of(wider)
+    if isinstance(network, ipaddress.IPv6Network) and isinstance(wider, ipaddress.IPv6Network):
+        return network.subnet_of(wider)
+    return False
 
 
 async def create_key(
@@ -111,8 +167,10 @@ async def create_key(
     name: str,
     expires_in_days: int | None = None,
     scopes: list[str] | None = None,
+    allowed_ips: list[str] | None = None,
 ) -> tuple[str, KeyView]:
-    """A key acting as `user` in `org`; returns the key (shown only now) and its listing."""
+    """A key acting as `user` in `org`, accepted only from `allowed_ips` (if any); returns the key (shown only
+    now) and its listing."""
     if not name.strip() or len(name) > 100:
         raise Unprocessable("name: 1-100 characters")
     if expires_in_days is not None and not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
@@ -120,6 +178,7 @@ async def create_key(
     if org.max_key_days is not None and (expires_in_days is None or expires_in_days > org.max_key_days):
         raise Unprocessable(f"expires_in_days: this organization's keys live at most {org.max_key_days} days")
     checked = validate_scopes(scopes or [], org)
+    networks = validate_allowed_ips(allowed_ips or [])
     if await session.get(Membership, (user.id, org.id)) is None:
         raise Unprocessable("user: not a member of this organization")
     await _check_room_for_key(session, org)
@@ -133,6 +192,7 @@ async def create_key(
         key_hash=apikeys.key_hash(key),
         last4=key[-4:],
         scopes=json.dumps(checked),
+        allowed_ips=json.dumps(networks),
         created_at=now,
         expires_at=now + dt.timedelta(days=expires_in_days) if expires_in_days else None,
     )
@@ -140,7 +200,10 @@ async def create_key(
     await session.flush()
     await bump_version(session)
     view = key_view(row)
-    record(session, actor, "key.create", org=org.slug, target=key_id, after={"user": user.id, "name": row.name})
+    after: dict[str, object] = {"user": user.id, "name": row.name}
+    if networks:
+        after["allowed_ips"] = networks
+    record(session, actor, "key.create", org=org.slug, target=key_id, after=after)
     return key, view
 
 
@@ -150,9 +213,9 @@ MAX_GRACE_SECONDS = 7 * 86400
 async def rotate_key(
     session: AsyncSession, actor: Actor, org: Organization, key_id: str, *, user_id: str, grace_seconds: int
 ) -> tuple[str, KeyView, KeyView]:
-    """A new secret for a key in one step: a new key with the same name, owner, scopes and expiry, and the old
-    one kept valid for `grace_seconds` more (0: it stops now), so clients can switch without an outage. Returns
-    the new key (shown only now), its listing and the old key's."""
+    """A new secret for a key in one step: a new key with the same name, owner, scopes, allow-list and expiry,
+    and the old one kept valid for `grace_seconds` more (0: it stops now), so clients can switch without an
+    outage. Returns the new key (shown only now), its listing and the old key's."""
     if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
         raise Unprocessable(f"grace_seconds: between 0 and {MAX_GRACE_SECONDS}")
     old = await session.get(ApiKey, key_id, with_for_update=True)
@@ -171,6 +234,7 @@ async def rotate_key(
         key_hash=apikeys.key_hash(key),
         last4=key[-4:],
         scopes=old.scopes,
+        allowed_ips=old.allowed_ips,
         created_at=now,
         expires_at=old.expires_at,
     )
@@ -233,6 +297,41 @@ async def revoke_key(
         await session.flush()
         await bump_version(session)
         record(session, actor, "key.revoke", org=org.slug, target=key_id, before={"user": row.user_id})
+    return key_view(row)
+
+
+async def set_allowed_ips(
+    session: AsyncSession,
+    actor: Actor,
+    org: Organization,
+    key_id: str,
+    allowed_ips: list[str],
+    *,
+    user_id: str | None = None,
+) -> KeyView:
+    """Replace a key's allow-list (empty: from anywhere). Like revocation, it reaches every gateway's snapshot on
+    the next reload; another org's key, or (with `user_id`) another user's key, is not found, and a revoked key is
+    409 (nothing left to restrict)."""
+    networks = validate_allowed_ips(allowed_ips)
+    row = await session.get(ApiKey, key_id, with_for_update=True)
+    if row is None or row.org_id != org.id or (user_id is not None and row.user_id != user_id):
+        raise NotFound("key: no such API key")
+    if row.revoked_at is not None:
+        raise Conflict("key: revoked")
+    before = json.loads(row.allowed_ips)
+    if before != networks:
+        row.allowed_ips = json.dumps(networks)
+        await session.flush()
+        await bump_version(session)
+        record(
+            session,
+            actor,
+            "key.update",
+            org=org.slug,
+            target=key_id,
+            before={"user": row.user_id, "allowed_ips": before},
+            after={"user": row.user_id, "allowed_ips": networks},
+        )
     return key_view(row)
 
 

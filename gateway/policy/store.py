@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
@@ -32,7 +33,7 @@ from gateway.db.models import (
     User,
     utcnow,
 )
-from gateway.policy.hot import KeyRecord, OrgRef, StateRows
+from gateway.policy.hot import AllowList, KeyRecord, OrgRef, StateRows
 from gateway.policy.rules import Rule
 from gateway.policy.shadow import Difference, Key, ShadowSpec, Tally
 
@@ -95,7 +96,15 @@ async def read_state(session: AsyncSession) -> StateRows:
     # A key works only while its owner is enabled and still a member of the key's org (re-adding a removed
     # member does not revive their old keys: removal revokes them, see manage.members).
     keys = await session.execute(
-        select(ApiKey.id, ApiKey.key_hash, ApiKey.user_id, Organization.slug, ApiKey.scopes, ApiKey.expires_at)
+        select(
+            ApiKey.id,
+            ApiKey.key_hash,
+            ApiKey.user_id,
+            Organization.slug,
+            ApiKey.scopes,
+            ApiKey.expires_at,
+            ApiKey.allowed_ips,
+        )
         .join(Organization, Organization.id == ApiKey.org_id)
         .join(User, User.id == ApiKey.user_id)
         .join(Membership, (Membership.user_id == ApiKey.user_id) & (Membership.org_id == ApiKey.org_id))
@@ -109,8 +118,9 @@ async def read_state(session: AsyncSession) -> StateRows:
             org=slug,
             scopes=parse_scopes(scopes),
             expires_at=expires.timestamp() if expires else None,
+            allowed=parse_allow_list(allowed),
         )
-        for key_id, digest, user_id, slug, scopes, expires in keys
+        for key_id, digest, user_id, slug, scopes, expires, allowed in keys
     )
     # Access tokens live at most an hour (tokens.access_ttl_seconds is capped there), so older revocations
     # cannot matter any more.
@@ -148,6 +158,13 @@ def parse_scopes(raw: str) -> tuple[tuple[str, str], ...]:
     """Stored scopes (a JSON list of "METHOD /pattern") as pairs."""
     pairs = (str(scope).split(" ", 1) for scope in json.loads(raw))
     return tuple((method, pattern) for method, pattern in pairs)
+
+
+def parse_allow_list(raw: str) -> AllowList | None:
+    """A key's stored `allowed_ips` (a JSON list of addresses and networks, normalised when stored); None when
+    empty (from anywhere)."""
+    entries = json.loads(raw)
+    return AllowList(ipaddress.ip_network(entry) for entry in entries) if entries else None
 
 
 async def add_rules(session: AsyncSession, rules: Iterable[Rule], *, origin: str = "file") -> int:

@@ -6,6 +6,10 @@ the same canonical-path, authentication, organization and Casbin steps as proxie
 headers are believed only from `trusted_proxies` (a spoofed X-Forwarded-Uri was OAuth2 Proxy's
 GHSA-7x63-xv5r-3p2x): from anyone else the answer is 403.
 
+The client is the address the proxy names in X-Forwarded-For (or Forwarded), by the rule of access/peer.py:
+what API keys' allow-lists are checked against, and the audit line's `client_ip`. A proxy that sends neither
+makes itself the client.
+
 Only 200, 401 and 403 are answered: nginx's `auth_request` turns any other status into a 500 for the client,
 so a request that cannot be judged (a malformed path or method, a missing org) is a 403 whose
 `X-Gateway-Reason` header, body (`reason`) and audit line say why. So is a request carrying X-Gateway-*
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from gateway.access.audit import AuditEvent
 from gateway.access.credentials import authenticate
 from gateway.access.decisions import enforce
-from gateway.access.peer import TrustedProxies
+from gateway.access.peer import TrustedProxies, resolve_peer
 from gateway.errors import BadRequest, Forbidden, GatewayError, InvalidPath
 from gateway.identity.tokens import TokenService
 from gateway.paths import canonical_path, second_reading
@@ -46,6 +50,8 @@ class Described:
     authorization: str | None
     org: str | None
     api_key: str | None
+    client_ip: str
+    """The original caller, from the proxy's X-Forwarded-For (see the module docstring)."""
 
 
 def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxies) -> Described:
@@ -75,7 +81,10 @@ def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxi
     reason = second_reading(path)  # no route here to opt out: the strict reading always applies
     if reason is not None:
         raise InvalidPath(f"X-Forwarded-Uri: {reason}")
-    return Described(method, path, found.get(b"authorization"), found.get(ORG_HEADER.encode()), found.get(b"x-api-key"))
+    client_ip = resolve_peer(peer_ip, "http", raw, trusted).client_ip
+    return Described(
+        method, path, found.get(b"authorization"), found.get(ORG_HEADER.encode()), found.get(b"x-api-key"), client_ip
+    )
 
 
 FORWARD_ROUTE = "forward-auth"
@@ -87,7 +96,9 @@ def decide_described(
 ) -> tuple[tuple[str, str], ...]:
     """The identity headers for an allowed request; raises 401/403 errors otherwise. The audit event learns the
     subject and the org as soon as they are known, so a denial names them too."""
-    principal = authenticate(tokens, described.authorization, api_key=described.api_key, state=state)
+    principal = authenticate(
+        tokens, described.authorization, api_key=described.api_key, state=state, client_ip=described.client_ip
+    )
     event.subject = principal.subject
     key = principal.key
     slug = key.org if key is not None else (described.org or "").strip()

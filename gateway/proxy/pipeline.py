@@ -94,7 +94,11 @@ class Pipeline:
         if match.route.public:
             event.granted, event.reason = True, "public route"
             return Admitted((), None, None, None)
-        principal = authenticate(self.tokens, authorization, api_key=api_key, state=self.state)  # 2
+        # The client address, through trusted proxies, resolved on arrival (`arrival`): keys' allow-lists use it.
+        client_ip = event.client_ip or ""
+        principal = authenticate(  # 2
+            self.tokens, authorization, api_key=api_key, state=self.state, client_ip=client_ip
+        )
         event.subject = principal.subject
         key = principal.key
         org = resolve_org(self.state, match, org_header, key.org if key else None)  # 3
@@ -150,7 +154,7 @@ class Pipeline:
         )
         try:
             described = describe(peer_ip, raw_headers, self.trusted_proxies)
-            event.method, event.path = described.method, described.path
+            event.method, event.path, event.client_ip = described.method, described.path, described.client_ip
             identity = decide_described(self.tokens, self.state, described, event)
             event.granted, event.reason, event.status = True, "forward-auth allowed", 200
             headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]
@@ -160,7 +164,8 @@ class Pipeline:
             event.status = await send_problem(send, denied, request_id=request_id)
         except GatewayError as error:
             answer = as_forward_auth_answer(error)
-            event.granted, event.reason = False, error.slug if answer is error else f"{error.slug}: {error.detail}"
+            reason = error.audit_reason if answer is error else f"{error.slug}: {error.detail}"
+            event.granted, event.reason = False, reason
             event.status = await send_problem(send, answer, request_id=request_id)
         finally:
             event.duration_ms = milliseconds(started)
@@ -175,7 +180,7 @@ class Pipeline:
         client = scope.get("client")
         method = scope["method"] if scope["type"] == "http" else "WEBSOCKET"
         event = AuditEvent(method=method, path=path, client_ip=client[0] if client else "", request_id=request_id)
-        event.granted, event.reason = False, error.slug
+        event.granted, event.reason = False, error.audit_reason
         if scope["type"] == "http":
             event.status = await send_problem(send, error, request_id=request_id)
         elif scope["type"] == "websocket":
@@ -243,7 +248,7 @@ class Pipeline:
             event.status = await send_problem(send, denied, request_id=request_id, extra=cors)
         except GatewayError as error:
             if event.granted is None:
-                event.granted, event.reason = False, error.slug
+                event.granted, event.reason = False, error.audit_reason
             event.status = await send_problem(send, error, request_id=request_id, extra=cors)
         except ClientGone:
             event.reason, event.status = "client disconnected", 499

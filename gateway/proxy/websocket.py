@@ -3,9 +3,9 @@
 A handshake is a GET: it is matched, authenticated, resolved and enforced exactly like one, and refused with
 an HTTP problem response (401/403/...) before any upgrade. Once open, messages are pumped both ways, and every
 `RECHECK_SECONDS` the gateway looks at the policy version; when it moved (membership removed, role changed,
-policy edited, user disabled, session ended) the decision is taken again and a connection no longer allowed is
-closed with 1008 (policy violation) and a reason on both sides. So is one whose access token or API key
-expires: a connection never outlives the credential that opened it.
+policy edited, user disabled, session ended, a key's allow-list changed) the decision is taken again and a
+connection no longer allowed is closed with 1008 (policy violation) and a reason on both sides. So is one whose
+access token or API key expires: a connection never outlives the credential that opened it.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         return
     except GatewayError as error:
         if event.granted is None:
-            event.granted, event.reason = False, error.slug
+            event.granted, event.reason = False, error.audit_reason
         event.status = await _refuse(scope, send, error, request_id)
         _finish(pipeline, event, started)
         return
@@ -148,7 +148,8 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
     ]
     if admitted.subject is not None and admitted.org is not None:
         key_id = admitted.key.key_id if admitted.key is not None else None
-        checked = _recheck(pipeline, admitted.subject, admitted.org, path, key_id, admitted.session_id)
+        client_ip = event.client_ip or ""
+        checked = _recheck(pipeline, admitted.subject, admitted.org, path, key_id, admitted.session_id, client_ip)
         tasks.append(asyncio.create_task(checked))
     if admitted.expires_at is not None:
         tasks.append(asyncio.create_task(_expire(admitted.expires_at)))
@@ -206,10 +207,16 @@ async def _upstream_to_client(upstream: aiohttp.ClientWebSocketResponse, send: S
 
 
 async def _recheck(
-    pipeline: Pipeline, subject: str, org: str, path: str, key_id: str | None, session_id: str | None
+    pipeline: Pipeline,
+    subject: str,
+    org: str,
+    path: str,
+    key_id: str | None,
+    session_id: str | None,
+    client_ip: str,
 ) -> str:
-    """Wait until the policy version moves and the connection is no longer allowed: its key revoked, its
-    session ended, its org gone, or the decision changed."""
+    """Wait until the policy version moves and the connection is no longer allowed: its key revoked or no longer
+    accepted from the client's address, its session ended, its org gone, or the decision changed."""
     state = pipeline.state
     version = state.version
     while True:
@@ -217,8 +224,10 @@ async def _recheck(
         if state.version == version:
             continue
         version = state.version
-        if key_id is not None and state.api_key(key_id) is None:
-            return NO_LONGER_ALLOWED
+        if key_id is not None:
+            record = state.api_key(key_id)
+            if record is None or not record.accepts_from(client_ip):
+                return NO_LONGER_ALLOWED
         if session_id is not None and state.session_revoked(session_id):
             return NO_LONGER_ALLOWED
         if state.org(org) is None or not state.decide(subject, org, path, "GET").allowed:

@@ -8,6 +8,7 @@ import json
 import uuid
 from typing import Any
 
+import jwt
 import pytest
 
 from tests.api.admin_helpers import World, build_world
@@ -430,6 +431,93 @@ async def test_keys_of_others(world: World) -> None:
     assert status == 422 and problem["field"] == "expires_in_days"
 
 
+async def test_key_allow_lists_are_normalised_validated_shown_and_kept(world: World) -> None:
+    """`allowed_ips` on creation: addresses and networks, IPv4 and IPv6, in normal form and without duplicates,
+    shown in the answer and the listings and kept by rotation; an invalid entry is 422 naming its index."""
+    keys = "/admin/orgs/acme/members/me/keys"
+    given = ["203.0.113.7", " 2001:DB8:0::/32", "198.51.100.0/24", "203.0.113.7/32", "::1"]
+    status, created, _ = await world.call("member", "POST", keys, {"name": "ci", "allowed_ips": given})
+    assert status == 201, created
+    normal = ["203.0.113.7", "2001:db8::/32", "198.51.100.0/24", "::1"]
+    assert created["details"]["allowed_ips"] == normal
+    _, listing, _ = await world.call("member", "GET", keys)
+    assert [k["allowed_ips"] for k in listing["items"]] == [normal]
+    _, everyone, _ = await world.call("admin", "GET", "/admin/orgs/acme/keys")
+    assert [k["allowed_ips"] for k in everyone["items"]] == [normal]
+    _, plain, _ = await world.call("member", "POST", keys, {"name": "anywhere"})
+    assert plain["details"]["allowed_ips"] == [], "no list: from anywhere"
+
+    key_id = created["details"]["id"]
+    status, rotated, _ = await world.call("member", "POST", f"{keys}/{key_id}/rotate", {"grace_seconds": 0})
+    assert status == 201 and rotated["details"]["allowed_ips"] == normal, "rotation keeps the allow-list"
+
+    bad = {
+        "not an address": (["127.0.0.1", "localhost"], "allowed_ips[1]"),
+        "host bits set": (["10.0.0.5/8"], "allowed_ips[0]"),
+        "prefix too long": (["10.0.0.0/33"], "allowed_ips[0]"),
+        "IPv6 prefix too long": (["2001:db8::/129"], "allowed_ips[0]"),
+        "zone id": (["fe80::1%eth0"], "allowed_ips[0]"),
+        "empty": ([""], "allowed_ips[0]"),
+        "too many": ([f"10.0.{i // 256}.{i % 256}" for i in range(101)], "allowed_ips"),
+    }
+    for name, (entries, field) in bad.items():
+        status, problem, headers = await world.call("member", "POST", keys, {"name": "x", "allowed_ips": entries})
+        assert (status, problem.get("field")) == (422, field), name
+        assert headers["Content-Type"].startswith("application/problem+json"), name
+    hundred = [f"10.0.0.{i}" for i in range(100)]
+    assert (await world.call("member", "POST", keys, {"name": "x", "allowed_ips": hundred}))[0] == 201
+
+
+async def test_changing_a_key_allow_list(world: World) -> None:
+    """PATCH replaces `allowed_ips`: the owner on `members/me`, an admin on any member's or service account's
+    key, never a viewer, another member or an API key; a recent sign-in is needed; each change is audited; a
+    revoked key is 409; invalid entries are 422 and change nothing."""
+    _, created, _ = await world.call("member", "POST", "/admin/orgs/acme/members/me/keys", {"name": "ci"})
+    key_id = created["details"]["id"]
+    own = f"/admin/orgs/acme/members/me/keys/{key_id}"
+    by_id = f"/admin/orgs/acme/members/{world.ids['member']}/keys/{key_id}"
+    status, view, _ = await world.call("member", "PATCH", own, {"allowed_ips": ["192.0.2.0/24", "2001:DB8::1"]})
+    assert status == 200, view
+    assert view["id"] == key_id and view["allowed_ips"] == ["192.0.2.0/24", "2001:db8::1"]
+    status, problem, _ = await world.call("member", "PATCH", own, {"allowed_ips": ["192.0.2.0/24", "nope"]})
+    assert (status, problem["field"]) == (422, "allowed_ips[1]")
+    assert (await world.call("member", "PATCH", own, {}))[0] in (400, 422), "the list is required"
+    assert (await world.call("viewer", "PATCH", own, {"allowed_ips": []}))[0] == 403
+    assert (await world.call("admin", "PATCH", own, {"allowed_ips": []}))[0] == 404, "not the admin's own key"
+    status, view, _ = await world.call("admin", "PATCH", by_id, {"allowed_ips": ["192.0.2.7"]})
+    assert status == 200 and view["allowed_ips"] == ["192.0.2.7"]
+    _, listing, _ = await world.call("member", "GET", "/admin/orgs/acme/members/me/keys")
+    assert listing["items"][0]["allowed_ips"] == ["192.0.2.7"]
+
+    _, page, _ = await world.call("admin", "GET", "/admin/orgs/acme/audit?action=key.update")
+    changes = [(event["before"]["allowed_ips"], event["after"]["allowed_ips"]) for event in page["items"]]
+    assert changes == [(["192.0.2.0/24", "2001:db8::1"], ["192.0.2.7"]), ([], ["192.0.2.0/24", "2001:db8::1"])]
+    assert page["items"][0]["actor"] == f"user:{world.ids['admin']}"
+
+    key = await world.gateway.key("acme", "member@acme.test", name="own")
+    status, problem, _ = await world.gateway.call("PATCH", own, headers={"X-API-Key": key}, json={"allowed_ips": []})
+    assert status == 403, "a key never changes an allow-list (a stolen one would lift its own)"
+    sid = jwt.decode(world.tokens["member"], options={"verify_signature": False})["sid"]
+    issue = world.gateway.runtime.services.tokens.issue_access_token
+    stale, _ = issue(world.ids["member"], session_id=sid, auth_time=0)
+    status, _, raw = await world.gateway.call("PATCH", own, token=stale, json={"allowed_ips": []})
+    assert (status, json.loads(raw)["type"]) == (403, "urn:gateway:problem:reauth-required")
+
+    _, account, _ = await world.call(
+        "admin", "POST", "/admin/orgs/acme/service-accounts", {"name": "deploy", "role": "member"}
+    )
+    sa_keys = f"/admin/orgs/acme/service-accounts/{account['user_id']}/keys"
+    _, sa_key, _ = await world.call("admin", "POST", sa_keys, {"name": "ci", "allowed_ips": ["10.1.0.0/16"]})
+    assert sa_key["details"]["allowed_ips"] == ["10.1.0.0/16"]
+    sa_path = f"{sa_keys}/{sa_key['details']['id']}"
+    status, view, _ = await world.call("admin", "PATCH", sa_path, {"allowed_ips": []})
+    assert status == 200 and view["allowed_ips"] == []
+    assert (await world.call("member", "PATCH", sa_path, {"allowed_ips": []}))[0] == 403
+
+    assert (await world.call("member", "DELETE", own))[0] == 204
+    assert (await world.call("member", "PATCH", own, {"allowed_ips": []}))[0] == 409
+
+
 async def test_service_accounts_use_keys_only(world: World) -> None:
     """A service account holds a role, authenticates with its keys, cannot log in or own the org, and takes
     its keys with it when deleted."""
@@ -502,6 +590,41 @@ async def test_a_key_creates_keys_only_when_scoped_to_and_never_a_wider_or_longe
     assert (await create(child, {"name": "grandchild", "scopes": ["GET /api/orders/*"], "expires_in_days": 1}))[
         0
     ] == 403, "the child was not given the right to mint"
+
+
+async def test_a_key_with_an_allow_list_mints_keys_only_within_it(world: World) -> None:
+    """A minting key restricted to some addresses cannot make a key that escapes them: the new key needs an
+    allow-list, each entry inside one of the creator's networks (IPv4 or IPv6)."""
+    minter = await world.gateway.key(
+        "acme",
+        "admin@acme.test",
+        name="minter",
+        scopes=["POST admin:/orgs/acme/members/me/keys", "GET /api/*"],
+        allowed_ips=["127.0.0.0/8", "2001:db8::/32"],
+    )
+
+    async def create(allowed_ips: list[str] | None) -> tuple[int, dict[str, Any]]:
+        body: dict[str, object] = {"name": "child", "scopes": ["GET /api/*"]}
+        if allowed_ips is not None:
+            body["allowed_ips"] = allowed_ips
+        status, _, raw = await world.gateway.call(
+            "POST", "/admin/orgs/acme/members/me/keys", headers={"X-API-Key": minter}, json=body
+        )
+        return status, json.loads(raw)
+
+    refused = {
+        "no list": (None, "allowed_ips"),
+        "wider": (["127.0.0.0/8", "10.0.0.0/8"], "allowed_ips[1]"),
+        "overlapping": (["2001:db8::/31"], "allowed_ips[0]"),
+        "the other family": (["::ffff:127.0.0.1"], "allowed_ips[0]"),
+    }
+    for name, (entries, field) in refused.items():
+        status, answer = await create(entries)
+        assert (status, answer.get("field")) == (422, field), name
+    status, answer = await create(["127.0.0.1", "2001:db8:1::/48"])
+    assert status == 201, answer
+    assert answer["details"]["allowed_ips"] == ["127.0.0.1", "2001:db8:1::/48"]
+    assert (await world.gateway.call("GET", "/api/x", headers={"X-API-Key": answer["key"]}))[0] == 200
 
 
 # -- isolation, pagination, audit ------------------------------------------------------------------------

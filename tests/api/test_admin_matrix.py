@@ -62,6 +62,12 @@ TABLE: dict[tuple[str, str], tuple[str, object, set[str], int]] = {
         ADMIN,
         404,
     ),
+    ("PATCH", "/admin/orgs/{org}/members/{member}/keys/{key}"): (
+        f"/admin/orgs/acme/members/{NOBODY}/keys/k1",
+        {"allowed_ips": []},
+        ADMIN,
+        404,
+    ),
     ("GET", "/admin/orgs/{org}/keys"): ("/admin/orgs/acme/keys", None, ADMIN, 200),
     ("POST", "/admin/orgs/{org}/members/{member}/keys/{key}/rotate"): (
         "/admin/orgs/acme/members/me/keys/k1/rotate",
@@ -135,6 +141,12 @@ TABLE: dict[tuple[str, str], tuple[str, object, set[str], int]] = {
         {},
         ADMIN,
         422,
+    ),
+    ("PATCH", "/admin/orgs/{org}/service-accounts/{account}/keys/{key}"): (
+        f"/admin/orgs/acme/service-accounts/{NOBODY}/keys/k1",
+        {"allowed_ips": []},
+        ADMIN,
+        404,
     ),
     ("DELETE", "/admin/orgs/{org}/service-accounts/{account}/keys/{key}"): (
         f"/admin/orgs/acme/service-accounts/{NOBODY}/keys/k1",

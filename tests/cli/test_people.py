@@ -88,6 +88,10 @@ def test_cli_api_keys(db_url: str) -> None:
             "GET /api/*",
             "--expires-days",
             "30",
+            "--allow-ip",
+            "10.0.0.0/8",
+            "--allow-ip",
+            "2001:DB8::/32",
         ],
         db_url,
     )
@@ -99,6 +103,7 @@ def test_cli_api_keys(db_url: str) -> None:
     assert key[-4:] in listed.stdout
     assert key[20:60] not in listed.stdout, "the secret never appears in a listing"
     assert "active" in listed.stdout
+    assert listed.stdout.splitlines()[1].endswith("\t10.0.0.0/8,2001:db8::/32"), "the allow-list, normalised"
     key_id = key.split("_")[2]
     assert run_cli(["keys", "revoke", "--id", key_id], db_url).returncode == 0
     assert "revoked" in run_cli(["keys", "list", "--org", "acme"], db_url).stdout
@@ -107,3 +112,9 @@ def test_cli_api_keys(db_url: str) -> None:
     )
     assert bad.returncode == 1
     assert "scopes[0]" in bad.stderr
+    bad = run_cli(
+        ["keys", "create", "--org", "acme", "--email", "ci@acme.test", "--name", "x", "--allow-ip", "10.0.0.1/8"],
+        db_url,
+    )
+    assert bad.returncode == 1
+    assert "allowed_ips[0]" in bad.stderr and "Traceback" not in bad.stderr

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from pathlib import Path
 
 import casbin
 import pytest
 
 from gateway.policy import HotState, OrgRef, StateRows
-from gateway.policy.hot import build_enforcer
+from gateway.policy.hot import AllowList, build_enforcer
 from gateway.policy.rules import Rule, parse_files, parse_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,3 +118,17 @@ def test_broken_model_fails_at_construction(tmp_path: Path) -> None:
     with pytest.raises(Exception):  # noqa: B017, PT011 - casbin raises assorted types for bad models
         HotState(bad)
     assert build_enforcer(MODEL, ()).enforce("u", "d", "/", "GET") is False
+
+
+def test_an_allow_list_holds_its_networks_and_nothing_else() -> None:
+    """Addresses inside one of the networks are in, IPv4 and IPv6; an IPv4 address written as IPv6 counts as
+    itself; anything that is not an address is out; remembered answers stay bounded."""
+    allowed = AllowList(ipaddress.ip_network(n) for n in ("203.0.113.0/24", "2001:db8::/32", "192.0.2.7/32"))
+    inside = ("203.0.113.1", "192.0.2.7", "2001:db8::1", "2001:DB8:ffff::", "::ffff:203.0.113.9")
+    outside = ("203.0.114.1", "192.0.2.8", "2001:db9::1", "::ffff:198.51.100.1", "", "unknown", "203.0.113.1:80")
+    assert [address in allowed for address in inside] == [True] * len(inside)
+    assert [address in allowed for address in outside] == [False] * len(outside)
+    for last in range(5000):
+        assert f"10.{last // 65536}.{last // 256 % 256}.{last % 256}" not in allowed
+    assert len(allowed._answers) <= 1024
+    assert "203.0.113.1" in allowed

@@ -1,31 +1,44 @@
-"""API keys on proxied traffic: format and checksum, org from the key, scopes that only narrow, revocation,
-expiry, batched last-use times, and what they change in WebSockets, rate limits and identity tokens."""
+"""API keys on proxied traffic: format and checksum, org from the key, scopes that only narrow, allow-lists of
+client addresses, revocation, expiry, batched last-use times, and what they change in WebSockets, rate limits
+and identity tokens."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+from pathlib import Path
 
 import aiohttp
 import jwt
 import pytest
+from multidict import CIMultiDict
 from sqlalchemy import select, update
 
+from gateway.access.credentials import REFUSED_FROM_ADDRESS
+from gateway.asgi import create_gateway
 from gateway.db.engine import bump_version
 from gateway.db.models import ApiKey
 from gateway.errors import InvalidToken, Unprocessable
 from gateway.identity import apikeys
-from tests.conftest import Gateway
+from tests.conftest import Gateway, Upstream, gateway_settings, load_system_policy, serving, start_gateway
 from tests.waiting import eventually
 
 
 async def _key(
-    gateway: Gateway, *, role: str = "member", scopes: list[str] | None = None, expires_in_days: int | None = None
+    gateway: Gateway,
+    *,
+    role: str = "member",
+    scopes: list[str] | None = None,
+    expires_in_days: int | None = None,
+    allowed_ips: list[str] | None = None,
 ) -> str:
     await gateway.org("acme")
     await gateway.org("globex")
     await gateway.user("ci@acme.test", org="acme", role=role)
-    return await gateway.key("acme", "ci@acme.test", scopes=scopes, expires_in_days=expires_in_days)
+    return await gateway.key(
+        "acme", "ci@acme.test", scopes=scopes, expires_in_days=expires_in_days, allowed_ips=allowed_ips
+    )
 
 
 def test_key_format_and_checksum() -> None:
@@ -173,3 +186,117 @@ async def test_rotation_gives_a_new_secret_and_a_grace_period_to_the_old(gateway
     other = await gateway.login("other@acme.test")
     assert (await gateway.call("POST", third_path, token=other, json={}))[0] == 404
     assert (await gateway.call("POST", third_path, token=token, json={"grace_seconds": 604801}))[0] == 422
+
+
+# -- allow-lists of client addresses ----------------------------------------------------------------------------
+
+
+async def _refusal(gateway: Gateway, path: str, key: str, **headers: str) -> tuple[int, str, bytes]:
+    """Status, challenge and body of a call with `key` (what an attacker could compare)."""
+    status, answer, body = await gateway.call("GET", path, headers={"X-API-Key": key, **headers})
+    return status, answer.get("WWW-Authenticate", ""), body
+
+
+async def test_a_key_works_only_from_its_allowed_addresses(gateway: Gateway) -> None:
+    """From an address on its list the key works; from anywhere else it is refused with exactly the answer a
+    made-up key gets (proxied, /admin and /auth alike), and only the audit line says why. X-Forwarded-For from a
+    peer that is not a trusted proxy changes nothing. An empty list: from anywhere."""
+    here = await _key(gateway, allowed_ips=["10.0.0.0/8", "127.0.0.1"])
+    elsewhere = await gateway.key("acme", "ci@acme.test", name="elsewhere", allowed_ips=["203.0.113.0/24", "::1"])
+    anywhere = await gateway.key("acme", "ci@acme.test", name="anywhere", allowed_ips=[])
+    made_up, _ = apikeys.new_key()
+    for key in (here, anywhere):
+        assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] == 200
+    for path in ("/api/x", "/admin/orgs/acme/members", "/auth/me"):
+        refused = await _refusal(gateway, path, elsewhere)
+        assert refused[0] == 401, path
+        assert refused == await _refusal(gateway, path, made_up), f"{path}: told apart from a made-up key"
+    spoofed = await _refusal(gateway, "/api/x", elsewhere, **{"X-Forwarded-For": "203.0.113.9"})
+    assert spoofed[0] == 401, "X-Forwarded-For from an untrusted peer is not believed"
+    assert gateway.upstream.seen[-1].header("X-Gateway-User") is not None, "only the allowed key got through"
+    assert len(gateway.upstream.seen) == 2
+
+    events = [e for e in gateway.audit_events() if e["status"] == 401]
+    by_address = [e for e in events if e["reason"] == REFUSED_FROM_ADDRESS]
+    assert [(e["route"], e["client_ip"]) for e in by_address] == [
+        ("/api", "127.0.0.1"),
+        ("/admin", "127.0.0.1"),
+        ("/api", "127.0.0.1"),
+    ], "the proxied and admin refusals say why (the /auth refusal has no audit line, as before)"
+    assert {e["reason"] for e in events} - {REFUSED_FROM_ADDRESS} == {"invalid-token"}
+
+
+async def test_allow_lists_follow_trusted_proxies_and_changes_apply_at_once(
+    db_url: str, upstream: Upstream, tmp_path: Path
+) -> None:
+    """Behind a trusted proxy the client is the right-most untrusted address of X-Forwarded-For (or Forwarded),
+    IPv4 or IPv6 (an IPv4 address written as IPv6 counts as itself); a PATCH of the allow-list applies to the
+    very next request, and an empty list accepts the key from anywhere."""
+    await load_system_policy(db_url)
+    settings = gateway_settings(db_url, upstream.url, trusted_proxies=["127.0.0.1"], audit_log=str(tmp_path / "a"))
+    async with serving(settings, upstream) as gateway:
+        key = await _key(gateway, allowed_ips=["203.0.113.0/24", "2001:db8::/32"])
+
+        async def status(forwarded: dict[str, str]) -> int:
+            return (await gateway.call("GET", "/api/x", headers={"X-API-Key": key, **forwarded}))[0]
+
+        cases = {
+            "the proxy itself": ({}, 401),
+            "an allowed client": ({"X-Forwarded-For": "203.0.113.9"}, 200),
+            "an allowed IPv6 client": ({"X-Forwarded-For": "2001:db8:5::1"}, 200),
+            "an IPv6 client outside": ({"X-Forwarded-For": "2001:db9::1"}, 401),
+            "IPv4 written as IPv6": ({"X-Forwarded-For": "::ffff:203.0.113.9"}, 200),
+            "Forwarded, IPv6": ({"Forwarded": 'for="[2001:db8::7]:4711"'}, 200),
+            "the client is right-most": ({"X-Forwarded-For": "203.0.113.9, 198.51.100.1"}, 401),
+            "what the client wrote is left of it": ({"X-Forwarded-For": "198.51.100.1, 203.0.113.9"}, 200),
+            "not an address": ({"X-Forwarded-For": "unknown"}, 401),
+        }
+        assert {name: await status(sent) for name, (sent, _) in cases.items()} == {
+            name: expected for name, (_, expected) in cases.items()
+        }
+
+        token = await gateway.login("ci@acme.test")
+        path = f"/admin/orgs/acme/members/me/keys/{apikeys.parse(key)}"
+        changed, _, _ = await gateway.call(
+            "PATCH", path, token=token, json={"allowed_ips": ["198.51.100.0/24"]}, headers={"X-Forwarded-For": "::1"}
+        )
+        assert changed == 200
+        assert await status({"X-Forwarded-For": "203.0.113.9"}) == 401, "the change applies to the next request"
+        assert await status({"X-Forwarded-For": "198.51.100.1"}) == 200
+        await gateway.call("PATCH", path, token=token, json={"allowed_ips": []})
+        assert await status({}) == 200, "an empty list: from anywhere"
+
+
+async def test_an_allow_list_over_a_real_ipv6_connection(db_url: str, upstream: Upstream, tmp_path: Path) -> None:
+    """A key allowed from an IPv6 network works over IPv6 from inside it and not over IPv4."""
+    await load_system_policy(db_url)
+    front = create_gateway(gateway_settings(db_url, upstream.url, audit_log=str(tmp_path / "audit.jsonl")))
+    six = socket.socket(socket.AF_INET6)
+    six.bind(("::1", 0))
+    url, server, task = await start_gateway(front, also=(six,))
+    try:
+        async with aiohttp.ClientSession() as http:
+            gateway = Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front, server=server)
+            key = await _key(gateway, allowed_ips=["::/64"])
+            over_six = f"http://[::1]:{six.getsockname()[1]}/api/x"
+            async with http.get(over_six, headers=CIMultiDict({"X-API-Key": key})) as response:
+                assert response.status == 200
+            assert (await gateway.call("GET", "/api/x", headers={"X-API-Key": key}))[0] == 401
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_a_websocket_closes_when_its_key_is_no_longer_allowed_from_there(gateway: Gateway) -> None:
+    """A live WebSocket opened with a key is closed with 1008 once the key's allow-list leaves its address out."""
+    key = await _key(gateway, allowed_ips=["127.0.0.0/8"])
+    token = await gateway.login("ci@acme.test")
+    url = gateway.url.replace("http://", "ws://") + "/api/ws"
+    async with gateway.http.ws_connect(url, headers={"X-API-Key": key}) as socket_:
+        await socket_.send_str("hi")
+        assert (await socket_.receive(timeout=5)).data == "echo:hi"
+        path = f"/admin/orgs/acme/members/me/keys/{apikeys.parse(key)}"
+        assert (await gateway.call("PATCH", path, token=token, json={"allowed_ips": ["10.0.0.0/8"]}))[0] == 200
+        message = await socket_.receive(timeout=5)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert socket_.close_code == 1008

@@ -16,7 +16,9 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway.access.credentials import REFUSED_FROM_ADDRESS
 from gateway.asgi import create_gateway
+from gateway.identity import apikeys
 from tests.conftest import (
     Gateway,
     Upstream,
@@ -98,6 +100,30 @@ async def test_forward_auth_denials_name_the_caller_and_reach_the_metrics(fronte
         text = await response.text()
     assert 'gateway_requests_total{decision="denied",route="/authz/forward",status="403"} 1.0' in text
     assert 'gateway_requests_total{decision="allowed",route="/authz/forward",status="200"} 1.0' in text
+
+
+async def test_forward_auth_checks_a_key_allow_list_against_the_described_client(fronted: Gateway) -> None:
+    """The client of a described request is the one the proxy names in X-Forwarded-For: a key is accepted from
+    its allow-list only, refused elsewhere as a made-up key is (the audit line says why), and a proxy that names
+    no client is the client itself."""
+    key = await fronted.key("acme", "viewer@acme.test", allowed_ips=["203.0.113.0/24"])
+    made_up, _ = apikeys.new_key()
+
+    async def ask(key: str, **forwarded: str) -> tuple[int, str | None]:
+        status, headers = await _ask(fronted, "GET", "/orders/7", None, org=None, **{"X-API-Key": key, **forwarded})
+        return status, headers.get("WWW-Authenticate")
+
+    assert (await ask(key, **{"X-Forwarded-For": "203.0.113.9"}))[0] == 200
+    outside = await ask(key, **{"X-Forwarded-For": "198.51.100.1"})
+    assert outside[0] == 401 and outside == await ask(made_up, **{"X-Forwarded-For": "198.51.100.1"})
+    assert (await ask(key))[0] == 401, "without X-Forwarded-For the proxy is the client"
+    events = [(e["status"], e["client_ip"], e["reason"]) for e in fronted.audit_events()]
+    assert events == [
+        (200, "203.0.113.9", "forward-auth allowed"),
+        (401, "198.51.100.1", REFUSED_FROM_ADDRESS),
+        (401, "198.51.100.1", "invalid-token"),
+        (401, "127.0.0.1", REFUSED_FROM_ADDRESS),
+    ]
 
 
 async def test_forward_auth_only_answers_trusted_proxies(fronted: Gateway, upstream: Upstream, db_url: str) -> None:
@@ -198,7 +224,7 @@ async def test_the_readme_proxy_examples_forward_only_what_the_gateway_allowed(
 ) -> None:
     """The README's nginx and Caddy configurations, run for real: allowed requests reach the upstream with the
     gateway's identity and without the caller's credential or its own X-Gateway-* values; denied and
-    unauthenticated ones never reach it."""
+    unauthenticated ones never reach it; the gateway learns the client's address (keys' allow-lists)."""
     port = closed_port()
     build = _nginx if proxy == "nginx" else _caddy
     command = build(tmp_path, port, fronted.upstream.url, fronted.url)
@@ -250,6 +276,18 @@ async def test_the_readme_proxy_examples_forward_only_what_the_gateway_allowed(
         async with fronted.http.get(URL(base + "/reports/%2e%2e/admin", encoded=True), headers=auth) as response:
             assert response.status == 403, "a request that cannot be judged is refused, never a 500"
         assert len(fronted.upstream.seen) == before, f"{proxy} forwarded something the gateway refused"
+        # The client's address reaches the gateway through the proxy's X-Forwarded-For, and only the proxy's
+        # own entry counts: a client on 127.0.0.2 (not a trusted proxy) uses a key allowed from there, and
+        # cannot pass for an address on another key's list by sending X-Forwarded-For itself.
+        here = await fronted.key("acme", "viewer@acme.test", name="here", allowed_ips=["127.0.0.2"])
+        there = await fronted.key("acme", "viewer@acme.test", name="there", allowed_ips=["203.0.113.0/24"])
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as client:
+            async with client.get(base + "/reports/3", headers={"X-API-Key": here}) as response:
+                assert response.status == 200, f"{proxy} did not tell the gateway who the client is"
+            spoofing = {"X-API-Key": there, "X-Forwarded-For": "203.0.113.9"}
+            async with client.get(base + "/reports/3", headers=spoofing) as response:
+                assert response.status == 401, f"{proxy} let the client name its own address"
+        assert [e["client_ip"] for e in fronted.audit_events()[-2:]] == ["127.0.0.2", "127.0.0.2"]
     finally:
         process.send_signal(signal.SIGQUIT if proxy == "nginx" else signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 10)

@@ -26,8 +26,9 @@ from gateway.access.audit import AuditEvent
 from gateway.access.credentials import authenticate
 from gateway.access.decisions import Denied, enforce
 from gateway.access.request_ids import request_id_of
+from gateway.api.deps import client_address
 from gateway.db.models import Membership, Organization, User
-from gateway.errors import Forbidden, MfaEnrollmentRequired, Unprocessable
+from gateway.errors import Forbidden, MfaEnrollmentRequired, Unauthenticated, Unprocessable
 from gateway.identity.accounts import normalise_email
 from gateway.identity.mfa import confirmed_factor
 from gateway.identity.tokens import Principal
@@ -77,9 +78,19 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     runtime: Runtime = connection.app.state.runtime
     state = runtime.state
     headers = connection.headers
-    principal = authenticate(
-        runtime.services.tokens, headers.get("authorization"), api_key=headers.get("x-api-key"), state=state
-    )
+    request_id = request_id_of(connection.scope["headers"])
+    client_ip = client_address(connection, runtime.services)
+    try:
+        principal = authenticate(
+            runtime.services.tokens,
+            headers.get("authorization"),
+            api_key=headers.get("x-api-key"),
+            state=state,
+            client_ip=client_ip,
+        )
+    except Unauthenticated as refused:
+        _audit(runtime, connection, request_id, client_ip, status=401, reason=refused.audit_reason)
+        raise
     mode = handler.opt.get("authz", "org")
     method = connection.scope["method"]  # type: ignore[typeddict-item]
     params = dict(connection.path_params)
@@ -101,7 +112,6 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
             raise Forbidden("API keys act inside their own organization only")
     if runtime.settings.login.superadmins_need_mfa and principal.key is None:
         await _require_mfa_for_superadmins(runtime, principal)
-    request_id = request_id_of(connection.scope["headers"])
     if mode != "self":
         try:
             enforce(state, principal.subject, domain, obj, method, key=principal.key)
@@ -109,7 +119,17 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
             if mode == "self-service" and runtime.settings.orgs.self_service and principal.key is None:
                 pass  # any signed-in person, within the handler's own limit
             else:
-                _audit_denial(runtime, connection, principal, domain, denied, method, request_id)
+                _audit(
+                    runtime,
+                    connection,
+                    request_id,
+                    client_ip,
+                    status=403,
+                    reason=denied.reason,
+                    subject=principal.subject,
+                    org=domain,
+                    decision_id=denied.decision_id,
+                )
                 raise
 
     def may(other: str, other_method: str) -> bool:
@@ -119,28 +139,33 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     connection.scope[CALLER_KEY] = Caller(principal=principal, domain=domain, actor=actor)  # type: ignore[literal-required]
 
 
-def _audit_denial(
+def _audit(
     runtime: Runtime,
     connection: ASGIConnection[Any, Any, Any, Any],
-    principal: Principal,
-    domain: str,
-    denied: Denied,
-    method: str,
     request_id: str,
+    client_ip: str,
+    *,
+    status: int,
+    reason: str,
+    subject: str | None = None,
+    org: str | None = None,
+    decision_id: str | None = None,
 ) -> None:
-    """A refused admin request leaves the same audit line as a refused proxied one."""
+    """A refused admin request (no valid credential: 401; not allowed: 403) leaves the same audit line as a
+    refused proxied one."""
     runtime.services.audit.emit(
         AuditEvent(
-            method=method,
+            method=connection.scope["method"],  # type: ignore[typeddict-item]
             path=connection.url.path,
             route="/admin",
-            subject=principal.subject,
-            org=domain,
+            subject=subject,
+            org=org,
             granted=False,
-            reason=denied.reason,
-            decision_id=denied.decision_id,
-            status=403,
+            reason=reason,
+            decision_id=decision_id,
+            status=status,
             request_id=request_id,
+            client_ip=client_ip,
         )
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,9 +37,23 @@ async def _create(
     if creator is None:
         require_recent(caller.principal)  # a new credential is a sensitive change: sign-in within 15 min
     else:
-        keys.check_key_from_key(creator, org, obj, scopes=data.scopes or [], expires_in_days=data.expires_in_days)
+        keys.check_key_from_key(
+            creator,
+            org,
+            obj,
+            scopes=data.scopes or [],
+            expires_in_days=data.expires_in_days,
+            allowed_ips=data.allowed_ips,
+        )
     key, view = await keys.create_key(
-        db, caller.actor, org, user, name=data.name, expires_in_days=data.expires_in_days, scopes=data.scopes
+        db,
+        caller.actor,
+        org,
+        user,
+        name=data.name,
+        expires_in_days=data.expires_in_days,
+        scopes=data.scopes,
+        allowed_ips=data.allowed_ips,
     )
     return Response(schemas.KeyCreated(key=key, details=view), status_code=201, headers=NO_STORE)
 
@@ -55,6 +69,17 @@ async def _rotate(
         db, caller.actor, org, key, user_id=user_id, grace_seconds=data.grace_seconds
     )
     return Response(schemas.KeyRotated(key=secret, details=fresh, previous=old), status_code=201, headers=NO_STORE)
+
+
+async def _update(
+    db: AsyncSession, caller: Caller, org: Organization, key: str, user_id: str, data: schemas.KeyUpdate
+) -> schemas.KeyView:
+    """Where a key is accepted from belongs to the credential: changed, like a new one, by a person signed in
+    within 15 minutes, never with a key (a stolen key would lift its own restriction)."""
+    if caller.principal.key is not None:
+        raise Forbidden("change a key's allowed_ips from a signed-in session, not with an API key")
+    require_recent(caller.principal)
+    return await keys.set_allowed_ips(db, caller.actor, org, key, data.allowed_ips, user_id=user_id)
 
 
 class KeysController(Controller):
@@ -114,6 +139,21 @@ class KeysController(Controller):
         """Revoke; another member's key id (or another org's) is 404."""
         found = await find_org(db, org)
         await keys.revoke_key(db, caller.actor, found, key, user_id=_member_id(caller, member))
+
+    @patch("/members/{member:str}/keys/{key:str}")
+    async def update_member_key(
+        self,
+        org: FromPath[str],
+        member: FromPath[str],
+        key: FromPath[str],
+        data: JSONBody[schemas.KeyUpdate],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> schemas.KeyView:
+        """Replace a key's `allowed_ips`: its owner (`members/me/...`) or an admin, as for revoking it; takes
+        effect at once."""
+        found = await find_org(db, org)
+        return await _update(db, caller, found, key, _member_id(caller, member), data)
 
     @post("/members/{member:str}/keys/{key:str}/rotate")
     async def rotate_own_key(
@@ -207,6 +247,21 @@ class ServiceAccountsController(Controller):
         found = await find_org(db, org)
         user = await keys.service_account(db, found, account)
         return await _rotate(db, caller, found, key, user.id, data)
+
+    @patch("/{account:str}/keys/{key:str}")
+    async def update_key(
+        self,
+        org: FromPath[str],
+        account: FromPath[str],
+        key: FromPath[str],
+        data: JSONBody[schemas.KeyUpdate],
+        caller: NamedDependency[Caller],
+        db: NamedDependency[AsyncSession],
+    ) -> schemas.KeyView:
+        """Replace a service account key's `allowed_ips`; takes effect at once."""
+        found = await find_org(db, org)
+        user = await keys.service_account(db, found, account)
+        return await _update(db, caller, found, key, user.id, data)
 
     @delete("/{account:str}/keys/{key:str}")
     async def revoke_key(

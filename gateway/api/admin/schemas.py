@@ -272,6 +272,13 @@ class KeyCreate(Body):
     name: str
     expires_in_days: int | None = None
     scopes: list[str] = msgspec.field(default_factory=list)
+    allowed_ips: list[str] = msgspec.field(default_factory=list)
+    """Addresses or networks (IPv4, IPv6; at most 100) the key is accepted from; empty: from anywhere."""
+
+
+class KeyUpdate(Body):
+    allowed_ips: list[str]
+    """The key's new allow-list, replacing the old one; empty: from anywhere."""
 
 
 class KeyRotate(Body):
