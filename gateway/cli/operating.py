@@ -176,7 +176,14 @@ def cmd_accounts_key(args: argparse.Namespace) -> None:
         org = await find_org(session, args.org)
         account = await keys.service_account(session, org, args.id)
         key, _ = await keys.create_key(
-            session, actor(), org, account, name=args.name, expires_in_days=args.expires_days, scopes=args.scope
+            session,
+            actor(),
+            org,
+            account,
+            name=args.name,
+            expires_in_days=args.expires_days,
+            scopes=args.scope,
+            allowed_ips=args.allow_ip,
         )
         return key
 
@@ -374,6 +381,9 @@ def register(commands: Commands, config: argparse.ArgumentParser, policy: Comman
     key.add_argument("--name", required=True)
     key.add_argument("--expires-days", type=int)
     key.add_argument("--scope", action="append", default=[], help="'METHOD /pattern' (repeatable)")
+    key.add_argument(
+        "--allow-ip", action="append", default=[], help="an address or network it is accepted from (repeatable)"
+    )
     key.set_defaults(func=cmd_accounts_key)
 
     history = policy.add_parser("versions", parents=[config, in_org, listing], help="versions of an org's lines")

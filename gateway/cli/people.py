@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import sys
 from typing import TYPE_CHECKING
@@ -11,11 +12,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.cli import orgs as orgs_cli
-from gateway.cli.common import actor, in_transaction, read_password, settings_of
+from gateway.cli.common import actor, in_transaction, read_password, settings_of, show
 from gateway.identity import accounts, apikeys
 from gateway.identity.passwords import PasswordHasher
 from gateway.manage import keys, members, orgs, users
 from gateway.manage.common import MAX_LIMIT, every_page, find_org
+from gateway.manage.keys import KeyView
 
 if TYPE_CHECKING:
     from gateway.cli.common import Commands
@@ -91,28 +93,27 @@ def cmd_keys_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> None:
-    async def work(session: AsyncSession) -> list[str]:
+    async def work(session: AsyncSession) -> list[KeyView]:
         org = await find_org(session, args.org)
         listed = await every_page(lambda cursor: keys.list_keys(session, org, cursor=cursor, limit=MAX_LIMIT))
-        return [
-            "\t".join(
-                (
-                    apikeys.listing(row.id, row.last4),
-                    row.name,
-                    row.created_at.isoformat(timespec="seconds"),
-                    _when(row.expires_at),
-                    _when(row.last_used_at),
-                    "revoked" if row.revoked_at else "active",
-                    ",".join(row.allowed_ips) or "anywhere",
-                )
-            )
-            for row in sorted(listed, key=lambda view: view.created_at)
-        ]
+        return sorted(listed, key=lambda view: view.created_at)
 
     rows = asyncio.run(in_transaction(settings_of(args), work))
+    if args.json:
+        show([dataclasses.asdict(row) for row in rows], (), as_json=True)
+        return
     print("key\tname\tcreated\texpires\tlast used\tstate\tallowed from")
     for row in rows:
-        print(row)
+        fields = (
+            apikeys.listing(row.id, row.last4),
+            row.name,
+            row.created_at.isoformat(timespec="seconds"),
+            _when(row.expires_at),
+            _when(row.last_used_at),
+            "revoked" if row.revoked_at else "active",
+            ",".join(row.allowed_ips) or "anywhere",
+        )
+        print("\t".join(fields))
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -165,4 +166,5 @@ def register(commands: Commands, config: argparse.ArgumentParser) -> None:
     revoke_key.set_defaults(func=cmd_keys_revoke)
     list_keys = keys.add_parser("list", parents=[config], help="list an organization's keys (never the secret)")
     list_keys.add_argument("--org", required=True)
+    list_keys.add_argument("--json", action="store_true", help="one JSON object a line")
     list_keys.set_defaults(func=cmd_keys_list)

@@ -82,10 +82,12 @@ def test_roles_service_accounts_and_policy_versions_from_the_shell(db_url: str, 
     account = _ok(
         run_cli, ["service-accounts", "create", "--org", "acme", "--name", "ci", "--role", "reports"], db_url
     ).strip()
-    key = _ok(
-        run_cli, ["service-accounts", "key", "--org", "acme", "--id", account, "--name", "deploy"], db_url
-    ).strip()
+    made = ["service-accounts", "key", "--org", "acme", "--id", account, "--name", "deploy", "--allow-ip", "10.0.0.0/8"]
+    key = _ok(run_cli, made, db_url).strip()
     assert key.startswith("gw_")
+    assert "10.0.0.0/8" in _ok(run_cli, ["keys", "list", "--org", "acme"], db_url)
+    (key_row,) = _json(run_cli, ["keys", "list", "--org", "acme"], db_url)
+    assert (key_row["name"], key_row["allowed_ips"]) == ("deploy", ["10.0.0.0/8"])
     assert [a["name"] for a in _json(run_cli, ["service-accounts", "list", "--org", "acme"], db_url)] == ["ci"]
     refused = run_cli(["roles", "delete", "--org", "acme", "--name", "reports"], db_url)
     assert refused.returncode == 1 and "move_to" in refused.stderr
