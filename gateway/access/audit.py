@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sys
 import time
 from typing import IO
 
 import msgspec
+
+from gateway.db.chain import GENESIS, link
 
 FLUSH_SECONDS = 0.2
 MAX_BUFFERED = 10_000
@@ -46,7 +49,12 @@ def milliseconds(since: float) -> float:
 class AuditSink:
     """Where audit lines go: `stderr`, `stdout`, a file path (appended), or `off`."""
 
-    def __init__(self, destination: str) -> None:
+    def __init__(self, destination: str, *, chained: bool = False) -> None:
+        self.stream_id = secrets.token_hex(8)
+        """This process's decision stream, when chained (each line then ends with stream, seq, prev, hash)."""
+        self.head: tuple[int, str] = (0, GENESIS)
+        """The chain's last (seq, hash) written."""
+        self._chained = chained
         self._owned: IO[bytes] | None = None
         self._stream: IO[bytes] | None
         if destination == "off":
@@ -72,9 +80,26 @@ class AuditSink:
         if not self._buffer or self._stream is None:
             return
         lines, self._buffer = self._buffer, []
+        if self._chained:
+            lines = self._chain(lines)
         lines.append(b"")
         self._stream.write(b"\n".join(lines))
         self._stream.flush()
+
+    def _chain(self, lines: list[bytes]) -> list[bytes]:
+        """Each line gets `"stream","seq","prev","hash"` appended; the hash covers the line as encoded before
+        them (`{...}`), after the previous line's hash. Done here, in the batch write, not per request."""
+        seq, prev = self.head
+        stream = self.stream_id.encode()
+        chained = []
+        for line in lines:
+            seq += 1
+            digest = link(prev, line)
+            tail = b',"stream":"%s","seq":%d,"prev":"%s","hash":"%s"}' % (stream, seq, prev.encode(), digest.encode())
+            chained.append(line[:-1] + tail)
+            prev = digest
+        self.head = (seq, prev)
+        return chained
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gateway-audit-flush")
