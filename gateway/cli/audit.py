@@ -1,4 +1,5 @@
-"""`gateway audit export`: the audit trail as NDJSON on standard output, the same lines as the admin API's export."""
+"""`gateway audit export|prune`: the audit trail as NDJSON on standard output (the same lines as the admin API's
+export), and deleting events past the retention."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import datetime as dt
 import sys
 from typing import TYPE_CHECKING
 
-from gateway.cli.common import CommandError, settings_of
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.cli.common import CommandError, settings_of, with_database
 from gateway.db.engine import create_engine, session_factory
-from gateway.manage.audit import AuditFilter, export_events
+from gateway.db.models import utcnow
+from gateway.manage.audit import AuditFilter, Pruned, export_events, prune_events
 
 if TYPE_CHECKING:
     from gateway.cli.common import Commands
@@ -45,6 +49,34 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"{written} events exported", file=sys.stderr)
 
 
+def _days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 36_500:
+        raise argparse.ArgumentTypeError(f"a number of days from 1 to 36500, not {value!r}")
+    return days
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    settings = settings_of(args)
+    days = args.days if args.days is not None else settings.audit.retention_days
+    if days is None:
+        raise CommandError("how old? pass --days N or set [audit] retention_days")
+    webhook = settings.audit.webhook_url is not None
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> Pruned:
+        older_than = utcnow() - dt.timedelta(days=days)
+        return await prune_events(sessions, older_than=older_than, keep_undelivered=webhook)
+
+    pruned = asyncio.run(with_database(settings, work))
+    print(f"removed {pruned.removed} audit events older than {days} days")
+    if pruned.kept:
+        why = "not delivered to the webhook yet, or the newest" if webhook else "the newest event always stays"
+        print(f"kept {pruned.kept} as old ({why})")
+
+
 def register(commands: Commands, config: argparse.ArgumentParser) -> None:
     audit = commands.add_parser("audit", help="the audit trail of changes").add_subparsers(dest="action", required=True)
     export = audit.add_parser("export", parents=[config], help="events as NDJSON on standard output, oldest first")
@@ -54,3 +86,8 @@ def register(commands: Commands, config: argparse.ArgumentParser) -> None:
     export.add_argument("--since", type=_when, help="ISO 8601 time (UTC unless it says otherwise)")
     export.add_argument("--until", type=_when, help="ISO 8601 time, exclusive")
     export.set_defaults(func=cmd_export)
+    prune = audit.add_parser(
+        "prune", parents=[config], help="delete events older than --days (default: [audit] retention_days)"
+    )
+    prune.add_argument("--days", type=_days, help="delete events older than this many days")
+    prune.set_defaults(func=cmd_prune)
