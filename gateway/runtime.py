@@ -27,7 +27,8 @@ from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import TokenService, load_or_create_keys
 from gateway.manage.audit import Pruned, prune_events
-from gateway.metrics import Metrics
+from gateway.manage.audit_webhook import AuditWebhook
+from gateway.metrics import DeliveryStats, Metrics
 from gateway.policy import HotState, StateRows
 from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore
@@ -67,6 +68,8 @@ class Services:
     pipeline: Pipeline
     listener: Listener | None
     """PostgreSQL only: LISTEN for committed changes."""
+    webhook: AuditWebhook | None = None
+    """With `[audit] webhook_url`: delivers the audit trail (the runtime runs it)."""
 
     async def close(self) -> None:
         """Flush the audit sink, then close the counters' store, the upstream pools and the database."""
@@ -94,6 +97,7 @@ class Runtime:
     _usage_writer: asyncio.Task[None] | None = None
     _mail_sender: asyncio.Task[None] | None = None
     _audit_pruner: asyncio.Task[None] | None = None
+    _audit_sender: asyncio.Task[None] | None = None
     _listening: asyncio.Task[None] | None = None
     last_sync: float = 0.0
     """When the watcher last reached the database (`/readyz` shows it as `policy_synced_at`)."""
@@ -150,6 +154,10 @@ class Runtime:
             max_header_bytes=settings.upstream.max_header_bytes,
             trusted_proxies=TrustedProxies(settings.trusted_proxies),
         )
+        webhook = None
+        if settings.audit.webhook_url is not None:
+            metrics.webhook = DeliveryStats()
+            webhook = AuditWebhook(settings.audit, store.sessions, metrics.webhook)
         return Services(
             settings=settings,
             state=self.state,
@@ -168,6 +176,7 @@ class Runtime:
             mailer=Mailer(settings.mail, store.sessions),
             pipeline=pipeline,
             listener=listener,
+            webhook=webhook,
         )
 
     async def start(self) -> None:
@@ -193,6 +202,8 @@ class Runtime:
             self._listening = asyncio.create_task(listener.run(), name="gateway-listen")
         self._usage_writer = asyncio.create_task(self._write_usage(), name="gateway-key-usage")
         self._mail_sender = asyncio.create_task(self.services.mailer.run(), name="gateway-mail")
+        if self.services.webhook is not None:
+            self._audit_sender = asyncio.create_task(self.services.webhook.run(), name="gateway-audit-webhook")
         if settings.audit.retention_days is not None:
             self._audit_pruner = asyncio.create_task(self._prune_audit(), name="gateway-audit-retention")
         # Everything built so far lives as long as the process. Freezing it keeps the collector's full passes
@@ -201,13 +212,17 @@ class Runtime:
         gc.freeze()
 
     async def stop(self) -> None:
-        for task in (self._listening, self._watcher, self._usage_writer, self._mail_sender, self._audit_pruner):
+        tasks = (self._listening, self._watcher, self._usage_writer, self._mail_sender, self._audit_pruner)
+        for task in (*tasks, self._audit_sender):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         with contextlib.suppress(Exception):
             await self.flush_key_usage()
+        if self.services.webhook is not None:
+            with contextlib.suppress(Exception):
+                await self.services.webhook.release()
         await self.services.close()
         self.hasher.gate.close()
 

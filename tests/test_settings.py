@@ -176,3 +176,23 @@ def test_without_an_audit_section_every_event_is_kept_and_nothing_is_delivered()
 
     audit = Settings().audit
     assert (audit.retention_days, audit.webhook_url) == (None, None)
+
+
+def test_the_readme_audit_example_is_valid(tmp_path: Path) -> None:
+    """The README's `[audit]` example loads as shown, its secret file put where the test can write one."""
+    import re
+    import tomllib
+
+    from gateway.settings import settings_from_mapping
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (example,) = [
+        block for block in re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL) if "[audit]\nretention" in block
+    ]
+    raw = tomllib.loads(example)
+    assert raw["audit"]["webhook_secret_file"] == "/run/secrets/audit-webhook"
+    (tmp_path / "audit-webhook").write_text(SECRET + "\n")
+    raw["audit"]["webhook_secret_file"] = str(tmp_path / "audit-webhook")
+    audit = settings_from_mapping(raw).audit
+    assert (audit.retention_days, audit.webhook_timeout) == (365, 10.0)
+    assert audit.webhook_key() == SECRET.encode()
