@@ -4,7 +4,7 @@
     people.py    users, orgs, members, keys (orgs.py: their list, archive, transfer, role and remove commands)
     policy.py    policy load|lint|test|explain|diff|sync|export
     secrets.py   bootstrap-token, signing-keys, encryption-key, outbox
-    audit.py     audit export|prune
+    audit.py     audit export|prune|tail
 
 Every command exits non-zero with one line on failure: 2 for bad configuration, 1 for a refused operation.
 """

@@ -133,6 +133,18 @@ async def events_after(
     return list(await session.scalars(query.order_by(AuditRecord.id).limit(limit)))
 
 
+async def before_last(session: AsyncSession, count: int, *, up_to: int, org: str | None = None) -> int:
+    """The id after which the last `count` events at or below `up_to` (of `org`, with `org`) begin: where a
+    follower starts to show them first."""
+    if count <= 0:
+        return up_to
+    query = select(AuditRecord.id).where(AuditRecord.id <= up_to)
+    if org is not None:
+        query = query.where(AuditRecord.org == org)
+    newest = list(await session.scalars(query.order_by(AuditRecord.id.desc()).limit(count)))
+    return newest[-1] - 1 if len(newest) == count else 0
+
+
 async def delivered_up_to(session: AsyncSession) -> int:
     """The last event the audit webhook delivered (0 before the first delivery)."""
     return int(await session.scalar(select(AuditDelivery.last_id).where(AuditDelivery.id == 1)) or 0)
