@@ -5,6 +5,7 @@ with the README's own `verify`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
@@ -226,17 +227,47 @@ async def test_a_receiver_that_is_down_neither_slows_nor_fails_a_change(
 async def test_two_gateways_on_one_database_deliver_each_event_once(
     db_url: str, upstream: Upstream, receiver: Receiver, tmp_path: Path
 ) -> None:
-    """Two gateways sharing a database and a webhook: changes made through either reach the receiver once each,
-    in id order, through whichever holds the lease."""
+    """Two gateways sharing a database and a slow webhook (each POST takes 0.3 s, so both look while a batch is
+    under way): 250 waiting events and changes made through either reach the receiver once each, in id order,
+    through whichever holds the lease."""
     await load_system_policy(db_url)
+    await add_events(db_url, *([1.0] * 250))
+    receiver.hang = 0.3
     settings = _settings(db_url, upstream, tmp_path, receiver.url)
     async with serving(settings, upstream) as first, serving(settings, upstream) as second:
         token = await _root(first)
         await second.runtime.refresh()  # the superadmin made through `first` (on SQLite, within a poll anyway)
         for index in range(6):
             await _create_org(first if index % 2 else second, token, f"org{index}")
-        stored = await _all_delivered(receiver, db_url)
-        assert receiver.delivered_ids() == stored
+        stored = await _all_delivered(receiver, db_url, within=30)
+        assert receiver.delivered_ids() == stored, "each once, in order"
+        row = await delivery_row(db_url)
+        assert row is not None and row.lease_until is not None
+
+
+async def test_when_the_holder_stops_another_gateway_takes_over_at_once(
+    db_url: str, upstream: Upstream, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The gateway holding the lease gives it up when it stops: another one delivers the rest without waiting for
+    the lease to run out (30 s); nothing is lost (a batch cut off by the stop may come again)."""
+    ids = await add_events(db_url, *([1.0] * 500))
+    receiver.hang = 0.3
+    settings = _settings(db_url, upstream, tmp_path, receiver.url)
+    holder = contextlib.AsyncExitStack()
+    await holder.enter_async_context(serving(settings, upstream))
+    try:
+        # The first gateway alone delivers its first batch: it holds the lease.
+        await eventually(lambda: receiver.accepted(), within=10, what="a first delivery")
+        async with serving(settings, upstream) as second:
+            await holder.aclose()
+            stopped = time.monotonic()
+            await _all_delivered(receiver, db_url, within=20)
+            assert time.monotonic() - stopped < 15, "taken over at once, not after the lease ran out"
+            assert second.runtime.services.metrics.webhook is not None
+            assert second.runtime.services.metrics.webhook.delivered > 0
+    finally:
+        await holder.aclose()
+    assert list(dict.fromkeys(receiver.delivered_ids())) == ids, "nothing lost, first deliveries in order"
 
 
 async def test_retention_keeps_old_events_until_the_webhook_has_them(
