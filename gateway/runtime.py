@@ -212,8 +212,15 @@ class Runtime:
         gc.freeze()
 
     async def stop(self) -> None:
-        tasks = (self._listening, self._watcher, self._usage_writer, self._mail_sender, self._audit_pruner)
-        for task in (*tasks, self._audit_sender):
+        tasks = (
+            self._listening,
+            self._watcher,
+            self._usage_writer,
+            self._mail_sender,
+            self._audit_pruner,
+            self._audit_sender,
+        )
+        for task in tasks:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
