@@ -11,6 +11,9 @@ gateway_password_hashes_shed_total                callers refused at once (503) 
 gateway_password_hashes_total                     Argon2 runs started
 gateway_shadow_compared_total                     with a shadow policy attached: requests it also decided
 gateway_shadow_differences_total{route,org,kind}  ... and would decide otherwise (would_deny, would_allow)
+gateway_audit_webhook_delivered_total             audit events the webhook acknowledged (with `[audit] webhook_url`)
+gateway_audit_webhook_failures_total              failed webhook deliveries (each is retried)
+gateway_audit_webhook_lag_events                  audit events not delivered yet
 
 The request path only adds to plain counters (one event loop owns them, so no locks); prometheus_client turns
 them into its text format when /metrics is scraped (a custom collector), the reference exposition code.
@@ -67,6 +70,17 @@ class RouteStats:
         self.in_flight = 0
 
 
+class DeliveryStats:
+    """What the audit webhook's deliverer counts in this process (the lag is the shared trail's, as last seen)."""
+
+    __slots__ = ("delivered", "failures", "lag")
+
+    def __init__(self) -> None:
+        self.delivered = 0
+        self.failures = 0
+        self.lag = 0
+
+
 class Metrics(Collector):
     def __init__(
         self,
@@ -81,6 +95,8 @@ class Metrics(Collector):
         self._hashing = hashing
         self._routes: dict[str, RouteStats] = {}
         self._requests: dict[tuple[str, int, str], int] = {}
+        self.webhook: DeliveryStats | None = None
+        """Set when an audit webhook is configured."""
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -149,6 +165,15 @@ class Metrics(Collector):
             for (route, org, kind), count in sorted(tally.totals.items()):
                 differences.add_metric([route, org, kind], count)
             yield differences
+        if self.webhook is not None:
+            webhook = self.webhook
+            yield CounterMetricFamily(
+                "gateway_audit_webhook_delivered", "Audit events the webhook acknowledged.", webhook.delivered
+            )
+            yield CounterMetricFamily(
+                "gateway_audit_webhook_failures", "Failed audit webhook deliveries (retried).", webhook.failures
+            )
+            yield GaugeMetricFamily("gateway_audit_webhook_lag_events", "Audit events not delivered yet.", webhook.lag)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,13 +20,15 @@ from gateway.access.peer import TrustedProxies
 from gateway.counters import Counters
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.listen import Listener
-from gateway.db.models import ApiKey
+from gateway.db.models import ApiKey, utcnow
 from gateway.identity.mail import Mailer
 from gateway.identity.passwords import PasswordHasher, usable_cpus
 from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import TokenService, load_or_create_keys
-from gateway.metrics import Metrics
+from gateway.manage.audit import Pruned, prune_events
+from gateway.manage.audit_webhook import AuditWebhook
+from gateway.metrics import DeliveryStats, Metrics
 from gateway.policy import HotState, StateRows
 from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore, write_tally
@@ -38,6 +40,8 @@ from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 KEY_USAGE_SECONDS = 10.0
+AUDIT_PRUNE_SECONDS = 3600.0
+"""With `[audit] retention_days`: how often old audit events are deleted (and once at start)."""
 
 
 @dataclass(slots=True)
@@ -64,6 +68,8 @@ class Services:
     pipeline: Pipeline
     listener: Listener | None
     """PostgreSQL only: LISTEN for committed changes."""
+    webhook: AuditWebhook | None = None
+    """With `[audit] webhook_url`: delivers the audit trail (the runtime runs it)."""
 
     async def close(self) -> None:
         """Flush the audit sink, then close the counters' store, the upstream pools and the database."""
@@ -90,6 +96,8 @@ class Runtime:
     _watcher: asyncio.Task[None] | None = None
     _usage_writer: asyncio.Task[None] | None = None
     _mail_sender: asyncio.Task[None] | None = None
+    _audit_pruner: asyncio.Task[None] | None = None
+    _audit_sender: asyncio.Task[None] | None = None
     _listening: asyncio.Task[None] | None = None
     last_sync: float = 0.0
     """When the watcher last reached the database (`/readyz` shows it as `policy_synced_at`)."""
@@ -148,6 +156,10 @@ class Runtime:
             max_header_bytes=settings.upstream.max_header_bytes,
             trusted_proxies=TrustedProxies(settings.trusted_proxies),
         )
+        webhook = None
+        if settings.audit.webhook_url is not None:
+            metrics.webhook = DeliveryStats()
+            webhook = AuditWebhook(settings.audit, store.sessions, metrics.webhook)
         return Services(
             settings=settings,
             state=self.state,
@@ -166,6 +178,7 @@ class Runtime:
             mailer=Mailer(settings.mail, store.sessions),
             pipeline=pipeline,
             listener=listener,
+            webhook=webhook,
         )
 
     async def start(self) -> None:
@@ -191,13 +204,25 @@ class Runtime:
             self._listening = asyncio.create_task(listener.run(), name="gateway-listen")
         self._usage_writer = asyncio.create_task(self._write_usage(), name="gateway-key-usage")
         self._mail_sender = asyncio.create_task(self.services.mailer.run(), name="gateway-mail")
+        if self.services.webhook is not None:
+            self._audit_sender = asyncio.create_task(self.services.webhook.run(), name="gateway-audit-webhook")
+        if settings.audit.retention_days is not None:
+            self._audit_pruner = asyncio.create_task(self._prune_audit(), name="gateway-audit-retention")
         # Everything built so far lives as long as the process. Freezing it keeps the collector's full passes
         # from rescanning the framework, ORM and casbin objects (bench/proxy.py: gateway p99 82 ms -> 28 ms).
         gc.collect()
         gc.freeze()
 
     async def stop(self) -> None:
-        for task in (self._listening, self._watcher, self._usage_writer, self._mail_sender):
+        tasks = (
+            self._listening,
+            self._watcher,
+            self._usage_writer,
+            self._mail_sender,
+            self._audit_pruner,
+            self._audit_sender,
+        )
+        for task in tasks:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -206,6 +231,9 @@ class Runtime:
             await self.flush_key_usage()
         with contextlib.suppress(Exception):
             await self.flush_shadow()
+        if self.services.webhook is not None:
+            with contextlib.suppress(Exception):
+                await self.services.webhook.release()
         await self.services.close()
         self.hasher.gate.close()
 
@@ -268,6 +296,31 @@ class Runtime:
                 await self.flush_shadow()
             except Exception:
                 log.exception("writing shadow-policy counts failed; those counts are lost")
+
+    async def prune_audit(self) -> Pruned:
+        """Delete audit events older than `[audit] retention_days`; with a webhook, only those it delivered."""
+        audit = self.settings.audit
+        if audit.retention_days is None:
+            return Pruned(removed=0, kept=0)
+        older_than = utcnow() - dt.timedelta(days=audit.retention_days)
+        keep = audit.webhook_url is not None
+        return await prune_events(self.services.sessions, older_than=older_than, keep_undelivered=keep)
+
+    async def _prune_audit(self) -> None:
+        """At start, then every AUDIT_PRUNE_SECONDS (each replica; deleting what another already deleted is a
+        no-op)."""
+        while True:
+            try:
+                pruned = await self.prune_audit()
+                if pruned.removed:
+                    log.info(
+                        "audit retention: removed %d events older than %d days",
+                        pruned.removed,
+                        self.settings.audit.retention_days,
+                    )
+            except Exception:
+                log.exception("audit retention: pruning failed; the next run retries")
+            await asyncio.sleep(AUDIT_PRUNE_SECONDS)
 
     def _changed(self, resync: bool) -> None:
         """The listener heard of a change (or reconnected: then reload unconditionally)."""

@@ -173,6 +173,62 @@ class Orgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     archived, not before: the grace period in which a restore brings everything back."""
 
 
+MIN_WEBHOOK_SECRET = 32
+"""Characters an audit webhook's signing secret has at least (`secrets.token_hex(32)` makes 64)."""
+MAX_WEBHOOK_TIMEOUT = 20.0
+"""Seconds; below the 30-second delivery lease, so a delivery ends before another replica may take over."""
+
+
+class Audit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[audit]`: how long the trail of configuration changes is kept, and a webhook it is delivered to."""
+
+    retention_days: int | None = None
+    """Events older than this many days are deleted (at start, then hourly; `gateway audit prune`). Unset keeps
+    every event. With a webhook, an event is never deleted before the webhook has it."""
+    webhook_url: str | None = None
+    """Where every event is POSTed as JSON, oldest first, at least once (`http://` or `https://`)."""
+    webhook_secret: str | None = None
+    """The HMAC-SHA256 key of `X-Gateway-Signature`, at least 32 characters; required with `webhook_url` unless
+    `webhook_secret_file` is set. Never logged. Prefer GATEWAY_AUDIT__WEBHOOK_SECRET in the environment."""
+    webhook_secret_file: str | None = None
+    """A file holding the secret (surrounding whitespace ignored), instead of `webhook_secret`."""
+    webhook_timeout: float = 10.0
+    """Seconds a delivery may take (connect, send, answer); more is a failure and is retried. At most 20."""
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={'<hidden>' if name == 'webhook_secret' and value is not None else repr(value)}"
+            for name, value in ((name, getattr(self, name)) for name in self.__struct_fields__)
+        )
+        return f"Audit({shown})"
+
+    def webhook_key(self) -> bytes:
+        """The signing secret, from `webhook_secret` or read from `webhook_secret_file`; ConfigError naming the
+        key when it is missing, unreadable or short (the message never holds the secret)."""
+        if self.webhook_secret is not None and self.webhook_secret_file is not None:
+            raise ConfigError("audit.webhook_secret_file: set webhook_secret or webhook_secret_file, not both")
+        if self.webhook_secret_file is not None:
+            try:
+                secret = Path(self.webhook_secret_file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ConfigError(f"audit.webhook_secret_file: cannot be read: {reason or exc}") from exc
+            key = "audit.webhook_secret_file"
+        elif self.webhook_secret is not None:
+            secret, key = self.webhook_secret, "audit.webhook_secret"
+        else:
+            raise ConfigError(
+                "audit.webhook_secret: required with audit.webhook_url; set GATEWAY_AUDIT__WEBHOOK_SECRET or "
+                "audit.webhook_secret_file"
+            )
+        if len(secret) < MIN_WEBHOOK_SECRET:
+            raise ConfigError(
+                f"{key}: the secret is too short ({len(secret)} characters, at least {MIN_WEBHOOK_SECRET}); make "
+                "one with: python3 -c 'import secrets; print(secrets.token_hex(32))'"
+            )
+        return secret.encode()
+
+
 class Login(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[login]`: throttling of failed logins, per account (known or not) and per client IP."""
 
@@ -259,6 +315,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     orgs: Orgs = msgspec.field(default_factory=Orgs)
     mail: Mail = msgspec.field(default_factory=Mail)
     clients: Clients = msgspec.field(default_factory=Clients)
+    audit: Audit = msgspec.field(default_factory=Audit)
     encryption_key: str | None = None
     """A Fernet key (`gateway encryption-key` makes one) sealing TOTP secrets at rest. Keep it out of the
     database and its backups; prefer GATEWAY_ENCRYPTION_KEY. Without it, TOTP secrets are stored as they are."""
@@ -325,6 +382,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("clients: header_timeout and keep_alive_timeout must be positive")
     if clients.max_connections is not None and clients.max_connections < 1:
         raise ConfigError("clients.max_connections: at least 1")
+    _validate_audit(settings.audit)
     seen: set[str] = set()
     for index, route in enumerate(settings.routes):
         key = f"routes[{index}]"
@@ -347,6 +405,19 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{key}.cors.allow_origins: '*' cannot be combined with allow_credentials")
         if route.org_from == "path" and route.public:
             raise ConfigError(f"{key}.org_from: a public route has no organization")
+
+
+def _validate_audit(audit: Audit) -> None:
+    if audit.retention_days is not None and not 1 <= audit.retention_days <= 36_500:
+        raise ConfigError("audit.retention_days: between 1 and 36500 (leave it unset to keep every event)")
+    if not 0 < audit.webhook_timeout <= MAX_WEBHOOK_TIMEOUT:
+        raise ConfigError(f"audit.webhook_timeout: more than 0 and at most {MAX_WEBHOOK_TIMEOUT:g} seconds")
+    if audit.webhook_url is None:
+        return
+    parts = urlsplit(audit.webhook_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+        raise ConfigError("audit.webhook_url: an http:// or https:// URL with a host and no fragment")
+    audit.webhook_key()
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -433,12 +504,17 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _relative_to(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Paths written in the config file mean the same wherever the gateway is started from: a relative
-    `model_path`, `policy_dir`, `audit_log` file or SQLite file is taken relative to the file's folder."""
+    `model_path`, `policy_dir`, `audit_log` file, `audit.webhook_secret_file` or SQLite file is taken relative to
+    the file's folder."""
     resolved = dict(raw)
     for key in _PATH_KEYS:
         value = resolved.get(key)
         if isinstance(value, str) and value not in ("stderr", "stdout", "off") and not Path(value).is_absolute():
             resolved[key] = str(folder / value)
+    audit = resolved.get("audit")
+    secret_file = audit.get("webhook_secret_file") if isinstance(audit, dict) else None
+    if isinstance(audit, dict) and isinstance(secret_file, str) and not Path(secret_file).is_absolute():
+        resolved["audit"] = {**audit, "webhook_secret_file": str(folder / secret_file)}
     url = resolved.get("database_url")
     if isinstance(url, str) and url.startswith("sqlite+aiosqlite:///"):
         file = url[len("sqlite+aiosqlite:///") :]

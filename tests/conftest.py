@@ -34,6 +34,7 @@ from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
 from gateway.db.models import (
     ApiKey,
+    AuditDelivery,
     AuditRecord,
     BootstrapToken,
     Membership,
@@ -119,6 +120,7 @@ async def _empty(url: str) -> None:
                 Session,
                 ApiKey,
                 AuditRecord,
+                AuditDelivery,
                 Membership,
                 PolicyRule,
                 Role,

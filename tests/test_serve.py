@@ -177,8 +177,8 @@ def _fail(tmp_path: Path, *args: str, config: str | None = None, **env: str) -> 
 
 def test_every_startup_failure_is_one_line(tmp_path: Path) -> None:
     """Missing or unreadable config and model files, a folder for a file, an unknown matcher function, a missing or
-    empty SQLite database (never created), an unreachable PostgreSQL, a busy port, a bad environment value: one
-    line naming the cause, a non-zero exit."""
+    empty SQLite database (never created), an unreachable PostgreSQL, a busy port, a bad environment value, an
+    audit webhook without its secret or with a short one: one line naming the cause, a non-zero exit."""
     migrated = tmp_path / "migrated.db"
     migrate(f"sqlite+aiosqlite:///{migrated}")
     sqlite = f'database_url = "sqlite+aiosqlite:///{migrated}"\n'
@@ -206,6 +206,12 @@ def test_every_startup_failure_is_one_line(tmp_path: Path) -> None:
     assert _fail(tmp_path, "serve", GATEWAY_PORT="eighty").startswith("configuration error: GATEWAY_PORT:")
     workers = _fail(tmp_path, "serve", GATEWAY_WORKERS="many")
     assert workers.startswith("configuration error: GATEWAY_WORKERS:")
+    webhook = _fail(tmp_path, "serve", config=sqlite + '[audit]\nwebhook_url = "https://siem.example/audit"\n')
+    assert webhook.startswith("configuration error: ")
+    assert "audit.webhook_secret: required with audit.webhook_url" in webhook
+    short = _fail(tmp_path, "serve", config=sqlite, GATEWAY_AUDIT__WEBHOOK_URL="https://siem.example/audit",
+                  GATEWAY_AUDIT__WEBHOOK_SECRET="too-short")  # fmt: skip
+    assert short.startswith("configuration error: GATEWAY_AUDIT__WEBHOOK_SECRET:") and "too-short" not in short
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -75,6 +75,11 @@ BAD = [
     ("database_url = 'mysql://x'", "database_url"),
     ("[tokens]\naccess_ttl_seconds = 0", "tokens.access_ttl_seconds"),
     ("port = [", "not valid TOML"),
+    ("[audit]\nretention_days = 0", "audit.retention_days"),
+    ("[audit]\nwebhook_timeout = 60", "audit.webhook_timeout"),
+    ("[audit]\nwebhook_url = 'ftp://siem.example'\nwebhook_secret = '" + "s" * 32 + "'", "audit.webhook_url"),
+    ("[audit]\nwebhook_url = 'https://siem.example'", "audit.webhook_secret"),
+    ("[audit]\nwebhook_secert = 'x'", "webhook_secert"),
     (
         "[[routes]]\nprefix = '/a'\nupstream = 'http://x'\n"
         "[routes.cors]\nallow_origins = ['*']\nallow_credentials = true",
@@ -110,3 +115,84 @@ def test_the_readme_configuration_example_is_valid() -> None:
     settings = settings_from_mapping(tomllib.loads(example.group(1)))
     assert settings.passwords.niceness == 10
     assert settings.login.free_failures == 5
+
+
+AUDIT = '[audit]\nwebhook_url = "https://siem.example/gateway"\n'
+SECRET = "0123456789abcdef" * 4
+
+
+def test_a_webhook_without_a_secret_stops_the_start_saying_how_to_give_one(tmp_path: Path) -> None:
+    """`audit.webhook_url` alone is a configuration error that names the secret and both ways to set it."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, AUDIT), environ={})
+    message = str(info.value)
+    assert "audit.webhook_secret: required with audit.webhook_url" in message
+    assert "GATEWAY_AUDIT__WEBHOOK_SECRET" in message
+    assert "audit.webhook_secret_file" in message
+
+
+def test_a_short_secret_is_refused_naming_its_variable_and_never_showing_it(tmp_path: Path) -> None:
+    """A secret under 32 characters is refused; the message names the environment variable it came from, says
+    how long it must be and never repeats the secret."""
+    short = "hunter2-is-not-enough"
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, AUDIT), environ={"GATEWAY_AUDIT__WEBHOOK_SECRET": short})
+    message = str(info.value)
+    assert message.startswith("GATEWAY_AUDIT__WEBHOOK_SECRET: ")
+    assert "at least 32" in message
+    assert short not in message
+
+
+def test_the_secret_comes_from_the_environment_and_never_prints(tmp_path: Path) -> None:
+    """GATEWAY_AUDIT__WEBHOOK_SECRET fills the secret; the settings' repr (what a log line or a traceback would
+    show) hides it."""
+    settings = load_settings(_write(tmp_path, AUDIT), environ={"GATEWAY_AUDIT__WEBHOOK_SECRET": SECRET})
+    assert settings.audit.webhook_key() == SECRET.encode()
+    assert settings.audit.webhook_timeout == 10.0
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings.audit)
+    assert "webhook_secret=<hidden>" in repr(settings.audit)
+
+
+def test_the_secret_file_is_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`webhook_secret_file` written in the file is read from the file's folder, whatever the working directory,
+    with its trailing newline dropped; a missing file or one set next to `webhook_secret` is an error."""
+    (tmp_path / "webhook.secret").write_text(SECRET + "\n")
+    monkeypatch.chdir("/")
+    config = _write(tmp_path, AUDIT + 'webhook_secret_file = "webhook.secret"\nretention_days = 90\n')
+    settings = load_settings(config, environ={})
+    assert settings.audit.webhook_key() == SECRET.encode()
+    assert settings.audit.retention_days == 90
+    with pytest.raises(ConfigError, match=r"audit.webhook_secret_file: cannot be read: No such file"):
+        load_settings(_write(tmp_path, AUDIT + 'webhook_secret_file = "gone.secret"\n'), environ={})
+    both = AUDIT + f'webhook_secret_file = "webhook.secret"\nwebhook_secret = "{SECRET}"\n'
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(_write(tmp_path, both), environ={})
+
+
+def test_without_an_audit_section_every_event_is_kept_and_nothing_is_delivered() -> None:
+    """The defaults: no retention, no webhook."""
+    from gateway.settings import Settings
+
+    audit = Settings().audit
+    assert (audit.retention_days, audit.webhook_url) == (None, None)
+
+
+def test_the_readme_audit_example_is_valid(tmp_path: Path) -> None:
+    """The README's `[audit]` example loads as shown, its secret file put where the test can write one."""
+    import re
+    import tomllib
+
+    from gateway.settings import settings_from_mapping
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (example,) = [
+        block for block in re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL) if "[audit]\nretention" in block
+    ]
+    raw = tomllib.loads(example)
+    assert raw["audit"]["webhook_secret_file"] == "/run/secrets/audit-webhook"
+    (tmp_path / "audit-webhook").write_text(SECRET + "\n")
+    raw["audit"]["webhook_secret_file"] = str(tmp_path / "audit-webhook")
+    audit = settings_from_mapping(raw).audit
+    assert (audit.retention_days, audit.webhook_timeout) == (365, 10.0)
+    assert audit.webhook_key() == SECRET.encode()

@@ -24,6 +24,7 @@ from gateway.errors import InvalidToken
 from gateway.identity.mail import MAIL_QUEUED
 from gateway.identity.sessions import Client
 from gateway.identity.tokens import Principal
+from gateway.manage.common import AUDIT_RECORDED
 from gateway.runtime import Runtime, Services
 
 log = logging.getLogger("gateway.api")
@@ -50,7 +51,8 @@ async def provide_db(runtime: NamedDependency[Runtime]) -> AsyncGenerator[AsyncS
     """A session whose transaction commits when the handler returns and rolls back when it raises. After a
     change to what the hot path holds (`bump_version`), this process reloads before the response is sent, so
     the caller's next request (proxied or admin) already sees it; other processes hear of it at once on
-    PostgreSQL (NOTIFY), within a poll on SQLite. A transaction that queued mail wakes the mailer. Anything else
+    PostgreSQL (NOTIFY), within a poll on SQLite. A transaction that queued mail wakes the mailer, one that wrote an
+    audit event the audit webhook (it only looks: a slow receiver never holds the response). Anything else
     (a login, a refresh) costs no further query."""
     async with runtime.services.sessions() as session:
         try:
@@ -64,12 +66,17 @@ async def provide_db(runtime: NamedDependency[Runtime]) -> AsyncGenerator[AsyncS
         finally:
             # Also after an error: a handler may commit and then refuse (a reused refresh token ends its
             # session, then answers 401). A flag from a rolled-back change costs one version read, nothing more.
-            await _after_commit(runtime, session.info.pop(STATE_CHANGED, False), session.info.pop(MAIL_QUEUED, False))
+            info = session.info
+            await _after_commit(
+                runtime, info.pop(STATE_CHANGED, False), info.pop(MAIL_QUEUED, False), info.pop(AUDIT_RECORDED, False)
+            )
 
 
-async def _after_commit(runtime: Runtime, changed: bool, mailed: bool) -> None:
+async def _after_commit(runtime: Runtime, changed: bool, mailed: bool, audited: bool) -> None:
     if mailed:
         runtime.services.mailer.kick()
+    if audited and runtime.services.webhook is not None:
+        runtime.services.webhook.kick()
     if changed:
         try:
             await runtime.refresh()

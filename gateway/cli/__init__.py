@@ -5,7 +5,7 @@
     policy.py    policy load|lint|test|explain|diff|sync|export
     operating.py invitations, roles, service-accounts, policy versions|version|rollback|shadow
     secrets.py   bootstrap-token, signing-keys, encryption-key, outbox
-    audit.py     audit export
+    audit.py     audit export|prune|tail
 
 Every command exits non-zero with one line on failure: 2 for bad configuration, 1 for a refused operation.
 """

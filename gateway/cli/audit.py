@@ -1,16 +1,31 @@
-"""`gateway audit export`: the audit trail as NDJSON on standard output, the same lines as the admin API's export."""
+"""`gateway audit export|prune|tail`: the audit trail as NDJSON on standard output (the same lines as the admin
+API's export), deleting events past the retention, and following new events as they are committed."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import datetime as dt
+import os
 import sys
 from typing import TYPE_CHECKING
 
-from gateway.cli.common import CommandError, settings_of
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.cli.common import CommandError, settings_of, with_database
 from gateway.db.engine import create_engine, session_factory
-from gateway.manage.audit import AuditFilter, export_events
+from gateway.db.models import utcnow
+from gateway.manage.audit import (
+    AuditFilter,
+    Pruned,
+    before_last,
+    events_after,
+    export_events,
+    prune_events,
+    settled_up_to,
+    view,
+)
 
 if TYPE_CHECKING:
     from gateway.cli.common import Commands
@@ -45,6 +60,90 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"{written} events exported", file=sys.stderr)
 
 
+def _days(value: str) -> int:
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 36_500:
+        raise argparse.ArgumentTypeError(f"a number of days from 1 to 36500, not {value!r}")
+    return days
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    settings = settings_of(args)
+    days = args.days if args.days is not None else settings.audit.retention_days
+    if days is None:
+        raise CommandError("how old? pass --days N or set [audit] retention_days")
+    webhook = settings.audit.webhook_url is not None
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> Pruned:
+        older_than = utcnow() - dt.timedelta(days=days)
+        return await prune_events(sessions, older_than=older_than, keep_undelivered=webhook)
+
+    pruned = asyncio.run(with_database(settings, work))
+    print(f"removed {pruned.removed} audit events older than {days} days")
+    if pruned.kept:
+        why = "not delivered to the webhook yet, or the newest" if webhook else "the newest event always stays"
+        print(f"kept {pruned.kept} as old ({why})")
+
+
+TAIL_SECONDS = 1.0
+"""How often `audit tail` looks for new events."""
+TAIL_BATCH = 500
+TAIL_COLUMNS = ("id", "created_at", "actor", "action", "org", "target", "request_id")
+
+
+def _column(value: object) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds")
+    return "-" if value is None else str(value)
+
+
+def cmd_tail(args: argparse.Namespace) -> None:
+    settings = settings_of(args)
+    encoder = msgspec.json.Encoder()
+
+    async def settled(sessions: async_sessionmaker[AsyncSession]) -> int:
+        """The largest id that can be shown without skipping an earlier one (waiting while writers finish)."""
+        while True:
+            async with sessions() as session:
+                found = await settled_up_to(session)
+            if found is not None:
+                return found
+            await asyncio.sleep(TAIL_SECONDS / 4)
+
+    async def follow(sessions: async_sessionmaker[AsyncSession]) -> None:
+        up_to = await settled(sessions)
+        async with sessions() as session:
+            after = await before_last(session, args.last, up_to=up_to, org=args.org)
+        if not args.json:
+            print("\t".join(TAIL_COLUMNS), flush=True)
+        while True:
+            async with sessions() as session:
+                rows = await events_after(session, after, up_to=up_to, limit=TAIL_BATCH, org=args.org)
+            try:
+                for row in rows:
+                    shown = view(row)
+                    if args.json:
+                        sys.stdout.buffer.write(encoder.encode(shown) + b"\n")
+                    else:
+                        sys.stdout.write("\t".join(_column(getattr(shown, name)) for name in TAIL_COLUMNS) + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # The reader went away (`| head`): stop quietly, and keep Python from complaining as it exits.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return
+            if len(rows) == TAIL_BATCH:
+                after = rows[-1].id
+                continue
+            after = up_to
+            await asyncio.sleep(TAIL_SECONDS)
+            up_to = await settled(sessions)
+
+    asyncio.run(with_database(settings, follow))
+
+
 def register(commands: Commands, config: argparse.ArgumentParser) -> None:
     audit = commands.add_parser("audit", help="the audit trail of changes").add_subparsers(dest="action", required=True)
     export = audit.add_parser("export", parents=[config], help="events as NDJSON on standard output, oldest first")
@@ -54,3 +153,13 @@ def register(commands: Commands, config: argparse.ArgumentParser) -> None:
     export.add_argument("--since", type=_when, help="ISO 8601 time (UTC unless it says otherwise)")
     export.add_argument("--until", type=_when, help="ISO 8601 time, exclusive")
     export.set_defaults(func=cmd_export)
+    prune = audit.add_parser(
+        "prune", parents=[config], help="delete events older than --days (default: [audit] retention_days)"
+    )
+    prune.add_argument("--days", type=_days, help="delete events older than this many days")
+    prune.set_defaults(func=cmd_prune)
+    tail = audit.add_parser("tail", parents=[config], help="print new events as they are committed (Ctrl-C stops)")
+    tail.add_argument("--org", help="one org's events (default: every org's and the global ones)")
+    tail.add_argument("--json", action="store_true", help="one JSON object a line, as audit export writes them")
+    tail.add_argument("--last", type=int, default=10, metavar="N", help="first show the last N events (default 10)")
+    tail.set_defaults(func=cmd_tail)

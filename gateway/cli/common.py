@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.engine import create_engine, session_factory
 from gateway.manage.common import Actor
@@ -33,12 +33,23 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 async def in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
+    """`work` in one transaction, committed when it returns."""
+
+    async def once(sessions: async_sessionmaker[AsyncSession]) -> T:
+        async with sessions() as session:
             result = await work(session)
             await session.commit()
             return result
+
+    return await with_database(settings, once)
+
+
+async def with_database(settings: Settings, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    """`work` with a session factory, for commands that use several short transactions (audit prune and tail);
+    database failures become a CommandError with one line for the operator."""
+    engine = create_engine(settings.database_url)
+    try:
+        return await work(session_factory(engine))
     except (OperationalError, ProgrammingError) as exc:
         if "no such table" in str(exc) or "does not exist" in str(exc):
             raise CommandError("the database has no schema yet: run `gateway migrate` first") from exc

@@ -1,4 +1,5 @@
-"""Reading the audit trail of configuration changes, newest first, filtered by org, actor, action and time."""
+"""The audit trail of configuration changes: reading it (newest first, filtered by org, actor, action and time),
+following it in id order, and pruning it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.db.models import AuditRecord
+from gateway.db.models import AuditDelivery, AuditRecord
 from gateway.manage.common import Page, fetch_page
 
 
@@ -29,7 +30,7 @@ class AuditView:
     request_id: str | None
 
 
-def _view(row: AuditRecord) -> AuditView:
+def view(row: AuditRecord) -> AuditView:
     detail = json.loads(row.detail or "{}")
     return AuditView(
         id=row.id,
@@ -85,7 +86,7 @@ async def export_events(sessions: async_sessionmaker[AsyncSession], chosen: Audi
         if not rows:
             return
         after = rows[-1].id
-        yield b"".join(_encoder.encode(_view(row)) + b"\n" for row in rows)
+        yield b"".join(_encoder.encode(view(row)) + b"\n" for row in rows)
         if len(rows) < EXPORT_BATCH:
             return
 
@@ -96,4 +97,92 @@ async def list_events(session: AsyncSession, chosen: AuditFilter, *, cursor: str
     page = await fetch_page(
         session, query, AuditRecord.id, cursor=cursor, limit=limit, key_of=lambda r: r.id, descending=True
     )
-    return Page([_view(row) for row in page.items], page.next_cursor)
+    return Page([view(row) for row in page.items], page.next_cursor)
+
+
+# Other transactions writing audit_events now: each holds ROW EXCLUSIVE on the table from before it draws an id
+# until it ends (pg_locks lists fast-path locks too).
+_WRITERS = text(
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND relation = 'audit_events'::regclass"
+    " AND mode = 'RowExclusiveLock' AND pid IS DISTINCT FROM pg_backend_pid()"
+)
+
+
+async def settled_up_to(session: AsyncSession) -> int | None:
+    """The largest id at or below which every event is committed or gone for good, so that following the trail
+    by id never skips one; None when that cannot be told right now (try again shortly).
+
+    SQLite writes one transaction at a time, so ids become visible in order: the largest id is settled. On
+    PostgreSQL an id is drawn at insert but seen at commit, so a transaction that drew 10 may commit after one that
+    drew 11: the largest id seen is settled only if no other transaction is writing the table. The largest id is
+    read first and the writers after, so a writer that drew a smaller id and had not committed is still listed.
+    """
+    top = await session.scalar(select(func.max(AuditRecord.id)))
+    if session.get_bind().dialect.name == "postgresql" and await session.scalar(_WRITERS):
+        return None
+    return int(top or 0)
+
+
+async def events_after(
+    session: AsyncSession, after: int, *, up_to: int, limit: int, org: str | None = None
+) -> list[AuditRecord]:
+    """Events with `after` < id <= `up_to`, oldest first, at most `limit` (one org's only, with `org`)."""
+    query = select(AuditRecord).where(AuditRecord.id > after, AuditRecord.id <= up_to)
+    if org is not None:
+        query = query.where(AuditRecord.org == org)
+    return list(await session.scalars(query.order_by(AuditRecord.id).limit(limit)))
+
+
+async def before_last(session: AsyncSession, count: int, *, up_to: int, org: str | None = None) -> int:
+    """The id after which the last `count` events at or below `up_to` (of `org`, with `org`) begin: where a
+    follower starts to show them first."""
+    if count <= 0:
+        return up_to
+    query = select(AuditRecord.id).where(AuditRecord.id <= up_to)
+    if org is not None:
+        query = query.where(AuditRecord.org == org)
+    newest = list(await session.scalars(query.order_by(AuditRecord.id.desc()).limit(count)))
+    return newest[-1] - 1 if len(newest) == count else 0
+
+
+async def delivered_up_to(session: AsyncSession) -> int:
+    """The last event the audit webhook delivered (0 before the first delivery)."""
+    return int(await session.scalar(select(AuditDelivery.last_id).where(AuditDelivery.id == 1)) or 0)
+
+
+PRUNE_BATCH = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    removed: int
+    """Events deleted."""
+    kept: int
+    """Events old enough to go that stay: the webhook has not delivered them yet, or the newest event."""
+
+
+async def prune_events(
+    sessions: async_sessionmaker[AsyncSession], *, older_than: dt.datetime, keep_undelivered: bool
+) -> Pruned:
+    """Delete events created before `older_than`, a batch per short transaction (a prune of millions holds no
+    transaction or lock for long). With `keep_undelivered` (a webhook is configured), only events the webhook has
+    delivered go. The newest event always stays: SQLite gives a new row the largest id plus one, so deleting the
+    newest would hand its id out again, behind the webhook's cursor."""
+    removed = 0
+    while True:
+        async with sessions() as session:
+            newest = int(await session.scalar(select(func.max(AuditRecord.id))) or 0)
+            last = min(newest - 1, await delivered_up_to(session)) if keep_undelivered else newest - 1
+            query = select(AuditRecord.id).where(AuditRecord.created_at < older_than, AuditRecord.id <= last)
+            ids = list(await session.scalars(query.order_by(AuditRecord.id).limit(PRUNE_BATCH)))
+            if ids:
+                await session.execute(delete(AuditRecord).where(AuditRecord.id.in_(ids)))
+                await session.commit()
+        removed += len(ids)
+        if len(ids) < PRUNE_BATCH:
+            break
+    async with sessions() as session:
+        kept = await session.scalar(
+            select(func.count()).select_from(AuditRecord).where(AuditRecord.created_at < older_than)
+        )
+    return Pruned(removed=removed, kept=int(kept or 0))

@@ -43,6 +43,10 @@ class Actor:
             raise Forbidden(what)
 
 
+AUDIT_RECORDED = "gateway.audit_recorded"
+"""Set in `session.info` by `record`: whoever commits wakes the audit webhook's deliverer."""
+
+
 def record(
     session: AsyncSession,
     actor: Actor,
@@ -53,7 +57,9 @@ def record(
     before: Any = None,
     after: Any = None,
 ) -> None:
-    """Add the audit event to the caller's transaction: it commits or rolls back with the change."""
+    """Add the audit event to the caller's transaction: it commits or rolls back with the change (and is delivered
+    to the audit webhook, if there is one, after it commits)."""
+    session.info[AUDIT_RECORDED] = True
     session.add(
         AuditRecord(
             created_at=utcnow(),
