@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.access.audit import AuditSink
 from gateway.access.peer import TrustedProxies
 from gateway.counters import Counters
+from gateway.db.chain import ADMIN_STREAM
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.listen import Listener
 from gateway.db.models import ApiKey, utcnow
@@ -27,6 +28,7 @@ from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import TokenService, load_or_create_keys
 from gateway.manage.audit import Pruned, prune_events
+from gateway.manage.audit_chain import checkpoint_trail, write_checkpoint
 from gateway.manage.audit_webhook import AuditWebhook
 from gateway.metrics import DeliveryStats, Metrics
 from gateway.policy import HotState, StateRows
@@ -98,6 +100,7 @@ class Runtime:
     _mail_sender: asyncio.Task[None] | None = None
     _audit_pruner: asyncio.Task[None] | None = None
     _audit_sender: asyncio.Task[None] | None = None
+    _checkpointer: asyncio.Task[None] | None = None
     _listening: asyncio.Task[None] | None = None
     last_sync: float = 0.0
     """When the watcher last reached the database (`/readyz` shows it as `policy_synced_at`)."""
@@ -141,7 +144,7 @@ class Runtime:
         metrics = Metrics(
             lambda: self.state.version, lambda: self.state.rule_count, self.hasher.gate, lambda: self.state.tally
         )
-        audit = AuditSink(settings.audit_log)
+        audit = AuditSink(settings.audit_log, chained=settings.audit.chain_decisions)
         audit.start()
         pipeline = Pipeline(
             routes=self.routes,
@@ -208,6 +211,7 @@ class Runtime:
             self._audit_sender = asyncio.create_task(self.services.webhook.run(), name="gateway-audit-webhook")
         if settings.audit.retention_days is not None:
             self._audit_pruner = asyncio.create_task(self._prune_audit(), name="gateway-audit-retention")
+        self._checkpointer = asyncio.create_task(self._checkpoints(), name="gateway-audit-checkpoints")
         # Everything built so far lives as long as the process. Freezing it keeps the collector's full passes
         # from rescanning the framework, ORM and casbin objects (bench/proxy.py: gateway p99 82 ms -> 28 ms).
         gc.collect()
@@ -221,6 +225,7 @@ class Runtime:
             self._mail_sender,
             self._audit_pruner,
             self._audit_sender,
+            self._checkpointer,
         )
         for task in tasks:
             if task is not None:
@@ -231,6 +236,8 @@ class Runtime:
             await self.flush_key_usage()
         with contextlib.suppress(Exception):
             await self.flush_shadow()
+        with contextlib.suppress(Exception):
+            await self.checkpoint()
         if self.services.webhook is not None:
             with contextlib.suppress(Exception):
                 await self.services.webhook.release()
@@ -304,7 +311,37 @@ class Runtime:
             return Pruned(removed=0, kept=0)
         older_than = utcnow() - dt.timedelta(days=audit.retention_days)
         keep = audit.webhook_url is not None
-        return await prune_events(self.services.sessions, older_than=older_than, keep_undelivered=keep)
+        ring = self.services.tokens.ring
+
+        def cut(session: AsyncSession, seq: int, hash_: str) -> None:
+            write_checkpoint(session, ring, ADMIN_STREAM, seq, hash_)
+
+        return await prune_events(self.services.sessions, older_than=older_than, keep_undelivered=keep, checkpoint=cut)
+
+    async def checkpoint(self) -> None:
+        """Sign and store the heads of the trail of changes and of this process's decision log (when chained),
+        if they moved since the last checkpoint."""
+        services = self.services
+        ring = services.tokens.ring
+        await checkpoint_trail(services.sessions, ring)
+        sink = services.audit
+        if not sink.chained:
+            return
+        sink.flush()
+        seq, head = sink.head
+        if seq > sink.checkpointed:
+            async with services.sessions() as session:
+                write_checkpoint(session, ring, sink.stream_id, seq, head)
+                await session.commit()
+            sink.checkpointed = seq
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.audit.checkpoint_seconds)
+            try:
+                await self.checkpoint()
+            except Exception:
+                log.exception("writing audit checkpoints failed; the next run retries")
 
     async def _prune_audit(self) -> None:
         """At start, then every AUDIT_PRUNE_SECONDS (each replica; deleting what another already deleted is a

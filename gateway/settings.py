@@ -194,6 +194,13 @@ class Audit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A file holding the secret (surrounding whitespace ignored), instead of `webhook_secret`."""
     webhook_timeout: float = 10.0
     """Seconds a delivery may take (connect, send, answer); more is a failure and is retried. At most 20."""
+    chain_decisions: bool = False
+    """Chain the request decision log (`audit_log`) too: each line gets its process's stream id, a sequence
+    number, the previous line's hash and its own (`gateway audit verify --file`). The trail of changes is always
+    chained."""
+    checkpoint_seconds: float = 300.0
+    """How often the chains' heads are signed and stored (checkpoints; also when a process stops, and before
+    retention cuts the trail), so that removing the newest records is detected too."""
 
     def __repr__(self) -> str:
         shown = ", ".join(
@@ -412,6 +419,8 @@ def _validate_audit(audit: Audit) -> None:
         raise ConfigError("audit.retention_days: between 1 and 36500 (leave it unset to keep every event)")
     if not 0 < audit.webhook_timeout <= MAX_WEBHOOK_TIMEOUT:
         raise ConfigError(f"audit.webhook_timeout: more than 0 and at most {MAX_WEBHOOK_TIMEOUT:g} seconds")
+    if not 1 <= audit.checkpoint_seconds <= 86_400:
+        raise ConfigError("audit.checkpoint_seconds: between 1 and 86400")
     if audit.webhook_url is None:
         return
     parts = urlsplit(audit.webhook_url)

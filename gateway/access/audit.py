@@ -54,7 +54,9 @@ class AuditSink:
         """This process's decision stream, when chained (each line then ends with stream, seq, prev, hash)."""
         self.head: tuple[int, str] = (0, GENESIS)
         """The chain's last (seq, hash) written."""
-        self._chained = chained
+        self.chained = chained
+        self.checkpointed = 0
+        """The last seq of this stream the runtime checkpointed."""
         self._owned: IO[bytes] | None = None
         self._stream: IO[bytes] | None
         if destination == "off":
@@ -80,7 +82,7 @@ class AuditSink:
         if not self._buffer or self._stream is None:
             return
         lines, self._buffer = self._buffer, []
-        if self._chained:
+        if self.chained:
             lines = self._chain(lines)
         lines.append(b"")
         self._stream.write(b"\n".join(lines))

@@ -2,8 +2,8 @@
 
 Litestar documents what a handler returns on success; the errors come from guards, dependencies, validation and
 the shared exception handlers, so they are added here from what each operation has: every /auth and /admin
-operation may answer 400, 401, 403, 422 and 503; path parameters add 404, a write 409, an If-Match header 412,
-a throttled sign-in 429. The body is always the same problem document.
+operation may answer 400, 401, 403, 422 and 503; path parameters (or `opt["may_be_missing"]`) add 404, a write
+409, an If-Match header 412, a throttled sign-in 429. The body is always the same problem document.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _statuses(path: str, method: str, handler: HTTPRouteHandler) -> set[int]:
     # Every /auth and /admin operation checks a credential of some kind (a token, a password, a code, a
     # one-time link) and may refuse it; those that need a signed-in caller may also find it not allowed.
     found = {400, 401, 403, 422, 503}
-    if "{" in path:
+    if "{" in path or handler.opt.get("may_be_missing"):  # a path parameter, or a singleton that may be absent
         found.add(404)
     if method in ("POST", "PUT", "PATCH", "DELETE"):
         found.add(409)

@@ -4,8 +4,7 @@ following it in id order, and pruning it."""
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,6 +12,7 @@ import msgspec
 from sqlalchemy import Select, delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.db.chain import split_detail
 from gateway.db.models import AuditDelivery, AuditRecord
 from gateway.manage.common import Page, fetch_page
 
@@ -28,10 +28,14 @@ class AuditView:
     before: Any
     after: Any
     request_id: str | None
+    seq: int | None
+    """Place in the tamper-evident chain (None for events from before it); see `gateway audit verify`."""
+    prev_hash: str | None
+    hash: str | None
 
 
 def view(row: AuditRecord) -> AuditView:
-    detail = json.loads(row.detail or "{}")
+    before, after = split_detail(row.detail)
     return AuditView(
         id=row.id,
         created_at=row.created_at,
@@ -39,9 +43,12 @@ def view(row: AuditRecord) -> AuditView:
         action=row.action,
         org=row.org,
         target=row.target,
-        before=detail.get("before"),
-        after=detail.get("after", detail if "before" not in detail else None),
+        before=before,
+        after=after,
         request_id=row.request_id,
+        seq=row.seq,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
     )
 
 
@@ -162,7 +169,11 @@ class Pruned:
 
 
 async def prune_events(
-    sessions: async_sessionmaker[AsyncSession], *, older_than: dt.datetime, keep_undelivered: bool
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    older_than: dt.datetime,
+    keep_undelivered: bool,
+    checkpoint: Callable[[AsyncSession, int, str], None] | None = None,
 ) -> Pruned:
     """Delete events created before `older_than`, a batch per short transaction (a prune of millions holds no
     transaction or lock for long). With `keep_undelivered` (a webhook is configured), only events the webhook has
@@ -176,6 +187,17 @@ async def prune_events(
             query = select(AuditRecord.id).where(AuditRecord.created_at < older_than, AuditRecord.id <= last)
             ids = list(await session.scalars(query.order_by(AuditRecord.id).limit(PRUNE_BATCH)))
             if ids:
+                if checkpoint is not None:  # the chain stays verifiable: a signed checkpoint at the cut
+                    cut = (
+                        await session.execute(
+                            select(AuditRecord.seq, AuditRecord.hash)
+                            .where(AuditRecord.id.in_(ids), AuditRecord.seq.is_not(None))
+                            .order_by(AuditRecord.seq.desc())
+                            .limit(1)
+                        )
+                    ).first()
+                    if cut is not None and cut[0] is not None and cut[1] is not None:
+                        checkpoint(session, int(cut[0]), str(cut[1]))
                 await session.execute(delete(AuditRecord).where(AuditRecord.id.in_(ids)))
                 await session.commit()
         removed += len(ids)

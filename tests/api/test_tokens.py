@@ -195,6 +195,9 @@ PUBLIC_AUTH = {
     ("POST", "/auth/forgot-password"): "email",
     ("POST", "/auth/reset-password"): "token",
     ("POST", "/auth/bootstrap"): "token",
+    ("POST", "/auth/invitations/lookup"): "token",
+    ("POST", "/auth/invitations/accept"): "token",
+    ("POST", "/auth/invitations/decline"): "token",
 }
 
 

@@ -16,7 +16,7 @@ from gateway.runtime import Runtime
 class ShadowController(Controller):
     path = "/shadow"
     tags = ["policies"]
-    opt = {"authz": "platform"}
+    opt = {"authz": "platform", "may_be_missing": True}  # 404 while no shadow policy is attached
 
     @get("/")
     async def read(self, runtime: NamedDependency[Runtime], db: NamedDependency[AsyncSession]) -> schemas.ShadowReport:
