@@ -10,7 +10,8 @@ import secrets
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from yarl import URL
 
 from gateway.asgi import FrontDoor, create_gateway
 from gateway.asgitypes import Receive, Scope, Send
+from gateway.cli import main
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.migrate import upgrade
 from gateway.db.models import (
@@ -575,3 +577,39 @@ async def bare(upstream: Upstream, tmp_path: Path) -> AsyncIterator[BareGateway]
     database."""
     async with bare_serving(upstream, tmp_path) as gateway:
         yield gateway
+
+
+@dataclass
+class Done:
+    """What a CLI command run in this process printed and returned."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+InProcessCli = Callable[[list[str], str], Done]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
+    """`gateway ARGS` against `db_url` in this process (the same `main` as the installed command, with cheap
+    Argon2; a subprocess per call would cost a second of imports each)."""
+
+    def run(args: list[str], db_url: str) -> Done:
+        monkeypatch.setenv("GATEWAY_DATABASE_URL", db_url)
+        monkeypatch.setenv("GATEWAY_PASSWORDS__MEMORY_KIB", "1024")
+        monkeypatch.setenv("GATEWAY_PASSWORDS__TIME_COST", "1")
+
+        def command() -> int:
+            try:
+                return main(args)
+            except SystemExit as exit_:  # as the installed command would exit
+                return int(exit_.code or 0)
+
+        with ThreadPoolExecutor(1) as pool:  # its own thread: main() runs an event loop, and async tests have one
+            code = pool.submit(command).result()
+        out = capsys.readouterr()
+        return Done(code, out.out, out.err)
+
+    return run

@@ -1,11 +1,13 @@
-"""`gateway audit export|prune|tail`: the audit trail as NDJSON on standard output (the same lines as the admin
-API's export), deleting events past the retention, and following new events as they are committed."""
+"""`gateway audit export|prune|tail|verify|checkpoint`: the audit trail as NDJSON on standard output (the same
+lines as the admin API's export), deleting events past the retention (with a signed checkpoint at the cut),
+following new events as they are committed, and checking the tamper-evident chain."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -14,8 +16,10 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.cli.common import CommandError, settings_of, with_database
+from gateway.db.chain import ADMIN_STREAM
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import utcnow
+from gateway.identity.tokens import load_or_create_keys
 from gateway.manage.audit import (
     AuditFilter,
     Pruned,
@@ -25,6 +29,17 @@ from gateway.manage.audit import (
     prune_events,
     settled_up_to,
     view,
+)
+from gateway.manage.audit_chain import (
+    Linked,
+    Verdict,
+    checkpoint_trail,
+    checkpoints,
+    decision_records,
+    stored_trail,
+    trail_record,
+    verify,
+    write_checkpoint,
 )
 
 if TYPE_CHECKING:
@@ -79,13 +94,98 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> Pruned:
         older_than = utcnow() - dt.timedelta(days=days)
-        return await prune_events(sessions, older_than=older_than, keep_undelivered=webhook)
+        ring = await load_or_create_keys(sessions)
+
+        def cut(session: AsyncSession, seq: int, hash_: str) -> None:  # the chain stays verifiable
+            write_checkpoint(session, ring, ADMIN_STREAM, seq, hash_)
+
+        return await prune_events(sessions, older_than=older_than, keep_undelivered=webhook, checkpoint=cut)
 
     pruned = asyncio.run(with_database(settings, work))
     print(f"removed {pruned.removed} audit events older than {days} days")
     if pruned.kept:
         why = "not delivered to the webhook yet, or the newest" if webhook else "the newest event always stays"
         print(f"kept {pruned.kept} as old ({why})")
+
+
+def _print_verdict(verdict: Verdict, what: str) -> None:
+    if verdict.ok:
+        span = f"seq {verdict.first_seq} to {verdict.last_seq}" if verdict.checked else "no chained records"
+        print(f"{what}: OK, {verdict.checked} record(s) ({span}), head {verdict.last_hash or '-'}")
+    else:
+        print(f"{what}: BROKEN at {verdict.broken_at}: {verdict.problem} ({verdict.checked} record(s) good before it)")
+    if verdict.unchained:
+        print(f"  {verdict.unchained} record(s) from before the chain existed are not covered")
+    for note in verdict.notes:
+        print(f"  note: {note}")
+
+
+def _read_file(name: str) -> list[bytes]:
+    try:
+        with open(name, "rb") as handle:
+            return handle.readlines()
+    except OSError as exc:
+        raise CommandError(f"{name}: {exc.strerror}") from None
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    """Check the trail in the database, or a file: an `audit export` (NDJSON of changes) or a request decision
+    log written with `[audit] chain_decisions` (one chain per process). Exit 1 naming the first broken record."""
+    settings = settings_of(args)
+    lines = _read_file(args.file) if args.file else None
+
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, Verdict]]:
+        ring = await load_or_create_keys(sessions)
+        if lines is None:
+            async with sessions() as session:
+                known = await checkpoints(session, ring, ADMIN_STREAM)
+            return [("the trail of changes", verify(ADMIN_STREAM, await stored_trail(sessions), known))]
+        streams = _streams(lines)
+        verdicts = []
+        for stream, records in streams.items():
+            async with sessions() as session:
+                known = await checkpoints(session, ring, stream)
+            label = "the trail of changes" if stream == ADMIN_STREAM else f"decision stream {stream}"
+            verdicts.append((label, verify(stream, records, known)))
+        return verdicts
+
+    verdicts = asyncio.run(with_database(settings, work))
+    for label, verdict in verdicts:
+        _print_verdict(verdict, label)
+    if not verdicts:
+        raise CommandError(f"{args.file}: no audit records in it")
+    if not all(verdict.ok for _, verdict in verdicts):
+        raise SystemExit(1)
+
+
+def _streams(lines: list[bytes]) -> dict[str, list[Linked]]:
+    """A file's records by chain: an export's events are one chain; a decision log holds one per process."""
+    first = next((line for line in lines if line.strip()), b"")
+    try:
+        is_export = b'"action"' in first and "action" in json.loads(first)
+    except ValueError:
+        raise CommandError("the file is neither an audit export nor a decision log (not JSON lines)") from None
+    if is_export:
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    records.append(trail_record(json.loads(line), number))
+                except (ValueError, KeyError, TypeError):
+                    records.append(Linked(None, None, None, b"", number))
+        return {ADMIN_STREAM: records}
+    streams: dict[str, list[Linked]] = {}
+    for stream, record in decision_records(lines):
+        streams.setdefault(stream or "(unchained)", []).append(record)
+    return streams
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> None:
+    async def work(sessions: async_sessionmaker[AsyncSession]) -> int | None:
+        return await checkpoint_trail(sessions, await load_or_create_keys(sessions))
+
+    seq = asyncio.run(with_database(settings_of(args), work))
+    print(f"checkpoint written at seq {seq}" if seq is not None else "the head is checkpointed already")
 
 
 TAIL_SECONDS = 1.0
@@ -163,3 +263,11 @@ def register(commands: Commands, config: argparse.ArgumentParser) -> None:
     tail.add_argument("--json", action="store_true", help="one JSON object a line, as audit export writes them")
     tail.add_argument("--last", type=int, default=10, metavar="N", help="first show the last N events (default 10)")
     tail.set_defaults(func=cmd_tail)
+    check = audit.add_parser(
+        "verify", parents=[config], help="check the tamper-evident chain (exit 1 names the first broken record)"
+    )
+    check.add_argument("--file", help="an `audit export` or a chained decision log (default: the database)")
+    check.set_defaults(func=cmd_verify)
+    audit.add_parser("checkpoint", parents=[config], help="sign and store the trail's head now").set_defaults(
+        func=cmd_checkpoint
+    )

@@ -18,7 +18,9 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, UOWTransaction
 
 from gateway.db.models import AuditChain, AuditRecord
@@ -90,16 +92,16 @@ def _chain_new_events(session: Session, _context: UOWTransaction, _instances: ob
     if not added:
         return
     connection = session.connection()
-    connection.execute(update(AuditChain).where(AuditChain.id == 1).values(seq=AuditChain.seq))
-    head = connection.execute(
-        select(AuditChain.seq, AuditChain.hash).where(AuditChain.id == 1).with_for_update()
-    ).first()
-    seq, prev = (int(head[0]), str(head[1])) if head is not None else (0, GENESIS)
+    touched = connection.execute(update(AuditChain).where(AuditChain.id == 1).values(seq=AuditChain.seq))
+    if not touched.rowcount:  # the head row is missing (made by the migration): start a chain, once
+        dialect = connection.dialect.name
+        start = (pg_insert if dialect == "postgresql" else sqlite_insert)(AuditChain)
+        connection.execute(start.values(id=1, seq=0, hash=GENESIS).on_conflict_do_nothing())
+    current = select(AuditChain.seq, AuditChain.hash).where(AuditChain.id == 1).with_for_update()
+    head = connection.execute(current).one()
+    seq, prev = int(head[0]), str(head[1])
     for row in added:
         seq += 1
         row.seq, row.prev_hash = seq, prev
         row.hash = prev = record_hash(row, seq, prev)
-    if head is None:
-        connection.execute(insert(AuditChain).values(id=1, seq=seq, hash=prev))
-    else:
-        connection.execute(update(AuditChain).where(AuditChain.id == 1).values(seq=seq, hash=prev))
+    connection.execute(update(AuditChain).where(AuditChain.id == 1).values(seq=seq, hash=prev))

@@ -94,6 +94,9 @@ async def test_tail_shows_the_last_events_then_follows_one_org(db_url: str) -> N
             "before",
             "after",
             "request_id",
+            "seq",
+            "prev_hash",
+            "hash",
         }
         await add_events(db_url, 0, org="globex")
         later = await add_events(db_url, 0, 0, org="acme")

@@ -293,22 +293,22 @@ async def test_retention_keeps_old_events_until_the_webhook_has_them(
 async def test_an_open_transaction_holds_back_the_events_after_it(
     db_url: str, upstream: Upstream, receiver: Receiver, tmp_path: Path
 ) -> None:
-    """PostgreSQL draws ids at insert and shows rows at commit: while a change that drew an earlier id is still
-    open, a later committed event is not delivered (the cursor would pass the earlier one for good); when it
-    commits, both arrive in id order. (SQLite writes one transaction at a time, so ids appear in order.)"""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite serialises writers: ids become visible in order")
+    """While a change that wrote an event is still open, a later change's event waits for it (the audit chain's
+    head is locked until the first commits: events are chained, and become visible, in commit order), so nothing
+    is delivered out of order; when it commits, both arrive in order."""
     engine = create_engine(db_url)
     try:
         async with serving(_settings(db_url, upstream, tmp_path, receiver.url), upstream):
             async with session_factory(engine)() as slow:
                 record(slow, CLI, "test.slow", org=None, target="slow")
                 await slow.flush()
-                later = await add_events(db_url, 0)
+                later = asyncio.create_task(add_events(db_url, 0))
                 # Nothing to wait for: this proves an absence, for longer than a poll (2 s).
                 await asyncio.sleep(3)
-                assert later[0] not in receiver.delivered_ids()
+                assert not later.done(), "the later change waits for the chain's head"
+                assert receiver.delivered_ids() == []
                 await slow.commit()
+            await later
             stored = await _all_delivered(receiver, db_url)
             assert receiver.delivered_ids() == stored and len(stored) == 2
     finally:
