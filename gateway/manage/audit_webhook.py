@@ -26,6 +26,7 @@ import hmac
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -82,15 +83,55 @@ class _State:
     updated_at: dt.datetime | None
 
 
-class AuditWebhook:
-    """Delivers the audit trail to the webhook in the background (`run`); `kick` after a commit that wrote events."""
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """Where a deliverer sends the trail and how a batch is written; each has its own cursor row."""
 
-    def __init__(self, settings: Audit, sessions: async_sessionmaker[AsyncSession], stats: DeliveryStats) -> None:
-        if settings.webhook_url is None:
-            raise ValueError("an audit webhook needs [audit] webhook_url")
-        self._url = settings.webhook_url
-        self._secret = settings.webhook_key()
-        self._timeout = settings.webhook_timeout
+    name: str
+    """For logs: `audit webhook`, `audit OTLP logs`."""
+    row: int
+    """Its row of `audit_delivery`."""
+    url: str
+    timeout: float
+    encode: Callable[[list[AuditRecord]], tuple[bytes, dict[str, str]]]
+    """A batch's body and its own headers (content type, signature)."""
+
+
+WEBHOOK_ROW = ROW
+OTLP_ROW = 2
+
+
+def webhook_transport(settings: Audit) -> Transport:
+    """Signed JSON to `[audit] webhook_url` (see the module docstring)."""
+    if settings.webhook_url is None:
+        raise ValueError("an audit webhook needs [audit] webhook_url")
+    secret = settings.webhook_key()
+
+    def encode(rows: list[AuditRecord]) -> tuple[bytes, dict[str, str]]:
+        body = _encoder.encode({"events": [view(row) for row in rows]})
+        headers = {
+            "Content-Type": "application/json",
+            DELIVERY_HEADER: f"{rows[0].id}-{rows[-1].id}",
+            SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+        }
+        return body, headers
+
+    return Transport("audit webhook", WEBHOOK_ROW, settings.webhook_url, settings.webhook_timeout, encode)
+
+
+class AuditWebhook:
+    """Delivers the audit trail through one transport in the background (`run`); `kick` after a commit that wrote
+    events."""
+
+    def __init__(
+        self, transport: Transport | Audit, sessions: async_sessionmaker[AsyncSession], stats: DeliveryStats
+    ) -> None:
+        if isinstance(transport, Audit):
+            transport = webhook_transport(transport)
+        self._transport = transport
+        self._row = transport.row
+        self._url = transport.url
+        self._timeout = transport.timeout
         self._sessions = sessions
         self.stats = stats
         self._wake = asyncio.Event()
@@ -111,7 +152,7 @@ class AuditWebhook:
                 try:
                     pause, wakeable = await self.deliver(http)
                 except Exception:
-                    log.exception("audit webhook: reading or writing the delivery state failed; retrying")
+                    log.exception("%s: reading or writing the delivery state failed; retrying", self._transport.name)
                     pause, wakeable = POLL_SECONDS, True
                 await self._pause(pause, wakeable=wakeable)
 
@@ -133,7 +174,7 @@ class AuditWebhook:
         async with self._sessions() as db:
             await db.execute(
                 update(AuditDelivery)
-                .where(AuditDelivery.id == ROW, AuditDelivery.lease_until == self._lease)
+                .where(AuditDelivery.id == self._row, AuditDelivery.lease_until == self._lease)
                 .values(lease_until=None)
             )
             await db.commit()
@@ -144,7 +185,7 @@ class AuditWebhook:
         may cut that wait short."""
         async with self._sessions() as db:
             now = await _clock(db)
-            state = await _state(db)
+            state = await _state(db, self._row)
             lag = await db.scalar(select(func.count()).select_from(AuditRecord).where(AuditRecord.id > state.last_id))
             self.stats.lag = int(lag or 0)
             if not lag:
@@ -163,11 +204,11 @@ class AuditWebhook:
         if not rows:
             return POLL_SECONDS, True
         first, last = rows[0].id, rows[-1].id
-        body = _encoder.encode({"events": [view(row) for row in rows]})
-        error = await self._post(http, body, f"{first}-{last}")
+        body, headers = self._transport.encode(rows)
+        error = await self._post(http, body, headers)
         async with self._sessions() as db:
             ended = await _clock(db)
-            held = (AuditDelivery.id == ROW) & (AuditDelivery.lease_until == lease)
+            held = (AuditDelivery.id == self._row) & (AuditDelivery.lease_until == lease)
             if error is None:
                 moved = await db.execute(
                     update(AuditDelivery).where(held).values(last_id=last, failures=0, last_error="", updated_at=ended)
@@ -176,8 +217,8 @@ class AuditWebhook:
                 self.stats.delivered += len(rows)
                 if moved.rowcount != 1:  # type: ignore[attr-defined]
                     self._lease = None
-                    log.warning("audit webhook: the lease passed on during a delivery; events %d-%d may come twice",
-                                first, last)  # fmt: skip
+                    log.warning("%s: the lease passed on during a delivery; events %d-%d may come twice",
+                                self._transport.name, first, last)  # fmt: skip
                 return 0.0, False
             failures = state.failures + 1
             await db.execute(
@@ -189,8 +230,8 @@ class AuditWebhook:
         self._retry = (failures, ended, ended + dt.timedelta(seconds=delay))
         # Never the URL (it may carry a token), the secret or the body.
         log.warning(
-            "audit webhook: delivering events %d-%d failed (%s), %d in a row; next attempt in %.1f s",
-            first, last, error, failures, delay,
+            "%s: delivering events %d-%d failed (%s), %d in a row; next attempt in %.1f s",
+            self._transport.name, first, last, error, failures, delay,
         )  # fmt: skip
         return delay, False
 
@@ -211,19 +252,15 @@ class AuditWebhook:
         free = or_(AuditDelivery.lease_until.is_(None), AuditDelivery.lease_until < now)
         if self._lease is not None:
             free = or_(free, AuditDelivery.lease_until == self._lease)
-        taken = await db.execute(update(AuditDelivery).where(AuditDelivery.id == ROW, free).values(lease_until=until))
+        held = AuditDelivery.id == self._row
+        taken = await db.execute(update(AuditDelivery).where(held, free).values(lease_until=until))
         await db.commit()
         self._lease = until if taken.rowcount == 1 else None  # type: ignore[attr-defined]
         return self._lease
 
-    async def _post(self, http: aiohttp.ClientSession, body: bytes, delivery: str) -> str | None:
+    async def _post(self, http: aiohttp.ClientSession, body: bytes, own: dict[str, str]) -> str | None:
         """POST one batch; None when the receiver answered 2xx, else what went wrong (no URL, secret or body)."""
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"casbin-gateway/{__version__}",
-            DELIVERY_HEADER: delivery,
-            SIGNATURE_HEADER: sign(self._secret, body, int(time.time())),
-        }
+        headers = {"User-Agent": f"casbin-gateway/{__version__}", **own}
         try:
             async with http.post(self._url, data=body, headers=headers, allow_redirects=False) as response:
                 return None if 200 <= response.status < 300 else f"HTTP {response.status}"
@@ -244,16 +281,16 @@ async def _clock(db: AsyncSession) -> dt.datetime:
     return utcnow()
 
 
-async def _state(db: AsyncSession) -> _State:
+async def _state(db: AsyncSession, row: int) -> _State:
     """The delivery row, made (cursor at 0) when missing; two processes making it at once make one."""
     query = select(AuditDelivery.last_id, AuditDelivery.failures, AuditDelivery.updated_at).where(
-        AuditDelivery.id == ROW
+        AuditDelivery.id == row
     )
     found = (await db.execute(query)).first()
     if found is None:
         insert = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
         await db.execute(
-            insert(AuditDelivery).values(id=ROW, last_id=0, failures=0, last_error="").on_conflict_do_nothing()
+            insert(AuditDelivery).values(id=row, last_id=0, failures=0, last_error="").on_conflict_do_nothing()
         )
         await db.commit()
         found = (await db.execute(query)).one()
