@@ -35,6 +35,7 @@ from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteTable
 from gateway.proxy.pipeline import Pipeline
 from gateway.settings import Settings
+from gateway.tracing import Tracing, build_tracing
 
 log = logging.getLogger("gateway")
 KEY_USAGE_SECONDS = 10.0
@@ -64,10 +65,15 @@ class Services:
     pipeline: Pipeline
     listener: Listener | None
     """PostgreSQL only: LISTEN for committed changes."""
+    tracing: Tracing | None = None
+    """Spans for both planes when `[tracing]` is on."""
 
     async def close(self) -> None:
-        """Flush the audit sink, then close the counters' store, the upstream pools and the database."""
+        """Flush the audit sink and the spans, then close the counters' store, the upstream pools and the
+        database."""
         await self.audit.close()
+        if self.tracing is not None:
+            await self.tracing.close()
         await self.counters.close()
         await self.http.close()
         for pool in self.pools.values():
@@ -133,6 +139,8 @@ class Runtime:
         metrics = Metrics(lambda: self.state.version, lambda: self.state.rule_count, self.hasher.gate)
         audit = AuditSink(settings.audit_log)
         audit.start()
+        trusted = TrustedProxies(settings.trusted_proxies)
+        tracing = build_tracing(settings.tracing, trusted)
         pipeline = Pipeline(
             routes=self.routes,
             tokens=tokens,
@@ -144,7 +152,8 @@ class Runtime:
             pools=pools,
             allow_underscore_headers=settings.allow_underscore_headers,
             max_header_bytes=settings.upstream.max_header_bytes,
-            trusted_proxies=TrustedProxies(settings.trusted_proxies),
+            trusted_proxies=trusted,
+            tracing=tracing,
         )
         return Services(
             settings=settings,
@@ -164,6 +173,7 @@ class Runtime:
             mailer=Mailer(settings.mail, store.sessions),
             pipeline=pipeline,
             listener=listener,
+            tracing=tracing,
         )
 
     async def start(self) -> None:
