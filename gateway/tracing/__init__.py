@@ -1,13 +1,14 @@
-"""Traces: what the data plane calls when `[tracing]` is on; `otel.py` implements it on OpenTelemetry.
+"""Traces: what both planes call when `[tracing]` is on; `otel.py` implements it on OpenTelemetry.
 
     gateway proxy          SERVER    a proxied request (`gateway forward-auth` for a forward-auth decision)
       authenticate         INTERNAL  stage 2
       resolve              INTERNAL  stage 3: the org, then the rate limits
       enforce              INTERNAL  stage 4
       forward              CLIENT    stage 5: the upstream call; its context goes upstream as `traceparent`
+    POST /auth/login       SERVER    a control-plane request, named by the route template that served it
 
 This module imports no OpenTelemetry: `build_tracing` imports `otel.py` only when tracing is enabled, so a
-gateway without the `otel` extra never loads it, and with tracing off the pipeline holds `None` and calls nothing.
+gateway without the `otel` extra never loads it, and with tracing off the planes hold `None` and call nothing.
 
 Spans say what the audit line says, less who and from where: method, canonical path (never the query string:
 query strings carry tokens and signed-URL secrets), route, org, decision and deciding line, status codes,
@@ -23,7 +24,7 @@ from abc import ABC, abstractmethod
 
 from gateway.access.audit import AuditEvent
 from gateway.access.peer import TrustedProxies
-from gateway.asgitypes import Scope
+from gateway.asgitypes import ASGIApp, Receive, Scope, Send
 from gateway.settings import Tracing as TracingSettings
 
 
@@ -33,6 +34,11 @@ class Tracing(ABC):
     @abstractmethod
     def request(self, name: str, scope: Scope) -> RequestTrace:
         """Start the SERVER span `name` of a data-plane request; the pipeline reports its stages to the result."""
+
+    @abstractmethod
+    async def control(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, *, path: str) -> None:
+        """Run the control-plane application `app` for a request with canonical path `path` inside one SERVER
+        span, named by the route template that served it (`POST /auth/login`, `GET /admin/orgs/{org}`)."""
 
     @abstractmethod
     async def close(self) -> None:

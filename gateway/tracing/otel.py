@@ -21,7 +21,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from gateway import __version__
 from gateway.access.audit import AuditEvent
 from gateway.access.peer import TrustedProxies
-from gateway.asgitypes import Scope
+from gateway.asgitypes import ASGIApp, Message, Receive, Scope, Send
 from gateway.policy.hot import MATCHED
 from gateway.settings import Tracing as TracingSettings
 from gateway.tracing import RequestTrace, Tracing
@@ -74,6 +74,34 @@ class OpenTelemetryTracing(Tracing):
             carrier["tracestate"] = ",".join(states)
         # A malformed traceparent leaves the context empty.
         return self.propagator.extract(carrier, context=Context())
+
+    async def control(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, *, path: str) -> None:
+        span = self.tracer.start_span("gateway control", context=self._parent(scope), kind=SpanKind.SERVER)
+        status = 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        finally:
+            method = _method(scope["method"])
+            facts: dict[str, Any] = {"http.request.method": method, "url.path": path}
+            # Litestar leaves the matched route's template in the scope; a path it has no route for has none.
+            template = scope.get("path_template")
+            if template:
+                facts["http.route"] = template
+            span.update_name(f"{method} {template}" if template else method)
+            if status:
+                facts["http.response.status_code"] = status
+            if status >= 500 or not status:
+                facts["error.type"] = str(status) if status else "no-response"
+                span.set_status(_ERROR)
+            span.set_attributes(facts)
+            span.end()
 
     async def close(self) -> None:
         # In a thread: exporting blocks, and the collector may be served by this very event loop (the tests').

@@ -1,7 +1,8 @@
 """Traces through real HTTP: a gateway exporting to a real OTLP/HTTP receiver (collector.py), a real upstream.
 
-What a request's spans are and link to, whose trace context is continued and what the upstream gets, and that a
-gateway with tracing off sends nothing and loads no OpenTelemetry. On the bare gateway (no database).
+What a request's spans are and link to, whose trace context is continued and what the upstream gets, what is never
+recorded, the control plane's spans, and that a gateway with tracing off sends nothing and loads no
+OpenTelemetry. The data plane runs on the bare gateway (no database); the control plane on each database.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
+    PASSWORD,
     Upstream,
     bare_serving,
+    gateway_settings,
+    load_system_policy,
+    serving,
 )
 from tests.tracing.collector import Collector, Exported, receiving
 
@@ -299,3 +304,46 @@ def test_tracing_without_the_otel_extra_is_a_configuration_error(tmp_path: Path)
     assert "GATEWAY_TRACING__ENABLED" in done.stderr
     assert "pip install 'casbin-gateway[otel]'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- the control plane and credentials, on each database --------------------------------------------------------
+
+
+async def test_control_plane_requests_are_traced_and_no_credential_is_recorded(
+    db_url: str, upstream: Upstream, tmp_path: Path, collector: Collector
+) -> None:
+    """/auth and /admin requests get a SERVER span named by their route template, with status and route; probes
+    are not traced. Across a login, an admin call and proxied calls with a bearer token, an API key and a
+    cookie, no exported byte holds the password, the token, the key or the cookie."""
+    await load_system_policy(db_url)
+    settings = gateway_settings(
+        db_url, upstream.url, audit_log=str(tmp_path / "audit.jsonl"), tracing=tracing(collector)
+    )
+    async with serving(settings, upstream) as gateway:
+        await gateway.org("acme")
+        await gateway.user("owner@acme.test", org="acme", role="owner")
+        token = await gateway.login("owner@acme.test")
+        key = await gateway.key("acme", "owner@acme.test")
+        assert (await gateway.call("GET", "/admin/orgs/acme", token=token))[0] == 200
+        assert (await gateway.call("GET", "/healthz"))[0] == 200
+        cookie = {"Cookie": "session=cookie-secret-value"}
+        assert (await gateway.call("GET", "/api/a", token=token, org="acme", headers=cookie))[0] == 200
+        assert (await gateway.call("GET", "/api/b", headers={"X-API-Key": key}))[0] == 200
+        assert (await gateway.call("GET", "/api/c", token=key))[0] == 200
+        await collector.wait_for(2 + 3 * 5)
+    login = collector.one("POST /auth/login")
+    assert login.kind == "SERVER"
+    assert (login.attributes["http.route"], login.attributes["http.response.status_code"]) == ("/auth/login", 200)
+    admin = collector.one("GET /admin/orgs/{org}")
+    assert admin.attributes == {
+        "http.request.method": "GET",
+        "url.path": "/admin/orgs/acme",
+        "http.route": "/admin/orgs/{org}",
+        "http.response.status_code": 200,
+    }
+    assert not [span for span in collector.spans if span.attributes.get("url.path") == "/healthz"]
+    assert len(collector.named("gateway proxy")) == 3
+    secrets = [token, key, "cookie-secret-value", PASSWORD, token.rsplit(".", 1)[1], key[-20:]]
+    exported = b"".join(collector.bodies)
+    for secret in secrets:
+        assert secret.encode() not in exported, "a credential reached the collector"
