@@ -52,7 +52,7 @@ class OpenTelemetryTracing(Tracing):
 
     def request(self, name: str, scope: Scope) -> RequestTrace:
         root = self.tracer.start_span(name, context=self._parent(scope), kind=SpanKind.SERVER)
-        return SpanTrace(self, root)
+        return SpanTrace(self, root) if root.is_recording() else UnsampledTrace(self, root)
 
     def _parent(self, scope: Scope) -> Context:
         """The caller's trace when it may be continued, else an empty context: a new trace."""
@@ -131,9 +131,7 @@ class SpanTrace(RequestTrace):
         facts: dict[str, Any] = {"http.request.method": _method(method), "server.address": host, "server.port": port}
         span = self._tracing.tracer.start_span("forward", context=self._context, kind=SpanKind.CLIENT, attributes=facts)
         self._stage, self._forwarding = span, True
-        carrier: dict[str, str] = {}
-        self._tracing.propagator.inject(carrier, context=set_span_in_context(span, Context()))
-        return [*(header for header in headers if header[0] not in TRACE_HEADERS), *carrier.items()]
+        return _propagated(self._tracing, headers, span)
 
     def finish(self, event: AuditEvent, failure: str | None) -> None:
         # `failure` is the stage's error.type, and the SERVER span's when the gateway answered 5xx or nothing.
@@ -153,6 +151,33 @@ class SpanTrace(RequestTrace):
             root.set_attribute("error.type", failure or (str(event.status) if event.status else "_OTHER"))
             root.set_status(_ERROR)
         root.end()
+
+
+class UnsampledTrace(RequestTrace):
+    """A request the sampler left out: nothing is recorded, so no stage gets a span (each costs microseconds
+    even unrecorded), and the upstream learns the trace (not sampled) from the SERVER span itself."""
+
+    __slots__ = ("_root", "_tracing")
+
+    def __init__(self, tracing: OpenTelemetryTracing, root: Span) -> None:
+        self._tracing = tracing
+        self._root = root
+
+    def stage(self, name: str) -> None:
+        pass
+
+    def forward(self, headers: list[tuple[str, str]], *, method: str, host: str, port: int) -> list[tuple[str, str]]:
+        return _propagated(self._tracing, headers, self._root)
+
+    def finish(self, event: AuditEvent, failure: str | None) -> None:
+        self._root.end()
+
+
+def _propagated(tracing: OpenTelemetryTracing, headers: list[tuple[str, str]], span: Span) -> list[tuple[str, str]]:
+    """`headers` with `span`'s traceparent (and tracestate) instead of any the caller sent."""
+    carrier: dict[str, str] = {}
+    tracing.propagator.inject(carrier, context=set_span_in_context(span, Context()))
+    return [*(header for header in headers if header[0] not in TRACE_HEADERS), *carrier.items()]
 
 
 def _method(method: str) -> str:
