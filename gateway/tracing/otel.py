@@ -7,6 +7,9 @@ spans and what they record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import threading
 from typing import Any
 
 from opentelemetry.context import Context
@@ -30,6 +33,11 @@ from gateway.tracing import RequestTrace, Tracing
 KNOWN_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 _ERROR = Status(StatusCode.ERROR)
+CLOSE_SECONDS = 5.0
+"""How long a stopping gateway waits for the collector to take the last spans. The SDK would wait up to 30 s
+(longer than an orchestrator's grace period) when the collector is down."""
+
+log = logging.getLogger("gateway.tracing")
 
 
 class OpenTelemetryTracing(Tracing):
@@ -104,8 +112,27 @@ class OpenTelemetryTracing(Tracing):
             span.end()
 
     async def close(self) -> None:
-        # In a thread: exporting blocks, and the collector may be served by this very event loop (the tests').
-        await asyncio.to_thread(self._provider.shutdown)
+        # In a thread of its own: exporting blocks, the collector may be served by this very loop (the tests'),
+        # and a daemon thread left behind when time is up does not hold the process at exit (to_thread's would).
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finished() -> None:
+            if not done.done():  # cancelled when the wait timed out
+                done.set_result(None)
+
+        def shut_down() -> None:
+            try:
+                self._provider.shutdown()
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+                    loop.call_soon_threadsafe(finished)
+
+        threading.Thread(target=shut_down, name="gateway-tracing-close", daemon=True).start()
+        try:
+            await asyncio.wait_for(done, CLOSE_SECONDS)
+        except TimeoutError:
+            log.warning("tracing: the collector did not take the last spans within %.0f s: dropped", CLOSE_SECONDS)
 
 
 class SpanTrace(RequestTrace):

@@ -11,16 +11,23 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.access.audit import AuditEvent
+from gateway.access.peer import TrustedProxies
+from gateway.settings import Tracing as TracingSettings
+from gateway.tracing import build_tracing
+from gateway.tracing.otel import CLOSE_SECONDS
 from tests.conftest import (
     PASSWORD,
     Upstream,
     bare_serving,
+    closed_port,
     gateway_settings,
     load_system_policy,
     serving,
@@ -274,6 +281,23 @@ async def test_with_tracing_off_nothing_is_sent(
     else:
         assert collector.bodies == []
         assert forwarded == CALLER_TRACEPARENT
+
+
+async def test_a_collector_that_is_down_cannot_hold_a_stopping_gateway(caplog: pytest.LogCaptureFixture) -> None:
+    """With the collector unreachable and thousands of spans waiting, closing the tracer gives up after
+    CLOSE_SECONDS (the SDK alone waits up to 30 s, past an orchestrator's grace period) and logs that the spans
+    were dropped."""
+    endpoint = f"http://127.0.0.1:{closed_port()}/v1/traces"
+    settings = TracingSettings(enabled=True, endpoint=endpoint, batch_delay_seconds=0.05)
+    tracer = build_tracing(settings, TrustedProxies(()))
+    assert tracer is not None
+    for index in range(3000):
+        trace = tracer.request("gateway proxy", {"client": ("127.0.0.1", 1), "headers": []})
+        trace.finish(AuditEvent(method="GET", path=f"/api/{index}", status=200), None)
+    started = time.monotonic()
+    await tracer.close()
+    assert time.monotonic() - started < CLOSE_SECONDS + 2
+    assert "did not take the last spans" in caplog.text
 
 
 def test_a_gateway_with_tracing_off_never_imports_opentelemetry() -> None:
