@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 from gateway.access.audit import AuditEvent
 from gateway.access.peer import TrustedProxies
 from gateway.settings import Tracing as TracingSettings
+from gateway.settings import settings_from_mapping
 from gateway.tracing import build_tracing
 from gateway.tracing.otel import CLOSE_SECONDS
 from tests.conftest import (
@@ -371,3 +374,19 @@ async def test_control_plane_requests_are_traced_and_no_credential_is_recorded(
     exported = b"".join(collector.bodies)
     for secret in secrets:
         assert secret.encode() not in exported, "a credential reached the collector"
+
+
+def test_the_readme_collector_example_and_gateway_config_agree() -> None:
+    """The README's Tracing section: its gateway config loads with tracing on, and points at the port its
+    collector example receives OTLP/HTTP on, at the traces path."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Tracing", 1)[1].split("\n## ", 1)[0]
+    collector_yaml = re.search(r"```yaml\n(.*?)```", section, flags=re.DOTALL)
+    gateway_toml = re.search(r"```toml\n(.*?)```", section, flags=re.DOTALL)
+    assert collector_yaml is not None and gateway_toml is not None
+    settings = settings_from_mapping(tomllib.loads(gateway_toml.group(1))).tracing
+    assert settings.enabled
+    listening = re.search(r"http:\n\s+endpoint: 0\.0\.0\.0:(\d+)", collector_yaml.group(1))
+    assert listening is not None
+    assert settings.endpoint == f"http://127.0.0.1:{listening.group(1)}/v1/traces"
+    assert "exporters: [debug]" in collector_yaml.group(1)
