@@ -48,6 +48,8 @@ class Tracing(ABC):
 class RequestTrace(ABC):
     """One data-plane request's spans: the pipeline says when each stage starts, `finish` ends them."""
 
+    __slots__ = ()  # one is made per request: its implementations keep theirs in slots
+
     @abstractmethod
     def stage(self, name: str) -> None:
         """Stage `name` (authenticate, resolve, enforce) starts; the one before it, if any, let the request
