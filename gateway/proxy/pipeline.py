@@ -186,15 +186,17 @@ class Pipeline:
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, error: GatewayError, *, path: str = "") -> None:
         """Answer a request the front door turned away before any stage (a path with no canonical form, an
-        endpoint of the other listener): the problem response, one audit line, the metrics (and a trace)."""
-        trace = None if self.tracing is None else self.tracing.request("gateway proxy", scope)
+        endpoint of the other listener): the problem response, one audit line, the metrics (and a trace: HTTP
+        only, as WebSocket connections are not traced)."""
+        http = scope["type"] == "http"
+        trace = None if self.tracing is None or not http else self.tracing.request("gateway proxy", scope)
         raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])
         request_id = request_id_of(raw_headers)
         client = scope.get("client")
-        method = scope["method"] if scope["type"] == "http" else "WEBSOCKET"
+        method = scope["method"] if http else "WEBSOCKET"
         event = AuditEvent(method=method, path=path, client_ip=client[0] if client else "", request_id=request_id)
         event.granted, event.reason = False, error.slug
-        if scope["type"] == "http":
+        if http:
             event.status = await send_problem(send, error, request_id=request_id)
         elif scope["type"] == "websocket":
             event.status = await refuse_websocket(scope, receive, send, error, request_id)
