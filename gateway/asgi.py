@@ -9,7 +9,8 @@
 A path with no single canonical form is refused here with 400, whichever plane it was aimed at. The control
 plane routes on the canonical form too (`scope["path"]` is rewritten), so an encoded `/` or a dot segment can
 never reach a different handler than the one the gateway's own checks saw. With a management listener
-(`admin_listen`), /admin and /metrics are answered only on that port, and the probes on both.
+(`admin_listen`), /admin and /metrics are answered only on that port, and the probes on both. With `[tracing]`
+on, control-plane requests (but probes and scrapes) are traced here, around the application.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway.namespace import (
     MANAGEMENT_PREFIXES,
     PROBE_PREFIXES,
     RESERVED_PREFIXES,
+    UNTRACED_PREFIXES,
     under,
 )
 from gateway.paths import canonical_path, second_reading
@@ -77,7 +79,11 @@ class FrontDoor:
                 await pipeline.refuse(scope, receive, send, InvalidPath(reason), path=path)
                 return
             scope["path"] = unquote(path)
-            await self.control(scope, receive, send)
+            tracing = self.runtime.services.tracing
+            if tracing is None or under(path, UNTRACED_PREFIXES):
+                await self.control(scope, receive, send)
+            else:
+                await tracing.control(self.control, scope, receive, send, path=path)
         else:  # the rest of /authz, or a WebSocket aimed at the control plane: the route table says 404
             await pipeline.proxy(scope, receive, send, path)
 

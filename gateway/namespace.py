@@ -18,6 +18,8 @@ MANAGEMENT_PREFIXES = ("/admin", "/metrics")
 """Moved to the management listener when `admin_listen` is set."""
 PROBE_PREFIXES = ("/healthz", "/readyz")
 """Also answered on the management listener, so an orchestrator can probe either port."""
+UNTRACED_PREFIXES = (*PROBE_PREFIXES, "/metrics")
+"""Control-plane paths left out of traces: probes and scrapes arrive every few seconds and say nothing new."""
 OPENAPI_PATH = "/auth/schema"
 """Where the OpenAPI document of the control plane is served (`/auth/schema/openapi.json`)."""
 

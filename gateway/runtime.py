@@ -39,6 +39,7 @@ from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteTable
 from gateway.proxy.pipeline import Pipeline
 from gateway.settings import Settings
+from gateway.tracing import Tracing, build_tracing
 
 log = logging.getLogger("gateway")
 KEY_USAGE_SECONDS = 10.0
@@ -72,10 +73,15 @@ class Services:
     """PostgreSQL only: LISTEN for committed changes."""
     webhook: AuditWebhook | None = None
     """With `[audit] webhook_url`: delivers the audit trail (the runtime runs it)."""
+    tracing: Tracing | None = None
+    """Spans for both planes when `[tracing]` is on."""
 
     async def close(self) -> None:
-        """Flush the audit sink, then close the counters' store, the upstream pools and the database."""
+        """Flush the audit sink and the spans, then close the counters' store, the upstream pools and the
+        database."""
         await self.audit.close()
+        if self.tracing is not None:
+            await self.tracing.close()
         await self.counters.close()
         await self.http.close()
         for pool in self.pools.values():
@@ -146,6 +152,8 @@ class Runtime:
         )
         audit = AuditSink(settings.audit_log, chained=settings.audit.chain_decisions)
         audit.start()
+        trusted = TrustedProxies(settings.trusted_proxies)
+        tracing = build_tracing(settings.tracing, trusted)
         pipeline = Pipeline(
             routes=self.routes,
             tokens=tokens,
@@ -157,7 +165,8 @@ class Runtime:
             pools=pools,
             allow_underscore_headers=settings.allow_underscore_headers,
             max_header_bytes=settings.upstream.max_header_bytes,
-            trusted_proxies=TrustedProxies(settings.trusted_proxies),
+            trusted_proxies=trusted,
+            tracing=tracing,
         )
         webhook = None
         if settings.audit.webhook_url is not None:
@@ -182,6 +191,7 @@ class Runtime:
             pipeline=pipeline,
             listener=listener,
             webhook=webhook,
+            tracing=tracing,
         )
 
     async def start(self) -> None:

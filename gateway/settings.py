@@ -7,6 +7,7 @@ defaults below. Every error names the offending key, and nothing is read at impo
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -29,6 +30,9 @@ DEFAULT_REFRESH_IDLE = 3 * 24 * 3600
 DEFAULT_ISSUER = "casbin-gateway"
 DEFAULT_AUDIENCE = "casbin-gateway"
 ENV_PREFIX = "GATEWAY_"
+DEFAULT_TRACES_ENDPOINT = "http://127.0.0.1:4318/v1/traces"
+OTEL_EXTRA = "pip install 'casbin-gateway[otel]'"
+"""What installs the OpenTelemetry SDK and exporter that `[tracing]` needs."""
 
 PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 SHIPPED_MODEL = PACKAGE_DATA / "model.conf"
@@ -277,6 +281,31 @@ class Clients(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     process's file-descriptor limit (the rest serves upstream pools, the database and files)."""
 
 
+class Tracing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[tracing]`: OpenTelemetry traces sent over OTLP/HTTP to a collector. Needs the `otel` extra
+    (`pip install 'casbin-gateway[otel]'`). Off by default, and then no tracer is called on any request."""
+
+    enabled: bool = False
+    """Trace every proxied request and forward-auth decision (a span per stage) and every /auth and /admin
+    request."""
+    endpoint: str = DEFAULT_TRACES_ENDPOINT
+    """The collector's OTLP/HTTP traces URL, path included (`http://collector:4318/v1/traces`)."""
+    service_name: str = "casbin-gateway"
+    """The traces' `service.name` (OTEL_RESOURCE_ATTRIBUTES may add more resource attributes)."""
+    sample_ratio: float = 1.0
+    """Share of new traces recorded, 0 to 1. A continued trace follows its caller's sampled flag (parent-based),
+    so one trace is kept or dropped as a whole."""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    """Sent with every export: a collector's or vendor's credentials. Never logged; prefer
+    GATEWAY_TRACING__HEADERS__<NAME> (or OTEL_EXPORTER_OTLP_TRACES_HEADERS, used when this is empty)."""
+    trust_incoming: Literal["trusted_proxies", "all", "none"] = "trusted_proxies"
+    """Whose W3C `traceparent`/`tracestate` the gateway continues: callers connecting from `trusted_proxies`
+    (default), anyone (`all`), or no one (`none`). Any other caller's are ignored: its request starts a new
+    trace, and the upstream gets the gateway's traceparent instead of the caller's."""
+    batch_delay_seconds: float = 5.0
+    """Finished spans wait up to this long to leave in one batch (or until 512 are waiting)."""
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything the gateway needs to start."""
 
@@ -323,6 +352,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     mail: Mail = msgspec.field(default_factory=Mail)
     clients: Clients = msgspec.field(default_factory=Clients)
     audit: Audit = msgspec.field(default_factory=Audit)
+    tracing: Tracing = msgspec.field(default_factory=Tracing)
     encryption_key: str | None = None
     """A Fernet key (`gateway encryption-key` makes one) sealing TOTP secrets at rest. Keep it out of the
     database and its backups; prefer GATEWAY_ENCRYPTION_KEY. Without it, TOTP secrets are stored as they are."""
@@ -390,6 +420,7 @@ def _validate(settings: Settings) -> None:
     if clients.max_connections is not None and clients.max_connections < 1:
         raise ConfigError("clients.max_connections: at least 1")
     _validate_audit(settings.audit)
+    _validate_tracing(settings.tracing)
     seen: set[str] = set()
     for index, route in enumerate(settings.routes):
         key = f"routes[{index}]"
@@ -427,6 +458,27 @@ def _validate_audit(audit: Audit) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
         raise ConfigError("audit.webhook_url: an http:// or https:// URL with a host and no fragment")
     audit.webhook_key()
+
+
+def _validate_tracing(tracing: Tracing) -> None:
+    if not 0.0 <= tracing.sample_ratio <= 1.0:
+        raise ConfigError("tracing.sample_ratio: between 0 and 1")
+    if tracing.batch_delay_seconds <= 0:
+        raise ConfigError("tracing.batch_delay_seconds: must be positive")
+    parts = urlsplit(tracing.endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("tracing.endpoint: an http:// or https:// URL, such as " + DEFAULT_TRACES_ENDPOINT)
+    if tracing.enabled and not otel_installed():
+        raise ConfigError(f"tracing.enabled: the OpenTelemetry SDK is not installed: {OTEL_EXTRA}")
+
+
+def otel_installed() -> bool:
+    """Whether the `otel` extra's SDK and exporter are installed: found, not imported (that takes about 50 ms)."""
+    try:
+        needed = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
+        return all(importlib.util.find_spec(name) is not None for name in needed)
+    except (ImportError, ValueError):  # a parent package missing, or blocked in sys.modules
+        return False
 
 
 def split_listen(value: str) -> tuple[str, int]:

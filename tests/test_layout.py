@@ -25,13 +25,14 @@ def _imports(path: Path) -> set[str]:
 
 
 # Each package may import only the ones below it; the two planes (proxy, api) never import each other.
-#   paths, errors, settings...  <  db  <  policy  <  identity  <  access  <  manage  <  proxy | api
+#   paths, errors, settings...  <  db  <  policy  <  identity  <  access  <  manage, tracing  <  proxy | api
 FORBIDDEN = {
     "db": ("policy", "identity", "access", "manage", "proxy", "api"),
     "policy": ("identity", "access", "manage", "proxy", "api"),
     "identity": ("access", "manage", "proxy", "api"),
     "access": ("manage", "proxy", "api"),
     "manage": ("proxy", "api"),
+    "tracing": ("manage", "proxy", "api"),
     "proxy": ("manage", "api"),
     "api": ("proxy",),
 }

@@ -85,6 +85,11 @@ BAD = [
         "[routes.cors]\nallow_origins = ['*']\nallow_credentials = true",
         "routes[0].cors.allow_origins",
     ),
+    ("[tracing]\nsample_ratio = 1.5", "tracing.sample_ratio"),
+    ("[tracing]\nendpoint = '127.0.0.1:4318'", "tracing.endpoint"),
+    ("[tracing]\ntrust_incoming = 'everyone'", "tracing.trust_incoming"),
+    ("[tracing]\nbatch_delay_seconds = 0", "tracing.batch_delay_seconds"),
+    ("[tracing]\nheaders = ['x']", "tracing.headers"),
 ]
 
 
@@ -196,3 +201,16 @@ def test_the_readme_audit_example_is_valid(tmp_path: Path) -> None:
     audit = settings_from_mapping(raw).audit
     assert (audit.retention_days, audit.webhook_timeout) == (365, 10.0)
     assert audit.webhook_key() == SECRET.encode()
+
+
+def test_tracing_is_off_by_default_and_set_from_file_or_environment(tmp_path: Path) -> None:
+    """`[tracing]` is off unless enabled; the environment sets any key, collector headers included (as
+    GATEWAY_TRACING__HEADERS__<NAME>, lower-cased like every key)."""
+    assert load_settings(_write(tmp_path, GOOD), environ={}).tracing.enabled is False
+    text = GOOD + '[tracing]\nenabled = true\nendpoint = "http://otel:4318/v1/traces"\n'
+    text += '[tracing.headers]\nx-team = "a"\n'
+    env = {"GATEWAY_TRACING__SAMPLE_RATIO": "0.25", "GATEWAY_TRACING__HEADERS__AUTHORIZATION": "Bearer t"}
+    tracing = load_settings(_write(tmp_path, text), environ=env).tracing
+    assert (tracing.enabled, tracing.endpoint, tracing.sample_ratio) == (True, "http://otel:4318/v1/traces", 0.25)
+    assert tracing.headers == {"x-team": "a", "authorization": "Bearer t"}
+    assert (tracing.service_name, tracing.trust_incoming) == ("casbin-gateway", "trusted_proxies")

@@ -115,11 +115,15 @@ class Decision:
         return describe_line(self.rule)
 
 
+MATCHED = "matched "
+"""How the audit reason of a decision made by a policy line starts; the line follows."""
+
+
 @lru_cache(maxsize=4096)
 def describe_line(rule: tuple[str, ...]) -> str:
     """The audit reason for a decision by `rule` (the same few lines decide most requests: built once each)."""
     if rule:
-        return "matched " + ", ".join(("p", *rule))
+        return MATCHED + ", ".join(("p", *rule))
     return "no policy line matched (deny by default)"
 
 

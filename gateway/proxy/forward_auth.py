@@ -30,6 +30,7 @@ from gateway.paths import canonical_path, second_reading
 from gateway.policy import HotState
 from gateway.proxy.headers import IDENTITY_NAMES
 from gateway.proxy.resolve import ORG_HEADER
+from gateway.tracing import RequestTrace
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -92,15 +93,23 @@ FORWARD_ROUTE = "forward-auth"
 
 
 def decide_described(
-    tokens: TokenService, state: HotState, described: Described, event: AuditEvent
+    tokens: TokenService,
+    state: HotState,
+    described: Described,
+    event: AuditEvent,
+    trace: RequestTrace | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """The identity headers for an allowed request; raises 401/403 errors otherwise. The audit event learns the
-    subject and the org as soon as they are known, so a denial names them too."""
+    subject and the org as soon as they are known, so a denial names them too; `trace` learns each stage."""
+    if trace is not None:
+        trace.stage("authenticate")
     principal = authenticate(
         tokens, described.authorization, api_key=described.api_key, state=state, client_ip=described.client_ip
     )
     event.subject = principal.subject
     key = principal.key
+    if trace is not None:
+        trace.stage("resolve")
     slug = key.org if key is not None else (described.org or "").strip()
     if key is not None and described.org is not None and described.org.strip() != key.org:
         raise Forbidden("not allowed in this organization")
@@ -110,6 +119,8 @@ def decide_described(
     if org is None:
         raise Forbidden("not allowed in this organization")
     event.org = org.slug
+    if trace is not None:
+        trace.stage("enforce")
     enforce(state, principal.subject, org.slug, described.path, described.method, key=key, route=FORWARD_ROUTE)
     roles = state.roles_of(principal.subject, org.slug)
     return (

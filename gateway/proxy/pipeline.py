@@ -10,6 +10,9 @@
 The front door (gateway/asgi.py) calls `proxy` with the canonical path; it runs them for HTTP, and WebSocket
 handshakes (websocket.py) and forward-auth (forward_auth.py) reuse stages 2-4 and end differently. A stage stops a
 request only by raising a GatewayError, written here as problem+json. Nothing here touches Litestar.
+
+With `[tracing]` on, each HTTP request and forward-auth decision gets a span, and each stage a child span
+(gateway/tracing/); with it off `tracing` is None, and a request's only cost is testing that once per stage.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
 from gateway.proxy.resolve import resolve_org
 from gateway.proxy.websocket import proxy_websocket, refuse_websocket
+from gateway.tracing import RequestTrace, Tracing
 
 log = logging.getLogger("gateway.proxy")
 
@@ -78,6 +82,8 @@ class Pipeline:
     """API key id -> last use (epoch seconds), drained by the runtime's batch writer."""
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
     """The loop serving this process (built inside it)."""
+    tracing: Tracing | None = None
+    """Spans for every request when `[tracing]` is on; None otherwise, and then nothing is traced."""
 
     async def admit(
         self,
@@ -88,6 +94,7 @@ class Pipeline:
         org_header: str | None,
         api_key: str | None,
         event: AuditEvent,
+        trace: RequestTrace | None = None,
     ) -> Admitted:
         """Stages 2-4 for a request (HTTP or WebSocket handshake): authenticate, resolve the org (then the
         rate limits), enforce; returns the identity headers for the upstream. Raises a GatewayError to stop."""
@@ -96,15 +103,21 @@ class Pipeline:
             return Admitted((), None, None, None)
         # The client address, through trusted proxies, resolved on arrival (`arrival`): keys' allow-lists use it.
         client_ip = event.client_ip or ""
+        if trace is not None:
+            trace.stage("authenticate")
         principal = authenticate(  # 2
             self.tokens, authorization, api_key=api_key, state=self.state, client_ip=client_ip
         )
         event.subject = principal.subject
         key = principal.key
+        if trace is not None:
+            trace.stage("resolve")
         org = resolve_org(self.state, match, org_header, key.org if key else None)  # 3
         event.org = org.slug
         if self.limiter.active:
             await self.limiter.check(principal.user_id, org.slug, key.key_id if key else None)
+        if trace is not None:
+            trace.stage("enforce")
         decision = enforce(
             self.state, principal.subject, org.slug, path, method, key=key, route=match.route.prefix
         )  # 4
@@ -145,6 +158,8 @@ class Pipeline:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
+        trace = None if self.tracing is None else self.tracing.request("gateway forward-auth", scope)
+        failure: str | None = None
         raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])
         client = scope.get("client")
         request_id = request_id_of(raw_headers)
@@ -155,14 +170,16 @@ class Pipeline:
         try:
             described = describe(peer_ip, raw_headers, self.trusted_proxies)
             event.method, event.path, event.client_ip = described.method, described.path, described.client_ip
-            identity = decide_described(self.tokens, self.state, described, event)
+            identity = decide_described(self.tokens, self.state, described, event, trace)
             event.granted, event.reason, event.status = True, "forward-auth allowed", 200
             headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]
             await _send_empty(send, 200, [*headers, (b"x-request-id", request_id.encode())])
         except Denied as denied:
+            failure = denied.slug
             event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
             event.status = await send_problem(send, denied, request_id=request_id)
         except GatewayError as error:
+            failure = error.slug
             answer = as_forward_auth_answer(error)
             reason = error.audit_reason if answer is error else f"{error.slug}: {error.detail}"
             event.granted, event.reason = False, reason
@@ -171,22 +188,29 @@ class Pipeline:
             event.duration_ms = milliseconds(started)
             self.audit.emit(event)
             self.metrics.observe(event)
+            if trace is not None:
+                trace.finish(event, failure)
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, error: GatewayError, *, path: str = "") -> None:
         """Answer a request the front door turned away before any stage (a path with no canonical form, an
-        endpoint of the other listener): the problem response, one audit line, the metrics."""
+        endpoint of the other listener): the problem response, one audit line, the metrics (and a trace: HTTP
+        only, as WebSocket connections are not traced)."""
+        http = scope["type"] == "http"
+        trace = None if self.tracing is None or not http else self.tracing.request("gateway proxy", scope)
         raw_headers = cast(list[tuple[bytes, bytes]], scope["headers"])
         request_id = request_id_of(raw_headers)
         client = scope.get("client")
-        method = scope["method"] if scope["type"] == "http" else "WEBSOCKET"
+        method = scope["method"] if http else "WEBSOCKET"
         event = AuditEvent(method=method, path=path, client_ip=client[0] if client else "", request_id=request_id)
         event.granted, event.reason = False, error.audit_reason
-        if scope["type"] == "http":
+        if http:
             event.status = await send_problem(send, error, request_id=request_id)
         elif scope["type"] == "websocket":
             event.status = await refuse_websocket(scope, receive, send, error, request_id)
         self.audit.emit(event)
         self.metrics.observe(event)
+        if trace is not None:
+            trace.finish(event, error.slug)
 
     async def proxy(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         """Stages 1-6 for a request whose canonical path is `path`."""
@@ -194,6 +218,8 @@ class Pipeline:
             await proxy_websocket(self, scope, receive, send, path)
             return
         started = time.perf_counter()
+        trace = None if self.tracing is None else self.tracing.request("gateway proxy", scope)
+        failure: str | None = None
         method: str = scope["method"]
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]  # servers hand over a list
         head, peer, event = self.arrival(scope, method, path)
@@ -213,7 +239,9 @@ class Pipeline:
             if head.error is not None:
                 raise head.error
             has_body = request_has_body(head.content_length, head.chunked, route.max_body_bytes)
-            admitted = await self.admit(match, path, method, head.authorization, head.org, head.api_key, event)  # 2-4
+            admitted = await self.admit(
+                match, path, method, head.authorization, head.org, head.api_key, event, trace
+            )  # 2-4
             headers = request_headers(
                 head,
                 raw_headers,
@@ -223,6 +251,8 @@ class Pipeline:
                 peer=peer,
                 request_id=request_id,
             )
+            if trace is not None:
+                headers = trace.forward(headers, method=method, host=route.host, port=route.port)
             stats = self.metrics.route(route.prefix)
             stats.in_flight += 1
             forwarding = time.perf_counter()
@@ -244,21 +274,27 @@ class Pipeline:
                 stats.in_flight -= 1
                 event.upstream_ms = milliseconds(forwarding)
         except Denied as denied:
+            failure = denied.slug
             event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
             event.status = await send_problem(send, denied, request_id=request_id, extra=cors)
         except GatewayError as error:
+            failure = error.slug
             if event.granted is None:
                 event.granted, event.reason = False, error.audit_reason
             event.status = await send_problem(send, error, request_id=request_id, extra=cors)
         except ClientGone:
+            failure = "client-disconnected"
             event.reason, event.status = "client disconnected", 499
         except UpstreamBroke:
+            failure = "upstream-broke"
             event.reason = "upstream failed mid-response"
             log.warning("upstream failed after the response started", extra={"route": event.route})
         finally:
             event.duration_ms = milliseconds(started)
             self.audit.emit(event)  # 6
             self.metrics.observe(event)
+            if trace is not None:
+                trace.finish(event, failure)
 
 
 async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
