@@ -29,7 +29,8 @@ from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import TokenService, load_or_create_keys
 from gateway.manage.audit import Pruned, prune_events
 from gateway.manage.audit_chain import checkpoint_trail, write_checkpoint
-from gateway.manage.audit_webhook import AuditWebhook
+from gateway.manage.audit_otlp import otlp_logs_transport
+from gateway.manage.audit_webhook import OTLP_ROW, WEBHOOK_ROW, AuditWebhook
 from gateway.metrics import DeliveryStats, Metrics
 from gateway.policy import HotState, StateRows
 from gateway.policy.files import PolicyFiles
@@ -73,6 +74,8 @@ class Services:
     """PostgreSQL only: LISTEN for committed changes."""
     webhook: AuditWebhook | None = None
     """With `[audit] webhook_url`: delivers the audit trail (the runtime runs it)."""
+    otlp_logs: AuditWebhook | None = None
+    """With `[audit] otlp_logs_endpoint`: sends the audit trail as OpenTelemetry logs."""
     tracing: Tracing | None = None
     """Spans for both planes when `[tracing]` is on."""
 
@@ -107,6 +110,7 @@ class Runtime:
     _audit_pruner: asyncio.Task[None] | None = None
     _audit_sender: asyncio.Task[None] | None = None
     _checkpointer: asyncio.Task[None] | None = None
+    _audit_logger: asyncio.Task[None] | None = None
     _listening: asyncio.Task[None] | None = None
     last_sync: float = 0.0
     """When the watcher last reached the database (`/readyz` shows it as `policy_synced_at`)."""
@@ -172,6 +176,9 @@ class Runtime:
         if settings.audit.webhook_url is not None:
             metrics.webhook = DeliveryStats()
             webhook = AuditWebhook(settings.audit, store.sessions, metrics.webhook)
+        otlp_logs = None
+        if settings.audit.otlp_logs_endpoint is not None:
+            otlp_logs = AuditWebhook(otlp_logs_transport(settings.audit), store.sessions, DeliveryStats())
         return Services(
             settings=settings,
             state=self.state,
@@ -191,6 +198,7 @@ class Runtime:
             pipeline=pipeline,
             listener=listener,
             webhook=webhook,
+            otlp_logs=otlp_logs,
             tracing=tracing,
         )
 
@@ -219,6 +227,8 @@ class Runtime:
         self._mail_sender = asyncio.create_task(self.services.mailer.run(), name="gateway-mail")
         if self.services.webhook is not None:
             self._audit_sender = asyncio.create_task(self.services.webhook.run(), name="gateway-audit-webhook")
+        if self.services.otlp_logs is not None:
+            self._audit_logger = asyncio.create_task(self.services.otlp_logs.run(), name="gateway-audit-otlp-logs")
         if settings.audit.retention_days is not None:
             self._audit_pruner = asyncio.create_task(self._prune_audit(), name="gateway-audit-retention")
         self._checkpointer = asyncio.create_task(self._checkpoints(), name="gateway-audit-checkpoints")
@@ -236,6 +246,7 @@ class Runtime:
             self._audit_pruner,
             self._audit_sender,
             self._checkpointer,
+            self._audit_logger,
         )
         for task in tasks:
             if task is not None:
@@ -248,9 +259,10 @@ class Runtime:
             await self.flush_shadow()
         with contextlib.suppress(Exception):
             await self.checkpoint()
-        if self.services.webhook is not None:
-            with contextlib.suppress(Exception):
-                await self.services.webhook.release()
+        for deliverer in (self.services.webhook, self.services.otlp_logs):
+            if deliverer is not None:
+                with contextlib.suppress(Exception):
+                    await deliverer.release()
         await self.services.close()
         self.hasher.gate.close()
 
@@ -320,13 +332,20 @@ class Runtime:
         if audit.retention_days is None:
             return Pruned(removed=0, kept=0)
         older_than = utcnow() - dt.timedelta(days=audit.retention_days)
-        keep = audit.webhook_url is not None
+        deliveries = tuple(
+            row
+            for row, configured in ((WEBHOOK_ROW, audit.webhook_url), (OTLP_ROW, audit.otlp_logs_endpoint))
+            if configured is not None
+        )
+        keep = bool(deliveries)
         ring = self.services.tokens.ring
 
         def cut(session: AsyncSession, seq: int, hash_: str) -> None:
             write_checkpoint(session, ring, ADMIN_STREAM, seq, hash_)
 
-        return await prune_events(self.services.sessions, older_than=older_than, keep_undelivered=keep, checkpoint=cut)
+        return await prune_events(
+            self.services.sessions, older_than=older_than, keep_undelivered=keep, deliveries=deliveries, checkpoint=cut
+        )
 
     async def checkpoint(self) -> None:
         """Sign and store the heads of the trail of changes and of this process's decision log (when chained),

@@ -198,6 +198,11 @@ class Audit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A file holding the secret (surrounding whitespace ignored), instead of `webhook_secret`."""
     webhook_timeout: float = 10.0
     """Seconds a delivery may take (connect, send, answer); more is a failure and is retried. At most 20."""
+    otlp_logs_endpoint: str | None = None
+    """Also send every event to this OTLP/HTTP logs endpoint (`http://collector:4318/v1/logs`), at least once, as
+    log records; needs the otel extra. Retention then keeps events until both it and the webhook have them."""
+    otlp_headers: dict[str, str] = msgspec.field(default_factory=dict)
+    """Headers of every OTLP logs export (collector credentials); never logged."""
     chain_decisions: bool = False
     """Chain the request decision log (`audit_log`) too: each line gets its process's stream id, a sequence
     number, the previous line's hash and its own (`gateway audit verify --file`). The trail of changes is always
@@ -208,7 +213,7 @@ class Audit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{name}={'<hidden>' if name == 'webhook_secret' and value is not None else repr(value)}"
+            f"{name}={'<hidden>' if name in ('webhook_secret', 'otlp_headers') and value else repr(value)}"
             for name, value in ((name, getattr(self, name)) for name in self.__struct_fields__)
         )
         return f"Audit({shown})"
@@ -452,6 +457,14 @@ def _validate_audit(audit: Audit) -> None:
         raise ConfigError(f"audit.webhook_timeout: more than 0 and at most {MAX_WEBHOOK_TIMEOUT:g} seconds")
     if not 1 <= audit.checkpoint_seconds <= 86_400:
         raise ConfigError("audit.checkpoint_seconds: between 1 and 86400")
+    if audit.otlp_logs_endpoint is not None:
+        parts = urlsplit(audit.otlp_logs_endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise ConfigError(
+                "audit.otlp_logs_endpoint: an http:// or https:// URL, such as http://127.0.0.1:4318/v1/logs"
+            )
+        if not otel_installed():
+            raise ConfigError(f"audit.otlp_logs_endpoint: the OpenTelemetry packages are not installed: {OTEL_EXTRA}")
     if audit.webhook_url is None:
         return
     parts = urlsplit(audit.webhook_url)

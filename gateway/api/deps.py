@@ -75,8 +75,10 @@ async def provide_db(runtime: NamedDependency[Runtime]) -> AsyncGenerator[AsyncS
 async def _after_commit(runtime: Runtime, changed: bool, mailed: bool, audited: bool) -> None:
     if mailed:
         runtime.services.mailer.kick()
-    if audited and runtime.services.webhook is not None:
-        runtime.services.webhook.kick()
+    if audited:
+        for deliverer in (runtime.services.webhook, runtime.services.otlp_logs):
+            if deliverer is not None:
+                deliverer.kick()
     if changed:
         try:
             await runtime.refresh()

@@ -90,7 +90,12 @@ def cmd_prune(args: argparse.Namespace) -> None:
     days = args.days if args.days is not None else settings.audit.retention_days
     if days is None:
         raise CommandError("how old? pass --days N or set [audit] retention_days")
-    webhook = settings.audit.webhook_url is not None
+    deliveries = tuple(
+        row
+        for row, configured in ((1, settings.audit.webhook_url), (2, settings.audit.otlp_logs_endpoint))
+        if configured is not None
+    )
+    webhook = bool(deliveries)
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> Pruned:
         older_than = utcnow() - dt.timedelta(days=days)
@@ -99,7 +104,9 @@ def cmd_prune(args: argparse.Namespace) -> None:
         def cut(session: AsyncSession, seq: int, hash_: str) -> None:  # the chain stays verifiable
             write_checkpoint(session, ring, ADMIN_STREAM, seq, hash_)
 
-        return await prune_events(sessions, older_than=older_than, keep_undelivered=webhook, checkpoint=cut)
+        return await prune_events(
+            sessions, older_than=older_than, keep_undelivered=webhook, deliveries=deliveries, checkpoint=cut
+        )
 
     pruned = asyncio.run(with_database(settings, work))
     print(f"removed {pruned.removed} audit events older than {days} days")

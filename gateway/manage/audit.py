@@ -152,9 +152,16 @@ async def before_last(session: AsyncSession, count: int, *, up_to: int, org: str
     return newest[-1] - 1 if len(newest) == count else 0
 
 
-async def delivered_up_to(session: AsyncSession) -> int:
-    """The last event the audit webhook delivered (0 before the first delivery)."""
-    return int(await session.scalar(select(AuditDelivery.last_id).where(AuditDelivery.id == 1)) or 0)
+async def delivered_up_to(session: AsyncSession, rows: tuple[int, ...] = (1,)) -> int:
+    """The last event every one of these deliveries (the webhook is row 1, OTLP logs row 2) has delivered (0 before
+    a first delivery)."""
+    found = {
+        row: int(last)
+        for row, last in await session.execute(
+            select(AuditDelivery.id, AuditDelivery.last_id).where(AuditDelivery.id.in_(rows))
+        )
+    }
+    return min(found.get(row, 0) for row in rows)
 
 
 PRUNE_BATCH = 1_000
@@ -173,6 +180,7 @@ async def prune_events(
     *,
     older_than: dt.datetime,
     keep_undelivered: bool,
+    deliveries: tuple[int, ...] = (1,),
     checkpoint: Callable[[AsyncSession, int, str], None] | None = None,
 ) -> Pruned:
     """Delete events created before `older_than`, a batch per short transaction (a prune of millions holds no
@@ -183,7 +191,7 @@ async def prune_events(
     while True:
         async with sessions() as session:
             newest = int(await session.scalar(select(func.max(AuditRecord.id))) or 0)
-            last = min(newest - 1, await delivered_up_to(session)) if keep_undelivered else newest - 1
+            last = min(newest - 1, await delivered_up_to(session, deliveries)) if keep_undelivered else newest - 1
             query = select(AuditRecord.id).where(AuditRecord.created_at < older_than, AuditRecord.id <= last)
             ids = list(await session.scalars(query.order_by(AuditRecord.id).limit(PRUNE_BATCH)))
             if ids:
