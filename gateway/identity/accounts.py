@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.db.audit import write_event
 from gateway.db.models import BootstrapToken, PolicyRule, User, utcnow
 from gateway.errors import Conflict, Forbidden, InvalidToken, Unauthenticated, Unprocessable
 from gateway.identity import mail, mfa, sessions
@@ -194,4 +195,5 @@ async def bootstrap(session: AsyncSession, hasher: PasswordHasher, *, token: str
         raise Forbidden("bootstrap: the token is invalid, used or expired, or a superadmin exists already")
     user = await create_user(session, hasher, email=email, password=password)
     await grant_superadmin(session, user)
+    write_event(session, "bootstrap", "user.bootstrap", target=user.id, after={"email": user.email, "superadmin": True})
     return user

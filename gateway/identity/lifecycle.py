@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.db.audit import write_event
 from gateway.db.models import EmailToken, Session, User, utcnow
 from gateway.errors import BadRequest, Conflict, Forbidden, InvalidToken, ReauthRequired, Unprocessable
 from gateway.identity import mail, sessions
@@ -107,6 +108,7 @@ async def register(db: AsyncSession, hasher: PasswordHasher, settings: Mail, *, 
         except IntegrityError:
             existing = await db.scalar(select(User).where(User.email == address))
         else:
+            write_event(db, "user:" + user.id, "user.register", target=user.id, after={"email": address})
             token = await _issue(db, user, "verify", VERIFY_TTL)
             mail.enqueue(
                 db,
@@ -135,12 +137,21 @@ async def verify_email(db: AsyncSession, settings: Mail, *, token: str) -> None:
     now = utcnow()
     if row.purpose == "verify":
         user.email_verified_at = user.email_verified_at or now
+        write_event(db, "user:" + user.id, "user.email.verify", target=user.id, after={"email": user.email})
         return
     taken = await db.scalar(select(func.count()).select_from(User).where(User.email == row.new_email))
     if taken:
         raise Conflict("email: this address now belongs to another account")
     old = user.email
     user.email, user.email_verified_at = row.new_email, now
+    write_event(
+        db,
+        "user:" + user.id,
+        "user.email.change",
+        target=user.id,
+        before={"email": old},
+        after={"email": row.new_email},
+    )
     if old:
         mail.enqueue(
             db,
@@ -203,6 +214,7 @@ async def reset_password(db: AsyncSession, hasher: PasswordHasher, *, token: str
         raise Unprocessable(problem)  # the link stays usable: nothing was spent
     await _claim(db, row)
     await _set_password(db, hasher, user, password, keep_session=None)
+    write_event(db, "user:" + user.id, "user.password.reset", target=user.id)
     mail.enqueue(
         db,
         to=user.email,
@@ -242,6 +254,7 @@ async def change_password(
         select(func.count()).select_from(Session).where(Session.user_id == user.id, Session.revoked_at.is_(None))
     )
     await _set_password(db, hasher, user, new, keep_session=principal.session_id)
+    write_event(db, principal.subject, "user.password.change", target=user.id)
     mail.enqueue(
         db,
         to=user.email or "",
@@ -274,6 +287,7 @@ async def request_email_change(db: AsyncSession, settings: Mail, principal: Prin
         )
         return
     token = await _issue(db, user, "email-change", EMAIL_CHANGE_TTL, new_email=address)
+    write_event(db, principal.subject, "user.email.change_requested", target=user.id, after={"email": address})
     mail.enqueue(
         db,
         to=address,
@@ -295,7 +309,11 @@ async def update_profile(db: AsyncSession, principal: Principal, *, name: str) -
     if len(name) > 200 or any(ord(ch) < 32 for ch in name):
         raise Unprocessable("name: at most 200 printable characters")
     user = await _user(db, principal)
-    user.name = name.strip()
+    before, user.name = user.name, name.strip()
+    if before != user.name:
+        write_event(
+            db, principal.subject, "user.profile", target=user.id, before={"name": before}, after={"name": user.name}
+        )
     return user
 
 

@@ -13,8 +13,9 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from gateway.db.audit import write_event
 from gateway.db.engine import bump_version
-from gateway.db.models import AuditRecord, Organization, utcnow
+from gateway.db.models import Organization
 from gateway.errors import Forbidden, NotFound, PreconditionFailed, Unprocessable
 
 T = TypeVar("T")
@@ -57,19 +58,16 @@ def record(
     before: Any = None,
     after: Any = None,
 ) -> None:
-    """Add the audit event to the caller's transaction: it commits or rolls back with the change (and is delivered
-    to the audit webhook, if there is one, after it commits)."""
-    session.info[AUDIT_RECORDED] = True
-    session.add(
-        AuditRecord(
-            created_at=utcnow(),
-            actor=actor.subject,
-            action=action,
-            org=org,
-            target=target[:255],
-            detail=json.dumps({"before": before, "after": after}, default=str, sort_keys=True),
-            request_id=actor.request_id,
-        )
+    """Add the audit event to the caller's transaction: it commits or rolls back with the change."""
+    write_event(
+        session,
+        actor.subject,
+        action,
+        org=org,
+        target=target,
+        before=before,
+        after=after,
+        request_id=actor.request_id,
     )
 
 

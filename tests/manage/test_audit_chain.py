@@ -14,7 +14,7 @@ from sqlalchemy import delete, select, update
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.models import AuditChain, AuditCheckpoint, AuditRecord
 from tests.api.admin_helpers import World, build_world
-from tests.conftest import Gateway, InProcessCli, Upstream, gateway_settings, load_system_policy, serving
+from tests.conftest import PASSWORD, Gateway, InProcessCli, Upstream, gateway_settings, load_system_policy, serving
 from tests.manage.audit_helpers import add_events
 
 
@@ -159,3 +159,23 @@ async def test_a_chained_decision_log_verifies_per_process(
     assert code == 1 and "was changed" in out, out
     code, out = _verify(cli, db_url, "--file", _write(tmp_path / "short.jsonl", lines[:-1]))
     assert code == 1 and "its tail was removed" in out, out
+
+
+async def test_identity_changes_are_in_the_chained_trail(gateway: Gateway, db_url: str, cli: InProcessCli) -> None:
+    """A person's own changes (profile, password, sessions) are audit events like an admin's, chained the same."""
+    world = await build_world(gateway)
+    token, user = world.tokens["member"], "user:" + world.ids["member"]
+    assert (await gateway.call("PATCH", "/auth/me", json={"name": "Mem Ber"}, token=token))[0] == 200
+    change = {"current_password": PASSWORD, "new_password": "a fresh long passphrase"}
+    assert (await gateway.call("POST", "/auth/change-password", json=change, token=token))[0] == 200
+    assert (await gateway.call("POST", "/auth/logout-all", token=token))[0] == 200
+    status, events, _ = await world.call("superadmin", "GET", f"/admin/audit?actor={user}")
+    assert status == 200
+    assert [event["action"] for event in events["items"]] == [
+        "session.logout_all",
+        "user.password.change",
+        "user.profile",
+    ]
+    assert events["items"][2]["after"] == {"name": "Mem Ber"}
+    assert "passphrase" not in json.dumps(events), "never a secret in the trail"
+    assert _verify(cli, db_url)[0] == 0

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.auth.common import NO_STORE, PRINCIPAL, human, notify
 from gateway.api.schemas import BackupCodes, CodeRequest, MfaRemoveRequest, TotpEnrolment
+from gateway.db.audit import write_event
 from gateway.errors import Conflict, Forbidden, Unprocessable
 from gateway.identity import lifecycle, mfa
 from gateway.identity.passwords import PasswordHasher
@@ -48,6 +49,7 @@ class MfaController(Controller):
         if codes is None:
             raise Unprocessable("code: not a current code for this secret")
         await notify(db, principal.session_id, "Two-step sign-in is on", "An authenticator app was added.")
+        write_event(db, principal.subject, "user.mfa.enable", target=user.id)
         return Response(BackupCodes(backup_codes=codes), headers=NO_STORE)
 
     @delete("/totp", status_code=204)
@@ -69,6 +71,7 @@ class MfaController(Controller):
         if not factor_ok:
             raise Forbidden("password and a current code are needed to turn two-step sign-in off")
         await mfa.remove(db, user.id)
+        write_event(db, principal.subject, "user.mfa.disable", target=user.id)
         await notify(db, principal.session_id, "Two-step sign-in is off", "Your authenticator app was removed.")
 
     @post("/backup-codes", status_code=200)
@@ -84,5 +87,6 @@ class MfaController(Controller):
         if await mfa.confirmed_factor(db, user.id) is None:
             raise Conflict("totp: turn on two-step sign-in first")
         codes = await mfa.regenerate_backup_codes(db, hasher, user)
+        write_event(db, principal.subject, "user.mfa.backup_codes", target=user.id)
         await notify(db, principal.session_id, "New backup codes", "New backup codes were made; the old ones are void.")
         return Response(BackupCodes(backup_codes=codes), headers=NO_STORE)

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.api.auth.common import PRINCIPAL
 from gateway.api.schemas import LogoutResult, SessionView
+from gateway.db.audit import write_event
 from gateway.errors import InvalidToken
 from gateway.identity import sessions
 from gateway.identity.tokens import Principal, TokenService
@@ -28,7 +29,9 @@ class SessionsController(Controller):
     @post("/logout", status_code=200)
     async def logout(self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]) -> LogoutResult:
         """End this session: its access token and refresh tokens stop working at once."""
-        await sessions.revoke(db, principal.user_id, _session_id(principal))
+        ended = _session_id(principal)
+        await sessions.revoke(db, principal.user_id, ended)
+        write_event(db, principal.subject, "session.logout", target=ended)
         return LogoutResult(sessions_ended=1)
 
     @post("/logout-all", status_code=200)
@@ -36,7 +39,9 @@ class SessionsController(Controller):
         self, principal: NamedDependency[Principal], db: NamedDependency[AsyncSession]
     ) -> LogoutResult:
         """End every session of the caller, this one included."""
-        return LogoutResult(sessions_ended=await sessions.revoke_all(db, principal.user_id))
+        ended = await sessions.revoke_all(db, principal.user_id)
+        write_event(db, principal.subject, "session.logout_all", target=principal.user_id, after={"ended": ended})
+        return LogoutResult(sessions_ended=ended)
 
     @get("/sessions")
     async def list_sessions(
@@ -67,3 +72,4 @@ class SessionsController(Controller):
     ) -> None:
         """End one of the caller's sessions (another user's session id is 404)."""
         await sessions.revoke(db, principal.user_id, session)
+        write_event(db, principal.subject, "session.revoke", target=session)
