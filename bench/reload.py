@@ -98,7 +98,7 @@ def main() -> None:
         script = work / "paths.lua"
         script.write_text(LUA)
         pid = children[1].pid
-        load = {"duration": args.duration, "connections": args.connections, "script": script, "pid": pid}
+        load = {"duration": args.duration, "connections": args.connections, "script": script, "pids": [pid]}
         wrk(base, "", headers, **{**load, "duration": 2})  # type: ignore[arg-type]
         quiet = wrk(base, "", headers, **load)  # type: ignore[arg-type]
 

@@ -209,6 +209,10 @@ class Runtime:
         store = PolicyStore(sessions)
         tokens = TokenService(settings.tokens, await load_or_create_keys(sessions))
         await self.state.reload(store.version, lambda: self._rows(store), force=True)
+        # Read the keys again after the snapshot's version: a key another process stored before that version is
+        # in this ring, and one stored after it moves the version, so the next poll reloads the ring. (Read only
+        # before, a replica starting beside another could miss that one's first key for good.)
+        tokens.replace_ring(await load_or_create_keys(sessions))
         listener = (
             Listener(settings.database_url, self._changed) if settings.database_url.startswith("postgresql") else None
         )
