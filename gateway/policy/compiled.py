@@ -284,7 +284,9 @@ class CompiledPolicy:
                     by_pair.pop(key, None)
             touched.add(key)
         other._by_subject_domain = by_pair
-        other._indexes = {key: index for key, index in self._indexes.items() if key not in touched}
+        # Copied in one step first: decisions on this policy may add path indexes meanwhile (another thread).
+        indexes = dict(self._indexes)
+        other._indexes = {key: index for key, index in indexes.items() if key not in touched}
         other._plans = OrderedDict()
         other._plans_of_subject = {}
         other._plans_in_domain = {}

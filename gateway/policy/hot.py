@@ -483,7 +483,7 @@ class HotState:
             log.info("policy version %d: %s; rebuilding in full", run.version, exc)
             return False
         snapshot, invalidated = applied
-        if snapshot.compiled is not None and current.compiled is not None:
+        if snapshot.compiled is not None and current.compiled not in (None, snapshot.compiled):
             # Here on the event loop, where decisions are made: every plan the old snapshot cached is handed over.
             subjects, domains, everything = invalidated
             snapshot.compiled.adopt(current.compiled, subjects=subjects, domains=domains, everything=everything)
