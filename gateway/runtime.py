@@ -271,12 +271,17 @@ class Runtime:
         self.hasher.gate.close()
 
     async def refresh(self, *, force: bool = False) -> None:
-        """Reload now if anything changed (called after this process writes), or unconditionally with `force`;
-        never on the request path."""
+        """Catch up now if anything changed (called after this process writes): the changes since the snapshot's
+        version as deltas when the change log holds them all, else a full reload; a full reload unconditionally
+        with `force` (after the listener reconnects: notices may have been missed). Never on the request path.
+        With file watching every reload is full (the files' lines are not in the change log)."""
         files_changed = self.files is not None and self.files.changed()
         services = self.services
         if await self.state.reload(
-            services.store.version, lambda: self._rows(services.store), force=force or files_changed
+            services.store.version,
+            lambda: self._rows(services.store),
+            force=force or files_changed,
+            fetch_changes=services.store.changes if self.files is None else None,
         ):
             services.tokens.replace_ring(await load_or_create_keys(services.sessions))
 

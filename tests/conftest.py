@@ -53,6 +53,7 @@ from gateway.db.models import (
     ShadowDifference,
     ShadowPolicy,
     SigningKey,
+    StateChange,
     User,
 )
 from gateway.identity import accounts, apikeys
@@ -143,6 +144,7 @@ async def _empty(url: str) -> None:
                 SigningKey,
                 OutboxMessage,
                 BootstrapToken,
+                StateChange,
             ):
                 await session.execute(delete(model))
             await session.commit()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event, select, text, update
+from sqlalchemy import delete, event, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from gateway.db import chain as _chain  # noqa: F401 - registers the audit chain's flush listener
-from gateway.db.models import StateVersion, utcnow
+from gateway.db import changes
+from gateway.db.changes import FULL, Op
+from gateway.db.models import StateChange, StateVersion, utcnow
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -42,17 +45,37 @@ CHANNEL = "gateway_state"
 STATE_CHANGED = "gateway.state_changed"
 
 
-async def bump_version(session: AsyncSession) -> None:
-    """Record, in the caller's transaction, that cached state changed; every gateway process reloads. On
-    PostgreSQL the same transaction notifies CHANNEL, so listening replicas hear of it when it commits (and
-    not at all if it rolls back). The session remembers it (`STATE_CHANGED` in `session.info`), so whoever
-    commits knows this process must reload now."""
+KEEP_CHANGES = 10_000
+"""Change log entries kept behind the newest; a replica further behind rebuilds from the tables."""
+MAX_OPS = 1_000
+"""Operations one entry may list; a larger change (a policy load) is cheaper to rebuild than to apply line by line."""
+
+
+async def bump_version(session: AsyncSession, ops: Sequence[Op] | None = FULL) -> int:
+    """Record, in the caller's transaction, that cached state changed, and what changed (`ops`, see
+    `gateway.db.changes`; the default None: replicas rebuild everything); return the new version. Every gateway
+    process catches up. On PostgreSQL the same transaction notifies CHANNEL, so listening replicas hear of it when
+    it commits (and not at all if it rolls back). The session remembers it (`STATE_CHANGED` in `session.info`), so
+    whoever commits knows this process must catch up now."""
     session.info[STATE_CHANGED] = True
-    await session.execute(
+    bump = (
         update(StateVersion).where(StateVersion.id == 1).values(version=StateVersion.version + 1, updated_at=utcnow())
     )
+    if session.get_bind().dialect.update_returning:
+        version = int((await session.execute(bump.returning(StateVersion.version))).scalar_one())
+    else:  # SQLite before 3.35: the write lock is ours until commit, so the row reads back our own value
+        await session.execute(bump)
+        version = await read_version(session)
+    # The version row is locked until this transaction ends (PostgreSQL) or the database is (SQLite): entries are
+    # numbered without gaps in commit order.
+    if ops is not None and len(ops) > MAX_OPS:
+        ops = FULL
+    await session.execute(insert(StateChange).values(version=version, created_at=utcnow(), ops=changes.encode(ops)))
+    if version % 100 == 0:
+        await session.execute(delete(StateChange).where(StateChange.version <= version - KEEP_CHANGES))
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    return version
 
 
 async def read_version(session: AsyncSession) -> int:

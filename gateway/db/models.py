@@ -210,6 +210,19 @@ class StateVersion(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class StateChange(Base):
+    """What one bump of the state version changed, written in the change's own transaction: a replica at version
+    v applies the entries v+1.. to its snapshot instead of re-reading everything (`gateway.db.changes`)."""
+
+    __tablename__ = "state_changes"
+
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    """The state version this change produced."""
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ops: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """A JSON list of operations (empty: nothing the hot path holds); NULL: rebuild everything."""
+
+
 class AuditRecord(Base):
     """A change to configuration (admin API, CLI, policy sync), written in the change's own transaction."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.db import changes
 from gateway.db.engine import bump_version
 from gateway.db.models import RefreshToken, Session, User, new_id, utcnow
 from gateway.errors import InvalidToken, NotFound
@@ -115,7 +116,7 @@ async def _revoke(db: AsyncSession, session_id: str) -> None:
         .where(RefreshToken.family_id == session_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    await bump_version(db)
+    await bump_version(db, [changes.session_revoked(session_id)])
 
 
 async def revoke(db: AsyncSession, user_id: str, session_id: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from gateway.db import changes
 from gateway.db.audit import write_event
 from gateway.db.engine import bump_version
 from gateway.db.models import Organization
@@ -86,7 +87,7 @@ async def lock_org(session: AsyncSession, org: Organization) -> None:
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(select(Organization.id).where(Organization.id == org.id).with_for_update())
     else:
-        await bump_version(session)
+        await bump_version(session, changes.NOTHING)  # a lock: the change itself bumps again, saying what
 
 
 def check_if_match(current: int, if_match: int | None, what: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.db import changes
 from gateway.db.engine import bump_version
 from gateway.db.models import Invitation, Membership, Organization, User, utcnow
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
@@ -280,7 +281,7 @@ async def accept(
     membership = Membership(user_id=user.id, org_id=org.id, role=row.role, created_at=utcnow())
     async with owners_guarded(session, Actor(row.invited_by), org):  # the inviter granted it
         session.add(membership)
-    await bump_version(session)
+    await bump_version(session, [changes.membership(user.id, org.slug, old=None, new=row.role)])
     record(
         session,
         Actor("user:" + user.id),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.db import changes
 from gateway.db.engine import bump_version
 from gateway.db.models import ApiKey, Membership, Organization, User, new_id, utcnow
 from gateway.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -158,6 +159,19 @@ def _inside(network: Network, wider: Network) -> bool:
     return False
 
 
+def _live(row: ApiKey, org: Organization) -> changes.Op:
+    """The change log's record of a key that works (the hot path holds it while its owner is a member)."""
+    return changes.key_live(
+        row.id,
+        key_hash=row.key_hash,
+        user_id=row.user_id,
+        org=org.slug,
+        scopes=row.scopes,
+        expires_at=row.expires_at,
+        allowed_ips=row.allowed_ips,
+    )
+
+
 async def create_key(
     session: AsyncSession,
     actor: Actor,
@@ -198,7 +212,7 @@ async def create_key(
     )
     session.add(row)
     await session.flush()
-    await bump_version(session)
+    await bump_version(session, [_live(row, org)])
     view = key_view(row)
     after: dict[str, object] = {"user": user.id, "name": row.name}
     if networks:
@@ -245,7 +259,8 @@ async def rotate_key(
     elif expires is None or ending < expires:
         old.expires_at = ending
     await session.flush()
-    await bump_version(session)
+    ending_old = changes.key_stopped(old.id) if grace_seconds == 0 else _live(old, org)
+    await bump_version(session, [_live(fresh, org), ending_old])
     record(
         session,
         actor,
@@ -295,7 +310,7 @@ async def revoke_key(
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         await session.flush()
-        await bump_version(session)
+        await bump_version(session, [changes.key_stopped(row.id)])
         record(session, actor, "key.revoke", org=org.slug, target=key_id, before={"user": row.user_id})
     return key_view(row)
 
@@ -322,7 +337,7 @@ async def set_allowed_ips(
     if before != networks:
         row.allowed_ips = json.dumps(networks)
         await session.flush()
-        await bump_version(session)
+        await bump_version(session, [_live(row, org)])
         record(
             session,
             actor,
@@ -366,7 +381,7 @@ async def create_service_account(
     membership = Membership(user_id=user.id, org_id=org.id, role=role, created_at=now)
     session.add(membership)
     await session.flush()
-    await bump_version(session)
+    await bump_version(session, [changes.membership(user.id, org.slug, old=None, new=role)])
     record(session, actor, "service_account.create", org=org.slug, target=user.id, after={"name": name, "role": role})
     return MemberView(user.id, None, user.name, user.kind, role, now)
 

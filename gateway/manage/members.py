@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.db import changes
 from gateway.db.engine import bump_version
 from gateway.db.models import ApiKey, Membership, Organization, User, utcnow
 from gateway.errors import Conflict, NotFound, Unprocessable
@@ -158,7 +159,7 @@ async def add_member(
     membership = Membership(user_id=user.id, org_id=org.id, role=role, created_at=utcnow())
     async with owners_guarded(session, actor, org):
         session.add(membership)
-    await bump_version(session)
+    await bump_version(session, [changes.membership(user.id, org.slug, old=None, new=role)])
     view = member_view(membership, user)
     record(session, actor, "member.add", org=org.slug, target=user.id, after={"role": role})
     return view
@@ -186,7 +187,7 @@ async def change_role(
         actor.require(owners_object(org), "POST", "only owners may change an owner's role")
     async with owners_guarded(session, actor, org):
         membership.role = role
-    await bump_version(session)
+    await bump_version(session, [changes.membership(user.id, org.slug, old=before, new=role)])
     record(session, actor, "member.role", org=org.slug, target=user.id, before={"role": before}, after={"role": role})
     return member_view(membership, user)
 
@@ -225,12 +226,17 @@ async def remove_member(
     role = membership.role
     async with owners_guarded(session, actor, org):
         await session.delete(membership)
-    await session.execute(
+    revoke = (
         update(ApiKey)
         .where(ApiKey.org_id == org.id, ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )
-    await bump_version(session)
+    if session.get_bind().dialect.update_returning:
+        stopped = [changes.key_stopped(key_id) for key_id in await session.scalars(revoke.returning(ApiKey.id))]
+        await bump_version(session, [changes.membership(user.id, org.slug, old=role, new=None), *stopped])
+    else:  # SQLite before 3.35: which keys stopped is not known here; replicas rebuild
+        await session.execute(revoke)
+        await bump_version(session)
     record(session, actor, "member.remove", org=org.slug, target=user.id, before={"role": role})
 
 

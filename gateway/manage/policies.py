@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.db import changes
 from gateway.db.engine import bump_version
 from gateway.db.models import Membership, Organization, PolicyRule
 from gateway.errors import Conflict, NotFound, Unprocessable
@@ -109,7 +110,7 @@ async def add_lines(
                 await store.add_rules(session, parsed, origin="api")
         else:
             await store.add_rules(session, parsed, origin="api")
-    await bump_version(session)
+    await bump_version(session, changes.NOTHING)  # add_rules said what it added
     stored = []
     for rule in parsed:
         values = list(rule.values) + [""] * (6 - len(rule.values))
@@ -148,7 +149,7 @@ async def remove_line(session: AsyncSession, actor: Actor, org: Organization | N
                 await session.execute(delete(PolicyRule).where(PolicyRule.id == line_id))
         else:
             await session.execute(delete(PolicyRule).where(PolicyRule.id == line_id))
-    await bump_version(session)
+    await bump_version(session, [changes.line_removed(rule.ptype, rule.values)])
     record(session, actor, "policy.remove", org=org.slug if org else None, target=str(line_id), before=before)
 
 
@@ -180,7 +181,7 @@ async def rollback(session: AsyncSession, actor: Actor, org: Organization, numbe
     async with versions.tracked(session, actor, [org], "policy.rollback"), owners_guarded(session, actor, org):
         await store.add_rules(session, restore, origin="api")
         await store.remove_rules(session, drop)
-    await bump_version(session)
+    await bump_version(session, changes.NOTHING)  # add_rules and remove_rules said what they changed
     record(
         session,
         actor,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.db import changes
 from gateway.db.engine import bump_version
 from gateway.db.models import Membership, Organization, PolicyRule, Role, utcnow
 from gateway.errors import Conflict, NotFound, Unprocessable
@@ -197,7 +198,7 @@ async def create_role(
         raise Conflict(f"name: the role {name!r} already exists") from exc
     async with versions.tracked(session, actor, [org], "role.create"), owners_guarded(session, actor, org):
         await store.add_rules(session, lines, origin="api")
-    await bump_version(session)
+    await bump_version(session, changes.NOTHING)  # add_rules said what it added
     view = await _view(session, org, name, role)
     record(session, actor, "role.create", org=org.slug, target=name, after=_audit(view))
     return view
@@ -237,7 +238,7 @@ async def replace_role(
     await session.execute(
         update(Role).where(Role.id == role.id).values(description=description, version=Role.version + 1)
     )
-    await bump_version(session)
+    await bump_version(session, changes.NOTHING)  # the lines' changes were said as they were made
     await session.refresh(role)
     after = await _view(session, org, name, role)
     record(session, actor, "role.update", org=org.slug, target=name, before=_audit(before), after=_audit(after))
@@ -245,12 +246,13 @@ async def replace_role(
 
 
 async def _drop_lines(session: AsyncSession, org: Organization, name: str) -> None:
-    await session.execute(
-        delete(PolicyRule).where(
-            PolicyRule.v0 == name,
+    await store.delete_lines(
+        session,
+        (PolicyRule.v0 == name)
+        & (
             ((PolicyRule.ptype == "p") & (PolicyRule.v1 == org.slug))
-            | ((PolicyRule.ptype == "g") & (PolicyRule.v2 == org.slug)),
-        )
+            | ((PolicyRule.ptype == "g") & (PolicyRule.v2 == org.slug))
+        ),
     )
 
 

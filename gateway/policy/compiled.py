@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from casbin.util.builtin_operators import KEY_MATCH2_PATTERN
@@ -60,6 +60,31 @@ class RoleIndex:
         for child, parent, domain in links:
             self._links.setdefault(domain, {}).setdefault(child, []).append(parent)
         self._patterns = [domain for domain in self._links if "*" in domain]
+
+    def parents(self, child: str, domain: str) -> tuple[str, ...]:
+        """The roles `child` links to in exactly `domain` (patterns not applied), in the order they were given."""
+        return tuple(self._links.get(domain, {}).get(child, ()))
+
+    def relinked(self, changed: Mapping[tuple[str, str], tuple[str, ...]]) -> RoleIndex:
+        """Another index where each (child, domain) of `changed` links to exactly those roles (none: unlinked);
+        only the domains touched are copied, every other table is shared with this one."""
+        other = RoleIndex(())
+        links = dict(self._links)
+        copied: set[str] = set()
+        for (child, domain), parents in changed.items():
+            if domain not in copied:
+                links[domain] = dict(links.get(domain, {}))
+                copied.add(domain)
+            if parents:
+                links[domain][child] = list(parents)
+            else:
+                links[domain].pop(child, None)
+        for domain in copied:
+            if not links[domain]:
+                del links[domain]
+        other._links = links
+        other._patterns = [domain for domain in links if "*" in domain]
+        return other
 
     def roles(self, subject: str, domain: str) -> list[str]:
         tables = [self._links[domain]] if domain in self._links else []
@@ -187,8 +212,14 @@ def _walk(node: _Node, segments: list[str], at: int, out: list[int]) -> None:
 Plan = tuple[tuple[Candidate, ...], tuple[PathIndex, ...]]
 
 
+PlanKey = tuple[str, str, str]
+"""(subject, domain, action): what a cached plan answers for."""
+
+
 class CompiledPolicy:
-    """Decisions over one immutable set of lines; caches are per instance, so a reload starts clean."""
+    """Decisions over one immutable set of lines. A full reload starts with empty caches; a delta (`advance`) makes
+    another instance sharing everything it does not change, and `adopt` hands it the plans the change cannot
+    affect."""
 
     def __init__(self, p_rules: list[list[str]], roles: RoleIndex) -> None:
         self._roles = roles
@@ -203,8 +234,81 @@ class CompiledPolicy:
                 raise ValueError(f"effect {eft!r} is not allow or deny")  # the caller falls back to casbin
             self._rules.append((act, obj, eft == "deny", tuple(values)))
             self._by_subject_domain.setdefault((sub, dom), []).append(index)
-        self._plans: OrderedDict[tuple[str, str, str], Plan] = OrderedDict()
+        self._plans: OrderedDict[PlanKey, Plan] = OrderedDict()
+        # The cached plans by subject and by domain, so a change drops exactly the plans it can affect.
+        self._plans_of_subject: dict[str, set[PlanKey]] = {}
+        self._plans_in_domain: dict[str, set[PlanKey]] = {}
         self._indexes: dict[tuple[str, str], PathIndex] = {}
+
+    @property
+    def roles(self) -> RoleIndex:
+        return self._roles
+
+    def has_line(self, values: Sequence[str]) -> bool:
+        """Whether the `p` line with these values is held."""
+        wanted = tuple(values)
+        return any(self._rules[index][3] == wanted for index in self._by_subject_domain.get((wanted[0], wanted[1]), ()))
+
+    def advance(
+        self, lines: Sequence[tuple[bool, Sequence[str]]], links: Mapping[tuple[str, str], tuple[str, ...]]
+    ) -> CompiledPolicy:
+        """Another policy: these `p` lines added (True) or removed (False), in order, and these role links (see
+        `RoleIndex.relinked`). Added lines come after every held line, as a full read lists them (by id). Shared
+        with this one: the line table (append-only: this instance never refers to what is appended), compiled
+        regexes, and path indexes of the (subject, domain) pairs no line changed. Its plan cache is empty until
+        `adopt`. Raises ValueError for an effect that is not allow or deny."""
+        other = object.__new__(CompiledPolicy)
+        other._roles = self._roles.relinked(links) if links else self._roles
+        other._rules = self._rules
+        other._regexes = self._regexes
+        by_pair = dict(self._by_subject_domain) if lines else self._by_subject_domain
+        touched: set[tuple[str, str]] = set()
+        for added, values in lines:
+            sub, dom, obj, act, eft = values
+            if eft not in ("allow", "deny"):
+                raise ValueError(f"effect {eft!r} is not allow or deny")
+            key, wanted = (sub, dom), tuple(values)
+            held = by_pair.get(key, [])
+            if added:
+                if any(self._rules[index][3] == wanted for index in held):
+                    continue
+                self._rules.append((act, obj, eft == "deny", wanted))
+                by_pair[key] = [*held, len(self._rules) - 1]
+            else:
+                kept = [index for index in held if self._rules[index][3] != wanted]
+                if len(kept) == len(held):
+                    continue
+                if kept:
+                    by_pair[key] = kept
+                else:
+                    by_pair.pop(key, None)
+            touched.add(key)
+        other._by_subject_domain = by_pair
+        # Copied in one step first: decisions on this policy may add path indexes meanwhile (another thread).
+        indexes = dict(self._indexes)
+        other._indexes = {key: index for key, index in indexes.items() if key not in touched}
+        other._plans = OrderedDict()
+        other._plans_of_subject = {}
+        other._plans_in_domain = {}
+        return other
+
+    def adopt(self, old: CompiledPolicy, *, subjects: Iterable[str], domains: Iterable[str], everything: bool) -> None:
+        """Take over `old`'s cached plans but those of `subjects` (in any domain) and of `domains` (for any subject),
+        or none with `everything`; `old` keeps an empty cache. Call it where decisions are made (the event loop)
+        just before this instance replaces `old`, so no plan `old` computes meanwhile is missed."""
+        plans, of_subject, in_domain = old._plans, old._plans_of_subject, old._plans_in_domain
+        old._plans, old._plans_of_subject, old._plans_in_domain = OrderedDict(), {}, {}
+        if everything:
+            return
+        for subject in subjects:
+            for key in of_subject.pop(subject, ()):
+                plans.pop(key, None)
+                _forget(in_domain, key[1], key)
+        for domain in domains:
+            for key in in_domain.pop(domain, ()):
+                plans.pop(key, None)
+                _forget(of_subject, key[0], key)
+        self._plans, self._plans_of_subject, self._plans_in_domain = plans, of_subject, in_domain
 
     def _matcher(self, pattern: str) -> Callable[[str], Any]:
         match = self._regexes.get(pattern)
@@ -262,8 +366,12 @@ class CompiledPolicy:
             plan = self._collect(subject, domain, action)
             if remember:
                 if len(self._plans) >= _CACHE_MAX:
-                    self._plans.popitem(last=False)  # the least recently used
+                    stale, _ = self._plans.popitem(last=False)  # the least recently used
+                    _forget(self._plans_of_subject, stale[0], stale)
+                    _forget(self._plans_in_domain, stale[1], stale)
                 self._plans[key] = plan
+                self._plans_of_subject.setdefault(subject, set()).add(key)
+                self._plans_in_domain.setdefault(domain, set()).add(key)
         else:
             self._plans.move_to_end(key)
         candidates, indexes = plan
@@ -324,3 +432,11 @@ class CompiledPolicy:
             if act in (action, ANY):
                 out.append((self._matcher(pattern), is_deny, rule, line))
         return tuple(out)
+
+
+def _forget(keys: dict[str, set[PlanKey]], name: str, key: PlanKey) -> None:
+    held = keys.get(name)
+    if held is not None:
+        held.discard(key)
+        if not held:
+            del keys[name]

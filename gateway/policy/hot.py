@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import gc
 import ipaddress
 import logging
@@ -26,8 +27,9 @@ import casbin
 from casbin.model import FunctionMap
 from casbin.util import key_match
 
-from gateway.policy import compiled
+from gateway.policy import compiled, delta
 from gateway.policy.compiled import CompiledPolicy, RoleIndex, key_match2_regex
+from gateway.policy.delta import ChangeRun, NotApplicable
 from gateway.policy.recent import RecentRequests
 from gateway.policy.rules import PolicyError, Rule
 from gateway.policy.shadow import ShadowSpec, Tally
@@ -141,16 +143,27 @@ class StateRows:
     """A new model to switch to (file watching); None keeps the current one."""
     shadow: ShadowSpec | None = None
     """The active shadow policy, decided beside this one on proxied requests."""
+    disabled: frozenset[str] = frozenset()
+    """Subjects (`user:<id>`) of disabled users: lines and memberships naming them are left out (and stay out when
+    changes are applied as deltas)."""
+    memberships_from: int | None = None
+    """Where in `rules` the lines made from memberships begin (those before are stored lines); None when unknown,
+    and then changes are never applied as deltas to what is built from these rows."""
 
 
 _VersionFn = Callable[[], Awaitable[int]]
 _StateFn = Callable[[], Awaitable[StateRows]]
+_ChangesFn = Callable[[int], Awaitable[ChangeRun | None]]
+FULL_EVERY_SECONDS = 600.0
+"""The safety net: a snapshot built from deltas for this long is rebuilt in full at the next change."""
+FULL_EVERY_DELTAS = 2_000
+"""... or after this many state versions applied as deltas."""
 
 
 @dataclass(slots=True)
 class _Snapshot:
     model_text: str
-    rules: tuple[Rule, ...]
+    _rules: tuple[Rule, ...]
     _enforcer: casbin.Enforcer | None
     orgs: dict[str, OrgRef]
     roles: dict[tuple[str, str], tuple[str, ...]]
@@ -162,6 +175,29 @@ class _Snapshot:
     revoked_sessions: frozenset[str]
     candidate: _Snapshot | None = None
     """The shadow policy's lines, built beside these (None without one)."""
+    disabled: frozenset[str] = frozenset()
+    grants: dict[tuple[str, str], tuple[str, ...]] | None = None
+    """Stored `g` lines of users, (subject, domain) -> roles in stored order: a user's links in a domain are these,
+    then the membership's role. None: this snapshot takes no deltas."""
+    edits: tuple[tuple[bool, Rule], ...] = ()
+    """Lines added (True) or removed since `_rules` was built, applied to it when `rules` is first read."""
+    built_at: float = 0.0
+    """time.monotonic() of the last full build this snapshot descends from."""
+    deltas: int = 0
+    """State versions applied as deltas since that build."""
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Every line, as a full read would list them (stored, then memberships'; order within a kind kept)."""
+        if self.edits:
+            rules = list(self._rules)
+            for added, rule in self.edits:
+                if added:
+                    rules.append(rule)
+                else:  # one copy: a stored grant may equal a membership's line, and then one stays
+                    rules.remove(rule)
+            self._rules, self.edits = tuple(rules), ()
+        return self._rules
 
     def decide(self, subject: str, org: str, path: str, method: str, remember: bool) -> Decision:
         if self.compiled is not None:
@@ -229,13 +265,14 @@ def build_enforcer(model: str | Path, rules: Collection[Rule]) -> casbin.Enforce
 
 
 def _compile(model_text: str, rules: Collection[Rule]) -> CompiledPolicy | None:
-    """The fast path when the model is the shipped one; None (use casbin directly) otherwise. Lines are taken
-    as casbin would hold them: duplicates dropped, first-seen order kept."""
+    """The fast path when the model is the shipped one; None (use casbin directly) otherwise. `p` lines are taken
+    as casbin would hold them: duplicates dropped, first-seen order kept; `g` lines all (a duplicate link changes
+    no answer, and a link given twice, by a stored line and a membership, must outlive the removal of one)."""
     if not compiled.supports(casbin.Enforcer.new_model(text=model_text)):
         log.warning("model.conf differs from the shipped model: decisions use casbin's evaluator directly")
         return None
     p_lines = [list(values) for values in dict.fromkeys(rule.values for rule in rules if rule.ptype == "p")]
-    g_lines = dict.fromkeys(rule.values for rule in rules if rule.ptype == "g")
+    g_lines = (rule.values for rule in rules if rule.ptype == "g")
     try:
         return CompiledPolicy(p_lines, RoleIndex((child, parent, dom) for child, parent, dom in g_lines))
     except ValueError as exc:
@@ -249,6 +286,14 @@ def _index_roles(rules: Iterable[Rule]) -> dict[tuple[str, str], tuple[str, ...]
         if rule.ptype == "g" and rule.values[0].startswith("user:"):
             roles.setdefault((rule.values[0], rule.values[2]), []).append(rule.values[1])
     return {key: tuple(sorted(set(value))) for key, value in roles.items()}
+
+
+def _grants(stored: Iterable[Rule]) -> dict[tuple[str, str], tuple[str, ...]]:
+    grants: dict[tuple[str, str], list[str]] = {}
+    for rule in stored:
+        if rule.ptype == "g" and rule.values[0].startswith("user:"):
+            grants.setdefault((rule.values[0], rule.values[2]), []).append(rule.values[1])
+    return {key: tuple(value) for key, value in grants.items()}
 
 
 class HotState:
@@ -364,7 +409,7 @@ class HotState:
         fast = _compile(model_text, state.rules)
         snapshot = _Snapshot(
             model_text=model_text,
-            rules=state.rules,
+            _rules=state.rules,
             _enforcer=None if fast is not None else build_enforcer(model_text, state.rules),
             compiled=fast,
             keys={key.key_id: key for key in state.keys},
@@ -374,6 +419,9 @@ class HotState:
             version=state.version,
             loaded_at=time.time(),
             rule_count=len(state.rules),
+            disabled=state.disabled,
+            grants=None if state.memberships_from is None else _grants(state.rules[: state.memberships_from]),
+            built_at=time.monotonic(),
         )
         if state.shadow is not None:
             rules = state.shadow.apply(state.rules)
@@ -386,14 +434,31 @@ class HotState:
         )
         return snapshot
 
-    async def reload(self, fetch_version: _VersionFn, fetch_state: _StateFn, *, force: bool = False) -> bool:
-        """Reload if the stored version moved (or `force`); return True when a new snapshot was swapped in.
+    async def reload(
+        self,
+        fetch_version: _VersionFn,
+        fetch_state: _StateFn,
+        *,
+        force: bool = False,
+        fetch_changes: _ChangesFn | None = None,
+    ) -> bool:
+        """Reload if the stored version moved (or `force`); return True when a new snapshot was swapped in. With
+        `fetch_changes` (the change log after a version), the versions since this snapshot's are applied as deltas
+        when they all can be (`advance`); a gap, a change that says "rebuild", a shadow policy, `force` (a
+        reconnection) and the safety net (FULL_EVERY_SECONDS, FULL_EVERY_DELTAS) rebuild everything instead.
 
         Serialised: concurrent callers wait, then find the version current and return at once.
         """
         async with self._lock:
-            if not force and self._snapshot is not None and await fetch_version() == self._snapshot.version:
-                return False
+            current = self._snapshot
+            if not force and current is not None:
+                version = await fetch_version()
+                if version == current.version:
+                    return False
+                if fetch_changes is not None and _incremental(current):
+                    run = await fetch_changes(current.version)
+                    if run is not None and run.version >= version and await self._advance(current, run):
+                        return True
             # A reload creates hundreds of thousands of objects; CPython's cyclic collector would scan them again
             # and again while they are made, in full passes that hold the GIL for 50-100 ms (bench/scale.py).
             # So it pauses for the reload, and the new snapshot is then frozen (never scanned; the previous one
@@ -412,3 +477,72 @@ class HotState:
                     gc.freeze()
                     gc.enable()
             return True
+
+    async def _advance(self, current: _Snapshot, run: ChangeRun) -> bool:
+        """Apply `run` to `current` and swap the result in; False (nothing swapped) when it cannot be applied."""
+        started, cpu = time.perf_counter(), time.process_time()
+        try:
+            applied = await asyncio.to_thread(advance, current, run)
+        except NotApplicable as exc:
+            log.info("policy version %d: %s; rebuilding in full", run.version, exc)
+            return False
+        snapshot, invalidated = applied
+        if snapshot.compiled is not None and current.compiled not in (None, snapshot.compiled):
+            # Here on the event loop, where decisions are made: every plan the old snapshot cached is handed over.
+            subjects, domains, everything = invalidated
+            snapshot.compiled.adopt(current.compiled, subjects=subjects, domains=domains, everything=everything)
+        self._snapshot = snapshot
+        log.info(
+            "policy version %d applied: %d change(s) in %.1f ms (%.1f ms CPU)",
+            run.version,
+            len(run.changes),
+            (time.perf_counter() - started) * 1000,
+            (time.process_time() - cpu) * 1000,
+        )
+        return True
+
+
+Invalidated = tuple[set[str], set[str], bool]
+
+
+def advance(current: _Snapshot, run: ChangeRun) -> tuple[_Snapshot, Invalidated]:
+    """A snapshot holding `current` with `run` applied (see `gateway.policy.delta`), and the cached plans that
+    became stale (subjects, domains, everything). `current` is not changed. Raises NotApplicable."""
+    if current.compiled is None or current.grants is None:
+        raise NotApplicable("this snapshot takes no deltas")
+    applied = delta.apply(
+        run,
+        compiled=current.compiled,
+        roles=current.roles,
+        keys=current.keys,
+        revoked_sessions=current.revoked_sessions,
+        grants=current.grants,
+        orgs=current.orgs,
+        disabled=current.disabled,
+    )
+    snapshot = dataclasses.replace(
+        current,
+        _enforcer=None,
+        compiled=applied.compiled,
+        roles=applied.roles,
+        keys=applied.keys,
+        revoked_sessions=applied.revoked_sessions,
+        grants=applied.grants,
+        edits=current.edits + tuple(applied.edits),
+        rule_count=current.rule_count + sum(1 if added else -1 for added, _ in applied.edits),
+        version=run.version,
+        loaded_at=time.time(),
+        deltas=current.deltas + run.version - current.version,
+    )
+    return snapshot, (applied.subjects, applied.domains, applied.everything)
+
+
+def _incremental(snapshot: _Snapshot) -> bool:
+    """Whether changes may be applied to `snapshot` as deltas."""
+    return (
+        snapshot.compiled is not None
+        and snapshot.grants is not None
+        and snapshot.candidate is None
+        and snapshot.deltas < FULL_EVERY_DELTAS
+        and time.monotonic() - snapshot.built_at < FULL_EVERY_SECONDS
+    )

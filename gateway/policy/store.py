@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.db import changes
 from gateway.db.engine import bump_version, create_engine, read_version, session_factory
 from gateway.db.models import (
     ApiKey,
@@ -30,9 +31,11 @@ from gateway.db.models import (
     Session,
     ShadowDifference,
     ShadowPolicy,
+    StateChange,
     User,
     utcnow,
 )
+from gateway.policy.delta import Change, ChangeRun, KeyChange, LineChange, MemberChange, SessionRevoked
 from gateway.policy.hot import AllowList, KeyRecord, OrgRef, StateRows
 from gateway.policy.rules import Rule
 from gateway.policy.shadow import Difference, Key, ShadowSpec, Tally
@@ -80,6 +83,7 @@ async def read_state(session: AsyncSession) -> StateRows:
             rule = _row_rule(*row)
             if rule.values[0] not in disabled:  # a disabled user keeps no grant, not even a global one
                 rules.append(rule)
+    memberships_from = len(rules)
     # An archived org leaves the snapshot entirely: unknown to the hot path, its members and keys are denied.
     live = Organization.archived_at.is_(None)
     memberships = (
@@ -130,8 +134,72 @@ async def read_state(session: AsyncSession) -> StateRows:
     )
     shadow = await read_shadow(session, disabled)
     return StateRows(
-        rules=tuple(rules), orgs=tuple(orgs), version=version, keys=records, revoked_sessions=revoked, shadow=shadow
+        rules=tuple(rules),
+        orgs=tuple(orgs),
+        version=version,
+        keys=records,
+        revoked_sessions=revoked,
+        shadow=shadow,
+        disabled=frozenset(disabled),
+        memberships_from=memberships_from,
     )
+
+
+MAX_RUN = 1_000
+"""State versions applied as deltas at once; a replica further behind rebuilds."""
+
+
+async def read_changes(session: AsyncSession, after: int) -> ChangeRun | None:
+    """The changes of the versions after `after`, if every one of them is in the change log (none missing, none
+    saying "rebuild everything", at most MAX_RUN); None otherwise (then the caller rebuilds from the tables)."""
+    rows = (
+        await session.execute(
+            select(StateChange.version, StateChange.ops)
+            .where(StateChange.version > after)
+            .order_by(StateChange.version)
+            .limit(MAX_RUN + 1)
+        )
+    ).all()
+    if not rows or len(rows) > MAX_RUN:
+        return None
+    run: list[Change] = []
+    for expected, (version, raw) in enumerate(rows, start=after + 1):
+        ops = changes.decode(raw)
+        if version != expected or ops is None:
+            return None
+        for op in ops:
+            change = _change(op)
+            if change is None:
+                return None
+            run.append(change)
+    return ChangeRun(version=int(rows[-1][0]), changes=tuple(run))
+
+
+def _change(op: changes.Op) -> Change | None:
+    """One operation of the change log as a change to a snapshot; None for one this version does not know."""
+    kind, args = op[0], op[1:]
+    if kind in ("line+", "line-") and args:
+        return LineChange(_row_rule(*args), added=kind == "line+")
+    if kind == "member" and len(args) == 4:
+        user_id, org, old, new = args
+        return MemberChange("user:" + user_id, org, old or None, new or None)
+    if kind == "key-" and len(args) == 1:
+        return KeyChange(args[0], None)
+    if kind == "key" and len(args) == 7:
+        key_id, digest, user_id, org, scopes, expires, allowed = args
+        record = KeyRecord(
+            key_id=key_id,
+            key_hash=digest,
+            user_id=user_id,
+            org=org,
+            scopes=parse_scopes(scopes),
+            expires_at=dt.datetime.fromisoformat(expires).timestamp() if expires else None,
+            allowed=parse_allow_list(allowed),
+        )
+        return KeyChange(key_id, record)
+    if kind == "session-" and len(args) == 1:
+        return SessionRevoked(args[0])
+    return None
 
 
 def lines_of_json(raw: str) -> list[Rule]:
@@ -175,21 +243,47 @@ async def add_rules(session: AsyncSession, rules: Iterable[Rule], *, origin: str
     if not rows:
         return 0
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    added = 0
     # One statement, executed for many rows: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues", a few
     # hundred round trips for 300,000 lines, compiled once); the unique constraint drops what is already stored,
     # and RETURNING counts what was not.
     statement = insert(PolicyRule).on_conflict_do_nothing()
+    new: list[changes.Op] = []
     if session.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
         for row in rows:  # no RETURNING before SQLite 3.35: one statement a line, counted by rowcount
-            added += (await session.execute(statement.values(**row))).rowcount or 0  # type: ignore[attr-defined]
+            if (await session.execute(statement.values(**row))).rowcount:  # type: ignore[attr-defined]
+                new.append(_added_op(row))
     else:
+        stored: list[tuple[int, Rule]] = []
         for start in range(0, len(rows), BATCH_ROWS):
-            result = await session.execute(statement.returning(PolicyRule.id), rows[start : start + BATCH_ROWS])
-            added += len(result.all())
-    if added:
-        await bump_version(session)
-    return added
+            result = await session.execute(
+                statement.returning(PolicyRule.id, *_COLUMNS), rows[start : start + BATCH_ROWS]
+            )
+            stored.extend((row[0], _row_rule(*row[1:])) for row in result)
+        # In id order, the order a full read lists them in (RETURNING promises no order of its own).
+        new.extend(changes.line_added(rule.ptype, rule.values) for _, rule in sorted(stored, key=lambda pair: pair[0]))
+    if new:
+        await bump_version(session, new)
+    return len(new)
+
+
+def _added_op(row: dict[str, str]) -> changes.Op:
+    rule = _row_rule(*(row[name] for name in ("ptype", "v0", "v1", "v2", "v3", "v4", "v5")))
+    return changes.line_added(rule.ptype, rule.values)
+
+
+async def delete_lines(session: AsyncSession, where: Any) -> int:
+    """Delete the stored lines matching `where`, in the caller's transaction, and bump the version saying which;
+    return how many."""
+    statement = delete(PolicyRule).where(where)
+    if not session.get_bind().dialect.delete_returning:  # SQLite before 3.35: replicas rebuild
+        removed = (await session.execute(statement)).rowcount or 0  # type: ignore[attr-defined]
+        if removed:
+            await bump_version(session)
+        return int(removed)
+    gone = [_row_rule(*row) for row in await session.execute(statement.returning(*_COLUMNS))]
+    if gone:
+        await bump_version(session, [changes.line_removed(rule.ptype, rule.values) for rule in gone])
+    return len(gone)
 
 
 def is_grant(rule: Rule) -> bool:
@@ -219,13 +313,21 @@ def diff_rules(files: list[Rule], stored: list[Rule], *, include_grants: bool) -
 async def remove_rules(session: AsyncSession, rules: Iterable[Rule]) -> int:
     """Delete exactly these lines (each matched on every column), in the caller's transaction."""
     keys = [tuple(_columns(rule).values()) for rule in dict.fromkeys(rules)]
+    returning = session.get_bind().dialect.delete_returning
     removed = 0
+    gone: list[changes.Op] = []
     for start in range(0, len(keys), DELETE_ROWS):
         chosen = keys[start : start + DELETE_ROWS]
-        result = await session.execute(delete(PolicyRule).where(tuple_(*_COLUMNS).in_(chosen)))
-        removed += result.rowcount or 0  # type: ignore[attr-defined]
+        statement = delete(PolicyRule).where(tuple_(*_COLUMNS).in_(chosen))
+        if returning:
+            rows = (await session.execute(statement.returning(*_COLUMNS))).all()
+            gone.extend(changes.line_removed(row[0], _row_rule(*row).values) for row in rows)
+            removed += len(rows)
+        else:
+            result = await session.execute(statement)
+            removed += result.rowcount or 0  # type: ignore[attr-defined]
     if removed:
-        await bump_version(session)
+        await bump_version(session, gone if returning else changes.FULL)
     return removed
 
 
@@ -270,7 +372,23 @@ class PolicyStore:
 
     async def state(self) -> StateRows:
         async with self._sessions() as session:
+            await consistent_reads(session)
             return await read_state(session)
+
+    async def changes(self, after: int) -> ChangeRun | None:
+        async with self._sessions() as session:
+            return await read_changes(session, after)
+
+
+async def consistent_reads(session: AsyncSession) -> None:
+    """Make the session's reads one snapshot of the database (its first read fixes it), so the version read with
+    them is exactly the version of what they return: the changes after it are then the ones to apply, no more,
+    no fewer. PostgreSQL: REPEATABLE READ. SQLite: an explicit read transaction (the driver begins none for
+    reads; in WAL mode one sees the database as of its first read)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        await session.execute(text("BEGIN"))
 
 
 async def install_system_policy(database_url: str) -> int:

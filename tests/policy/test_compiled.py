@@ -103,6 +103,27 @@ def test_decision_plans_are_evicted_least_recently_used(monkeypatch: pytest.Monk
     assert list(policy._plans) == [("viewer", "acme", "GET"), ("user:b", "acme", "GET")]
 
 
+def test_a_delta_keeps_the_plans_it_cannot_affect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a change, the next policy takes over the cached plans but those of the changed subjects and domains;
+    eviction keeps the per-subject and per-domain lists exact, and the previous policy keeps an empty cache."""
+    from gateway.policy import compiled
+
+    monkeypatch.setattr(compiled, "_CACHE_MAX", 4)
+    lines = [["viewer", "acme", "/api/*", "GET", "allow"], ["viewer", "globex", "/api/*", "GET", "allow"]]
+    links = [("user:a", "viewer", "acme"), ("user:b", "viewer", "acme"), ("user:a", "viewer", "globex")]
+    old = compiled.CompiledPolicy(lines, compiled.RoleIndex(links))
+    for subject, org in (("user:x", "acme"), ("user:a", "acme"), ("user:b", "acme"), ("user:a", "globex")):
+        old.decide(subject, org, "/api/x", "GET")
+    old.decide("user:b", "globex", "/api/x", "GET")  # evicts ("user:x", "acme", "GET")
+    assert "user:x" not in old._plans_of_subject
+    new = old.advance([(True, ("viewer", "globex", "/other", "GET", "allow"))], {("user:b", "acme"): ()})
+    new.adopt(old, subjects={"user:b"}, domains={"globex"}, everything=False)
+    assert list(new._plans) == [("user:a", "acme", "GET")]
+    assert not old._plans
+    assert not new.decide("user:b", "acme", "/api/x", "GET")[0]
+    assert new.decide("user:a", "globex", "/other", "GET")[0]
+
+
 def test_the_path_index_holds_what_it_can_and_tests_the_rest_as_regexes() -> None:
     """Literal, `:param` and a final `/*` go in the trie; a `*` elsewhere, a regex character or a `:` inside a
     segment stay regexes, and both kinds answer."""
