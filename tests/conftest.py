@@ -599,6 +599,8 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> 
     Argon2; a subprocess per call would cost a second of imports each)."""
 
     def run(args: list[str], db_url: str) -> Done:
+        for name in [name for name in os.environ if name.startswith("GATEWAY_")]:  # as run_cli: only these
+            monkeypatch.delenv(name)
         monkeypatch.setenv("GATEWAY_DATABASE_URL", db_url)
         monkeypatch.setenv("GATEWAY_PASSWORDS__MEMORY_KIB", "1024")
         monkeypatch.setenv("GATEWAY_PASSWORDS__TIME_COST", "1")
