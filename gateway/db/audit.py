@@ -12,6 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import AuditRecord, utcnow
 
+AUDIT_RECORDED = "gateway.audit_recorded"
+"""Set in `session.info` by `write_event`: whoever commits wakes the audit trail's deliverers (webhook, OTLP)."""
+
 
 def write_event(
     session: AsyncSession,
@@ -25,6 +28,7 @@ def write_event(
     request_id: str | None = None,
 ) -> None:
     """Add the event; never pass a secret in `before` or `after` (they are exported and delivered as they are)."""
+    session.info[AUDIT_RECORDED] = True
     session.add(
         AuditRecord(
             created_at=utcnow(),

@@ -29,7 +29,8 @@ def enqueue(db: AsyncSession, *, to: str, subject: str, body: str) -> None:
     """Queue a message in the caller's transaction: it is sent only if the change commits (`MAIL_QUEUED` in
     `db.info` tells the committer to wake the mailer)."""
     db.info[MAIL_QUEUED] = True
-    db.add(OutboxMessage(created_at=utcnow(), recipient=to, subject=subject[:200], body=body, attempts=0))
+    line = "".join(ch if ch.isprintable() else " " for ch in subject)  # a header: never a line break
+    db.add(OutboxMessage(created_at=utcnow(), recipient=to, subject=line[:200], body=body, attempts=0))
 
 
 def link(settings: Mail, path: str, token: str) -> str:
@@ -90,10 +91,14 @@ class Mailer:
         import aiosmtplib
 
         email = EmailMessage()
-        email["From"] = self.settings.sender
-        email["To"] = message.recipient
-        email["Subject"] = message.subject
-        email.set_content(message.body)
+        try:
+            email["From"] = self.settings.sender
+            email["To"] = message.recipient
+            email["Subject"] = message.subject
+            email.set_content(message.body)
+        except (ValueError, TypeError) as exc:  # a message that cannot be written: one failed attempt, not the loop
+            log.warning("mail %d cannot be composed: %s", message.id, type(exc).__name__)
+            return False
         tls = self.settings.smtp_tls
         try:
             await aiosmtplib.send(

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from gateway.db import changes
+from gateway.db.audit import AUDIT_RECORDED as AUDIT_RECORDED
 from gateway.db.audit import write_event
 from gateway.db.engine import bump_version
 from gateway.db.models import Organization
@@ -43,10 +44,6 @@ class Actor:
     def require(self, obj: str, method: str, what: str) -> None:
         if not self.may(obj, method):
             raise Forbidden(what)
-
-
-AUDIT_RECORDED = "gateway.audit_recorded"
-"""Set in `session.info` by `record`: whoever commits wakes the audit webhook's deliverer."""
 
 
 def record(

@@ -20,8 +20,9 @@ from gateway.policy.rules import ORG_SLUG_RE
 
 
 def _check_name(name: str) -> str:
-    if not name.strip() or len(name) > 200:
-        raise Unprocessable("name: 1-200 characters")
+    """1-200 characters, no control characters (a name goes into email subjects and CLI columns)."""
+    if not name.strip() or len(name) > 200 or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise Unprocessable("name: 1-200 characters, no control characters")
     return name.strip()
 
 
