@@ -350,7 +350,7 @@ class Runtime:
         ring = self.services.tokens.ring
 
         def cut(session: AsyncSession, seq: int, hash_: str) -> None:
-            write_checkpoint(session, ring, ADMIN_STREAM, seq, hash_)
+            write_checkpoint(session, ring, ADMIN_STREAM, seq, hash_, kind="cut")
 
         return await prune_events(
             self.services.sessions, older_than=older_than, keep_undelivered=keep, deliveries=deliveries, checkpoint=cut

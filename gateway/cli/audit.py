@@ -10,9 +10,11 @@ import datetime as dt
 import json
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.cli.common import CommandError, settings_of, with_database
@@ -34,8 +36,10 @@ from gateway.manage.audit_chain import (
     Linked,
     Verdict,
     checkpoint_trail,
+    checkpointed_streams,
     checkpoints,
     decision_records,
+    pinned_keys,
     stored_trail,
     trail_record,
     verify,
@@ -102,7 +106,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         ring = await load_or_create_keys(sessions)
 
         def cut(session: AsyncSession, seq: int, hash_: str) -> None:  # the chain stays verifiable
-            write_checkpoint(session, ring, ADMIN_STREAM, seq, hash_)
+            write_checkpoint(session, ring, ADMIN_STREAM, seq, hash_, kind="cut")
 
         return await prune_events(
             sessions, older_than=older_than, keep_undelivered=webhook, deliveries=deliveries, checkpoint=cut
@@ -140,20 +144,26 @@ def cmd_verify(args: argparse.Namespace) -> None:
     log written with `[audit] chain_decisions` (one chain per process). Exit 1 naming the first broken record."""
     settings = settings_of(args)
     lines = _read_file(args.file) if args.file else None
+    pinned = _public_keys(args.public_keys) if args.public_keys else None
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, Verdict]]:
-        ring = await load_or_create_keys(sessions)
+        keys = pinned if pinned is not None else (await load_or_create_keys(sessions)).public_keys
         if lines is None:
             async with sessions() as session:
-                known = await checkpoints(session, ring, ADMIN_STREAM)
+                known = await checkpoints(session, keys, ADMIN_STREAM, pinned=pinned is not None)
             return [("the trail of changes", verify(ADMIN_STREAM, await stored_trail(sessions), known))]
         streams = _streams(lines)
         verdicts = []
         for stream, records in streams.items():
             async with sessions() as session:
-                known = await checkpoints(session, ring, stream)
+                known = await checkpoints(session, keys, stream, pinned=pinned is not None)
             label = "the trail of changes" if stream == ADMIN_STREAM else f"decision stream {stream}"
             verdicts.append((label, verify(stream, records, known)))
+        if ADMIN_STREAM not in streams and verdicts:
+            async with sessions() as session:
+                absent = sorted((await checkpointed_streams(session)) - set(streams) - {ADMIN_STREAM})
+            if absent:  # a log rotated away, or a whole process's lines removed: say so
+                print(f"note: checkpointed decision streams not in this file: {', '.join(absent)}")
         return verdicts
 
     verdicts = asyncio.run(with_database(settings, work))
@@ -163,6 +173,18 @@ def cmd_verify(args: argparse.Namespace) -> None:
         raise CommandError(f"{args.file}: no audit records in it")
     if not all(verdict.ok for _, verdict in verdicts):
         raise SystemExit(1)
+
+
+def _public_keys(name: str) -> dict[str, Ed25519PublicKey]:
+    try:
+        keys = pinned_keys(json.loads(Path(name).read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise CommandError(f"{name}: {exc.strerror}") from None
+    except (ValueError, TypeError, AttributeError):
+        raise CommandError(f"{name}: not a JWK Set (save /.well-known/jwks.json)") from None
+    if not keys:
+        raise CommandError(f"{name}: no Ed25519 keys in it")
+    return keys
 
 
 def _streams(lines: list[bytes]) -> dict[str, list[Linked]]:
@@ -274,6 +296,11 @@ def register(commands: Commands, config: argparse.ArgumentParser) -> None:
         "verify", parents=[config], help="check the tamper-evident chain (exit 1 names the first broken record)"
     )
     check.add_argument("--file", help="an `audit export` or a chained decision log (default: the database)")
+    check.add_argument(
+        "--public-keys",
+        metavar="JWKS",
+        help="check checkpoint signatures only against these keys (a saved /.well-known/jwks.json), not the database's",
+    )
     check.set_defaults(func=cmd_verify)
     audit.add_parser("checkpoint", parents=[config], help="sign and store the trail's head now").set_defaults(
         func=cmd_checkpoint

@@ -71,9 +71,9 @@ def record_hash(row: AuditRecord, seq: int, prev_hash: str) -> str:
     return link(prev_hash, content)
 
 
-def checkpoint_message(stream: str, seq: int, hash_: str, created_at: dt.datetime) -> bytes:
+def checkpoint_message(stream: str, seq: int, hash_: str, created_at: dt.datetime, kind: str) -> bytes:
     """What a checkpoint's signature covers."""
-    return f"gateway-audit-checkpoint\n{stream}\n{seq}\n{hash_}\n{stamp(created_at)}".encode()
+    return f"gateway-audit-checkpoint\n{kind}\n{stream}\n{seq}\n{hash_}\n{stamp(created_at)}".encode()
 
 
 def b64(data: bytes) -> str:

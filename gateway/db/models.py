@@ -270,10 +270,13 @@ class AuditCheckpoint(Base):
     stream: Mapped[str] = mapped_column(String(64))
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default="head", server_default="head")
+    """`head` (the newest record then), or `cut` (the last record retention deleted: the chain may start after
+    it)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     kid: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(String(200))
-    """Base64url Ed25519 signature of `checkpoint_message(stream, seq, hash, created_at)`."""
+    """Base64url Ed25519 signature of `checkpoint_message(stream, seq, hash, created_at, kind)`."""
 
 
 class ApiKey(Base):

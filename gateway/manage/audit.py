@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import Select, delete, func, select, text
+from sqlalchemy import Select, delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.chain import split_detail
@@ -193,6 +193,11 @@ async def prune_events(
             newest = int(await session.scalar(select(func.max(AuditRecord.id))) or 0)
             last = min(newest - 1, await delivered_up_to(session, deliveries)) if keep_undelivered else newest - 1
             query = select(AuditRecord.id).where(AuditRecord.created_at < older_than, AuditRecord.id <= last)
+            # The chain stays whole: nothing at or after the oldest kept event's place goes, even if older by the
+            # clock (an event's time is taken before its transaction commits; replicas' clocks differ).
+            kept = await session.scalar(select(func.min(AuditRecord.seq)).where(AuditRecord.created_at >= older_than))
+            if kept is not None:
+                query = query.where(or_(AuditRecord.seq.is_(None), AuditRecord.seq < kept))
             ids = list(await session.scalars(query.order_by(AuditRecord.id).limit(PRUNE_BATCH)))
             if ids:
                 if checkpoint is not None:  # the chain stays verifiable: a signed checkpoint at the cut

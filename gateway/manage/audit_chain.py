@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -39,13 +40,17 @@ from gateway.identity.tokens import KeyRing
 VERIFY_BATCH = 1_000
 
 
-def write_checkpoint(session: AsyncSession, ring: KeyRing, stream: str, seq: int, hash_: str) -> None:
-    """Sign (stream, seq, hash, now) with the active signing key and store it, in the caller's transaction."""
+def write_checkpoint(
+    session: AsyncSession, ring: KeyRing, stream: str, seq: int, hash_: str, *, kind: str = "head"
+) -> None:
+    """Sign (kind, stream, seq, hash, now) with the active signing key and store it, in the caller's transaction.
+    `cut` marks the last record retention deletes: the only place a chain may start after seq 1."""
     now = utcnow()
-    signature = ring.private_keys[ring.active_kid].sign(checkpoint_message(stream, seq, hash_, now))
+    signature = ring.private_keys[ring.active_kid].sign(checkpoint_message(stream, seq, hash_, now, kind))
+    kid = ring.active_kid
     session.add(
         AuditCheckpoint(
-            stream=stream, seq=seq, hash=hash_, created_at=now, kid=ring.active_kid, signature=b64(signature)
+            stream=stream, seq=seq, hash=hash_, kind=kind, created_at=now, kid=kid, signature=b64(signature)
         )
     )
 
@@ -74,27 +79,47 @@ class Checkpoint:
     stream: str
     seq: int
     hash: str
+    kind: str
     created_at: dt.datetime
     signed: bool | None
-    """True: a known key's valid signature; False: a bad signature; None: signed by a key no longer kept."""
+    """True: a known key's valid signature; False: a bad signature; None: signed by a key not known here."""
 
 
-async def checkpoints(session: AsyncSession, ring: KeyRing, stream: str) -> list[Checkpoint]:
+async def checkpoints(
+    session: AsyncSession, keys: dict[str, Ed25519PublicKey], stream: str, *, pinned: bool = False
+) -> list[Checkpoint]:
+    """The stream's checkpoints with their signatures checked against `keys` (by kid). With `pinned` keys (given
+    by the operator, not read from the database), a checkpoint by any other key counts as a bad signature."""
     rows = await session.scalars(
         select(AuditCheckpoint).where(AuditCheckpoint.stream == stream).order_by(AuditCheckpoint.seq)
     )
     found = []
     for row in rows:
-        public = ring.public_keys.get(row.kid)
-        signed: bool | None = None
+        public = keys.get(row.kid)
+        signed: bool | None = False if pinned else None
         if public is not None:
+            message = checkpoint_message(row.stream, row.seq, row.hash, row.created_at, row.kind)
             try:
-                public.verify(unb64(row.signature), checkpoint_message(row.stream, row.seq, row.hash, row.created_at))
+                public.verify(unb64(row.signature), message)
                 signed = True
             except (InvalidSignature, ValueError):
                 signed = False
-        found.append(Checkpoint(row.stream, row.seq, row.hash, row.created_at, signed))
+        found.append(Checkpoint(row.stream, row.seq, row.hash, row.kind, row.created_at, signed))
     return found
+
+
+async def checkpointed_streams(session: AsyncSession) -> set[str]:
+    return set(await session.scalars(select(AuditCheckpoint.stream).distinct()))
+
+
+def pinned_keys(jwks: dict[str, Any]) -> dict[str, Ed25519PublicKey]:
+    """Ed25519 public keys by kid from a JWK Set (what /.well-known/jwks.json served), for `verify
+    --public-keys`: signatures are then checked against keys kept outside the database."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for jwk in jwks.get("keys", []):
+        if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and "kid" in jwk and "x" in jwk:
+            keys[str(jwk["kid"])] = Ed25519PublicKey.from_public_bytes(unb64(str(jwk["x"])))
+    return keys
 
 
 @dataclass(slots=True)
@@ -139,8 +164,9 @@ def verify(stream: str, records: Iterable[Linked], known: list[Checkpoint]) -> V
     verdict = Verdict(stream)
     for checkpoint in known:
         if checkpoint.signed is False:
-            return verdict.fail(checkpoint.seq, f"checkpoint at seq {checkpoint.seq} has a bad signature")
+            return verdict.fail(checkpoint.seq, f"checkpoint at seq {checkpoint.seq} has a bad or unknown signature")
     by_seq = {checkpoint.seq: checkpoint for checkpoint in known if checkpoint.signed}
+    cuts = {checkpoint.seq: checkpoint for checkpoint in known if checkpoint.signed and checkpoint.kind == "cut"}
     prev: str | None = None
     expected: int | None = None
     for record in records:
@@ -155,7 +181,12 @@ def verify(stream: str, records: Iterable[Linked], known: list[Checkpoint]) -> V
                 if record.prev_hash != GENESIS:
                     return verdict.fail(record.seq, "seq 1 does not start from the genesis hash")
             else:
-                anchor = by_seq.get(record.seq - 1)
+                if verdict.unchained:
+                    return verdict.fail(
+                        record.seq,
+                        f"records without chain fields come before seq {record.seq}, which is not the chain's start",
+                    )
+                anchor = cuts.get(record.seq - 1)
                 if anchor is None or anchor.hash != record.prev_hash:
                     return verdict.fail(
                         record.seq,
@@ -188,6 +219,11 @@ def verify(stream: str, records: Iterable[Linked], known: list[Checkpoint]) -> V
             verdict.notes.append(f"records after seq {covered} are not covered by a checkpoint yet")
     if any(checkpoint.signed is None for checkpoint in known):
         verdict.notes.append("some checkpoints are signed by keys no longer kept and were not checked")
+    if not by_seq and verdict.checked:
+        verdict.notes.append(
+            "no signed checkpoint covers this chain: the links prove order, but the newest records could have been "
+            "removed, or the whole chain rewritten, without a trace (gateway audit checkpoint)"
+        )
     return verdict
 
 

@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("stream", sa.String(64), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False, server_default="head"),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("kid", sa.String(64), nullable=False),
         sa.Column("signature", sa.String(200), nullable=False),

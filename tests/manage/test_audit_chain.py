@@ -70,11 +70,35 @@ async def test_an_untouched_trail_verifies_and_each_kind_of_tampering_is_named(
     code, out = _verify(cli, db_url, "--file", _write(tmp_path / "swapped", swapped))
     assert code == 1 and "BROKEN at 4: expected seq 3, found 4" in out, out
 
+    stripped = [json.loads(line) for line in lines]
+    for event in stripped[:3]:  # made to look older than the chain, then rewritten at will
+        event.pop("seq"), event.pop("prev_hash"), event.pop("hash")
+        event["target"] = "rewritten"
+    code, out = _verify(cli, db_url, "--file", _write(tmp_path / "stripped", [json.dumps(e) for e in stripped]))
+    assert code == 1 and "BROKEN at 4: records without chain fields come before seq 4" in out, out
+
     # Dropping the newest record is invisible to the links alone; a signed checkpoint of the head catches it.
-    assert _verify(cli, db_url, "--file", _write(tmp_path / "short", lines[:-1]))[0] == 0
+    code, out = _verify(cli, db_url, "--file", _write(tmp_path / "short", lines[:-1]))
+    assert code == 0 and "no signed checkpoint covers this chain" in out, out
     assert "checkpoint written" in cli(["audit", "checkpoint"], db_url).stdout
     code, out = _verify(cli, db_url, "--file", _write(tmp_path / "short", lines[:-1]))
     assert code == 1 and f"checkpoint is at seq {len(lines)} but the chain ends at {len(lines) - 1}" in out, out
+    # A periodic checkpoint is no licence to start later: only retention's own (a "cut") is.
+    code, out = _verify(cli, db_url, "--file", _write(tmp_path / "headless", lines[len(lines) - 1 :]))
+    assert code == 1 and "no signed checkpoint vouches for the cut" in out, out
+
+    # Signatures checked against keys kept outside the database (the JWKS served before), or refused.
+    status, _, jwks = await gateway.call("GET", "/.well-known/jwks.json")
+    assert status == 200
+    pinned = tmp_path / "jwks.json"
+    pinned.write_bytes(jwks)
+    assert _verify(cli, db_url, "--public-keys", str(pinned))[0] == 0
+    other = json.loads(jwks)
+    for key in other["keys"]:
+        key["kid"] = "someone-else"
+    pinned.write_text(json.dumps(other))
+    code, out = _verify(cli, db_url, "--public-keys", str(pinned))
+    assert code == 1 and "bad or unknown signature" in out, out
 
     engine = create_engine(db_url)
     try:
