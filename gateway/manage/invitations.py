@@ -14,11 +14,12 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db import changes
 from gateway.db.engine import bump_version
-from gateway.db.models import Invitation, Membership, Organization, User, utcnow
+from gateway.db.models import Invitation, Membership, Organization, PolicyRule, User, utcnow
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
 from gateway.identity import mail
 from gateway.identity.accounts import normalise_email
@@ -28,7 +29,7 @@ from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
 from gateway.manage.members import MemberView, check_grant, member_view
 from gateway.manage.orgs import check_room_for_member
 from gateway.manage.ownership import owners_guarded
-from gateway.manage.roles import require_role
+from gateway.manage.roles import SUPERADMIN, implies_owner, require_role
 from gateway.settings import Mail
 
 DEFAULT_DAYS = 7
@@ -105,7 +106,8 @@ async def invite(
     days: int = DEFAULT_DAYS,
 ) -> InvitationView:
     """Invite `email` with `role`: the same rules as adding a member (an owner role takes an owner), checked
-    now and again on acceptance. A pending invitation of the same address is replaced (its link dies)."""
+    now and again on acceptance (the role must still exist, the org have room, and for an owner role the inviter
+    must still be an owner). A pending invitation of the same address is replaced (its link dies)."""
     if org.archived_at is not None:
         raise Conflict("org: archived; restore it before inviting anyone")
     if not 1 <= days <= MAX_DAYS:
@@ -224,6 +226,23 @@ async def _claim(session: AsyncSession, row: Invitation, **values: object) -> No
         raise BadRequest(_BAD_TOKEN)
 
 
+async def _may_grant_owner(session: AsyncSession, org: Organization, inviter: str) -> bool:
+    """Whether the inviter still may grant owner now: an owner of the org, a platform-wide superadmin, or the
+    operator's CLI (which may everything)."""
+    if inviter.startswith("cli:"):
+        return True
+    user_id = inviter.removeprefix("user:")
+    membership = await session.get(Membership, (user_id, org.id))
+    if membership is not None and await implies_owner(session, org, membership.role):
+        return True
+    grant = await session.scalar(
+        select(PolicyRule.id).where(
+            PolicyRule.ptype == "g", PolicyRule.v0 == inviter, PolicyRule.v1 == SUPERADMIN, PolicyRule.v2 == "*"
+        )
+    )
+    return grant is not None
+
+
 async def decline(session: AsyncSession, token: str) -> None:
     row, org = await _pending(session, token)
     await _claim(session, row, declined_at=utcnow())
@@ -268,7 +287,11 @@ async def accept(
             name=name.strip(),
         )
         session.add(user)
-        await session.flush()
+        try:
+            async with session.begin_nested():
+                await session.flush()
+        except IntegrityError:  # the same link, accepted twice at once: the other made the account
+            raise Conflict("invitation: this address has an account now; sign in and accept again") from None
     await lock_org(session, org)
     if await session.get(Membership, (user.id, org.id)) is not None:
         raise Conflict("invitation: you are a member of this organization already")
@@ -277,6 +300,8 @@ async def accept(
     except Unprocessable:
         raise Conflict(f"invitation: the role {row.role!r} no longer exists here; ask for a new one") from None
     await check_room_for_member(session, org)
+    if await implies_owner(session, org, row.role) and not await _may_grant_owner(session, org, row.invited_by):
+        raise Conflict("invitation: whoever sent it can no longer grant owner here; ask an owner for a new one")
     await _claim(session, row, accepted_at=utcnow(), accepted_by=user.id)
     membership = Membership(user_id=user.id, org_id=org.id, role=row.role, created_at=utcnow())
     async with owners_guarded(session, Actor(row.invited_by), org):  # the inviter granted it

@@ -15,7 +15,7 @@ from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.manage import versions
 from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
 from gateway.manage.ownership import owners_guarded
-from gateway.manage.roles import SUPERADMIN, check_inheritance, require_role
+from gateway.manage.roles import SUPERADMIN, check_delegation, check_inheritance, custom_role, require_role
 from gateway.policy import rules, store
 from gateway.policy.rules import ANY_DOMAIN, USER_SUBJECT_RE, Rule
 
@@ -175,9 +175,15 @@ async def rollback(session: AsyncSession, actor: Actor, org: Organization, numbe
     drop = [Rule(values[0], values[1:]) for values in sorted(set(present) - target)]
     for rule in restore:
         try:
-            await _check_org_line(session, actor, org, rule, f"version {number}: {rule.csv()}")
+            if rule.ptype == "p" and rules.is_admin_pattern(rule.values[2]):
+                # A custom role's delegated management action (written through /roles, never /policies).
+                if await custom_role(session, org, rule.values[0]) is None:
+                    raise Unprocessable("only a custom role of this organization holds management actions")
+                check_delegation(org, 0, rule.values[2], [rule.values[3]])
+            else:
+                await _check_org_line(session, actor, org, rule, f"version {number}: {rule.csv()}")
         except Unprocessable as exc:
-            raise Conflict(exc.detail) from None
+            raise Conflict(f"version {number}: {rule.csv()}: {exc.detail}") from None
     async with versions.tracked(session, actor, [org], "policy.rollback"), owners_guarded(session, actor, org):
         await store.add_rules(session, restore, origin="api")
         await store.remove_rules(session, drop)

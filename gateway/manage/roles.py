@@ -96,7 +96,7 @@ OWNER_ACTIONS = ("owners", "transfer", "archive", "restore")
 """Management objects under an org that stay with owners (and the platform): a delegated role never reaches them."""
 
 
-def _check_delegation(org: Organization, index: int, pattern: str, methods: list[str]) -> None:
+def check_delegation(org: Organization, index: int, pattern: str, methods: list[str]) -> None:
     """A custom role may grant management actions inside its own org (an auditor reading members and audit, a
     key manager), as `admin:/orgs/<org>/...` patterns; never another org's, a platform object, or an owner's
     power, whatever the wildcard."""
@@ -114,7 +114,7 @@ def _lines(org: Organization, name: str, permissions: list[Permission], inherits
         if not permission.methods:
             raise Unprocessable(f"permissions[{index}].methods: name at least one method (or '*')")
         if rules.is_admin_pattern(permission.path):
-            _check_delegation(org, index, permission.path, [method.upper() for method in permission.methods])
+            check_delegation(org, index, permission.path, [method.upper() for method in permission.methods])
         for method in permission.methods:
             try:
                 out.append(rules.validate("p", (name, org.slug, permission.path, method, permission.effect)))

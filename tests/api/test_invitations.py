@@ -154,3 +154,13 @@ async def test_an_invitation_needs_room_and_an_open_org(world: tuple[World, Mail
     assert (await w.call("admin", "PATCH", "/admin/orgs/acme", {"max_members": 0}))[0] == 200
     assert (await w.call("owner", "POST", "/admin/orgs/acme/archive"))[0] == 200
     assert (await _auth(w, "lookup", {"token": token}))[0] == 400, "an archived org takes nobody"
+
+
+async def test_an_owner_invitation_needs_its_sender_to_still_be_an_owner(world: tuple[World, Mailbox]) -> None:
+    w, mailbox = world
+    token = await _invite(w, mailbox, "heir@example.test", role="owner", who="owner")
+    status, _, _ = await w.call("owner", "POST", "/admin/orgs/acme/transfer", {"to": w.ids["admin"]})
+    assert status == 200, "the inviter hands the org over and keeps admin"
+    status, problem = await _auth(w, "accept", {"token": token, "password": NEW_PASSWORD})
+    assert (status, "can no longer grant owner" in problem["detail"]) == (409, True)
+    assert (await _auth(w, "lookup", {"token": token}))[0] == 200, "nothing was spent: a new owner may resend"

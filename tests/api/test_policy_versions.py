@@ -162,3 +162,17 @@ async def test_policy_sync_writes_a_version(gateway: Gateway, db_url: str, tmp_p
     status, detail, _ = await world.call("admin", "GET", BASE + "/policy-versions/2")
     assert status == 200
     assert {"line": "p, viewer, acme, /api/synced/*, GET, allow", "origin": "file"} in detail["lines"]
+
+
+async def test_a_rollback_restores_a_delegated_role(gateway: Gateway) -> None:
+    """A custom role's management actions (an auditor reading the audit trail) come back with its version."""
+    world = await build_world(gateway)
+    auditor = {"name": "auditor", "permissions": [{"path": "admin:/orgs/acme/audit", "methods": ["GET"]}]}
+    assert (await world.call("admin", "POST", BASE + "/roles", auditor))[0] == 201
+    assert (await world.call("admin", "PATCH", f"{BASE}/members/{world.ids['viewer']}", {"role": "auditor"}))[0] == 200
+    assert (await world.call("viewer", "GET", BASE + "/audit"))[0] == 200
+    assert (await world.call("admin", "PUT", BASE + "/roles/auditor", {"permissions": []}))[0] == 200
+    assert (await world.call("viewer", "GET", BASE + "/audit"))[0] == 403
+    status, rolled, _ = await world.call("admin", "POST", BASE + "/policy-versions/2/rollback")
+    assert (status, rolled["added"]) == (200, ["p, auditor, acme, admin:/orgs/acme/audit, GET, allow"]), rolled
+    assert (await world.call("viewer", "GET", BASE + "/audit"))[0] == 200
