@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Organization
 from gateway.manage import versions
-from gateway.policy import Decision, HotState
+from gateway.policy import Decision, HotState, StateRows
 from gateway.policy.recent import Question
 from gateway.policy.store import read_state
 
@@ -62,17 +62,19 @@ async def preview(
 ) -> Preview:
     """What `change` (a coroutine making the change in `session`) would do to `org`'s lines and decisions."""
     before = await versions.current(session, org.slug)
-    result: list[Preview] = []
+    seen: list[tuple[list[versions.Line], StateRows]] = []
     try:
         async with session.begin_nested():
             await change()
             await session.flush()
-            after = await versions.current(session, org.slug)
-            candidate = await asyncio.to_thread(hot.trial, await read_state(session))
-            sample = hot.recent.sample(org.slug)
-            added, removed = versions.compare(before, after)
-            result.append(Preview(added, removed, len(sample), _replay(hot, candidate, org.slug, sample)))
+            seen.append((await versions.current(session, org.slug), await read_state(session)))
             raise _Undo
     except _Undo:
         pass
-    return result[0]
+    # Built after the savepoint is rolled back: the change's locks (the org's, the audit chain's head) are not
+    # held while a whole policy is compiled.
+    after, state = seen[0]
+    candidate = await asyncio.to_thread(hot.trial, state)
+    sample = hot.recent.sample(org.slug)
+    added, removed = versions.compare(before, after)
+    return Preview(added, removed, len(sample), _replay(hot, candidate, org.slug, sample))

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.models import Organization, PolicyRule, PolicyVersion, utcnow
 from gateway.errors import NotFound
-from gateway.manage.common import Actor, Page, fetch_page
+from gateway.manage.common import Actor, Page, fetch_page, lock_org
 from gateway.policy.rules import ANY_DOMAIN, Rule
 
 Line = tuple[str, ...]
@@ -119,9 +119,10 @@ async def tracked(
     session: AsyncSession, actor: Actor, orgs: Iterable[Organization], action: str
 ) -> AsyncIterator[None]:
     """Around a change that may touch these orgs' lines: afterwards, each org whose set changed gets the next
-    version (callers hold the org lock, or are the only writer, as every change does)."""
-    chosen = {org.id: org for org in orgs}
-    for org in chosen.values():
+    version. The orgs are locked first, so two changes never number the same version."""
+    chosen = {org.id: org for org in sorted(orgs, key=lambda org: org.id)}
+    for org in chosen.values():  # one writer at a time per org (in id order: no deadlock), then its baseline
+        await lock_org(session, org)
         if await _latest(session, org) is None:
             await _write(session, org, 1, actor.subject, "baseline", await current(session, org.slug))
     yield
