@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
     true,
 )
 from sqlalchemy.engine import Dialect
@@ -443,6 +444,15 @@ class ShadowPolicy(Base):
     of line changes, or a whole set of policy-file lines. At most one is `active`."""
 
     __tablename__ = "shadow_policies"
+    __table_args__ = (
+        Index(
+            "uq_shadow_policies_active",
+            "status",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.engine import bump_version
@@ -114,7 +115,11 @@ async def attach(
         compared=0,
     )
     session.add(row)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:  # another attach won the race (one active shadow: a partial unique index)
+        raise Conflict("shadow: a shadow policy is attached already; promote or drop it first") from None
     await bump_version(session)
     record(
         session,

@@ -32,6 +32,15 @@ def upgrade() -> None:
         sa.Column("ended_at", STAMP, nullable=True),
         sa.Column("compared", sa.BigInteger(), nullable=False, server_default="0"),
     )
+    active = sa.text("status = 'active'")
+    op.create_index(
+        "uq_shadow_policies_active",
+        "shadow_policies",
+        ["status"],
+        unique=True,
+        postgresql_where=active,
+        sqlite_where=active,
+    )
     op.create_table(
         "shadow_differences",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -55,4 +64,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("shadow_differences")
+    op.drop_index("uq_shadow_policies_active", "shadow_policies")
     op.drop_table("shadow_policies")
