@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from gateway.db.models import AuditRecord
 from gateway.settings import ConfigError
 from tests.conftest import Gateway, Upstream, gateway_settings, load_system_policy, serving
-from tests.tracing.collector import _attributes
+from tests.tracing.collector import decode_attributes, listening
 from tests.waiting import eventually
 
 
@@ -49,7 +49,7 @@ async def receiving(fail_first: int = 0) -> AsyncIterator[LogReceiver]:
         decoded = ExportLogsServiceRequest()
         decoded.ParseFromString(body)
         for resource_logs in decoded.resource_logs:
-            receiver.resources.append(_attributes(resource_logs.resource.attributes))
+            receiver.resources.append(decode_attributes(resource_logs.resource.attributes))
             for scope_logs in resource_logs.scope_logs:
                 for record in scope_logs.log_records:
                     receiver.records.append(
@@ -58,23 +58,16 @@ async def receiving(fail_first: int = 0) -> AsyncIterator[LogReceiver]:
                             "time": record.time_unix_nano,
                             "severity": record.severity_text,
                             "body": json.loads(record.body.string_value),
-                            "attributes": _attributes(record.attributes),
+                            "attributes": decode_attributes(record.attributes),
                         }
                     )
         return web.Response(body=ExportLogsServiceResponse().SerializeToString(), content_type="application/x-protobuf")
 
     app = web.Application()
     app.router.add_post("/v1/logs", export)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    receiver.url = f"http://127.0.0.1:{port}/v1/logs"
-    try:
+    async with listening(app) as port:
+        receiver.url = f"http://127.0.0.1:{port}/v1/logs"
         yield receiver
-    finally:
-        await runner.cleanup()
 
 
 async def _stored(gateway: Gateway) -> int:

@@ -65,11 +65,11 @@ def _value(value: AnyValue) -> Any:
     if kind == "array_value":
         return [_value(item) for item in value.array_value.values]
     if kind == "kvlist_value":
-        return _attributes(value.kvlist_value.values)
+        return decode_attributes(value.kvlist_value.values)
     return getattr(value, kind) if kind else None
 
 
-def _attributes(pairs: Any) -> dict[str, Any]:
+def decode_attributes(pairs: Any) -> dict[str, Any]:
     found: dict[str, Any] = {}
     pair: KeyValue
     for pair in pairs:
@@ -82,7 +82,7 @@ def _decode(body: bytes) -> list[Exported]:
     request.ParseFromString(body)
     spans: list[Exported] = []
     for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes)
+        resource = decode_attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 spans.append(
@@ -92,7 +92,7 @@ def _decode(body: bytes) -> list[Exported]:
                         trace_id=span.trace_id.hex(),
                         span_id=span.span_id.hex(),
                         parent_id=span.parent_span_id.hex(),
-                        attributes=_attributes(span.attributes),
+                        attributes=decode_attributes(span.attributes),
                         status=Status.StatusCode.Name(span.status.code).removeprefix("STATUS_CODE_"),
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
@@ -117,13 +117,19 @@ async def receiving() -> AsyncIterator[Collector]:
 
     app = web.Application()
     app.router.add_post("/v1/traces", export)
+    async with listening(app) as port:
+        collector.url = f"http://127.0.0.1:{port}/v1/traces"
+        yield collector
+
+
+@asynccontextmanager
+async def listening(app: web.Application) -> AsyncIterator[int]:
+    """Serve `app` on 127.0.0.1 on an ephemeral port (yielded) for the length of the block."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    collector.url = f"http://127.0.0.1:{port}/v1/traces"
     try:
-        yield collector
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     finally:
         await runner.cleanup()
