@@ -218,6 +218,8 @@ async def read_shadow(session: AsyncSession, disabled: Collection[str] = ()) -> 
         wanted = lines_of_json(row.files)
         stored = await stored_rules(session, origin="file")
         add, remove = diff_rules(wanted, stored, include_grants=True)
+        present = set(await stored_rules(session))  # a line stored already (the system roles, the API's) adds nothing
+        add = [rule for rule in add if rule not in present]
     usable = [rule for rule in add if rule.values[0] not in disabled]
     return ShadowSpec(row.id, row.name, tuple(usable), frozenset(remove))
 
