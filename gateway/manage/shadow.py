@@ -4,6 +4,7 @@ to live in one step or drop it. All audited; at most one is attached at a time."
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ from gateway.db.models import ShadowDifference, ShadowPolicy, utcnow
 from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.manage import versions
 from gateway.manage.common import Actor, record
+from gateway.manage.ownership import owners_guarded
+from gateway.manage.roles import SUPERADMIN
 from gateway.policy import rules, store
 from gateway.policy.rules import Rule
 
@@ -102,6 +105,10 @@ async def attach(
     whole = _parse(files, "files") if files is not None else None
     if whole is None and not added and not removed:
         raise Unprocessable("add: give lines to add or remove, or files")
+    for field, lines in (("add", added), ("files", whole or [])):
+        for index, rule in enumerate(lines):  # the rule of global lines: superadmin is granted to users only
+            if rule.ptype == "g" and rule.values[1] == SUPERADMIN and not rule.values[0].startswith("user:"):
+                raise Unprocessable(f"{field}[{index}]: role: a role cannot inherit superadmin; grant it to users")
     if await active(session) is not None:
         raise Conflict("shadow: a shadow policy is attached already; promote or drop it first")
     row = ShadowPolicy(
@@ -191,7 +198,11 @@ async def promote(session: AsyncSession, actor: Actor) -> ShadowReport:
     assert spec is not None  # the row is active
     origin = "file" if row.files is not None else "api"
     add, remove = list(spec.add), sorted(spec.remove, key=lambda rule: rule.csv())
-    async with versions.tracked(session, actor, await versions.orgs_named(session, [*add, *remove]), "shadow.promote"):
+    touched = await versions.orgs_named(session, [*add, *remove])
+    async with contextlib.AsyncExitStack() as guards:
+        await guards.enter_async_context(versions.tracked(session, actor, touched, "shadow.promote"))
+        for org in touched:  # no org is left without an owner, as with any other change to its lines
+            await guards.enter_async_context(owners_guarded(session, actor, org))
         await store.add_rules(session, add, origin=origin)
         await store.remove_rules(session, remove)
     row.status, row.ended_at = "promoted", utcnow()

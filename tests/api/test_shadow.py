@@ -80,3 +80,6 @@ async def test_a_file_set_in_shadow_shows_would_be_grants_and_can_be_dropped(gat
     assert (status, problem["detail"].startswith("add[0]")) == (422, True)
     both = {"name": "x", "add": ["p, viewer, acme, /x, GET"], "files": []}
     assert (await world.call("superadmin", "POST", "/admin/shadow", both))[0] == 422
+    elevated = {"name": "x", "files": ["g, viewer, superadmin, *"]}
+    status, problem, _ = await world.call("superadmin", "POST", "/admin/shadow", elevated)
+    assert (status, "cannot inherit superadmin" in problem["detail"]) == (422, True), "a role never inherits it"
