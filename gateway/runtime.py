@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.access.audit import AuditSink
 from gateway.access.peer import TrustedProxies
 from gateway.counters import Counters
-from gateway.db.chain import ADMIN_STREAM
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.listen import Listener
 from gateway.db.models import ApiKey, utcnow
@@ -27,10 +26,10 @@ from gateway.identity.passwords import PasswordHasher, usable_cpus
 from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle
 from gateway.identity.tokens import TokenService, load_or_create_keys
-from gateway.manage.audit import Pruned, prune_events
+from gateway.manage.audit import Pruned, destinations, prune_events
 from gateway.manage.audit_chain import checkpoint_trail, write_checkpoint
 from gateway.manage.audit_otlp import otlp_logs_transport
-from gateway.manage.audit_webhook import OTLP_ROW, WEBHOOK_ROW, AuditWebhook
+from gateway.manage.audit_webhook import AuditWebhook, webhook_transport
 from gateway.metrics import DeliveryStats, Metrics
 from gateway.policy import HotState, StateRows
 from gateway.policy.files import PolicyFiles
@@ -175,7 +174,7 @@ class Runtime:
         webhook = None
         if settings.audit.webhook_url is not None:
             metrics.webhook = DeliveryStats()
-            webhook = AuditWebhook(settings.audit, store.sessions, metrics.webhook)
+            webhook = AuditWebhook(webhook_transport(settings.audit), store.sessions, metrics.webhook)
         otlp_logs = None
         if settings.audit.otlp_logs_endpoint is not None:
             otlp_logs = AuditWebhook(otlp_logs_transport(settings.audit), store.sessions, DeliveryStats())
@@ -341,19 +340,13 @@ class Runtime:
         if audit.retention_days is None:
             return Pruned(removed=0, kept=0)
         older_than = utcnow() - dt.timedelta(days=audit.retention_days)
-        deliveries = tuple(
-            row
-            for row, configured in ((WEBHOOK_ROW, audit.webhook_url), (OTLP_ROW, audit.otlp_logs_endpoint))
-            if configured is not None
-        )
-        keep = bool(deliveries)
-        ring = self.services.tokens.ring
-
-        def cut(session: AsyncSession, seq: int, hash_: str) -> None:
-            write_checkpoint(session, ring, ADMIN_STREAM, seq, hash_, kind="cut")
-
+        deliveries = destinations(audit)
         return await prune_events(
-            self.services.sessions, older_than=older_than, keep_undelivered=keep, deliveries=deliveries, checkpoint=cut
+            self.services.sessions,
+            older_than=older_than,
+            keep_undelivered=bool(deliveries),
+            deliveries=deliveries,
+            ring=self.services.tokens.ring,
         )
 
     async def checkpoint(self) -> None:

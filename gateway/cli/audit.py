@@ -26,6 +26,7 @@ from gateway.manage.audit import (
     AuditFilter,
     Pruned,
     before_last,
+    destinations,
     events_after,
     export_events,
     prune_events,
@@ -43,7 +44,6 @@ from gateway.manage.audit_chain import (
     stored_trail,
     trail_record,
     verify,
-    write_checkpoint,
 )
 
 if TYPE_CHECKING:
@@ -94,22 +94,14 @@ def cmd_prune(args: argparse.Namespace) -> None:
     days = args.days if args.days is not None else settings.audit.retention_days
     if days is None:
         raise CommandError("how old? pass --days N or set [audit] retention_days")
-    deliveries = tuple(
-        row
-        for row, configured in ((1, settings.audit.webhook_url), (2, settings.audit.otlp_logs_endpoint))
-        if configured is not None
-    )
+    deliveries = destinations(settings.audit)
     webhook = bool(deliveries)
 
     async def work(sessions: async_sessionmaker[AsyncSession]) -> Pruned:
         older_than = utcnow() - dt.timedelta(days=days)
-        ring = await load_or_create_keys(sessions)
-
-        def cut(session: AsyncSession, seq: int, hash_: str) -> None:  # the chain stays verifiable
-            write_checkpoint(session, ring, ADMIN_STREAM, seq, hash_, kind="cut")
-
+        ring = await load_or_create_keys(sessions)  # for the signed checkpoint at the cut
         return await prune_events(
-            sessions, older_than=older_than, keep_undelivered=webhook, deliveries=deliveries, checkpoint=cut
+            sessions, older_than=older_than, keep_undelivered=webhook, deliveries=deliveries, ring=ring
         )
 
     pruned = asyncio.run(with_database(settings, work))

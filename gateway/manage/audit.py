@@ -4,7 +4,7 @@ following it in id order, and pruning it."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -12,9 +12,12 @@ import msgspec
 from sqlalchemy import Select, delete, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.db.chain import split_detail
+from gateway.db.chain import ADMIN_STREAM, split_detail
 from gateway.db.models import AuditDelivery, AuditRecord
+from gateway.identity.tokens import KeyRing
+from gateway.manage.audit_chain import write_checkpoint
 from gateway.manage.common import Page, fetch_page
+from gateway.settings import Audit
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +155,19 @@ async def before_last(session: AsyncSession, count: int, *, up_to: int, org: str
     return newest[-1] - 1 if len(newest) == count else 0
 
 
-async def delivered_up_to(session: AsyncSession, rows: tuple[int, ...] = (1,)) -> int:
+WEBHOOK_ROW = 1
+"""The webhook's row of `audit_delivery`."""
+OTLP_ROW = 2
+"""The OpenTelemetry logs' row."""
+
+
+def destinations(settings: Audit) -> tuple[int, ...]:
+    """The `audit_delivery` rows of the destinations configured (retention keeps what any has not delivered)."""
+    configured = ((WEBHOOK_ROW, settings.webhook_url), (OTLP_ROW, settings.otlp_logs_endpoint))
+    return tuple(row for row, url in configured if url is not None)
+
+
+async def delivered_up_to(session: AsyncSession, rows: tuple[int, ...] = (WEBHOOK_ROW,)) -> int:
     """The last event every one of these deliveries (the webhook is row 1, OTLP logs row 2) has delivered (0 before
     a first delivery)."""
     found = {
@@ -180,8 +195,8 @@ async def prune_events(
     *,
     older_than: dt.datetime,
     keep_undelivered: bool,
-    deliveries: tuple[int, ...] = (1,),
-    checkpoint: Callable[[AsyncSession, int, str], None] | None = None,
+    deliveries: tuple[int, ...] = (WEBHOOK_ROW,),
+    ring: KeyRing | None = None,
 ) -> Pruned:
     """Delete events created before `older_than`, a batch per short transaction (a prune of millions holds no
     transaction or lock for long). With `keep_undelivered` (a webhook is configured), only events the webhook has
@@ -200,7 +215,7 @@ async def prune_events(
                 query = query.where(or_(AuditRecord.seq.is_(None), AuditRecord.seq < kept))
             ids = list(await session.scalars(query.order_by(AuditRecord.id).limit(PRUNE_BATCH)))
             if ids:
-                if checkpoint is not None:  # the chain stays verifiable: a signed checkpoint at the cut
+                if ring is not None:  # the chain stays verifiable: a signed checkpoint at the cut
                     cut = (
                         await session.execute(
                             select(AuditRecord.seq, AuditRecord.hash)
@@ -210,7 +225,7 @@ async def prune_events(
                         )
                     ).first()
                     if cut is not None and cut[0] is not None and cut[1] is not None:
-                        checkpoint(session, int(cut[0]), str(cut[1]))
+                        write_checkpoint(session, ring, ADMIN_STREAM, int(cut[0]), str(cut[1]), kind="cut")
                 await session.execute(delete(AuditRecord).where(AuditRecord.id.in_(ids)))
                 await session.commit()
         removed += len(ids)

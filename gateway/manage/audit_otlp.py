@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 
 from gateway.db.models import AuditRecord
-from gateway.manage.audit import view
-from gateway.manage.audit_webhook import OTLP_ROW, Transport
+from gateway.manage.audit import OTLP_ROW, view
+from gateway.manage.audit_webhook import Transport
 from gateway.settings import Audit
 
 SCOPE = "gateway.audit"

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway import __version__
 from gateway.db.models import AuditDelivery, AuditRecord, utcnow
-from gateway.manage.audit import events_after, settled_up_to, view
+from gateway.manage.audit import WEBHOOK_ROW, events_after, settled_up_to, view
 from gateway.metrics import DeliveryStats
 from gateway.settings import Audit
 
@@ -58,7 +58,6 @@ SETTLE_SECONDS = 0.5
 """How soon to look again while another transaction is still writing events (PostgreSQL)."""
 FIRST_RETRY = 1.0
 MAX_RETRY = 300.0
-ROW = 1
 
 _encoder = msgspec.json.Encoder()
 
@@ -97,10 +96,6 @@ class Transport:
     """A batch's body and its own headers (content type, signature)."""
 
 
-WEBHOOK_ROW = ROW
-OTLP_ROW = 2
-
-
 def webhook_transport(settings: Audit) -> Transport:
     """Signed JSON to `[audit] webhook_url` (see the module docstring)."""
     if settings.webhook_url is None:
@@ -123,11 +118,7 @@ class AuditWebhook:
     """Delivers the audit trail through one transport in the background (`run`); `kick` after a commit that wrote
     events."""
 
-    def __init__(
-        self, transport: Transport | Audit, sessions: async_sessionmaker[AsyncSession], stats: DeliveryStats
-    ) -> None:
-        if isinstance(transport, Audit):
-            transport = webhook_transport(transport)
+    def __init__(self, transport: Transport, sessions: async_sessionmaker[AsyncSession], stats: DeliveryStats) -> None:
         self._transport = transport
         self._row = transport.row
         self._url = transport.url
