@@ -36,8 +36,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from proxy import BENCH_PASSWORD, BENCH_USER, LUA, ROOT, clean_up, cpu_seconds, free_port, login, seed, wait_for, wrk
-from replicas import ROOT_USER, _call, _database
+from proxy import BENCH_PASSWORD, BENCH_USER, LUA, ROOT, clean_up, cpu_seconds, free_port, login, wait_for, wrk
+from replicas import ROOT_USER, _call, _database, configure
 from scale import ORGS, ROLES_PER_ORG, USERS, generate, org_of_user, slug
 from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
@@ -213,22 +213,7 @@ def main() -> None:
         keys = asyncio.run(_add_keys(db))
         up_port, ports = free_port(), [free_port(), free_port()]
         upstream_url = f"http://127.0.0.1:{up_port}"
-        (work / "gateway.toml").write_text(
-            f'database_url = "{db}"\nmodel_path = "{ROOT / "model.conf"}"\naudit_log = "off"\n'
-            f'policy_poll_seconds = 30\nlog_level = "INFO"\n'
-            f'[[routes]]\nprefix = "/api"\nupstream = "{upstream_url}"\n'
-        )
-        env = {**os.environ, "GATEWAY_CONFIG": str(work / "gateway.toml")}
-        seed(env)
-        subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "users", "create", "--email", ROOT_USER, "--superadmin"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            input=BENCH_PASSWORD + "\n",
-            text=True,
-            capture_output=True,
-        )
+        env = configure(work, db, upstream_url, extra='log_level = "INFO"\n')
         b_log_path = work / "b.log"
         b_log = b_log_path.open("w")
         serve = [sys.executable, "-m", "gateway.cli", "serve", "--port"]

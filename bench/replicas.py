@@ -44,6 +44,27 @@ def _call(url: str, method: str, token: str, body: dict[str, str] | None = None,
         return int(error.code)
 
 
+def configure(work: Path, db: str, upstream_url: str, *, extra: str = "") -> dict[str, str]:
+    """Write the replicas' shared gateway.toml (`extra` lines added), seed the bench user and a superadmin; the
+    environment that points `gateway` commands at it."""
+    (work / "gateway.toml").write_text(
+        f'database_url = "{db}"\nmodel_path = "{ROOT / "model.conf"}"\naudit_log = "off"\npolicy_poll_seconds = 30\n'
+        f'{extra}[[routes]]\nprefix = "/api"\nupstream = "{upstream_url}"\n'
+    )
+    env = {**os.environ, "GATEWAY_CONFIG": str(work / "gateway.toml")}
+    seed(env)
+    subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "users", "create", "--email", ROOT_USER, "--superadmin"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        input=BENCH_PASSWORD + "\n",
+        text=True,
+        capture_output=True,
+    )
+    return env
+
+
 async def _database(admin_url: str, name: str, create: bool) -> None:
     url = make_url(admin_url)
     connection = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, database=url.database)
@@ -64,21 +85,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="gw-replicas-"))
     up_port, ports = free_port(), [free_port(), free_port()]
     upstream_url = f"http://127.0.0.1:{up_port}"
-    (work / "gateway.toml").write_text(
-        f'database_url = "{db}"\nmodel_path = "{ROOT / "model.conf"}"\naudit_log = "off"\npolicy_poll_seconds = 30\n'
-        f'[[routes]]\nprefix = "/api"\nupstream = "{upstream_url}"\n'
-    )
-    env = {**os.environ, "GATEWAY_CONFIG": str(work / "gateway.toml")}
-    seed(env)
-    subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "users", "create", "--email", ROOT_USER, "--superadmin"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        input=BENCH_PASSWORD + "\n",
-        text=True,
-        capture_output=True,
-    )
+    env = configure(work, db, upstream_url)
     log = (work / "gateway.log").open("w")
     children = [
         subprocess.Popen(
