@@ -311,6 +311,38 @@ class Tracing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Finished spans wait up to this long to leave in one batch (or until 512 are waiting)."""
 
 
+class Browser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Browsers at the front door: the sign-in portal and its session cookie (`[browser]`)."""
+
+    enabled: bool = False
+    """Serve the portal (`/portal/...`) and accept the session cookie on routes whose `auth` lists `cookie`."""
+    public_url: str | None = None
+    """The portal's external origin, such as `https://auth.example.com`: where browsers are sent to sign in.
+    Defaults to `mail.public_base_url`."""
+    cookie_name: str = "__Host-gateway_session"
+    """`__Host-` (no Domain, Path=/, Secure) unless `cookie_domain` is set; then use a `__Secure-` name."""
+    cookie_domain: str | None = None
+    """A parent domain (`example.com`) to share the session across its subdomains; None: the portal's host only."""
+    cookie_secure: bool = True
+    """Set false only for local plain-HTTP trials; `__Host-`/`__Secure-` names then cannot be used."""
+    idle_seconds: int = 3600
+    """A browser session ends after this long without a request."""
+    absolute_seconds: int = 12 * 3600
+    """A browser session ends this long after sign-in, however active."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Hosts a return URL may point at after sign-in: exact names (`app.example.com`, with `:port` if not the
+    default) or `.example.com` for any subdomain. The portal's own host is always allowed."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins (`https://app.example.com`) whose cookie-authenticated unsafe requests are accepted besides the
+    request's own origin."""
+    post_logout_urls: tuple[str, ...] = ()
+    """Exact URLs sign-out may send the browser to; anything else goes to the sign-in page."""
+    product_name: str = "Gateway"
+    """Shown on the portal pages."""
+    logo_url: str | None = None
+    """An image shown on the portal pages."""
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything the gateway needs to start."""
 
@@ -358,6 +390,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     clients: Clients = msgspec.field(default_factory=Clients)
     audit: Audit = msgspec.field(default_factory=Audit)
     tracing: Tracing = msgspec.field(default_factory=Tracing)
+    browser: Browser = msgspec.field(default_factory=Browser)
     encryption_key: str | None = None
     """A Fernet key (`gateway encryption-key` makes one) sealing TOTP secrets at rest. Keep it out of the
     database and its backups; prefer GATEWAY_ENCRYPTION_KEY. Without it, TOTP secrets are stored as they are."""
@@ -366,6 +399,26 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         _validate(self)
+
+
+def _validate_browser(browser: Browser) -> None:
+    if browser.public_url is not None and not re.fullmatch(r"https?://[^/?#\s]+", browser.public_url):
+        raise ConfigError("browser.public_url: an http(s) origin without a path, such as https://auth.example.com")
+    name = browser.cookie_name
+    if not re.fullmatch(r"[A-Za-z0-9_.!#$%&'*+^`|~-]{1,64}", name):
+        raise ConfigError("browser.cookie_name: 1-64 cookie-name characters")
+    if name.startswith("__Host-") and (browser.cookie_domain is not None or not browser.cookie_secure):
+        raise ConfigError("browser.cookie_name: a __Host- cookie needs cookie_secure and no cookie_domain")
+    if name.startswith("__Secure-") and not browser.cookie_secure:
+        raise ConfigError("browser.cookie_name: a __Secure- cookie needs cookie_secure")
+    if not 60 <= browser.idle_seconds <= browser.absolute_seconds <= 30 * 24 * 3600:
+        raise ConfigError("browser: 60 <= idle_seconds <= absolute_seconds <= 30 days")
+    for index, origin in enumerate(browser.allowed_origins):
+        if not re.fullmatch(r"https?://[^/?#\s]+", origin):
+            raise ConfigError(f"browser.allowed_origins[{index}]: an origin such as https://app.example.com")
+    for index, url in enumerate(browser.post_logout_urls):
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError(f"browser.post_logout_urls[{index}]: an absolute http(s) URL")
 
 
 def _validate(settings: Settings) -> None:
@@ -426,6 +479,7 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("clients.max_connections: at least 1")
     _validate_audit(settings.audit)
     _validate_tracing(settings.tracing)
+    _validate_browser(settings.browser)
     seen: set[str] = set()
     for index, route in enumerate(settings.routes):
         key = f"routes[{index}]"

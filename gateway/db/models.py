@@ -495,3 +495,24 @@ class ShadowDifference(Base):
     sample_method: Mapped[str] = mapped_column(String(16))
     first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class ExternalIdentity(Base):
+    """An identity at an outside provider (OpenID Connect, GitHub) linked to one of our users.
+
+    `provider` is the configured name (`[[identity_providers]] name`, or a trusted issuer's `link_provider`), and
+    `subject` the provider's stable key for the person: the ID token's `sub` (Entra: `tid:oid`), GitHub's numeric
+    user id; never an email or a renamable login.
+    """
+
+    __tablename__ = "external_identities"
+    __table_args__ = (UniqueConstraint("provider", "subject"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    """The address the provider reported at the last sign-in (shown in the list; never used to look up)."""
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

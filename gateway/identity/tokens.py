@@ -31,6 +31,8 @@ from gateway.settings import Tokens
 ALGORITHM = "EdDSA"
 ACCESS_TYP = "at+jwt"
 IDENTITY_TYP = "gw-identity+jwt"
+SESSION_COOKIE_TYP = "gw-session+jwt"
+"""A browser session cookie: never accepted as a bearer token, and a bearer token never as a cookie."""
 IDENTITY_TTL = 60
 _IDENTITY_REUSE = 30  # an identity token is re-signed once it has less than this many seconds left
 LEEWAY_SECONDS = 5
@@ -149,6 +151,7 @@ class TokenService:
         self._ring = ring
         self._cache: dict[str, tuple[Principal, float]] = {}
         self._identities: dict[tuple[str, str, str, str, str], tuple[str, float]] = {}
+        self._cookies: dict[str, tuple[Principal, int, int]] = {}
 
     @property
     def settings(self) -> Tokens:
@@ -164,6 +167,7 @@ class TokenService:
         if ring.public_keys.keys() != self._ring.public_keys.keys():
             self._cache = {}
             self._identities = {}
+            self._cookies = {}
         self._ring = ring
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
@@ -230,6 +234,49 @@ class TokenService:
         )
         return token, ttl
 
+    def issue_session_cookie(
+        self, user_id: str, *, session_id: str, auth_time: int, idle_seconds: int, not_after: float
+    ) -> tuple[str, int]:
+        """Return (jwt, epoch expiry) for a browser session cookie: it expires after `idle_seconds` (re-issued
+        while the browser is active, so the lifetime slides) and never after `not_after`, the session's end."""
+        now = int(time.time())
+        exp = min(now + idle_seconds, int(not_after))
+        claims: dict[str, Any] = {
+            "iss": self._settings.issuer,
+            "aud": self._settings.audience,
+            "sub": user_id,
+            "iat": now,
+            "exp": exp,
+            "jti": secrets.token_urlsafe(12),
+            "auth_time": auth_time,
+            "sid": session_id,
+            "nat": int(not_after),
+        }
+        kid = self._ring.active_kid
+        token = jwt.encode(
+            claims, self._ring.private_keys[kid], algorithm=ALGORITHM, headers={"kid": kid, "typ": SESSION_COOKIE_TYP}
+        )
+        return token, exp
+
+    def verify_session_cookie(self, token: str) -> tuple[Principal, int, int]:
+        """Verify a session cookie's value: (principal, issued at, session end). Raises InvalidToken."""
+        cached = self._cookies.get(token)
+        now = time.time()
+        if cached is not None:
+            if now < (cached[0].expires_at or 0) + LEEWAY_SECONDS:
+                return cached
+            del self._cookies[token]
+            raise InvalidToken("session expired")
+        claims = self._decode(token, SESSION_COOKIE_TYP, ("exp", "iat", "sub", "jti", "iss", "aud", "sid", "nat"))
+        principal = self._principal(claims)
+        issued, not_after = claims["iat"], claims["nat"]
+        if not isinstance(issued, int) or not isinstance(not_after, int):
+            raise InvalidToken("token rejected")
+        if len(self._cookies) >= _CACHE_MAX:
+            del self._cookies[next(iter(self._cookies))]
+        self._cookies[token] = (principal, issued, not_after)
+        return principal, issued, not_after
+
     def authenticate(self, authorization: str | None) -> Principal:
         """Turn an Authorization header value into a Principal or raise Unauthenticated / InvalidToken."""
         token = _bearer(authorization)
@@ -254,6 +301,11 @@ class TokenService:
         return principal
 
     def _verify_uncached(self, token: str) -> tuple[Principal, float]:
+        claims = self._decode(token, ACCESS_TYP, ("exp", "iat", "sub", "jti", "iss", "aud", "sid"))
+        principal = self._principal(claims)
+        return principal, float(claims["exp"])
+
+    def _decode(self, token: str, typ: str, required: tuple[str, ...]) -> dict[str, Any]:
         # Only the canonical compact form: three unpadded base64url parts. Decoders that tolerate padding or
         # other characters would let one token take many spellings (each a fresh cache entry, and a way past
         # any filter that compares tokens as strings).
@@ -263,34 +315,37 @@ class TokenService:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise InvalidToken("malformed token") from exc
-        if header.get("typ") != ACCESS_TYP or header.get("alg") != ALGORITHM:
-            raise InvalidToken("not an access token")
+        if header.get("typ") != typ or header.get("alg") != ALGORITHM:
+            raise InvalidToken("not an access token" if typ == ACCESS_TYP else "not a session cookie")
         kid = header.get("kid")
         key = self._ring.public_keys.get(kid) if isinstance(kid, str) and _KID_RE.match(kid) else None
         if key is None:
             raise InvalidToken("unknown signing key")
         try:
-            claims = jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
                 algorithms=[ALGORITHM],
                 audience=self._settings.audience,
                 issuer=self._settings.issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "sub", "jti", "iss", "aud", "sid"]},
+                options={"require": list(required)},
             )
         except jwt.ExpiredSignatureError as exc:
             raise InvalidToken("token expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("token rejected") from exc
+        return claims
+
+    @staticmethod
+    def _principal(claims: dict[str, Any]) -> Principal:
         sub, jti, exp, sid = claims["sub"], claims["jti"], claims["exp"], claims["sid"]
         auth_time = claims.get("auth_time", 0)
         if not all(isinstance(value, str) and value for value in (sub, jti, sid)) or not isinstance(exp, int):
             raise InvalidToken("token rejected")
         if not isinstance(auth_time, int):
             raise InvalidToken("token rejected")
-        principal = Principal(user_id=sub, token_id=jti, session_id=sid, auth_time=auth_time, expires_at=float(exp))
-        return principal, float(exp)
+        return Principal(user_id=sub, token_id=jti, session_id=sid, auth_time=auth_time, expires_at=float(exp))
 
 
 def new_refresh_token() -> tuple[str, str]:

@@ -126,11 +126,16 @@ async def read_state(session: AsyncSession) -> StateRows:
         )
         for key_id, digest, user_id, slug, scopes, expires, allowed in keys
     )
-    # Access tokens live at most an hour (tokens.access_ttl_seconds is capped there), so older revocations
-    # cannot matter any more.
-    recent = utcnow() - dt.timedelta(seconds=MAX_ACCESS_TTL)
+    # Access tokens live at most an hour (tokens.access_ttl_seconds is capped there) and session cookies no longer
+    # than their session: a revocation matters while either may still be unexpired.
+    now = utcnow()
+    recent = now - dt.timedelta(seconds=MAX_ACCESS_TTL)
     revoked = frozenset(
-        await session.scalars(select(Session.id).where(Session.revoked_at.is_not(None), Session.revoked_at > recent))
+        await session.scalars(
+            select(Session.id).where(
+                Session.revoked_at.is_not(None), (Session.revoked_at > recent) | (Session.expires_at > now)
+            )
+        )
     )
     shadow = await read_shadow(session, disabled)
     return StateRows(
