@@ -141,7 +141,7 @@ class Runtime:
         touches its database the same way)."""
         settings = self.settings
         http = upstream_session(settings.upstream.pool_size)
-        pools = {route.prefix: upstream_session(route.pool_size) for route in self.routes.routes if route.pool_size}
+        pools = {route.name: upstream_session(route.pool_size) for route in self.routes.routes if route.pool_size}
         limits = settings.rate_limits
         counters = Counters(limits.redis_url)
         limiter = RateLimiter(

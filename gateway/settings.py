@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from gateway.hosts import configured_host, host_template, label_in
 from gateway.namespace import RESERVED_PREFIXES
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./gateway.db"
@@ -43,6 +44,9 @@ SHIPPED_POLICY = PACKAGE_DATA / "system.csv"
 _PATH_KEYS = ("model_path", "policy_dir", "audit_log")
 _LISTEN_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$")
 
+ORG_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+"""policy/rules.py's ORG_SLUG_RE (importing gateway.policy here would load casbin; a test keeps them equal)."""
+_SEGMENT_RE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._~-]+")
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$|^/$")
 
 
@@ -74,8 +78,25 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Forward the path without `prefix` (`/api/orders` -> `/orders`). Casbin still sees the full path."""
     public: bool = False
     """Skip authentication and authorization entirely. Identity headers are still stripped."""
-    org_from: Literal["header", "path"] = "header"
-    """Where the organization slug comes from: the `X-Org` header, or the first path segment after `prefix`."""
+    hosts: tuple[str, ...] = ()
+    """Match only requests for these hosts: exact names (`api.example.com`) or one leading wildcard label
+    (`*.apps.example.com`: one label, never several), compared case-insensitively without port or trailing dot,
+    IDNA names as punycode. The host is the Host header, or X-Forwarded-Host from `trusted_proxies`. Among the
+    routes a request matches, an exact host beats a wildcard, a wildcard beats a route without `hosts`; then the
+    longest prefix wins. Empty: any host, as before."""
+    org_from: Literal["header", "path", "host", "default"] = "header"
+    """Where the organization slug comes from: the `X-Org` header; the path (`org_path`); the host
+    (`org_host`); or the fixed `org`. With path, host or default, an `X-Org` naming another org is refused
+    (403), and the upstream's X-Org is always the org decided on."""
+    org_path: str | None = None
+    """With org_from = "path": where the slug sits in the path after `prefix`, as a template whose one
+    `{org}` segment is the slug and whose other segments must match literally: `/orgs/{org}` reads `acme` from
+    `<prefix>/orgs/acme/...`. Default `/{org}`: the first segment after the prefix."""
+    org_host: str | None = None
+    """With org_from = "host": a host pattern whose one `{org}` label is the slug (`{org}.apps.example.com`);
+    a host that does not fit it exactly names no org (403)."""
+    org: str | None = None
+    """With org_from = "default": the organization slug every request on this route is decided in."""
     connect_timeout: float | None = None
     """Seconds to establish the upstream connection (default: `[upstream].connect_timeout`)."""
     read_timeout: float | None = None
@@ -480,14 +501,17 @@ def _validate(settings: Settings) -> None:
     _validate_audit(settings.audit)
     _validate_tracing(settings.tracing)
     _validate_browser(settings.browser)
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     for index, route in enumerate(settings.routes):
         key = f"routes[{index}]"
         if not _PREFIX_RE.match(route.prefix) or (route.prefix != "/" and route.prefix.endswith("/")):
             raise ConfigError(f"{key}.prefix: must start with '/', have no empty segment and no trailing '/'")
-        if route.prefix in seen:
-            raise ConfigError(f"{key}.prefix: {route.prefix!r} is configured twice")
-        seen.add(route.prefix)
+        for host in _route_hosts(key, route) or ("",):
+            if (host, route.prefix) in seen:
+                where = f" for host {host!r}" if host else ""
+                raise ConfigError(f"{key}.prefix: {route.prefix!r} is configured twice{where}")
+            seen.add((host, route.prefix))
+        _validate_route_org(key, route)
         # A catch-all `/` never shadows the gateway's own paths (they are matched first); anything else
         # that overlaps them is refused so a route can never capture /auth or /admin traffic.
         clash = [r for r in RESERVED_PREFIXES if route.prefix != "/" and _overlaps(route.prefix, r)]
@@ -500,8 +524,61 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{key}.upstream: must not carry a query or fragment")
         if route.cors is not None and route.cors.allow_credentials and "*" in route.cors.allow_origins:
             raise ConfigError(f"{key}.cors.allow_origins: '*' cannot be combined with allow_credentials")
-        if route.org_from == "path" and route.public:
+        if route.org_from != "header" and route.public:
             raise ConfigError(f"{key}.org_from: a public route has no organization")
+
+
+def _route_hosts(key: str, route: Route) -> tuple[str, ...]:
+    """The route's `hosts` in the compared form; a host listed twice is refused."""
+    hosts: list[str] = []
+    for index, pattern in enumerate(route.hosts):
+        try:
+            host = configured_host(pattern)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.hosts[{index}]: {pattern!r}: {exc}") from exc
+        if host in hosts:
+            raise ConfigError(f"{key}.hosts[{index}]: {pattern!r} is listed twice")
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _validate_route_org(key: str, route: Route) -> None:
+    """Each org option belongs to one `org_from`, which then needs it; `org_host` must fit the route's hosts."""
+    needs = {"path": None, "host": "org_host", "default": "org"}
+    for option, kind in (("org_path", "path"), ("org_host", "host"), ("org", "default")):
+        if getattr(route, option) is not None and route.org_from != kind:
+            raise ConfigError(f'{key}.{option}: only with org_from = "{kind}"')
+    required = needs.get(route.org_from)
+    if required is not None and getattr(route, required) is None:
+        raise ConfigError(f'{key}.{required}: org_from = "{route.org_from}" needs it')
+    if route.org is not None and not ORG_SLUG_RE.match(route.org):
+        raise ConfigError(f"{key}.org: {route.org!r} is not an organization slug")
+    if route.org_path is not None:
+        try:
+            path_template(route.org_path)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.org_path: {route.org_path!r}: {exc}") from exc
+    if route.org_host is not None:
+        try:
+            template = host_template(route.org_host)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.org_host: {route.org_host!r}: {exc}") from exc
+        for index, host in enumerate(_route_hosts(key, route)):
+            fits = ".".join(template) == "{org}." + host[2:] if host.startswith("*.") else label_in(template, host)
+            if not fits:
+                raise ConfigError(f"{key}.org_host: {route.org_host!r} can never fit hosts[{index}] {host!r}")
+
+
+def path_template(template: str) -> tuple[str | None, ...]:
+    """An `org_path` template as its segments, None in the `{org}` place. Raises ValueError."""
+    if not template.startswith("/") or template.endswith("/"):
+        raise ValueError("starts with '/' and has no trailing '/', such as /orgs/{org}")
+    segments = template[1:].split("/")
+    if segments.count("{org}") != 1:
+        raise ValueError("needs {org} exactly once, as a whole segment")
+    if any(s != "{org}" and not _SEGMENT_RE.fullmatch(s) for s in segments):
+        raise ValueError("its other segments are literal: letters, digits, '-', '.', '_', '~'")
+    return tuple(None if s == "{org}" else s for s in segments)
 
 
 def _validate_audit(audit: Audit) -> None:

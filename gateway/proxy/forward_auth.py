@@ -6,6 +6,11 @@ the same canonical-path, authentication, organization and Casbin steps as proxie
 headers are believed only from `trusted_proxies` (a spoofed X-Forwarded-Uri was OAuth2 Proxy's
 GHSA-7x63-xv5r-3p2x): from anyone else the answer is 403.
 
+The organization comes from where the route table says for the route that X-Forwarded-Host and X-Forwarded-Uri
+match (proxy/match.py, proxy/resolve.py: X-Org, the path, the host or the route's own org); a described request
+that no route matches takes it from X-Org. Only the org is taken from the route: `public` and the upstream play
+no part in a decision here.
+
 The client is the address the proxy names in X-Forwarded-For (or Forwarded), by the rule of access/peer.py:
 what API keys' allow-lists are checked against, and the audit line's `client_ip`. A proxy that sends neither
 makes itself the client.
@@ -29,10 +34,19 @@ from gateway.identity.tokens import TokenService
 from gateway.paths import canonical_path, second_reading
 from gateway.policy import HotState
 from gateway.proxy.headers import IDENTITY_NAMES
-from gateway.proxy.resolve import ORG_HEADER
+from gateway.proxy.match import RouteTable
+from gateway.proxy.resolve import ORG_HEADER, decide_org
 from gateway.tracing import RequestTrace
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_DESCRIBING = (
+    b"x-forwarded-method",
+    b"x-forwarded-uri",
+    b"x-forwarded-host",
+    b"authorization",
+    b"x-api-key",
+    ORG_HEADER.encode(),
+)
 
 
 class SpoofedIdentity(BadRequest):
@@ -53,6 +67,8 @@ class Described:
     api_key: str | None
     client_ip: str
     """The original caller, from the proxy's X-Forwarded-For (see the module docstring)."""
+    host: str | None = None
+    """X-Forwarded-Host as the proxy sent it (the gateway's own Host is never the described request's)."""
 
 
 def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxies) -> Described:
@@ -64,7 +80,7 @@ def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxi
             # The proxy in front passes the client's headers on to its upstream; the gateway cannot strip them
             # there, so a request that carries its own identity headers is not allowed at all.
             raise SpoofedIdentity(f"{name.decode('latin-1')}: only the gateway writes X-Gateway-* headers")
-        if name in (b"x-forwarded-method", b"x-forwarded-uri", b"authorization", b"x-api-key", ORG_HEADER.encode()):
+        if name in _DESCRIBING:
             if name in found:
                 raise BadRequest(f"{name.decode()}: sent more than once")
             found[name] = value.decode("latin-1")
@@ -84,7 +100,13 @@ def describe(peer_ip: str, raw: list[tuple[bytes, bytes]], trusted: TrustedProxi
         raise InvalidPath(f"X-Forwarded-Uri: {reason}")
     client_ip = resolve_peer(peer_ip, "http", raw, trusted).client_ip
     return Described(
-        method, path, found.get(b"authorization"), found.get(ORG_HEADER.encode()), found.get(b"x-api-key"), client_ip
+        method,
+        path,
+        found.get(b"authorization"),
+        found.get(ORG_HEADER.encode()),
+        found.get(b"x-api-key"),
+        client_ip,
+        found.get(b"x-forwarded-host"),
     )
 
 
@@ -98,6 +120,8 @@ def decide_described(
     described: Described,
     event: AuditEvent,
     trace: RequestTrace | None = None,
+    *,
+    routes: RouteTable | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """The identity headers for an allowed request; raises 401/403 errors otherwise. The audit event learns the
     subject and the org as soon as they are known, so a denial names them too; `trace` learns each stage."""
@@ -110,14 +134,9 @@ def decide_described(
     key = principal.key
     if trace is not None:
         trace.stage("resolve")
-    slug = key.org if key is not None else (described.org or "").strip()
-    if key is not None and described.org is not None and described.org.strip() != key.org:
-        raise Forbidden("not allowed in this organization")
-    org = state.org(slug) if slug else None
-    if key is None and described.org is None:
-        raise BadRequest("X-Org: the organization slug is needed")
-    if org is None:
-        raise Forbidden("not allowed in this organization")
+    host = routes.host_of(described.host) if routes is not None else None
+    route = routes.find(described.path, host) if routes is not None else None
+    org = decide_org(state, route, described.path, host, described.org, key.org if key is not None else None)
     event.org = org.slug
     if trace is not None:
         trace.stage("enforce")

@@ -173,8 +173,12 @@ def request_headers(
 ) -> list[tuple[str, str]]:
     """What goes upstream: the client's forwardable headers (its credential only on public routes, its
     Content-Length only with a body: aiohttp writes its own otherwise), then ours: the verified identity,
-    X-Forwarded-For/-Proto/-Host and X-Request-Id."""
+    X-Forwarded-For/-Proto/-Host and X-Request-Id. A client's X-Org is forwarded as the org decided on (the
+    identity's X-Gateway-Org), never as sent: the upstream cannot read another org than the one authorized."""
     headers = list(head.forwardable)
+    if head.org is not None and identity:
+        decided = next((value for name, value in identity if name == "x-gateway-org"), "")
+        headers = [(name, decided) if name == "x-org" else (name, value) for name, value in headers]
     if keep_authorization:
         headers.extend(head.credentials)
     if has_body and head.content_length is not None:

@@ -1,4 +1,10 @@
-"""Stage 1, route match: the longest configured prefix (on whole segments) wins; no match is 404."""
+"""Stage 1, route match: by host, then the longest configured prefix (on whole segments); no match is 404.
+
+Routes with `hosts` are looked up by the request's host (exact names first, then the one wildcard pattern a host
+can fit: `*.` + everything after its first label), routes without by path alone. The host is read, and a
+malformed one refused (400), only when some route depends on it; without such routes matching is by path, as
+it always was.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,37 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway.errors import InvalidPath, NotFound
+from gateway.hosts import configured_host, host_template, normalise_host
 from gateway.namespace import reserved
 from gateway.paths import canonical_path, second_reading
 from gateway.proxy.cors import CorsPolicy
-from gateway.settings import ConfigError, Route, Upstream
+from gateway.settings import ConfigError, Route, Upstream, path_template
+
+
+@dataclass(frozen=True, slots=True)
+class OrgSource:
+    """Where a route's organization comes from (`org_from` and its option), ready to read."""
+
+    kind: str
+    """header, path, host or default."""
+    path: tuple[str | None, ...] = (None,)
+    """org_path's segments after the prefix, None in the slug's place."""
+    host: tuple[str, ...] = ()
+    """org_host's labels, one of them `{org}`."""
+    fixed: str = ""
+    """The `org` of a default route."""
+
+    @classmethod
+    def of(cls, route: Route) -> OrgSource:
+        return cls(
+            kind=route.org_from,
+            path=path_template(route.org_path) if route.org_path is not None else (None,),
+            host=host_template(route.org_host) if route.org_host is not None else (),
+            fixed=route.org or "",
+        )
+
+
+HEADER_ORG = OrgSource("header")
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,13 +52,17 @@ class CompiledRoute:
     """A route with its upstream URL split and its timeouts resolved."""
 
     prefix: str
+    name: str
+    """The route in audit lines, metrics and pools: its prefix, after its hosts when it has any."""
+    hosts: tuple[str, ...]
+    """Exact names and `*.` wildcards, normalised (gateway/hosts.py)."""
     scheme: str
     host: str
     port: int
     base_path: str
     strip_prefix: bool
     public: bool
-    org_from: str
+    org: OrgSource
     timeout: aiohttp.ClientTimeout
     max_body_bytes: int
     identity_token: bool
@@ -46,6 +83,8 @@ class RouteMatch:
     """The canonical request path: what Casbin evaluates."""
     upstream_path: str
     """Exactly what the upstream receives: `path`, minus the prefix when stripping, under the base path."""
+    host: str | None = None
+    """The request's host, normalised, when the route table reads hosts (None otherwise, or when none sent)."""
 
 
 def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
@@ -56,15 +95,18 @@ def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
     base = parts.path.rstrip("/")
     if base and canonical_path(base.encode()) != base:
         raise ConfigError(f"routes: upstream path {parts.path!r} is not in canonical form")
+    hosts = tuple(configured_host(host) for host in route.hosts)
     return CompiledRoute(
         prefix=route.prefix,
+        name=",".join(hosts) + route.prefix if hosts else route.prefix,
+        hosts=hosts,
         scheme=parts.scheme,
         host=parts.hostname,
         port=parts.port or (443 if parts.scheme == "https" else 80),
         base_path=base,
         strip_prefix=route.strip_prefix,
         public=route.public,
-        org_from=route.org_from,
+        org=OrgSource.of(route),
         max_body_bytes=route.max_body_bytes if route.max_body_bytes is not None else defaults.max_body_bytes,
         identity_token=route.identity_token,
         retries=max(route.retries, 0),
@@ -81,25 +123,59 @@ def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
     )
 
 
+def _under(route: CompiledRoute, path: str) -> bool:
+    return path.startswith(route.below) or path == route.prefix
+
+
+def _longest_first(routes: list[CompiledRoute]) -> list[CompiledRoute]:
+    return sorted(routes, key=lambda route: len(route.prefix), reverse=True)
+
+
 class RouteTable:
     def __init__(self, routes: tuple[Route, ...], defaults: Upstream) -> None:
         compiled = [compile_route(route, defaults) for route in routes]
-        self._routes = sorted(compiled, key=lambda route: len(route.prefix), reverse=True)
+        self._routes = _longest_first(compiled)
+        self._anyhost = [route for route in self._routes if not route.hosts]
+        by_host: dict[str, list[CompiledRoute]] = {}
+        for route in self._routes:  # longest prefix first within each host, too
+            for host in route.hosts:
+                by_host.setdefault(host, []).append(route)
+        self._by_host = by_host
+        self.reads_host = bool(by_host) or any(route.org.kind == "host" for route in compiled)
+        """Some route depends on the host: requests' hosts are normalised (and a malformed one refused)."""
 
     @property
     def routes(self) -> list[CompiledRoute]:
         return list(self._routes)
 
-    def match(self, path: str) -> RouteMatch:
+    def find(self, path: str, host: str | None) -> CompiledRoute | None:
+        """The route for `path` on `host` (normalised), or None: exact host, then wildcard, then any host."""
+        if host is not None and self._by_host:
+            wildcard = "*." + host.partition(".")[2] if "." in host else None
+            for candidates in (self._by_host.get(host), self._by_host.get(wildcard) if wildcard else None):
+                for route in candidates or ():
+                    if _under(route, path):
+                        return route
+        for route in self._anyhost:
+            if _under(route, path):
+                return route
+        return None
+
+    def host_of(self, value: str | None) -> str | None:
+        """The request's host normalised when some route reads it; None otherwise. Raises MalformedHost."""
+        return normalise_host(value) if self.reads_host else None
+
+    def match(self, path: str, host: str | None = None) -> RouteMatch:
+        """The route for a proxied request; `host` is its Host as the trusted proxies let us see it (raw)."""
         if reserved(path):
             raise NotFound("no such endpoint")  # the gateway's own paths are never forwarded, even by `/`
-        for route in self._routes:
-            prefix = route.prefix
-            if path.startswith(route.below) or path == prefix:
-                if route.strict_paths and (reason := second_reading(path)):
-                    raise InvalidPath(reason)
-                rest = path
-                if route.strip_prefix and prefix != "/":
-                    rest = path[len(prefix) :] or "/"
-                return RouteMatch(route=route, path=path, upstream_path=route.base_path + rest)
-        raise NotFound("no route matches this path")
+        seen_host = self.host_of(host)
+        route = self.find(path, seen_host)
+        if route is None:
+            raise NotFound("no route matches this path")
+        if route.strict_paths and (reason := second_reading(path)):
+            raise InvalidPath(reason)
+        rest = path
+        if route.strip_prefix and route.prefix != "/":
+            rest = path[len(route.prefix) :] or "/"
+        return RouteMatch(route=route, path=path, upstream_path=route.base_path + rest, host=seen_host)

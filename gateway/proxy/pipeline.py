@@ -73,7 +73,7 @@ class Pipeline:
     audit: AuditSink
     metrics: Metrics
     pools: dict[str, aiohttp.ClientSession]
-    """Routes with their own `pool_size`, by prefix; every other route uses `http`."""
+    """Routes with their own `pool_size`, by name (CompiledRoute.name); every other route uses `http`."""
     limiter: RateLimiter
     allow_underscore_headers: bool
     max_header_bytes: int
@@ -118,9 +118,7 @@ class Pipeline:
             await self.limiter.check(principal.user_id, org.slug, key.key_id if key else None)
         if trace is not None:
             trace.stage("enforce")
-        decision = enforce(
-            self.state, principal.subject, org.slug, path, method, key=key, route=match.route.prefix
-        )  # 4
+        decision = enforce(self.state, principal.subject, org.slug, path, method, key=key, route=match.route.name)  # 4
         event.granted, event.reason = True, decision.reason
         if key is not None:
             self.key_usage[key.key_id] = time.time()  # written in batches, never per request
@@ -170,7 +168,7 @@ class Pipeline:
         try:
             described = describe(peer_ip, raw_headers, self.trusted_proxies)
             event.method, event.path, event.client_ip = described.method, described.path, described.client_ip
-            identity = decide_described(self.tokens, self.state, described, event, trace)
+            identity = decide_described(self.tokens, self.state, described, event, trace, routes=self.routes)
             event.granted, event.reason, event.status = True, "forward-auth allowed", 200
             headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]
             await _send_empty(send, 200, [*headers, (b"x-request-id", request_id.encode())])
@@ -226,9 +224,9 @@ class Pipeline:
         request_id = head.request_id
         cors: list[tuple[bytes, bytes]] = []
         try:
-            match = self.routes.match(path)  # 1
+            match = self.routes.match(path, peer.host)  # 1
             route = match.route
-            event.route = route.prefix
+            event.route = route.name
             if route.cors is not None:
                 preflight = route.cors.preflight(raw_headers) if method == "OPTIONS" else None
                 if preflight is not None:  # answered here: no credentials, nothing forwarded
@@ -253,12 +251,12 @@ class Pipeline:
             )
             if trace is not None:
                 headers = trace.forward(headers, method=method, host=route.host, port=route.port)
-            stats = self.metrics.route(route.prefix)
+            stats = self.metrics.route(route.name)
             stats.in_flight += 1
             forwarding = time.perf_counter()
             try:
                 event.upstream_status = event.status = await forward(  # 5
-                    self.pools.get(route.prefix, self.http),
+                    self.pools.get(route.name, self.http),
                     match,
                     loop=self.loop,
                     method=method,

@@ -89,8 +89,8 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
     if (await receive())["type"] != "websocket.connect":
         return
     try:
-        match = pipeline.routes.match(path)
-        event.route = match.route.prefix
+        match = pipeline.routes.match(path, peer.host)
+        event.route = match.route.name
         if head.error is not None:
             raise head.error
         admitted = await pipeline.admit(match, path, "GET", head.authorization, head.org, head.api_key, event)
@@ -113,7 +113,7 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         ]
         with upstream_errors():
             upstream = await asyncio.wait_for(
-                pipeline.pools.get(match.route.prefix, pipeline.http).ws_connect(
+                pipeline.pools.get(match.route.name, pipeline.http).ws_connect(
                     _upstream_url(match, scope.get("query_string", b"")),
                     headers=headers,
                     protocols=protocols,
