@@ -214,3 +214,64 @@ def test_tracing_is_off_by_default_and_set_from_file_or_environment(tmp_path: Pa
     assert (tracing.enabled, tracing.endpoint, tracing.sample_ratio) == (True, "http://otel:4318/v1/traces", 0.25)
     assert tracing.headers == {"x-team": "a", "authorization": "Bearer t"}
     assert (tracing.service_name, tracing.trust_incoming) == ("casbin-gateway", "trusted_proxies")
+
+
+UP = "http://127.0.0.1:9"
+BAD_ROUTES = [
+    pytest.param({"hosts": ["*.*.example.com"]}, "routes[0].hosts[0]", id="wildcard-two-labels"),
+    pytest.param({"hosts": ["api.*.example.com"]}, "routes[0].hosts[0]", id="wildcard-not-leading"),
+    pytest.param({"hosts": ["api.example.com:8443"]}, "routes[0].hosts[0]", id="host-with-port"),
+    pytest.param({"hosts": ["a.example.com", "A.example.com."]}, "routes[0].hosts[1]", id="host-listed-twice"),
+    pytest.param({"org_from": "host"}, "routes[0].org_host", id="host-needs-org-host"),
+    pytest.param({"org_from": "default"}, "routes[0].org", id="default-needs-org"),
+    pytest.param({"org_from": "default", "org": "Acme"}, "routes[0].org", id="org-not-a-slug"),
+    pytest.param({"org": "acme"}, "routes[0].org", id="org-without-default"),
+    pytest.param({"org_host": "{org}.example.com"}, "routes[0].org_host", id="org-host-without-host"),
+    pytest.param({"org_path": "/orgs/{org}"}, "routes[0].org_path", id="org-path-without-path"),
+    pytest.param({"org_from": "host", "org_host": "example.com"}, "routes[0].org_host", id="org-host-no-org"),
+    pytest.param({"org_from": "host", "org_host": "{org}"}, "routes[0].org_host", id="org-host-alone"),
+    pytest.param({"org_from": "host", "org_host": "x{org}.example.com"}, "routes[0].org_host", id="org-host-part"),
+    pytest.param(
+        {"org_from": "host", "org_host": "{org}.apps.example.com", "hosts": ["*.example.com"]},
+        "routes[0].org_host",
+        id="org-host-cannot-fit-hosts",
+    ),
+    pytest.param(
+        {"org_from": "host", "org_host": "{org}.apps.example.com", "hosts": ["api.example.com"]},
+        "routes[0].org_host",
+        id="org-host-cannot-fit-exact-host",
+    ),
+    pytest.param({"org_from": "path", "org_path": "/orgs"}, "routes[0].org_path", id="org-path-no-org"),
+    pytest.param({"org_from": "path", "org_path": "orgs/{org}"}, "routes[0].org_path", id="org-path-relative"),
+    pytest.param({"org_from": "path", "org_path": "/../{org}"}, "routes[0].org_path", id="org-path-dot-segment"),
+    pytest.param({"org_from": "path", "org_path": "/{org}/{org}"}, "routes[0].org_path", id="org-path-twice"),
+    pytest.param({"org_from": "host", "org_host": "{org}.x.com", "public": True}, "routes[0].org_from", id="public"),
+]
+
+
+@pytest.mark.parametrize(("options", "key"), BAD_ROUTES)
+def test_bad_route_host_and_org_options_fail_naming_the_key(options: dict[str, object], key: str) -> None:
+    """Hosts and the org options are checked at load: each error names the route's key."""
+    from gateway.settings import settings_from_mapping
+
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping({"routes": [{"prefix": "/", "upstream": UP, **options}]})
+    assert str(info.value).startswith(f"settings: {key}: "), info.value
+
+
+def test_a_prefix_may_repeat_on_other_hosts_but_not_on_the_same_host() -> None:
+    """(host, prefix) is what must be unique: one prefix with no hosts and on each host is fine, twice on one
+    host (as spelled in any case) is refused."""
+    from gateway.settings import settings_from_mapping
+
+    fine = [
+        {"prefix": "/api", "upstream": UP},
+        {"prefix": "/api", "upstream": UP, "hosts": ["a.example.com"]},
+        {"prefix": "/api", "upstream": UP, "hosts": ["*.example.com"]},
+    ]
+    assert len(settings_from_mapping({"routes": fine}).routes) == 3
+    twice = [*fine, {"prefix": "/api", "upstream": UP, "hosts": ["b.example.com", "A.example.com"]}]
+    with pytest.raises(ConfigError, match=r"routes\[3\]\.prefix: '/api' is configured twice for host 'a.example.com'"):
+        settings_from_mapping({"routes": twice})
+    with pytest.raises(ConfigError, match=r"routes\[1\]\.prefix: '/api' is configured twice$"):
+        settings_from_mapping({"routes": [fine[0], fine[0]]})

@@ -291,3 +291,70 @@ async def test_the_readme_proxy_examples_forward_only_what_the_gateway_allowed(
     finally:
         process.send_signal(signal.SIGQUIT if proxy == "nginx" else signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 10)
+
+
+@pytest.fixture
+async def hosted_orgs(db_url: str, upstream: Upstream, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """A forward-auth gateway behind a trusted proxy whose routes take the org from the host and a route's own
+    org; acme's viewer and globex's owner seeded."""
+    await load_system_policy(db_url)
+    routes = [
+        {"prefix": "/", "upstream": upstream.url},
+        {
+            "prefix": "/",
+            "upstream": upstream.url,
+            "hosts": ["*.apps.example.com"],
+            "org_from": "host",
+            "org_host": "{org}.apps.example.com",
+        },
+        {"prefix": "/", "upstream": upstream.url, "hosts": ["acme.example.com"], "org_from": "default", "org": "acme"},
+    ]
+    settings = gateway_settings(
+        db_url, upstream.url, trusted_proxies=["127.0.0.1"], routes=routes, audit_log=str(tmp_path / "audit.jsonl")
+    )
+    async with serving(settings, upstream) as gateway:
+        for slug in ("acme", "globex"):
+            await gateway.org(slug)
+        await gateway.user("viewer@acme.test", org="acme", role="viewer")
+        await gateway.user("carol@globex.test", org="globex", role="owner")
+        yield gateway
+
+
+@pytest.mark.parametrize(
+    ("user", "host", "x_org", "status", "org"),
+    [
+        pytest.param("viewer@acme.test", "acme.apps.example.com", None, 200, "acme", id="org-from-host"),
+        pytest.param("viewer@acme.test", "ACME.Apps.Example.com.:443", None, 200, "acme", id="host-normalised"),
+        pytest.param("carol@globex.test", "globex.apps.example.com", None, 200, "globex", id="other-org-host"),
+        pytest.param("viewer@acme.test", "globex.apps.example.com", None, 403, None, id="not-a-member"),
+        pytest.param("viewer@acme.test", "nobody.apps.example.com", None, 403, None, id="unknown-org"),
+        pytest.param("carol@globex.test", "acme.apps.example.com", "globex", 403, None, id="conflicting-x-org"),
+        pytest.param("viewer@acme.test", "acme.apps.example.com", "acme", 200, "acme", id="agreeing-x-org"),
+        pytest.param("viewer@acme.test", "acme.example.com", None, 200, "acme", id="route-default-org"),
+        pytest.param("viewer@acme.test", None, "acme", 200, "acme", id="no-host-route-x-org"),
+        pytest.param("viewer@acme.test", "a.b.apps.example.com", "acme", 200, "acme", id="two-labels-x-org"),
+    ],
+)
+async def test_forward_auth_takes_the_org_from_the_route_the_described_host_matches(
+    hosted_orgs: Gateway, user: str, host: str | None, x_org: str | None, status: int, org: str | None
+) -> None:
+    """X-Forwarded-Host and X-Forwarded-Uri pick the route as for proxied requests; its org source decides the
+    org (host label, route's org), X-Org naming another is refused, and a request on no host route falls back to
+    X-Org."""
+    token = await hosted_orgs.login(user)
+    extra = {"X-Forwarded-Host": host} if host is not None else {}
+    got, headers = await _ask(hosted_orgs, "GET", "/orders/7", token, org=x_org, **extra)
+    assert got == status
+    assert headers.get("X-Gateway-Org") == org
+
+
+async def test_forward_auth_host_orgs_refuse_bad_hosts_and_foreign_keys(hosted_orgs: Gateway) -> None:
+    """A malformed X-Forwarded-Host cannot be judged (403 naming malformed-host: nginx turns a 400 into a 500);
+    an acme API key on a globex host is refused like one sent with X-Org: globex."""
+    token = await hosted_orgs.login("viewer@acme.test")
+    status, headers = await _ask(hosted_orgs, "GET", "/x", token, org=None, **{"X-Forwarded-Host": "a b.example"})
+    assert (status, headers.get("X-Gateway-Reason")) == (403, "malformed-host")
+    key = await hosted_orgs.key("acme", "viewer@acme.test")
+    for host, expected in (("acme.apps.example.com", 200), ("globex.apps.example.com", 403)):
+        status, _ = await _ask(hosted_orgs, "GET", "/x", None, org=None, **{"X-API-Key": key, "X-Forwarded-Host": host})
+        assert status == expected, host

@@ -1,9 +1,12 @@
-"""Route match (gateway/proxy/match.py) on the canonical path: unrouted paths are 404, the longest prefix wins,
-stripping, paths with no single meaning are 400 unless a route opts out. On the bare data plane: no database."""
+"""Route match (gateway/proxy/match.py) on the canonical path and the host: unrouted paths are 404, host routes
+win, then the longest prefix, stripping, paths with no single meaning are 400 unless a route opts out, malformed
+hosts are 400 where hosts matter. On the bare data plane: no database."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,121 @@ async def test_authorized_path_is_the_forwarded_path(bare: BareGateway) -> None:
         status, _, _ = await bare.call("GET", path, token=tokens["viewer"], org="acme")
         assert status == 200, path
         assert bare.upstream.last.raw_path == path
+
+
+# -- hosts ----------------------------------------------------------------------------------------------------
+
+
+def host_routes(url: str) -> list[dict[str, object]]:
+    """Each route sends to its own base path on the recording upstream, so the path seen names the route."""
+    return [
+        {"prefix": "/", "upstream": url + "/any"},
+        {"prefix": "/api", "upstream": url + "/any-api"},
+        {"prefix": "/", "upstream": url + "/exact", "hosts": ["api.example.com", "API2.example.com"]},
+        {"prefix": "/v2", "upstream": url + "/exact-v2", "hosts": ["api.example.com"]},
+        {"prefix": "/", "upstream": url + "/wild", "hosts": ["*.example.com"]},
+        {"prefix": "/", "upstream": url + "/apps", "hosts": ["*.apps.example.com"]},
+        {"prefix": "/v2", "upstream": url + "/exact-public", "hosts": ["public.example.com"], "public": True},
+    ]
+
+
+@pytest.fixture
+async def hosted(upstream: Upstream, tmp_path: Path) -> AsyncIterator[BareGateway]:
+    """A bare data plane whose route table has routes by host (host_routes)."""
+    async with bare_serving(upstream, tmp_path, routes=host_routes(upstream.url)) as gateway:
+        yield gateway
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "seen"),
+    [
+        pytest.param("api.example.com", "/api/x", "/exact/api/x", id="host-route-beats-longer-hostless-prefix"),
+        pytest.param("api.example.com", "/v2/x", "/exact-v2/v2/x", id="then-longest-prefix-on-that-host"),
+        pytest.param("api2.example.com", "/v2/x", "/exact/v2/x", id="second-host-of-a-route"),
+        pytest.param("API.Example.COM.:8443", "/v2/x", "/exact-v2/v2/x", id="upper-case-trailing-dot-port"),
+        pytest.param("other.example.com", "/v2/x", "/wild/v2/x", id="wildcard"),
+        pytest.param("acme.apps.example.com", "/x", "/apps/x", id="wildcard-on-the-longer-suffix"),
+        pytest.param("a.b.example.com", "/api/x", "/any-api/api/x", id="wildcard-is-one-label-only"),
+        pytest.param("example.com", "/x", "/any/x", id="wildcard-never-the-apex"),
+        pytest.param("unknown.test", "/api/x", "/any-api/api/x", id="other-hosts-hostless-longest-prefix"),
+        pytest.param("127.0.0.1", "/x", "/any/x", id="address"),
+        pytest.param("public.example.com", "/v2/x", "/exact-public/v2/x", id="exact-host-public-route"),
+        pytest.param("public.example.com", "/x", "/wild/x", id="exact-host-prefix-miss-falls-to-wildcard"),
+    ],
+)
+async def test_routes_with_hosts_win_then_the_longest_prefix(
+    hosted: BareGateway, host: str, path: str, seen: str
+) -> None:
+    """An exact host beats a wildcard (one leading label), a wildcard beats a route without hosts; within them
+    the longest prefix wins; a host no route names goes by path alone. Hosts compare without case, port or
+    trailing dot."""
+    status, _, _ = await hosted.call("GET", path, token=hosted.tokens["viewer"], org="acme", headers={"Host": host})
+    assert status == 200
+    assert hosted.upstream.last.raw_path == seen
+
+
+async def test_a_route_name_carries_its_hosts(hosted: BareGateway) -> None:
+    """Routes sharing a prefix are told apart in audit lines (and metrics, pools) by their hosts."""
+    await hosted.call("GET", "/v2/x", token=hosted.tokens["viewer"], org="acme", headers={"Host": "api.example.com"})
+    await hosted.call("GET", "/v2/x", token=hosted.tokens["viewer"], org="acme", headers={"Host": "x.test"})
+    routes = [event["route"] for event in hosted.audit_events() if event["path"] == "/v2/x"]
+    assert routes == ["api.example.com/v2", "/"]
+
+
+async def _raw(gateway: BareGateway, request: bytes) -> bytes:
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param(b"exa mple.com", id="space"),
+        pytest.param(b"api..example.com", id="empty-label"),
+        pytest.param(b"api.example.com:http", id="port"),
+        pytest.param("b\u00fccher.example".encode(), id="raw-utf8"),
+        pytest.param(b"api.example.com, evil.example.com", id="list"),
+        pytest.param(b"user@api.example.com", id="userinfo"),
+    ],
+)
+async def test_a_malformed_host_is_a_400_where_routes_depend_on_hosts(hosted: BareGateway, host: bytes) -> None:
+    """When some route matches by host, a Host that is not a host name is refused (problem+json), not
+    guessed at; nothing is forwarded."""
+    request = b"GET /api/x HTTP/1.1\r\nHost: " + host + b"\r\nX-Org: acme\r\n"
+    request += f"Authorization: Bearer {hosted.tokens['viewer']}\r\nConnection: close\r\n\r\n".encode()
+    answer = await _raw(hosted, request)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"urn:gateway:problem:malformed-host" in answer
+    assert hosted.upstream.seen == []
+
+
+async def test_without_host_routes_the_host_is_not_read(bare: BareGateway) -> None:
+    """A route table without hosts (or host orgs) routes by path exactly as before: even a Host that is not a
+    host name is forwarded."""
+    request = b"GET /api/x HTTP/1.1\r\nHost: exa mple\r\nX-Org: acme\r\n"
+    request += f"Authorization: Bearer {bare.tokens['viewer']}\r\nConnection: close\r\n\r\n".encode()
+    assert (await _raw(bare, request)).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    ("trusted", "seen"),
+    [
+        pytest.param([], "/any-api/api/x", id="untrusted-peer-x-forwarded-host-ignored"),
+        pytest.param(["127.0.0.1"], "/exact/api/x", id="trusted-proxy-x-forwarded-host-believed"),
+    ],
+)
+async def test_x_forwarded_host_is_believed_only_from_trusted_proxies(
+    upstream: Upstream, tmp_path: Path, trusted: list[str], seen: str
+) -> None:
+    """A client cannot pick a host route by sending X-Forwarded-Host; a trusted proxy names the host with it."""
+    routes = host_routes(upstream.url)
+    async with bare_serving(upstream, tmp_path, routes=routes, trusted_proxies=trusted) as gateway:
+        headers = {"Host": "unknown.test", "X-Forwarded-Host": "api.example.com"}
+        status, _, _ = await gateway.call("GET", "/api/x", token=gateway.tokens["viewer"], org="acme", headers=headers)
+        assert status == 200
+        assert upstream.last.raw_path == seen
