@@ -4,7 +4,11 @@ On the bare data plane: no database."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
+import shlex
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -138,3 +142,39 @@ async def test_an_unknown_or_malformed_org_from_host_or_path_looks_like_a_denial
         return {k: v for k, v in json.loads(body).items() if k != "decision_id"}
 
     assert strip(unknown[2]) == strip(denied[2])
+
+
+def _readme_hosts_example() -> tuple[str, list[tuple[str, dict[str, str], int]]]:
+    """The README's "Hosts and organizations" TOML and its curl lines: (path, headers, status) each."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Hosts and organizations", 1)[1].split("\n### ", 1)[0]
+    toml = re.search(r"```toml\n(.*?)```", section, flags=re.DOTALL)
+    shell = re.search(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    assert toml is not None and shell is not None
+    calls = []
+    lines = shell.group(1).splitlines()
+    for line, comment in itertools.pairwise(lines):
+        if not line.startswith("curl "):
+            continue
+        words = shlex.split(line.replace("$ALICE", "admin").replace("$BOB", "viewer"))
+        headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
+        path = "/" + words[2].split("/", 3)[3]
+        status = re.match(r"#\s+(\d{3})", comment)
+        assert status is not None, comment
+        calls.append((path, headers, int(status.group(1))))
+    return toml.group(1), calls
+
+
+async def test_the_readme_hosts_example_answers_as_documented(upstream: Upstream, tmp_path: Path) -> None:
+    """The README's routes by host load as shown, and each curl line there gets the status its comment says
+    (alice is acme's admin, bob its viewer)."""
+    text, calls = _readme_hosts_example()
+    routes = tomllib.loads(text.replace("http://127.0.0.1:9080", upstream.url))["routes"]
+    assert len(calls) == 7
+    async with bare_serving(upstream, tmp_path, routes=routes) as gateway:
+        for path, headers, status in calls:
+            user = headers.pop("Authorization").removeprefix("Bearer ")
+            got, _, _ = await gateway.call("GET", path, token=gateway.tokens[user], headers=headers)
+            assert got == status, (path, headers)
+            if status == 200:
+                assert upstream.last.header("X-Gateway-Org") == "acme"
