@@ -123,8 +123,7 @@ def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
     )
 
 
-def _under(route: CompiledRoute, path: str) -> bool:
-    return path.startswith(route.below) or path == route.prefix
+_HOSTS_SEEN_MAX = 4096
 
 
 def _longest_first(routes: list[CompiledRoute]) -> list[CompiledRoute]:
@@ -143,6 +142,9 @@ class RouteTable:
         self._by_host = by_host
         self.reads_host = bool(by_host) or any(route.org.kind == "host" for route in compiled)
         """Some route depends on the host: requests' hosts are normalised (and a malformed one refused)."""
+        self._hosts_seen: dict[str, str | None] = {}
+        """Hosts already normalised: the same few arrive again and again. Bounded: emptied when full; a malformed
+        host is never kept (it raises)."""
 
     @property
     def routes(self) -> list[CompiledRoute]:
@@ -154,16 +156,24 @@ class RouteTable:
             wildcard = "*." + host.partition(".")[2] if "." in host else None
             for candidates in (self._by_host.get(host), self._by_host.get(wildcard) if wildcard else None):
                 for route in candidates or ():
-                    if _under(route, path):
+                    if path.startswith(route.below) or path == route.prefix:
                         return route
-        for route in self._anyhost:
-            if _under(route, path):
+        for route in self._anyhost:  # the hot loop: inline, no call per route
+            if path.startswith(route.below) or path == route.prefix:
                 return route
         return None
 
     def host_of(self, value: str | None) -> str | None:
         """The request's host normalised when some route reads it; None otherwise. Raises MalformedHost."""
-        return normalise_host(value) if self.reads_host else None
+        if not self.reads_host or value is None:
+            return None
+        known = self._hosts_seen.get(value)
+        if known is None:
+            known = normalise_host(value)
+            if len(self._hosts_seen) >= _HOSTS_SEEN_MAX:
+                self._hosts_seen.clear()
+            self._hosts_seen[value] = known
+        return known
 
     def match(self, path: str, host: str | None = None) -> RouteMatch:
         """The route for a proxied request; `host` is its Host as the trusted proxies let us see it (raw)."""
