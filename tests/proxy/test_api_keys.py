@@ -300,3 +300,37 @@ async def test_a_websocket_closes_when_its_key_is_no_longer_allowed_from_there(g
         message = await socket_.receive(timeout=5)
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert socket_.close_code == 1008
+
+
+@pytest.mark.parametrize(
+    ("host", "path", "status"),
+    [
+        pytest.param("acme.apps.example.com", "/x", 200, id="host-names-the-keys-org"),
+        pytest.param("globex.apps.example.com", "/x", 403, id="host-names-another-org"),
+        pytest.param("gw.test", "/t/orgs/acme/x", 200, id="path-names-the-keys-org"),
+        pytest.param("gw.test", "/t/orgs/globex/x", 403, id="path-names-another-org"),
+        pytest.param("globex.example.com", "/x", 403, id="route-org-is-another"),
+    ],
+)
+async def test_a_keys_org_must_agree_with_the_host_path_or_route(
+    db_url: str, upstream: Upstream, tmp_path: Path, host: str, path: str, status: int
+) -> None:
+    """An API key acts in its own org only: a host, path or route naming another org is refused (403), as an
+    X-Org naming another one is."""
+    await load_system_policy(db_url)
+    routes = [
+        {"prefix": "/", "upstream": upstream.url, "hosts": ["*.apps.example.com"], "org_from": "host"}
+        | {"org_host": "{org}.apps.example.com"},
+        {"prefix": "/t", "upstream": upstream.url, "org_from": "path", "org_path": "/orgs/{org}"},
+        {"prefix": "/", "upstream": upstream.url, "hosts": ["globex.example.com"], "org_from": "default"}
+        | {"org": "globex"},
+    ]
+    settings = gateway_settings(db_url, upstream.url, routes=routes, audit_log=str(tmp_path / "audit.jsonl"))
+    async with serving(settings, upstream) as gateway:
+        for slug in ("acme", "globex"):
+            await gateway.org(slug)
+        await gateway.user("ops@both.test", org="acme", role="viewer")
+        await gateway.member("globex", "ops@both.test", "viewer")
+        key = await gateway.key("acme", "ops@both.test")
+        got, _, _ = await gateway.call("GET", path, headers={"X-API-Key": key, "Host": host})
+        assert got == status

@@ -10,7 +10,7 @@ from sqlalchemy import delete
 
 from gateway.db.engine import bump_version
 from gateway.db.models import Membership
-from tests.conftest import Gateway, Upstream, gateway_settings, load_system_policy, serving
+from tests.conftest import Gateway, Upstream, bare_serving, gateway_settings, load_system_policy, serving
 
 
 async def _seed(gateway: Gateway) -> str:
@@ -105,3 +105,26 @@ async def test_open_connection_is_closed_when_its_token_expires(
             assert (await socket.receive(timeout=5)).data == "echo:before"
             message = await socket.receive(timeout=6)
             assert (message.type, message.data, message.extra) == (aiohttp.WSMsgType.CLOSE, 1008, "credential expired")
+
+
+async def test_a_websocket_on_a_host_route_takes_its_org_from_the_host(upstream: Upstream, tmp_path: Path) -> None:
+    """A handshake is matched by host like any request: the org is the host's label, and an X-Org naming
+    another org is refused before the upgrade."""
+    route = {
+        "prefix": "/",
+        "upstream": upstream.url,
+        "hosts": ["*.apps.example.com"],
+        "org_from": "host",
+        "org_host": "{org}.apps.example.com",
+    }
+    async with bare_serving(upstream, tmp_path, routes=[route]) as gateway:
+        headers = {"Authorization": f"Bearer {gateway.tokens['viewer']}", "Host": "acme.apps.example.com"}
+        async with gateway.http.ws_connect(_ws_url(gateway, "/ws"), headers=headers) as socket:
+            await socket.send_str("hi")
+            assert (await socket.receive(timeout=5)).data == "echo:hi"
+        assert upstream.last.header("X-Gateway-Org") == "acme"
+        for extra in ({"X-Org": "globex"}, {"Host": "globex.apps.example.com"}):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                async with gateway.http.ws_connect(_ws_url(gateway, "/ws"), headers={**headers, **extra}):
+                    pass
+            assert info.value.status == 403, extra
