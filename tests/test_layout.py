@@ -53,12 +53,12 @@ def test_packages_import_only_downwards(package: str) -> None:
         assert not above, (str(module.relative_to(PACKAGE)), above)
 
 
-LEAVES = ("asgitypes", "counters", "errors", "namespace", "paths", "settings")
+LEAVES = ("asgitypes", "counters", "errors", "hosts", "namespace", "paths", "settings")
 
 
 @pytest.mark.parametrize("leaf", LEAVES)
 def test_the_leaf_modules_import_no_package(leaf: str) -> None:
-    """The modules at the bottom (paths, errors, settings, counters and what they need) import no gateway
+    """The modules at the bottom (paths, hosts, errors, settings, counters and what they need) import no gateway
     package, only one another, so every package may use them."""
     imported = {name for name in _imports(PACKAGE / f"{leaf}.py") if name.startswith("gateway.")}
     assert imported <= {f"gateway.{other}" for other in LEAVES}, (leaf, imported)
