@@ -26,19 +26,29 @@ from typing import cast
 import aiohttp
 
 from gateway.access.audit import AuditEvent, AuditSink, milliseconds
-from gateway.access.credentials import authenticate
+from gateway.access.browser import check_same_origin, own_origin, request_url, wants_html
+from gateway.access.credentials import CookieSession, authenticate_caller
 from gateway.access.decisions import Denied, enforce
 from gateway.access.peer import Peer, TrustedProxies, resolve_peer
 from gateway.access.request_ids import request_id_of
 from gateway.asgitypes import Receive, Scope, Send
-from gateway.errors import GatewayError, send_problem
-from gateway.identity.tokens import TokenService
+from gateway.errors import GatewayError, Unauthenticated, send_problem
+from gateway.identity.tokens import Principal, TokenService
 from gateway.metrics import Metrics
 from gateway.namespace import FORWARD_AUTH_PATH
 from gateway.policy import HotState, KeyRecord
+from gateway.proxy.browsers import DEFAULT_ACCESS, BrowserCall, Browsers, RouteAccess, redirect_headers
 from gateway.proxy.forward import ClientGone, UpstreamBroke, forward, request_has_body
-from gateway.proxy.forward_auth import as_forward_auth_answer, decide_described, describe
+from gateway.proxy.forward_auth import (
+    Described,
+    ForwardAuthAnswers,
+    as_forward_auth_answer,
+    decide_described,
+    describe,
+    nginx_mode,
+)
 from gateway.proxy.headers import RequestHead, read_head, request_headers
+from gateway.proxy.identity import Directory, identity_headers
 from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
 from gateway.proxy.resolve import resolve_org
@@ -59,7 +69,9 @@ class Admitted:
     expires_at: float | None = None
     """When the caller's credential expires (epoch seconds): a WebSocket is closed then."""
     session_id: str | None = None
-    """The login behind an access token: a WebSocket is closed when it ends."""
+    """The login behind an access token or the session cookie: a WebSocket is closed when it ends."""
+    set_cookie: str | None = None
+    """A re-issued session cookie (Set-Cookie value) for the answer: the browser was active."""
 
 
 @dataclass(slots=True)
@@ -80,6 +92,16 @@ class Pipeline:
     trusted_proxies: TrustedProxies
     key_usage: dict[str, float] = field(default_factory=dict)
     """API key id -> last use (epoch seconds), drained by the runtime's batch writer."""
+    session_usage: dict[str, float] = field(default_factory=dict)
+    """Session id -> last use by its cookie (epoch seconds), drained by the same writer into `last_used_at`."""
+    access: dict[str, RouteAccess] = field(default_factory=dict)
+    """Each route's `auth` and identity headers, by prefix (routes not listed: tokens and keys, the default)."""
+    browsers: Browsers | None = None
+    """`[browser]` when enabled: the session cookie and sign-in redirects; None otherwise."""
+    directory: Directory | None = None
+    """Users' email and name, when a configured identity header needs them."""
+    forward_answers: ForwardAuthAnswers = field(default_factory=ForwardAuthAnswers)
+    """What `/authz/forward` accepts and answers with (`[forward_auth]`)."""
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
     """The loop serving this process (built inside it)."""
     tracing: Tracing | None = None
@@ -95,20 +117,31 @@ class Pipeline:
         api_key: str | None,
         event: AuditEvent,
         trace: RequestTrace | None = None,
+        browser: BrowserCall | None = None,
     ) -> Admitted:
         """Stages 2-4 for a request (HTTP or WebSocket handshake): authenticate, resolve the org (then the
-        rate limits), enforce; returns the identity headers for the upstream. Raises a GatewayError to stop."""
+        rate limits), enforce; returns the identity headers for the upstream. Raises a GatewayError to stop.
+        `browser` is set on routes accepting the session cookie."""
         if match.route.public:
             event.granted, event.reason = True, "public route"
             return Admitted((), None, None, None)
+        access = self.access.get(match.route.prefix, DEFAULT_ACCESS)
         # The client address, through trusted proxies, resolved on arrival (`arrival`): keys' allow-lists use it.
         client_ip = event.client_ip or ""
         if trace is not None:
             trace.stage("authenticate")
-        principal = authenticate(  # 2
-            self.tokens, authorization, api_key=api_key, state=self.state, client_ip=client_ip
+        principal, cookie = authenticate_caller(  # 2
+            self.tokens,
+            authorization,
+            api_key=api_key,
+            cookie=browser.cookie if browser is not None else None,
+            accepts=access.accepts,
+            state=self.state,
+            client_ip=client_ip,
         )
         event.subject = principal.subject
+        if cookie is not None:
+            self._cookie_used(principal.session_id, method, browser)
         key = principal.key
         if trace is not None:
             trace.stage("resolve")
@@ -125,10 +158,8 @@ class Pipeline:
         if key is not None:
             self.key_usage[key.key_id] = time.time()  # written in batches, never per request
         roles = ",".join(self.state.roles_of(principal.subject, org.slug))
-        identity: tuple[tuple[str, str], ...] = (
-            ("x-gateway-user", principal.user_id),
-            ("x-gateway-org", org.slug),
-            ("x-gateway-roles", roles),
+        identity = await identity_headers(
+            access.identity, user_id=principal.user_id, org=org.slug, roles=roles, directory=self.directory
         )
         if match.route.identity_token:
             token = self.tokens.identity_token(
@@ -139,7 +170,34 @@ class Pipeline:
                 key_id=key.key_id if key else None,
             )
             identity = (*identity, ("x-gateway-identity", token))
-        return Admitted(identity, principal.subject, org.slug, key, principal.expires_at, principal.session_id)
+        if cookie is None:
+            return Admitted(identity, principal.subject, org.slug, key, principal.expires_at, principal.session_id)
+        # A connection opened with the cookie lasts while its session does (revocation closes it sooner).
+        set_cookie = self._refreshed(principal, cookie)
+        return Admitted(identity, principal.subject, org.slug, None, cookie.not_after, principal.session_id, set_cookie)
+
+    def _cookie_used(self, session_id: str | None, method: str, browser: BrowserCall | None) -> None:
+        """A request authenticated by the session cookie: refused if another site could have sent it (CSRF,
+        and Cross-Site WebSocket Hijacking), else its session's last use is noted (written in batches)."""
+        assert browser is not None
+        assert self.browsers is not None
+        assert session_id is not None
+        check_same_origin(
+            method, browser.head, browser.own_origin, self.browsers.allowed_origins, websocket=browser.websocket
+        )
+        self.session_usage[session_id] = time.time()
+
+    def _refreshed(self, principal: Principal, cookie: CookieSession) -> str | None:
+        assert self.browsers is not None
+        return self.browsers.refreshed(self.tokens, principal, cookie)
+
+    def browser_call(
+        self, match: RouteMatch, raw: list[tuple[bytes, bytes]], peer: Peer, *, websocket: bool = False
+    ) -> BrowserCall | None:
+        """The browser side of a request on a route accepting the cookie; None elsewhere (nothing more is read)."""
+        if self.browsers is None or not self.access.get(match.route.prefix, DEFAULT_ACCESS).cookie:
+            return None
+        return self.browsers.call(raw, own_origin(peer.scheme, peer.host), websocket=websocket)
 
     def arrival(self, scope: Scope, method: str, path: str) -> tuple[RequestHead, Peer, AuditEvent]:
         """What every proxied request (HTTP or WebSocket handshake) starts with: its head read once, the caller
@@ -167,12 +225,46 @@ class Pipeline:
         event = AuditEvent(
             method=scope["method"], path="", route=FORWARD_AUTH_PATH, client_ip=peer_ip, request_id=request_id
         )
+        answers = self.forward_answers
+        browser: BrowserCall | None = None
+        described: Described | None = None
         try:
             described = describe(peer_ip, raw_headers, self.trusted_proxies)
             event.method, event.path, event.client_ip = described.method, described.path, described.client_ip
-            identity = decide_described(self.tokens, self.state, described, event, trace)
+            if answers.cookie and self.browsers is not None:
+                browser = self.browsers.call(raw_headers, described.origin)
+            if trace is not None:
+                trace.stage("authenticate")
+            principal, cookie = authenticate_caller(
+                self.tokens,
+                described.authorization,
+                api_key=described.api_key,
+                cookie=browser.cookie if browser is not None else None,
+                accepts=answers.accepts,
+                state=self.state,
+                client_ip=described.client_ip,
+            )
+            event.subject = principal.subject
+            if cookie is not None:
+                self._cookie_used(principal.session_id, described.method, browser)
+            org, roles = decide_described(self.state, described, principal, event, trace)
+            identity = await identity_headers(
+                answers.identity, user_id=principal.user_id, org=org, roles=roles, directory=self.directory
+            )
+            if answers.audience is not None:
+                key = principal.key
+                token = self.tokens.identity_token(
+                    user_id=principal.user_id,
+                    org=org,
+                    roles=roles,
+                    audience=answers.audience,
+                    key_id=key.key_id if key else None,
+                )
+                identity = (*identity, ("x-gateway-identity", token))
             event.granted, event.reason, event.status = True, "forward-auth allowed", 200
             headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]
+            if cookie is not None and (set_cookie := self._refreshed(principal, cookie)) is not None:
+                headers.append((b"set-cookie", set_cookie.encode("latin-1")))
             await _send_empty(send, 200, [*headers, (b"x-request-id", request_id.encode())])
         except Denied as denied:
             failure = denied.slug
@@ -183,13 +275,66 @@ class Pipeline:
             answer = as_forward_auth_answer(error)
             reason = error.audit_reason if answer is error else f"{error.slug}: {error.detail}"
             event.granted, event.reason = False, reason
-            event.status = await send_problem(send, answer, request_id=request_id)
+            if browser is not None and described is not None and isinstance(error, Unauthenticated):
+                event.status = await self._sign_in_from_forward_auth(scope, send, error, browser, described)
+            else:
+                event.status = await send_problem(send, answer, request_id=request_id)
         finally:
             event.duration_ms = milliseconds(started)
             self.audit.emit(event)
             self.metrics.observe(event)
             if trace is not None:
                 trace.finish(event, failure)
+
+    async def _sign_in_from_forward_auth(
+        self, scope: Scope, send: Send, error: Unauthenticated, browser: BrowserCall, described: Described
+    ) -> int:
+        """A described request without a valid session: a browser is sent to sign in (302 for GET and HEAD, 303
+        otherwise; `?mode=nginx`: 401 with Location), a script gets the 401 problem (module forward_auth)."""
+        assert self.browsers is not None
+        request_id = request_id_of(cast(list[tuple[bytes, bytes]], scope["headers"]))
+        clearing = None
+        if browser.cookie is not None and described.authorization is None and described.api_key is None:
+            clearing = self.browsers.clearing()
+        cleared = [] if clearing is None else [(b"set-cookie", clearing.encode("latin-1"))]
+        if not wants_html("GET", browser.head):  # any method: a form post is a navigation too
+            return await send_problem(send, error, request_id=request_id, extra=cleared)
+        location = self.browsers.sign_in(described.url)
+        if nginx_mode(scope.get("query_string", b"")):
+            extra = [(b"location", location.encode("latin-1")), *cleared]
+            return await send_problem(send, error, request_id=request_id, extra=extra)
+        headers = [*redirect_headers(location, set_cookie=clearing), (b"x-request-id", request_id.encode())]
+        status = 302 if described.method in ("GET", "HEAD") else 303
+        await _send_empty(send, status, headers)
+        return status
+
+    async def _unauthenticated_browser(
+        self,
+        scope: Scope,
+        send: Send,
+        error: Unauthenticated,
+        browser: BrowserCall,
+        head: RequestHead,
+        peer: Peer,
+        cors: list[tuple[bytes, bytes]],
+    ) -> int:
+        """No valid credential on a route accepting the cookie: a navigation goes to the sign-in page (302, with
+        the URL asked for as `rd`), anything else gets the 401 problem; a refused cookie is cleared either way."""
+        assert self.browsers is not None
+        clearing = None
+        if browser.cookie is not None and head.authorization is None and head.api_key is None:
+            clearing = self.browsers.clearing()
+        request_id = head.request_id
+        if wants_html(scope["method"], browser.head):
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+            query: bytes = scope.get("query_string", b"")
+            target = (raw_path + (b"?" + query if query else b"")).decode("latin-1")
+            location = self.browsers.sign_in(request_url(peer.scheme, peer.host, target))
+            headers = redirect_headers(location, set_cookie=clearing)
+            await _send_empty(send, 302, [*headers, *cors, (b"x-request-id", request_id.encode())])
+            return 302
+        extra = cors if clearing is None else [*cors, (b"set-cookie", clearing.encode("latin-1"))]
+        return await send_problem(send, error, request_id=request_id, extra=extra)
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, error: GatewayError, *, path: str = "") -> None:
         """Answer a request the front door turned away before any stage (a path with no canonical form, an
@@ -225,6 +370,7 @@ class Pipeline:
         head, peer, event = self.arrival(scope, method, path)
         request_id = head.request_id
         cors: list[tuple[bytes, bytes]] = []
+        browser: BrowserCall | None = None
         try:
             match = self.routes.match(path)  # 1
             route = match.route
@@ -239,8 +385,9 @@ class Pipeline:
             if head.error is not None:
                 raise head.error
             has_body = request_has_body(head.content_length, head.chunked, route.max_body_bytes)
+            browser = self.browser_call(match, raw_headers, peer)
             admitted = await self.admit(
-                match, path, method, head.authorization, head.org, head.api_key, event, trace
+                match, path, method, head.authorization, head.org, head.api_key, event, trace, browser
             )  # 2-4
             headers = request_headers(
                 head,
@@ -251,8 +398,13 @@ class Pipeline:
                 peer=peer,
                 request_id=request_id,
             )
+            if self.browsers is not None:
+                headers = self.browsers.strip_from(headers)
             if trace is not None:
                 headers = trace.forward(headers, method=method, host=route.host, port=route.port)
+            answer_headers = cors
+            if admitted.set_cookie is not None:
+                answer_headers = [*cors, (b"set-cookie", admitted.set_cookie.encode("latin-1"))]
             stats = self.metrics.route(route.prefix)
             stats.in_flight += 1
             forwarding = time.perf_counter()
@@ -268,7 +420,7 @@ class Pipeline:
                     receive=receive,
                     send=send,
                     request_id=request_id,
-                    extra_response_headers=cors,
+                    extra_response_headers=answer_headers,
                 )
             finally:
                 stats.in_flight -= 1
@@ -281,7 +433,10 @@ class Pipeline:
             failure = error.slug
             if event.granted is None:
                 event.granted, event.reason = False, error.audit_reason
-            event.status = await send_problem(send, error, request_id=request_id, extra=cors)
+            if browser is not None and isinstance(error, Unauthenticated):
+                event.status = await self._unauthenticated_browser(scope, send, error, browser, head, peer, cors)
+            else:
+                event.status = await send_problem(send, error, request_id=request_id, extra=cors)
         except ClientGone:
             failure = "client-disconnected"
             event.reason, event.status = "client disconnected", 499
