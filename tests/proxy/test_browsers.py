@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -322,3 +324,15 @@ def test_browser_settings_are_checked(raw: dict[str, object], problem: str) -> N
     """Cookie routes need `[browser] enabled`; a route accepts something; identity headers are known kinds."""
     with pytest.raises(ConfigError, match=problem.replace("[", r"\[").replace("]", r"\]")):
         settings_from_mapping(raw)
+
+
+def test_the_readme_browser_route_example_loads() -> None:
+    """The README's browser-route configuration is valid as shown, and means what it says."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Browsers on proxied routes", 1)[1]
+    block = re.search(r"```toml\n(.*?)```", section, flags=re.DOTALL)
+    assert block is not None
+    settings = settings_from_mapping({"routes": [], **tomllib.loads(block.group(1))})
+    (route,) = settings.routes
+    assert route.auth == ("cookie", "bearer")
+    assert settings.browser.enabled
