@@ -16,6 +16,7 @@ from gateway.access.browser import (
 )
 from gateway.access.credentials import TOKENS_AND_KEYS, CookieSession
 from gateway.identity.tokens import Principal, TokenService
+from gateway.proxy.identity import needs_directory
 from gateway.settings import Browser, Settings
 
 
@@ -27,18 +28,22 @@ class RouteAccess:
     identity: tuple[str, ...]
     cookie: bool
     """Whether the route accepts the session cookie (and sends browsers to sign in)."""
+    lookup: bool = False
+    """Whether `identity` names the user's email or name (looked up in the directory)."""
 
 
 def route_access(settings: Settings) -> dict[str, RouteAccess]:
     """Each route's access, by prefix."""
-    return {
-        route.prefix: RouteAccess(
+    access = {}
+    for route in settings.routes:
+        identity = route.identity_headers or settings.identity_headers
+        access[route.prefix] = RouteAccess(
             accepts=frozenset(route.auth),
-            identity=route.identity_headers or settings.identity_headers,
+            identity=identity,
             cookie="cookie" in route.auth,
+            lookup=needs_directory(identity),
         )
-        for route in settings.routes
-    }
+    return access
 
 
 DEFAULT_ACCESS = RouteAccess(accepts=TOKENS_AND_KEYS, identity=("user", "org", "roles"), cookie=False)

@@ -7,10 +7,11 @@ wrote, so they are percent-encoded UTF-8 (RFC 3986: everything but letters, digi
 is `%XX`, `%` itself included): no CR, LF or other control character, no byte outside ASCII ever reaches a
 header, and `urllib.parse.unquote` gives the value back. A user without an email gets an empty X-Gateway-Email.
 
-Email and name are not in the policy snapshot (most deployments never send them): a `Directory` looks a user
-up once and keeps the answer in memory for `DIRECTORY_TTL_SECONDS`, so in steady state a request costs no
-database query, and a renamed user is seen within that time. It is built only when a configured header needs
-it, holds at most `DIRECTORY_MAX` users, and concurrent first requests of one user share one query.
+Email and name are not in the policy snapshot (most deployments never send them, and every user in the
+snapshot would cost memory on every replica for nothing): a `Directory` looks a user up once and keeps the
+answer in memory for `DIRECTORY_TTL_SECONDS`, so in steady state a request costs no database query, and a
+renamed user is seen within that time. It is built only when a configured header needs it, holds at most
+`DIRECTORY_MAX` users (those who call), and concurrent first requests of one user share one query.
 """
 
 from __future__ import annotations
@@ -82,19 +83,19 @@ class Directory:
             del self._pending[user_id]
 
 
-async def identity_headers(
+def identity_headers(
     wanted: tuple[str, ...],
     *,
     user_id: str,
     org: str,
     roles: str,
-    directory: Directory | None,
+    person: tuple[str, str] | None = None,
 ) -> tuple[tuple[str, str], ...]:
-    """The identity headers `wanted`, in the order configured."""
+    """The identity headers `wanted`, in the order configured; `person` is the user's (email, name) from the
+    directory when `wanted` names either."""
     if wanted == DEFAULT_IDENTITY_HEADERS:  # the usual case, as cheap as before the headers were configurable
         return (("x-gateway-user", user_id), ("x-gateway-org", org), ("x-gateway-roles", roles))
     values = {"user": user_id, "org": org, "roles": roles}
-    if directory is not None and needs_directory(wanted):
-        email, name = await directory.lookup(user_id)
-        values["email"], values["name"] = header_safe(email), header_safe(name)
+    if person is not None:
+        values["email"], values["name"] = header_safe(person[0]), header_safe(person[1])
     return tuple((HEADER_NAMES[kind], values.get(kind, "")) for kind in wanted)

@@ -48,7 +48,7 @@ from gateway.proxy.forward_auth import (
     nginx_mode,
 )
 from gateway.proxy.headers import RequestHead, read_head, request_headers
-from gateway.proxy.identity import Directory, identity_headers
+from gateway.proxy.identity import Directory, identity_headers, needs_directory
 from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
 from gateway.proxy.resolve import resolve_org
@@ -158,8 +158,11 @@ class Pipeline:
         if key is not None:
             self.key_usage[key.key_id] = time.time()  # written in batches, never per request
         roles = ",".join(self.state.roles_of(principal.subject, org.slug))
-        identity = await identity_headers(
-            access.identity, user_id=principal.user_id, org=org.slug, roles=roles, directory=self.directory
+        person = None
+        if access.lookup and self.directory is not None:  # email or name configured: from memory, mostly
+            person = await self.directory.lookup(principal.user_id)
+        identity = identity_headers(
+            access.identity, user_id=principal.user_id, org=org.slug, roles=roles, person=person
         )
         if match.route.identity_token:
             token = self.tokens.identity_token(
@@ -248,8 +251,11 @@ class Pipeline:
             if cookie is not None:
                 self._cookie_used(principal.session_id, described.method, browser)
             org, roles = decide_described(self.state, described, principal, event, trace)
-            identity = await identity_headers(
-                answers.identity, user_id=principal.user_id, org=org, roles=roles, directory=self.directory
+            person = None
+            if self.directory is not None and needs_directory(answers.identity):
+                person = await self.directory.lookup(principal.user_id)
+            identity = identity_headers(
+                answers.identity, user_id=principal.user_id, org=org, roles=roles, person=person
             )
             if answers.audience is not None:
                 key = principal.key

@@ -274,6 +274,20 @@ async def test_websockets_authenticate_with_the_cookie_from_allowed_origins(
     assert browsing.upstream.seen == []
 
 
+async def test_a_cookie_websocket_is_closed_when_its_session_is_revoked(browsing: Gateway) -> None:
+    """Revoking the session that opened a WebSocket with its cookie closes it with 1008."""
+    minted = await sign_in(browsing, "v@acme.test")
+    headers = {**minted.header, "Origin": browsing.url}
+    async with browsing.http.ws_connect(_ws(browsing, "/app/acme/ws"), headers=headers) as socket:
+        await socket.send_str("before")
+        assert (await socket.receive(timeout=5)).data == "echo:before"
+        token = await browsing.login("v@acme.test")
+        status, _, _ = await browsing.call("DELETE", f"/auth/sessions/{minted.session_id}", token=token)
+        assert status == 204
+        message = await socket.receive(timeout=5)
+        assert (message.type, message.data, message.extra) == (aiohttp.WSMsgType.CLOSE, 1008, "no longer authorized")
+
+
 async def test_a_websocket_cookie_is_no_credential_on_a_token_route(browsing: Gateway) -> None:
     """On a route of tokens and keys, a handshake with only the cookie is unauthenticated (401)."""
     minted = await sign_in(browsing, "v@acme.test")
