@@ -3,6 +3,7 @@ read, checked and re-issued, and the redirect that sends a browser to sign in.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.access import cookies
@@ -12,9 +13,12 @@ from gateway.access.browser import (
     portal_origin,
     read_browser_head,
     sign_in_location,
+    wants_html,
     without_cookie,
 )
 from gateway.access.credentials import TOKENS_AND_KEYS, CookieSession
+from gateway.asgitypes import Send
+from gateway.errors import Unauthenticated, send_problem
 from gateway.identity.tokens import Principal, TokenService
 from gateway.proxy.identity import needs_directory
 from gateway.settings import Browser, Settings
@@ -109,8 +113,42 @@ class Browsers:
         return kept
 
 
-def redirect_headers(location: str, *, set_cookie: str | None = None) -> list[tuple[bytes, bytes]]:
-    headers = [(b"location", location.encode("latin-1")), (b"cache-control", b"no-store")]
-    if set_cookie is not None:
-        headers.append((b"set-cookie", set_cookie.encode("latin-1")))
-    return headers
+async def send_to_sign_in(
+    browsers: Browsers,
+    send: Send,
+    error: Unauthenticated,
+    browser: BrowserCall,
+    *,
+    method: str,
+    return_url: str | None,
+    other_credential: bool,
+    request_id: str,
+    extra: Iterable[tuple[bytes, bytes]] = (),
+    forward_auth: bool = False,
+    nginx: bool = False,
+) -> int:
+    """Answer a request without a valid credential on a cookie-accepting endpoint; returns the status.
+
+    A navigation (access/browser.py `wants_html`) goes to the sign-in page with `return_url` as `rd`: 302 for
+    GET and HEAD. In forward-auth any method's navigation does (a form post gets 303), and for nginx
+    (`nginx`) the answer is the 401 with `Location`. Anything else is the 401 problem. A session cookie that was
+    the credential and was refused is cleared either way."""
+    cleared: list[tuple[bytes, bytes]] = list(extra)
+    if browser.cookie is not None and not other_credential:
+        cleared.append((b"set-cookie", browsers.clearing().encode("latin-1")))
+    if not wants_html("GET" if forward_auth else method, browser.head):
+        return await send_problem(send, error, request_id=request_id, extra=cleared)
+    location = (b"location", browsers.sign_in(return_url).encode("latin-1"))
+    if nginx:
+        return await send_problem(send, error, request_id=request_id, extra=[location, *cleared])
+    status = 302 if method in ("GET", "HEAD") else 303
+    headers = [
+        (b"content-length", b"0"),
+        (b"cache-control", b"no-store"),
+        location,
+        *cleared,
+        (b"x-request-id", request_id.encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return status

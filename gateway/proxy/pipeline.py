@@ -26,7 +26,7 @@ from typing import cast
 import aiohttp
 
 from gateway.access.audit import AuditEvent, AuditSink, milliseconds
-from gateway.access.browser import check_same_origin, own_origin, request_url, wants_html
+from gateway.access.browser import check_same_origin, own_origin, request_url
 from gateway.access.credentials import CookieSession, authenticate_caller
 from gateway.access.decisions import Denied, enforce
 from gateway.access.peer import Peer, TrustedProxies, resolve_peer
@@ -37,7 +37,7 @@ from gateway.identity.tokens import Principal, TokenService
 from gateway.metrics import Metrics
 from gateway.namespace import FORWARD_AUTH_PATH
 from gateway.policy import HotState, KeyRecord
-from gateway.proxy.browsers import DEFAULT_ACCESS, BrowserCall, Browsers, RouteAccess, redirect_headers
+from gateway.proxy.browsers import DEFAULT_ACCESS, BrowserCall, Browsers, RouteAccess, send_to_sign_in
 from gateway.proxy.forward import ClientGone, UpstreamBroke, forward, request_has_body
 from gateway.proxy.forward_auth import (
     Described,
@@ -276,71 +276,37 @@ class Pipeline:
             failure = denied.slug
             event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
             event.status = await send_problem(send, denied, request_id=request_id)
+        except Unauthenticated as error:
+            failure = error.slug
+            event.granted, event.reason = False, error.audit_reason
+            if self.browsers is not None and browser is not None and described is not None:
+                # a browser is sent to sign in, a script gets the 401 (module forward_auth)
+                event.status = await send_to_sign_in(
+                    self.browsers,
+                    send,
+                    error,
+                    browser,
+                    method=described.method,
+                    return_url=described.url,
+                    other_credential=described.authorization is not None or described.api_key is not None,
+                    request_id=request_id,
+                    forward_auth=True,
+                    nginx=nginx_mode(scope.get("query_string", b"")),
+                )
+            else:
+                event.status = await send_problem(send, error, request_id=request_id)
         except GatewayError as error:
             failure = error.slug
             answer = as_forward_auth_answer(error)
             reason = error.audit_reason if answer is error else f"{error.slug}: {error.detail}"
             event.granted, event.reason = False, reason
-            if browser is not None and described is not None and isinstance(error, Unauthenticated):
-                event.status = await self._sign_in_from_forward_auth(scope, send, error, browser, described)
-            else:
-                event.status = await send_problem(send, answer, request_id=request_id)
+            event.status = await send_problem(send, answer, request_id=request_id)
         finally:
             event.duration_ms = milliseconds(started)
             self.audit.emit(event)
             self.metrics.observe(event)
             if trace is not None:
                 trace.finish(event, failure)
-
-    async def _sign_in_from_forward_auth(
-        self, scope: Scope, send: Send, error: Unauthenticated, browser: BrowserCall, described: Described
-    ) -> int:
-        """A described request without a valid session: a browser is sent to sign in (302 for GET and HEAD, 303
-        otherwise; `?mode=nginx`: 401 with Location), a script gets the 401 problem (module forward_auth)."""
-        assert self.browsers is not None
-        request_id = request_id_of(cast(list[tuple[bytes, bytes]], scope["headers"]))
-        clearing = None
-        if browser.cookie is not None and described.authorization is None and described.api_key is None:
-            clearing = self.browsers.clearing()
-        cleared = [] if clearing is None else [(b"set-cookie", clearing.encode("latin-1"))]
-        if not wants_html("GET", browser.head):  # any method: a form post is a navigation too
-            return await send_problem(send, error, request_id=request_id, extra=cleared)
-        location = self.browsers.sign_in(described.url)
-        if nginx_mode(scope.get("query_string", b"")):
-            extra = [(b"location", location.encode("latin-1")), *cleared]
-            return await send_problem(send, error, request_id=request_id, extra=extra)
-        headers = [*redirect_headers(location, set_cookie=clearing), (b"x-request-id", request_id.encode())]
-        status = 302 if described.method in ("GET", "HEAD") else 303
-        await _send_empty(send, status, headers)
-        return status
-
-    async def _unauthenticated_browser(
-        self,
-        scope: Scope,
-        send: Send,
-        error: Unauthenticated,
-        browser: BrowserCall,
-        head: RequestHead,
-        peer: Peer,
-        cors: list[tuple[bytes, bytes]],
-    ) -> int:
-        """No valid credential on a route accepting the cookie: a navigation goes to the sign-in page (302, with
-        the URL asked for as `rd`), anything else gets the 401 problem; a refused cookie is cleared either way."""
-        assert self.browsers is not None
-        clearing = None
-        if browser.cookie is not None and head.authorization is None and head.api_key is None:
-            clearing = self.browsers.clearing()
-        request_id = head.request_id
-        if wants_html(scope["method"], browser.head):
-            raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
-            query: bytes = scope.get("query_string", b"")
-            target = (raw_path + (b"?" + query if query else b"")).decode("latin-1")
-            location = self.browsers.sign_in(request_url(peer.scheme, peer.host, target))
-            headers = redirect_headers(location, set_cookie=clearing)
-            await _send_empty(send, 302, [*headers, *cors, (b"x-request-id", request_id.encode())])
-            return 302
-        extra = cors if clearing is None else [*cors, (b"set-cookie", clearing.encode("latin-1"))]
-        return await send_problem(send, error, request_id=request_id, extra=extra)
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, error: GatewayError, *, path: str = "") -> None:
         """Answer a request the front door turned away before any stage (a path with no canonical form, an
@@ -439,8 +405,18 @@ class Pipeline:
             failure = error.slug
             if event.granted is None:
                 event.granted, event.reason = False, error.audit_reason
-            if browser is not None and isinstance(error, Unauthenticated):
-                event.status = await self._unauthenticated_browser(scope, send, error, browser, head, peer, cors)
+            if self.browsers is not None and browser is not None and isinstance(error, Unauthenticated):
+                event.status = await send_to_sign_in(
+                    self.browsers,
+                    send,
+                    error,
+                    browser,
+                    method=method,
+                    return_url=request_url(peer.scheme, peer.host, _target(scope)),
+                    other_credential=head.authorization is not None or head.api_key is not None,
+                    request_id=request_id,
+                    extra=cors,
+                )
             else:
                 event.status = await send_problem(send, error, request_id=request_id, extra=cors)
         except ClientGone:
@@ -456,6 +432,13 @@ class Pipeline:
             self.metrics.observe(event)
             if trace is not None:
                 trace.finish(event, failure)
+
+
+def _target(scope: Scope) -> str:
+    """The request target as the client sent it (path and query)."""
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    query: bytes = scope.get("query_string", b"")
+    return (raw_path + (b"?" + query if query else b"")).decode("latin-1")
 
 
 async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
