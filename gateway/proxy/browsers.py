@@ -21,7 +21,7 @@ from gateway.asgitypes import Send
 from gateway.errors import Unauthenticated, send_problem
 from gateway.identity.tokens import Principal, TokenService
 from gateway.proxy.identity import needs_directory
-from gateway.settings import Browser, Settings
+from gateway.settings import Browser, ConfigError, Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +38,19 @@ class RouteAccess:
 
 def route_access(settings: Settings) -> dict[str, RouteAccess]:
     """Each route's access, by prefix."""
-    access = {}
-    for route in settings.routes:
+    access: dict[str, RouteAccess] = {}
+    for index, route in enumerate(settings.routes):
         identity = route.identity_headers or settings.identity_headers
-        access[route.prefix] = RouteAccess(
+        resolved = RouteAccess(
             accepts=frozenset(route.auth),
             identity=identity,
             cookie="cookie" in route.auth,
             lookup=needs_directory(identity),
         )
+        # Keyed by prefix: routes that share one (for different hosts) must agree, never silently differ.
+        if access.setdefault(route.prefix, resolved) != resolved:
+            shared = f"routes sharing the prefix {route.prefix!r} must share auth and identity_headers"
+            raise ConfigError(f"routes[{index}].auth: {shared}")
     return access
 
 
