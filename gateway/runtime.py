@@ -20,7 +20,7 @@ from gateway.access.peer import TrustedProxies
 from gateway.counters import Counters
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.listen import Listener
-from gateway.db.models import ApiKey, utcnow
+from gateway.db.models import ApiKey, Session, utcnow
 from gateway.identity.mail import Mailer
 from gateway.identity.passwords import PasswordHasher, usable_cpus
 from gateway.identity.sealing import Sealer
@@ -34,7 +34,10 @@ from gateway.metrics import DeliveryStats, Metrics
 from gateway.policy import HotState, StateRows
 from gateway.policy.files import PolicyFiles
 from gateway.policy.store import PolicyStore, write_tally
+from gateway.proxy.browsers import Browsers, route_access
 from gateway.proxy.forward import upstream_session
+from gateway.proxy.forward_auth import ForwardAuthAnswers
+from gateway.proxy.identity import Directory, needs_directory
 from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteTable
 from gateway.proxy.pipeline import Pipeline
@@ -170,6 +173,10 @@ class Runtime:
             max_header_bytes=settings.upstream.max_header_bytes,
             trusted_proxies=trusted,
             tracing=tracing,
+            access=route_access(settings),
+            browsers=Browsers.from_settings(settings) if settings.browser.enabled else None,
+            directory=Directory(store.sessions) if _needs_directory(settings) else None,
+            forward_answers=ForwardAuthAnswers.from_settings(settings),
         )
         webhook = None
         if settings.audit.webhook_url is not None:
@@ -259,6 +266,8 @@ class Runtime:
         with contextlib.suppress(Exception):
             await self.flush_key_usage()
         with contextlib.suppress(Exception):
+            await self.flush_session_usage()
+        with contextlib.suppress(Exception):
             await self.flush_shadow()
         with contextlib.suppress(Exception):
             await self.checkpoint()
@@ -316,6 +325,20 @@ class Runtime:
                 )
             await session.commit()
 
+    async def flush_session_usage(self) -> None:
+        """Write browser sessions' last-use times (by their cookie) in one transaction, like API keys': the
+        portal reads them, the hot path never does."""
+        pipeline = self.services.pipeline
+        usage, pipeline.session_usage = pipeline.session_usage, {}
+        if not usage:
+            return
+        async with self.services.sessions() as session:
+            for session_id, used in usage.items():
+                when = dt.datetime.fromtimestamp(used, dt.UTC)
+                later = (Session.id == session_id) & (Session.last_used_at < when)
+                await session.execute(update(Session).where(later).values(last_used_at=when))
+            await session.commit()
+
     async def flush_shadow(self) -> None:
         """Add this process's shadow-policy counts to the database (batched like key use, never per request)."""
         tally = self.state.tally
@@ -329,6 +352,10 @@ class Runtime:
                 await self.flush_key_usage()
             except Exception:
                 log.exception("writing API key last-use times failed; they will be retried")
+            try:
+                await self.flush_session_usage()
+            except Exception:
+                log.exception("writing sessions' last-use times failed; later uses will be written")
             try:
                 await self.flush_shadow()
             except Exception:
@@ -410,3 +437,10 @@ class Runtime:
                 # The old snapshot keeps serving; the next poll tries again.
                 self._resync = self._resync or resync
                 log.exception("policy reload failed; keeping the previous policy")
+
+
+def _needs_directory(settings: Settings) -> bool:
+    """Whether any configured identity header is an email or a name (only then are users looked up)."""
+    wanted = [settings.identity_headers, settings.forward_auth.identity_headers or ()]
+    wanted.extend(route.identity_headers or () for route in settings.routes)
+    return any(needs_directory(kinds) for kinds in wanted)

@@ -50,6 +50,14 @@ _SEGMENT_RE = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9._~-]+")
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$|^/$")
 
 
+CredentialKind = Literal["bearer", "api_key", "cookie"]
+"""What a caller may authenticate with: an access token, an API key, the browser session cookie."""
+DEFAULT_AUTH: tuple[CredentialKind, ...] = ("bearer", "api_key")
+IdentityHeader = Literal["user", "email", "name", "org", "roles"]
+"""What the gateway tells an upstream about the caller: X-Gateway-User, -Email, -Name, -Org, -Roles."""
+DEFAULT_IDENTITY_HEADERS: tuple[IdentityHeader, ...] = ("user", "org", "roles")
+
+
 class ConfigError(Exception):
     """The configuration is invalid; the message names the key."""
 
@@ -112,6 +120,12 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     identity_token: bool = False
     """Also send `X-Gateway-Identity`: a 60-second EdDSA JWT (sub, org, roles, aud = the upstream's origin)
     that the upstream verifies with `/.well-known/jwks.json`."""
+    auth: tuple[CredentialKind, ...] = DEFAULT_AUTH
+    """What this route accepts: `bearer` (access tokens), `api_key`, `cookie` (the browser session; needs
+    `[browser] enabled`). Any other credential is treated as missing (401). A browser navigation without a valid
+    credential on a route accepting `cookie` is sent to the sign-in portal."""
+    identity_headers: tuple[IdentityHeader, ...] | None = None
+    """Which identity headers this route's upstream gets (default: the top-level `identity_headers`)."""
     strict_paths: bool = True
     """Refuse (400) paths that an upstream decoding once more, or normalising Unicode (NFKC), would read with
     a dot segment or separator the gateway never saw: `%252e`, `%252f`, `%255c`, full-width U+FF0E, U+2025... Set
@@ -364,6 +378,20 @@ class Browser(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An image shown on the portal pages."""
 
 
+class ForwardAuth(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`[forward_auth]`: what `/authz/forward` accepts and answers with."""
+
+    auth: tuple[CredentialKind, ...] = DEFAULT_AUTH
+    """Credentials accepted, as a route's `auth`; with `cookie`, a browser without a session is sent to the
+    portal (302/303, or 401 with Location for nginx)."""
+    identity_headers: tuple[IdentityHeader, ...] | None = None
+    """Identity headers in an allowing answer (default: the top-level `identity_headers`)."""
+    identity_token: bool = False
+    """Also answer with `X-Gateway-Identity`, the signed identity JWT, for `audience`."""
+    audience: str | None = None
+    """The `aud` of that JWT (the upstream's origin); required with `identity_token`."""
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything the gateway needs to start."""
 
@@ -412,6 +440,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     audit: Audit = msgspec.field(default_factory=Audit)
     tracing: Tracing = msgspec.field(default_factory=Tracing)
     browser: Browser = msgspec.field(default_factory=Browser)
+    forward_auth: ForwardAuth = msgspec.field(default_factory=ForwardAuth)
+    identity_headers: tuple[IdentityHeader, ...] = DEFAULT_IDENTITY_HEADERS
+    """Which of X-Gateway-User, -Email, -Name, -Org, -Roles upstreams get (routes and forward-auth may say
+    otherwise). Email and name are percent-encoded UTF-8."""
     encryption_key: str | None = None
     """A Fernet key (`gateway encryption-key` makes one) sealing TOTP secrets at rest. Keep it out of the
     database and its backups; prefer GATEWAY_ENCRYPTION_KEY. Without it, TOTP secrets are stored as they are."""
@@ -526,6 +558,17 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{key}.cors.allow_origins: '*' cannot be combined with allow_credentials")
         if route.org_from != "header" and route.public:
             raise ConfigError(f"{key}.org_from: a public route has no organization")
+        _validate_auth(f"{key}.auth", route.auth, settings.browser)
+    _validate_auth("forward_auth.auth", settings.forward_auth.auth, settings.browser)
+    if settings.forward_auth.identity_token and not settings.forward_auth.audience:
+        raise ConfigError("forward_auth.audience: needed with identity_token (the upstream's origin)")
+
+
+def _validate_auth(key: str, auth: tuple[str, ...], browser: Browser) -> None:
+    if not auth:
+        raise ConfigError(f"{key}: at least one of bearer, api_key, cookie")
+    if "cookie" in auth and not browser.enabled:
+        raise ConfigError(f"{key}: cookie needs [browser] enabled = true")
 
 
 def _route_hosts(key: str, route: Route) -> tuple[str, ...]:

@@ -8,20 +8,76 @@ lookup, the lookup is in the in-memory snapshot (no database), and the stored ha
 A key with an allow-list (`allowed_ips`) used from any other client address (as `trusted_proxies` let us see
 it: access/peer.py) is refused exactly as an unknown key is, so a stolen key tried elsewhere is not confirmed
 valid; only the audit line says why.
+
+The browser session cookie (access/cookies.py) names a session exactly as an access token's `sid` does: the
+same revocation (logout, logout-all, password change, disabled account) refuses it at once. A caller chooses
+one credential: Authorization or X-API-Key, when sent, win over the cookie; and a kind the endpoint does not
+accept (`accepts`) is treated as missing, so a route never tells a refused kind apart from no credential.
 """
 
 from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Collection
+from dataclasses import dataclass
 
-from gateway.errors import BadRequest, InvalidToken
+from gateway.errors import BadRequest, InvalidToken, Unauthenticated
 from gateway.identity import apikeys
 from gateway.identity.tokens import Principal, TokenService
 from gateway.policy import HotState
 
 KEY_REJECTED = "API key rejected"
 REFUSED_FROM_ADDRESS = "API key refused: the client address is not in its allowed_ips"
+TOKENS_AND_KEYS: frozenset[str] = frozenset({"bearer", "api_key"})
+"""What an endpoint accepts unless it says otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class CookieSession:
+    """A caller authenticated by the session cookie: when the cookie was issued and when its session ends (epoch
+    seconds), to re-issue it while the browser is active (access/cookies.py `needs_refresh`)."""
+
+    issued_at: int
+    not_after: int
+
+
+def authenticate_caller(
+    tokens: TokenService,
+    authorization: str | None,
+    *,
+    api_key: str | None = None,
+    cookie: str | None = None,
+    accepts: Collection[str] = TOKENS_AND_KEYS,
+    state: HotState,
+    client_ip: str,
+) -> tuple[Principal, CookieSession | None]:
+    """`authenticate` for an endpoint that may accept the session cookie (`cookie`: its value, if sent). The
+    second item is set when the cookie was the credential."""
+    if authorization is None and api_key is None:
+        if cookie is not None and "cookie" in accepts:
+            return _by_cookie(tokens, state, cookie)
+        raise Unauthenticated(_needs(accepts))
+    bearer = authorization[7:].strip() if authorization and authorization[:7].lower() == "bearer " else None
+    is_key = api_key is not None or (bearer is not None and apikeys.looks_like_key(bearer))
+    if ("api_key" if is_key else "bearer") not in accepts:
+        raise Unauthenticated(_needs(accepts))
+    return authenticate(tokens, authorization, api_key=api_key, state=state, client_ip=client_ip), None
+
+
+def _needs(accepts: Collection[str]) -> str:
+    named = {"bearer": "an access token", "api_key": "an API key", "cookie": "a browser session"}
+    wanted = [named[kind] for kind in ("bearer", "api_key", "cookie") if kind in accepts]
+    return "this endpoint needs " + " or ".join(wanted)
+
+
+def _by_cookie(tokens: TokenService, state: HotState, value: str) -> tuple[Principal, CookieSession]:
+    principal, issued_at, not_after = tokens.verify_session_cookie(value)
+    # Logout, logout-all, password change, a disabled account, a session revoked from the list: all revoke the
+    # session, which the snapshot lists while any credential naming it could still be presented.
+    if principal.session_id is None or state.session_revoked(principal.session_id):
+        raise InvalidToken("session ended")
+    return principal, CookieSession(issued_at, not_after)
 
 
 def authenticate(

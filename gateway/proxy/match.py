@@ -87,6 +87,12 @@ class RouteMatch:
     """The request's host, normalised, when the route table reads hosts (None otherwise, or when none sent)."""
 
 
+def route_name(route: Route) -> str:
+    """A route's name in audit, metrics and per-route tables: its prefix, after its hosts when it has any."""
+    hosts = tuple(configured_host(host) for host in route.hosts)
+    return ",".join(hosts) + route.prefix if hosts else route.prefix
+
+
 def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
     if route.prefix != "/" and canonical_path(route.prefix.encode()) != route.prefix:
         raise ConfigError(f"routes: prefix {route.prefix!r} is not in canonical form")
@@ -98,7 +104,7 @@ def compile_route(route: Route, defaults: Upstream) -> CompiledRoute:
     hosts = tuple(configured_host(host) for host in route.hosts)
     return CompiledRoute(
         prefix=route.prefix,
-        name=",".join(hosts) + route.prefix if hosts else route.prefix,
+        name=route_name(route),
         hosts=hosts,
         scheme=parts.scheme,
         host=parts.hostname,

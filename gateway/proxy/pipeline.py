@@ -26,19 +26,29 @@ from typing import cast
 import aiohttp
 
 from gateway.access.audit import AuditEvent, AuditSink, milliseconds
-from gateway.access.credentials import authenticate
+from gateway.access.browser import check_same_origin, own_origin, request_url
+from gateway.access.credentials import CookieSession, authenticate_caller
 from gateway.access.decisions import Denied, enforce
 from gateway.access.peer import Peer, TrustedProxies, resolve_peer
 from gateway.access.request_ids import request_id_of
 from gateway.asgitypes import Receive, Scope, Send
-from gateway.errors import GatewayError, send_problem
-from gateway.identity.tokens import TokenService
+from gateway.errors import GatewayError, Unauthenticated, send_problem
+from gateway.identity.tokens import Principal, TokenService
 from gateway.metrics import Metrics
 from gateway.namespace import FORWARD_AUTH_PATH
 from gateway.policy import HotState, KeyRecord
+from gateway.proxy.browsers import DEFAULT_ACCESS, BrowserCall, Browsers, RouteAccess, send_to_sign_in
 from gateway.proxy.forward import ClientGone, UpstreamBroke, forward, request_has_body
-from gateway.proxy.forward_auth import as_forward_auth_answer, decide_described, describe
+from gateway.proxy.forward_auth import (
+    Described,
+    ForwardAuthAnswers,
+    as_forward_auth_answer,
+    decide_described,
+    describe,
+    nginx_mode,
+)
 from gateway.proxy.headers import RequestHead, read_head, request_headers
+from gateway.proxy.identity import Directory, identity_headers, needs_directory
 from gateway.proxy.limit import RateLimiter
 from gateway.proxy.match import RouteMatch, RouteTable
 from gateway.proxy.resolve import resolve_org
@@ -59,7 +69,9 @@ class Admitted:
     expires_at: float | None = None
     """When the caller's credential expires (epoch seconds): a WebSocket is closed then."""
     session_id: str | None = None
-    """The login behind an access token: a WebSocket is closed when it ends."""
+    """The login behind an access token or the session cookie: a WebSocket is closed when it ends."""
+    set_cookie: str | None = None
+    """A re-issued session cookie (Set-Cookie value) for the answer: the browser was active."""
 
 
 @dataclass(slots=True)
@@ -80,6 +92,16 @@ class Pipeline:
     trusted_proxies: TrustedProxies
     key_usage: dict[str, float] = field(default_factory=dict)
     """API key id -> last use (epoch seconds), drained by the runtime's batch writer."""
+    session_usage: dict[str, float] = field(default_factory=dict)
+    """Session id -> last use by its cookie (epoch seconds), drained by the same writer into `last_used_at`."""
+    access: dict[str, RouteAccess] = field(default_factory=dict)
+    """Each route's `auth` and identity headers, by route name (routes not listed: tokens and keys, the default)."""
+    browsers: Browsers | None = None
+    """`[browser]` when enabled: the session cookie and sign-in redirects; None otherwise."""
+    directory: Directory | None = None
+    """Users' email and name, when a configured identity header needs them."""
+    forward_answers: ForwardAuthAnswers = field(default_factory=ForwardAuthAnswers)
+    """What `/authz/forward` accepts and answers with (`[forward_auth]`)."""
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
     """The loop serving this process (built inside it)."""
     tracing: Tracing | None = None
@@ -95,20 +117,31 @@ class Pipeline:
         api_key: str | None,
         event: AuditEvent,
         trace: RequestTrace | None = None,
+        browser: BrowserCall | None = None,
     ) -> Admitted:
         """Stages 2-4 for a request (HTTP or WebSocket handshake): authenticate, resolve the org (then the
-        rate limits), enforce; returns the identity headers for the upstream. Raises a GatewayError to stop."""
+        rate limits), enforce; returns the identity headers for the upstream. Raises a GatewayError to stop.
+        `browser` is set on routes accepting the session cookie."""
         if match.route.public:
             event.granted, event.reason = True, "public route"
             return Admitted((), None, None, None)
+        access = self.access.get(match.route.name, DEFAULT_ACCESS)
         # The client address, through trusted proxies, resolved on arrival (`arrival`): keys' allow-lists use it.
         client_ip = event.client_ip or ""
         if trace is not None:
             trace.stage("authenticate")
-        principal = authenticate(  # 2
-            self.tokens, authorization, api_key=api_key, state=self.state, client_ip=client_ip
+        principal, cookie = authenticate_caller(  # 2
+            self.tokens,
+            authorization,
+            api_key=api_key,
+            cookie=browser.cookie if browser is not None else None,
+            accepts=access.accepts,
+            state=self.state,
+            client_ip=client_ip,
         )
         event.subject = principal.subject
+        if cookie is not None:
+            self._cookie_used(principal.session_id, method, browser)
         key = principal.key
         if trace is not None:
             trace.stage("resolve")
@@ -123,10 +156,11 @@ class Pipeline:
         if key is not None:
             self.key_usage[key.key_id] = time.time()  # written in batches, never per request
         roles = ",".join(self.state.roles_of(principal.subject, org.slug))
-        identity: tuple[tuple[str, str], ...] = (
-            ("x-gateway-user", principal.user_id),
-            ("x-gateway-org", org.slug),
-            ("x-gateway-roles", roles),
+        person = None
+        if access.lookup and self.directory is not None:  # email or name configured: from memory, mostly
+            person = await self.directory.lookup(principal.user_id)
+        identity = identity_headers(
+            access.identity, user_id=principal.user_id, org=org.slug, roles=roles, person=person
         )
         if match.route.identity_token:
             token = self.tokens.identity_token(
@@ -137,7 +171,34 @@ class Pipeline:
                 key_id=key.key_id if key else None,
             )
             identity = (*identity, ("x-gateway-identity", token))
-        return Admitted(identity, principal.subject, org.slug, key, principal.expires_at, principal.session_id)
+        if cookie is None:
+            return Admitted(identity, principal.subject, org.slug, key, principal.expires_at, principal.session_id)
+        # A connection opened with the cookie lasts while its session does (revocation closes it sooner).
+        set_cookie = self._refreshed(principal, cookie)
+        return Admitted(identity, principal.subject, org.slug, None, cookie.not_after, principal.session_id, set_cookie)
+
+    def _cookie_used(self, session_id: str | None, method: str, browser: BrowserCall | None) -> None:
+        """A request authenticated by the session cookie: refused if another site could have sent it (CSRF,
+        and Cross-Site WebSocket Hijacking), else its session's last use is noted (written in batches)."""
+        assert browser is not None
+        assert self.browsers is not None
+        assert session_id is not None
+        check_same_origin(
+            method, browser.head, browser.own_origin, self.browsers.allowed_origins, websocket=browser.websocket
+        )
+        self.session_usage[session_id] = time.time()
+
+    def _refreshed(self, principal: Principal, cookie: CookieSession) -> str | None:
+        assert self.browsers is not None
+        return self.browsers.refreshed(self.tokens, principal, cookie)
+
+    def browser_call(
+        self, match: RouteMatch, raw: list[tuple[bytes, bytes]], peer: Peer, *, websocket: bool = False
+    ) -> BrowserCall | None:
+        """The browser side of a request on a route accepting the cookie; None elsewhere (nothing more is read)."""
+        if self.browsers is None or not self.access.get(match.route.name, DEFAULT_ACCESS).cookie:
+            return None
+        return self.browsers.call(raw, own_origin(peer.scheme, peer.host), websocket=websocket)
 
     def arrival(self, scope: Scope, method: str, path: str) -> tuple[RequestHead, Peer, AuditEvent]:
         """What every proxied request (HTTP or WebSocket handshake) starts with: its head read once, the caller
@@ -165,17 +226,73 @@ class Pipeline:
         event = AuditEvent(
             method=scope["method"], path="", route=FORWARD_AUTH_PATH, client_ip=peer_ip, request_id=request_id
         )
+        answers = self.forward_answers
+        browser: BrowserCall | None = None
+        described: Described | None = None
         try:
             described = describe(peer_ip, raw_headers, self.trusted_proxies)
             event.method, event.path, event.client_ip = described.method, described.path, described.client_ip
-            identity = decide_described(self.tokens, self.state, described, event, trace, routes=self.routes)
+            if answers.cookie and self.browsers is not None:
+                browser = self.browsers.call(raw_headers, described.origin)
+            if trace is not None:
+                trace.stage("authenticate")
+            principal, cookie = authenticate_caller(
+                self.tokens,
+                described.authorization,
+                api_key=described.api_key,
+                cookie=browser.cookie if browser is not None else None,
+                accepts=answers.accepts,
+                state=self.state,
+                client_ip=described.client_ip,
+            )
+            event.subject = principal.subject
+            if cookie is not None:
+                self._cookie_used(principal.session_id, described.method, browser)
+            org, roles = decide_described(self.state, described, principal, event, trace, routes=self.routes)
+            person = None
+            if self.directory is not None and needs_directory(answers.identity):
+                person = await self.directory.lookup(principal.user_id)
+            identity = identity_headers(
+                answers.identity, user_id=principal.user_id, org=org, roles=roles, person=person
+            )
+            if answers.audience is not None:
+                key = principal.key
+                token = self.tokens.identity_token(
+                    user_id=principal.user_id,
+                    org=org,
+                    roles=roles,
+                    audience=answers.audience,
+                    key_id=key.key_id if key else None,
+                )
+                identity = (*identity, ("x-gateway-identity", token))
             event.granted, event.reason, event.status = True, "forward-auth allowed", 200
             headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]
+            if cookie is not None and (set_cookie := self._refreshed(principal, cookie)) is not None:
+                headers.append((b"set-cookie", set_cookie.encode("latin-1")))
             await _send_empty(send, 200, [*headers, (b"x-request-id", request_id.encode())])
         except Denied as denied:
             failure = denied.slug
             event.granted, event.reason, event.decision_id = False, denied.reason, denied.decision_id
             event.status = await send_problem(send, denied, request_id=request_id)
+        except Unauthenticated as error:
+            failure = error.slug
+            event.granted, event.reason = False, error.audit_reason
+            if self.browsers is not None and browser is not None and described is not None:
+                # a browser is sent to sign in, a script gets the 401 (module forward_auth)
+                event.status = await send_to_sign_in(
+                    self.browsers,
+                    send,
+                    error,
+                    browser,
+                    method=described.method,
+                    return_url=described.url,
+                    other_credential=described.authorization is not None or described.api_key is not None,
+                    request_id=request_id,
+                    forward_auth=True,
+                    nginx=nginx_mode(scope.get("query_string", b"")),
+                )
+            else:
+                event.status = await send_problem(send, error, request_id=request_id)
         except GatewayError as error:
             failure = error.slug
             answer = as_forward_auth_answer(error)
@@ -223,6 +340,7 @@ class Pipeline:
         head, peer, event = self.arrival(scope, method, path)
         request_id = head.request_id
         cors: list[tuple[bytes, bytes]] = []
+        browser: BrowserCall | None = None
         try:
             match = self.routes.match(path, peer.host)  # 1
             route = match.route
@@ -237,8 +355,9 @@ class Pipeline:
             if head.error is not None:
                 raise head.error
             has_body = request_has_body(head.content_length, head.chunked, route.max_body_bytes)
+            browser = self.browser_call(match, raw_headers, peer)
             admitted = await self.admit(
-                match, path, method, head.authorization, head.org, head.api_key, event, trace
+                match, path, method, head.authorization, head.org, head.api_key, event, trace, browser
             )  # 2-4
             headers = request_headers(
                 head,
@@ -249,8 +368,13 @@ class Pipeline:
                 peer=peer,
                 request_id=request_id,
             )
+            if self.browsers is not None:
+                headers = self.browsers.strip_from(headers)
             if trace is not None:
                 headers = trace.forward(headers, method=method, host=route.host, port=route.port)
+            answer_headers = cors
+            if admitted.set_cookie is not None:
+                answer_headers = [*cors, (b"set-cookie", admitted.set_cookie.encode("latin-1"))]
             stats = self.metrics.route(route.name)
             stats.in_flight += 1
             forwarding = time.perf_counter()
@@ -266,7 +390,7 @@ class Pipeline:
                     receive=receive,
                     send=send,
                     request_id=request_id,
-                    extra_response_headers=cors,
+                    extra_response_headers=answer_headers,
                 )
             finally:
                 stats.in_flight -= 1
@@ -279,7 +403,20 @@ class Pipeline:
             failure = error.slug
             if event.granted is None:
                 event.granted, event.reason = False, error.audit_reason
-            event.status = await send_problem(send, error, request_id=request_id, extra=cors)
+            if self.browsers is not None and browser is not None and isinstance(error, Unauthenticated):
+                event.status = await send_to_sign_in(
+                    self.browsers,
+                    send,
+                    error,
+                    browser,
+                    method=method,
+                    return_url=request_url(peer.scheme, peer.host, _target(scope)),
+                    other_credential=head.authorization is not None or head.api_key is not None,
+                    request_id=request_id,
+                    extra=cors,
+                )
+            else:
+                event.status = await send_problem(send, error, request_id=request_id, extra=cors)
         except ClientGone:
             failure = "client-disconnected"
             event.reason, event.status = "client disconnected", 499
@@ -293,6 +430,13 @@ class Pipeline:
             self.metrics.observe(event)
             if trace is not None:
                 trace.finish(event, failure)
+
+
+def _target(scope: Scope) -> str:
+    """The request target as the client sent it (path and query)."""
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    query: bytes = scope.get("query_string", b"")
+    return (raw_path + (b"?" + query if query else b"")).decode("latin-1")
 
 
 async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:

@@ -6,6 +6,10 @@ an HTTP problem response (401/403/...) before any upgrade. Once open, messages a
 policy edited, user disabled, session ended, a key's allow-list changed) the decision is taken again and a
 connection no longer allowed is closed with 1008 (policy violation) and a reason on both sides. So is one whose
 access token or API key expires: a connection never outlives the credential that opened it.
+
+On a route accepting the session cookie, a browser's handshake authenticates with it; its `Origin` must then be
+the request's own origin or one of `[browser] allowed_origins` (Cross-Site WebSocket Hijacking: browsers send
+cookies with any site's handshake), and the connection lasts while the session does.
 """
 
 from __future__ import annotations
@@ -93,7 +97,10 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
         event.route = match.route.name
         if head.error is not None:
             raise head.error
-        admitted = await pipeline.admit(match, path, "GET", head.authorization, head.org, head.api_key, event)
+        browser = pipeline.browser_call(match, raw, peer, websocket=True)
+        admitted = await pipeline.admit(
+            match, path, "GET", head.authorization, head.org, head.api_key, event, browser=browser
+        )
         forwarded = request_headers(
             head,
             raw,
@@ -103,6 +110,8 @@ async def proxy_websocket(pipeline: Pipeline, scope: Scope, receive: Receive, se
             peer=peer,
             request_id=request_id,
         )
+        if pipeline.browsers is not None:
+            forwarded = pipeline.browsers.strip_from(forwarded)
         headers = [(k, v) for k, v in forwarded if k not in HANDSHAKE]
         protocols = [
             p.strip()
