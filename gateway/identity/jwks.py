@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
@@ -47,14 +45,29 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from gateway.settings import ASYMMETRIC_ALGORITHMS, fetchable_url
+
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "ProviderMetadata",
+    "PublicKey",
+    "RemoteError",
+    "RemoteKey",
+    "RemoteKeys",
+    "discover",
+    "discovery_url",
+    "fetch_json",
+    "import_key",
+    "import_key_set",
+    "is_allowed_url",
+]
+
 log = logging.getLogger("gateway.jwks")
 
 PublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448PublicKey
 
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-"""Every algorithm an outside key may be configured for; `none` and the HMAC family never are."""
+is_allowed_url = fetchable_url
+"""An absolute `https` URL, or `http` to a loopback host; no credentials, no fragment."""
 DEFAULT_MIN_REFETCH_SECONDS = 30.0
 DEFAULT_REFRESH_SECONDS = 600.0
 """How often a key set is fetched again even when every kid is known (keys the issuer withdrew go away)."""
@@ -65,7 +78,6 @@ _NEGATIVE_MAX = 10_000
 _RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 class RemoteError(Exception):
@@ -96,28 +108,6 @@ class RemoteKey:
     kid: str | None
     key: PublicKey
     algorithms: frozenset[str]
-
-
-def is_allowed_url(url: str) -> bool:
-    """An absolute `https` URL, or `http` to a loopback host; no credentials, no fragment."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return False
-    if not host or parts.username is not None or parts.password is not None or parts.fragment:
-        return False
-    if parts.scheme == "https":
-        return True
-    if parts.scheme != "http":
-        return False
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def discovery_url(issuer: str) -> str:
