@@ -8,7 +8,8 @@ Used by the resource server (outside access tokens, access/outside.py) and by th
 - `RemoteKeys(issuer=..., http=..., algorithms=..., jwks_url=None, min_refetch_seconds=30)`:
   - `await start()`: the first fetch (discovery first when no `jwks_url`). It never raises: an issuer that is
     down at start is logged and tried again later, so it cannot stop the gateway.
-  - `key(kid)` -> `RemoteKey | None`: synchronous, in memory, never any I/O (the hot path).
+  - `key(kid)` -> `RemoteKey | None`: synchronous, in memory, never any I/O (the hot path); `may_refetch(kid)`
+    says, as synchronously, whether `key_or_refetch` would fetch.
   - `await key_or_refetch(kid)`: the same, and on an unknown `kid` one single-flight refetch, at most once per
     `min_refetch_seconds` per issuer (OIDC Core §10.1.1, throttled as go-oidc#482: any caller can send a made-up
     `kid`). Kids still unknown after a refetch are remembered (a negative cache) until the next one is allowed.
@@ -314,6 +315,15 @@ class RemoteKeys:
     def key(self, kid: str | None) -> RemoteKey | None:
         """The key for `kid` from memory, or None. No I/O, ever."""
         return self._keys.get(kid)
+
+    def may_refetch(self, kid: str | None) -> bool:
+        """Whether `key_or_refetch(kid)` would fetch (or join a fetch under way) rather than answer None at once:
+        the kid is not remembered as unknown, and the throttle allows a fetch. Synchronous; no I/O."""
+        now = self._clock()
+        until = self._unknown.get(kid)
+        if until is not None and now < until:
+            return False
+        return self._inflight is not None or self._may_fetch(now)
 
     async def key_or_refetch(self, kid: str | None) -> RemoteKey | None:
         """The key for `kid`; when unknown, wait (≤ `timeout`) for one throttled, shared refetch and look again."""
