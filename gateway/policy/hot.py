@@ -288,9 +288,13 @@ def _compile(model_text: str, rules: Collection[Rule]) -> CompiledPolicy | None:
 def _index_roles(rules: Iterable[Rule]) -> dict[tuple[str, str], tuple[str, ...]]:
     roles: dict[tuple[str, str], list[str]] = {}
     for rule in rules:
-        if rule.ptype == "g" and rule.values[0].startswith("user:"):
+        if rule.ptype == "g" and rule.values[0].startswith(CALLERS):
             roles.setdefault((rule.values[0], rule.values[2]), []).append(rule.values[1])
     return {key: tuple(sorted(set(value))) for key, value in roles.items()}
+
+
+CALLERS = ("user:", "ext:")
+"""Subjects that call (users, outside subjects), as opposed to roles: `roles_of` answers for these."""
 
 
 def _grants(stored: Iterable[Rule]) -> dict[tuple[str, str], tuple[str, ...]]:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.db.engine import bump_version
 from gateway.db.models import ExternalIdentity, User
 from gateway.manage import users
-from gateway.policy.rules import Rule
+from gateway.policy.rules import validate
 from gateway.policy.store import add_rules
 from tests.conftest import CLI, Gateway, Upstream, gateway_settings, load_system_policy, serving
 from tests.identity.issuer import Issuer, new_key, public_jwk, running_issuer
@@ -69,8 +69,10 @@ async def gw(db_url: str, upstream: Upstream, tmp_path: Path, idp: Issuer) -> As
 
 
 async def _allow(gateway: Gateway, *lines: tuple[str, ...]) -> None:
+    """Store policy lines (`p` unless the first value is `g`), validated as every way of adding them does."""
+    lines = tuple(line if line[0] == "g" else ("p", *line) for line in lines)
     async with gateway.runtime.services.sessions() as session:
-        await add_rules(session, [Rule("p", line) for line in lines], origin="api")
+        await add_rules(session, [validate(line[0], line[1:]) for line in lines], origin="api")
         await session.commit()
     await gateway.runtime.refresh()
 
@@ -113,6 +115,18 @@ async def test_an_outside_subject_is_decided_by_the_lines_naming_it(gw: Gateway,
         ("ext:corp:alice", False),
         ("ext:corp:bob", False),
     ]
+
+
+async def test_an_outside_subject_can_hold_a_role_in_an_org(gw: Gateway, idp: Issuer) -> None:
+    """A `g` line gives an `ext:` subject a role in one org: it is decided by that role there (and nowhere else),
+    and the upstream gets the role in X-Gateway-Roles."""
+    token = idp.sign(sub="carol")
+    assert (await gw.call("GET", "/api/orders", token=token, org="acme"))[0] == 403
+    await _allow(gw, ("g", "ext:corp:carol", "viewer", "acme"))
+    assert (await gw.call("GET", "/api/orders", token=token, org="acme"))[0] == 200
+    assert gw.upstream.last.header("x-gateway-roles") == "viewer"
+    assert (await gw.call("POST", "/api/orders", token=token, org="acme"))[0] == 403
+    assert (await gw.call("GET", "/api/orders", token=token, org="globex"))[0] == 403
 
 
 async def test_the_gateways_own_tokens_still_work_beside_outside_ones(gw: Gateway, idp: Issuer) -> None:
