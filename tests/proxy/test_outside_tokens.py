@@ -406,3 +406,15 @@ async def test_an_org_admin_grants_an_outside_subject_paths_in_the_org(gw: Gatew
     role = {"lines": ["g, ext:corp:alice, admin, acme"]}
     status, _, body = await gw.call("POST", "/admin/orgs/acme/policies", token=admin, json=role)
     assert status == 422, body
+
+
+async def test_a_cached_outside_token_stops_at_its_expiry(
+    db_url: str, upstream: Upstream, tmp_path: Path, idp: Issuer
+) -> None:
+    """The verified-token cache keeps a token only until its `exp` (plus the leeway, here none)."""
+    async with outside_gateway(db_url, upstream, tmp_path, idp, leeway_seconds=0) as gw:
+        await _allow(gw, ("ext:corp:alice", "acme", "/api/*", "GET", "allow"))
+        token = idp.sign(exp=int(time.time()) + 2)
+        assert (await gw.call("GET", "/api/orders", token=token, org="acme"))[0] == 200
+        await asyncio.sleep(2.2)
+        assert (await gw.call("GET", "/api/orders", token=token, org="acme"))[0] == 401
