@@ -78,6 +78,9 @@ MAX_KEYS = 100
 _NEGATIVE_MAX = 10_000
 _RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+_HEADERS = {"Accept": "application/json", "User-Agent": "casbin-gateway"}
+"""Said explicitly: the process's session (proxy/forward.py) adds no header of its own, and some providers' edges
+refuse a request without a User-Agent."""
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
@@ -122,9 +125,7 @@ async def fetch_json(http: aiohttp.ClientSession, url: str, *, timeout_seconds: 
         raise RemoteError(f"refusing to fetch {url!r}: https only (http only to a loopback host)")
     total = aiohttp.ClientTimeout(total=min(timeout_seconds, MAX_TIMEOUT_SECONDS))
     try:
-        async with http.get(
-            url, timeout=total, allow_redirects=False, headers={"Accept": "application/json"}
-        ) as response:
+        async with http.get(url, timeout=total, allow_redirects=False, headers=_HEADERS) as response:
             if response.status != 200:
                 raise RemoteError(f"{url} answered {response.status}")
             encoding = response.headers.get("Content-Encoding", "identity").lower()
@@ -376,6 +377,10 @@ class RemoteKeys:
             log.warning(
                 "jwks: %s: %s (%s; next try in %.0fs at the earliest)", self.issuer, exc, state, self._min_refetch
             )
+            return False
+        except Exception:
+            # Never let a surprise here reach the requests waiting on this fetch (they would get a 500).
+            log.exception("jwks: %s: the fetch failed unexpectedly; keeping the cached keys", self.issuer)
             return False
         self._keys = keys
         self._unknown = {}
