@@ -53,14 +53,19 @@ async def test_only_a_trusted_issuers_tokens_are_claimed(outside: OutsideTokens,
     assert (claims.external, claims.subject, claims.token_id, claims.org) == ("ext:corp:alice", "alice", "j1", None)
 
 
-async def test_a_verified_token_is_served_from_the_cache(outside: OutsideTokens, idp: Issuer) -> None:
-    """The same bytes are verified once: even after the issuer withdrew the key (and the set was fetched again),
-    a token verified before stays valid until it expires, as the gateway's own tokens do."""
+async def test_a_verified_token_is_cached_until_the_keys_change(outside: OutsideTokens, idp: Issuer) -> None:
+    """The same bytes are verified once while the issuer's key set stays the same (a fetch bringing the same keys
+    changes nothing); once a fetch shows the key withdrawn, the token is verified again and refused."""
     token = idp.sign()
     first = outside.verify(token)
-    idp.rotate()
-    await outside.key_sets["corp"].refresh()
     assert outside.verify(token) is first
+    keys = outside.key_sets["corp"]
+    await keys.refresh()
+    assert outside.verify(token) is first
+    idp.rotate()
+    await keys.refresh()
+    with pytest.raises(InvalidToken):
+        outside.verify(token)
     assert outside.verify(idp.sign(jti="signed-with-the-new-key")) is not None
 
 

@@ -252,16 +252,19 @@ async def test_a_token_bound_to_an_org_by_its_claim(
 
 async def test_a_rotated_key_works_on_its_first_request(gw: Gateway, idp: Issuer) -> None:
     """The issuer replaces its key: the first token signed with the new one waits for one refetch and is allowed;
-    the withdrawn key's new tokens are refused once the set has been fetched again (REQ-B22)."""
+    the withdrawn key's tokens, new or verified before, are refused once the set has been fetched again
+    (REQ-B22)."""
     await _allow(gw, ("ext:corp:alice", "acme", "/api/*", "GET", "allow"))
     old = idp.keys[0]
-    assert (await gw.call("GET", "/api/orders", token=idp.sign(), org="acme"))[0] == 200
+    before = idp.sign()
+    assert (await gw.call("GET", "/api/orders", token=before, org="acme"))[0] == 200
     fetched = idp.jwks_hits
     await asyncio.sleep(1.1)  # min_refetch_seconds = 1 since the fetch at start
     idp.rotate("ES256")
     assert (await gw.call("GET", "/api/orders", token=idp.sign(), org="acme"))[0] == 200
     assert idp.jwks_hits == fetched + 1
     assert (await gw.call("GET", "/api/orders", token=idp.sign(key=old, jti="fresh"), org="acme"))[0] == 401
+    assert (await gw.call("GET", "/api/orders", token=before, org="acme"))[0] == 401
 
 
 async def test_random_kids_cause_at_most_one_fetch_per_interval(
