@@ -209,7 +209,8 @@ def decide_described(
         trace.stage("resolve")
     host = routes.host_of(described.host) if routes is not None else None
     route = routes.find(described.path, host) if routes is not None else None
-    org = decide_org(state, route, described.path, host, described.org, key.org if key is not None else None)
+    bound = key.org if key is not None else principal.org  # an API key's org, or an outside token's org claim
+    org = decide_org(state, route, described.path, host, described.org, bound)
     event.org = org.slug
     if trace is not None:
         trace.stage("enforce")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -33,6 +34,7 @@ from gateway.access.peer import Peer, TrustedProxies, resolve_peer
 from gateway.access.request_ids import request_id_of
 from gateway.asgitypes import Receive, Scope, Send
 from gateway.errors import GatewayError, Unauthenticated, send_problem
+from gateway.identity.outside import OutsideTokens, SigningKeyUnknown
 from gateway.identity.tokens import Principal, TokenService
 from gateway.metrics import Metrics
 from gateway.namespace import FORWARD_AUTH_PATH
@@ -106,6 +108,8 @@ class Pipeline:
     """The loop serving this process (built inside it)."""
     tracing: Tracing | None = None
     """Spans for every request when `[tracing]` is on; None otherwise, and then nothing is traced."""
+    outside: OutsideTokens | None = None
+    """Access tokens of `[[trusted_issuers]]` (None without any)."""
 
     async def admit(
         self,
@@ -130,22 +134,15 @@ class Pipeline:
         client_ip = event.client_ip or ""
         if trace is not None:
             trace.stage("authenticate")
-        principal, cookie = authenticate_caller(  # 2
-            self.tokens,
-            authorization,
-            api_key=api_key,
-            cookie=browser.cookie if browser is not None else None,
-            accepts=access.accepts,
-            state=self.state,
-            client_ip=client_ip,
-        )
+        cookie_value = browser.cookie if browser is not None else None
+        principal, cookie = await self._caller(authorization, api_key, cookie_value, access.accepts, client_ip)  # 2
         event.subject = principal.subject
         if cookie is not None:
             self._cookie_used(principal.session_id, method, browser)
         key = principal.key
         if trace is not None:
             trace.stage("resolve")
-        org = resolve_org(self.state, match, org_header, key.org if key else None)  # 3
+        org = resolve_org(self.state, match, org_header, key.org if key else principal.org)  # 3
         event.org = org.slug
         if self.limiter.active:
             await self.limiter.check(principal.user_id, org.slug, key.key_id if key else None)
@@ -157,7 +154,7 @@ class Pipeline:
             self.key_usage[key.key_id] = time.time()  # written in batches, never per request
         roles = ",".join(self.state.roles_of(principal.subject, org.slug))
         person = None
-        if access.lookup and self.directory is not None:  # email or name configured: from memory, mostly
+        if access.lookup and self.directory is not None and principal.has_account:  # email or name: from memory
             person = await self.directory.lookup(principal.user_id)
         identity = identity_headers(
             access.identity, user_id=principal.user_id, org=org.slug, roles=roles, person=person
@@ -176,6 +173,40 @@ class Pipeline:
         # A connection opened with the cookie lasts while its session does (revocation closes it sooner).
         set_cookie = self._refreshed(principal, cookie)
         return Admitted(identity, principal.subject, org.slug, None, cookie.not_after, principal.session_id, set_cookie)
+
+    async def _caller(
+        self,
+        authorization: str | None,
+        api_key: str | None,
+        cookie: str | None,
+        accepts: Collection[str],
+        client_ip: str,
+    ) -> tuple[Principal, CookieSession | None]:
+        """Stage 2: the caller, by the credentials the endpoint accepts. An outside token whose `kid` is unknown
+        waits for the issuer's one shared, throttled key-set refetch (at most 5 s), then is decided once more."""
+        try:
+            return authenticate_caller(
+                self.tokens,
+                authorization,
+                api_key=api_key,
+                cookie=cookie,
+                accepts=accepts,
+                state=self.state,
+                client_ip=client_ip,
+                outside=self.outside,
+            )
+        except SigningKeyUnknown as unknown:
+            await unknown.refetch()
+        return authenticate_caller(
+            self.tokens,
+            authorization,
+            api_key=api_key,
+            cookie=cookie,
+            accepts=accepts,
+            state=self.state,
+            client_ip=client_ip,
+            outside=self.outside,
+        )
 
     def _cookie_used(self, session_id: str | None, method: str, browser: BrowserCall | None) -> None:
         """A request authenticated by the session cookie: refused if another site could have sent it (CSRF,
@@ -236,21 +267,19 @@ class Pipeline:
                 browser = self.browsers.call(raw_headers, described.origin)
             if trace is not None:
                 trace.stage("authenticate")
-            principal, cookie = authenticate_caller(
-                self.tokens,
+            principal, cookie = await self._caller(
                 described.authorization,
-                api_key=described.api_key,
-                cookie=browser.cookie if browser is not None else None,
-                accepts=answers.accepts,
-                state=self.state,
-                client_ip=described.client_ip,
+                described.api_key,
+                browser.cookie if browser is not None else None,
+                answers.accepts,
+                described.client_ip,
             )
             event.subject = principal.subject
             if cookie is not None:
                 self._cookie_used(principal.session_id, described.method, browser)
             org, roles = decide_described(self.state, described, principal, event, trace, routes=self.routes)
             person = None
-            if self.directory is not None and needs_directory(answers.identity):
+            if self.directory is not None and principal.has_account and needs_directory(answers.identity):
                 person = await self.directory.lookup(principal.user_id)
             identity = identity_headers(
                 answers.identity, user_id=principal.user_id, org=org, roles=roles, person=person

@@ -31,8 +31,9 @@ def decide_org(
     key_org: str | None = None,
 ) -> OrgRef:
     """The org named by `route`'s source (X-Org without a route). An unknown org, or a path or host that names
-    none or not a slug, is 403 with the same body as a denial, so existence is never revealed. X-Org or an API
-    key naming another org than the route's source is refused alike."""
+    none or not a slug, is 403 with the same body as a denial, so existence is never revealed. X-Org, or a
+    credential bound to an org (an API key's, an outside token's `org_claim`: `key_org`), naming another org than
+    the route's source is refused alike."""
     source = route.org if route is not None else HEADER_ORG
     header = header_value.strip() if header_value is not None else None
     if source.kind == "header":
