@@ -21,6 +21,7 @@ from gateway.counters import Counters
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.listen import Listener
 from gateway.db.models import ApiKey, utcnow
+from gateway.identity.federation import Federation
 from gateway.identity.mail import Mailer
 from gateway.identity.passwords import PasswordHasher, usable_cpus
 from gateway.identity.sealing import Sealer
@@ -71,6 +72,8 @@ class Services:
     pipeline: Pipeline
     listener: Listener | None
     """PostgreSQL only: LISTEN for committed changes."""
+    federation: Federation
+    """The outside identity providers people sign in with (`[[identity_providers]]`)."""
     webhook: AuditWebhook | None = None
     """With `[audit] webhook_url`: delivers the audit trail (the runtime runs it)."""
     otlp_logs: AuditWebhook | None = None
@@ -85,6 +88,7 @@ class Services:
         if self.tracing is not None:
             await self.tracing.close()
         await self.counters.close()
+        await self.federation.close()
         await self.http.close()
         for pool in self.pools.values():
             await pool.close()
@@ -196,6 +200,7 @@ class Runtime:
             mailer=Mailer(settings.mail, store.sessions),
             pipeline=pipeline,
             listener=listener,
+            federation=Federation(settings),
             webhook=webhook,
             otlp_logs=otlp_logs,
             tracing=tracing,

@@ -352,10 +352,7 @@ ENTRA_PERSONAL_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 GITHUB_URL = "https://github.com"
 GITHUB_API_URL = "https://api.github.com"
 DEFAULT_ID_TOKEN_ALGORITHMS = ("RS256", "ES256", "PS256", "EdDSA")
-SIGNING_ALGORITHMS = (
-    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
-    *("ES256", "ES384", "ES512", "ES256K", "EdDSA", "Ed25519"),
-)
+SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 """Asymmetric JWS algorithms an ID token may be signed with; `none` and HS* are never accepted."""
 _PROVIDER_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
