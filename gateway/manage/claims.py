@@ -64,7 +64,7 @@ async def apply(db: AsyncSession, provider: IdentityProvider, user: User, claims
         .join(Organization, Organization.id == Membership.org_id)
         .where(Membership.user_id == user.id)
     )
-    current = {org.slug: (membership, org) for membership, org in rows.tuples()}
+    current = {org.slug: (membership, org) for membership, org in rows.all()}
     for slug, role in wanted.items():
         if slug in current:
             membership, org = current[slug]

@@ -3,13 +3,13 @@ answers), linking a provider while signed in, and the caller's linked identities
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.access.cookies import read_cookie
@@ -33,6 +33,9 @@ from gateway.settings import Settings
 
 MAX_RETURN_TO = 2048
 _CALLBACK_PARAMS = ("code", "state", "iss", "error")
+ReturnTo = Annotated[
+    str | None, QueryParameter(description="kept for the portal, not used by this API", max_length=MAX_RETURN_TO)
+]
 
 
 def _problem(description: str) -> ResponseSpec:
@@ -76,7 +79,7 @@ class ProvidersController(Controller):
         federation: NamedDependency[Federation],
         settings: NamedDependency[Settings],
         db: NamedDependency[AsyncSession],
-        return_to: str | None = Parameter(query="return_to", default=None, max_length=MAX_RETURN_TO),
+        return_to: ReturnTo = None,
     ) -> Response[None]:
         """Begin signing in with provider `name`: a redirect to it, and a short-lived login cookie that binds the
         sign-in to this browser. `return_to` is kept for the portal and not used here."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
+import httpx2
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
@@ -79,9 +79,9 @@ async def provider_call(what: str) -> AsyncIterator[None]:
         yield
     except OAuthError as exc:
         raise ProviderRefused(f"{what}: the provider refused ({exc.error or 'error'})") from exc
-    except httpx.TimeoutException as exc:
+    except httpx2.TimeoutException as exc:
         raise ProviderTimeout(f"{what}: the provider did not answer within {HTTP_TIMEOUT:g} s") from exc
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx2.HTTPError, ValueError) as exc:
         raise ProviderUnavailable(f"{what}: the provider is unreachable or failed; try again later") from exc
 
 

@@ -14,13 +14,13 @@ from typing import Any
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from gateway.identity.federation.common import (
-    Person,
     ProviderRefused,
     ProviderUnavailable,
     email_domain_ok,
     oauth_client,
     provider_call,
 )
+from gateway.identity.federation.person import Person
 from gateway.settings import IdentityProvider
 
 API_HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}

@@ -26,13 +26,13 @@ import jwt
 from gateway.identity import jwks
 from gateway.identity.federation.common import (
     IdTokenRejected,
-    Person,
     ProviderRefused,
     ProviderUnavailable,
     email_domain_ok,
     oauth_client,
     provider_call,
 )
+from gateway.identity.federation.person import Person
 from gateway.settings import ENTRA_MULTI_TENANT, GOOGLE_ISSUER, IdentityProvider
 
 LEEWAY_SECONDS = 60
@@ -191,6 +191,8 @@ class OidcProvider:
         keys = self._keys
         assert keys is not None
         key = await keys.key_or_refetch(kid)
+        if key is None and kid is None and len(keys.kids) == 1:
+            key = keys.key(next(iter(keys.kids)))  # OIDC Core 10.1: without a kid, the set's only key
         if key is None and keys.fetched_at is None:
             raise ProviderUnavailable(f"{self.config.name}: the provider's keys cannot be read; try again later")
         if key is None or alg not in key.algorithms:
