@@ -440,7 +440,9 @@ class IdentityProvider(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         key = f"identity_providers.{self.name}"
         given = [self.client_secret, self.client_secret_env, self.client_secret_file]
         if sum(value is not None for value in given) != 1:
-            raise ConfigError(f"{key}: set exactly one of client_secret_env, client_secret_file, client_secret")
+            raise ConfigError(
+                f"{key}.client_secret_env: set exactly one of client_secret_env, client_secret_file, client_secret"
+            )
         if self.client_secret_env is not None:
             value = (os.environ if environ is None else environ).get(self.client_secret_env, "").strip()
             if not value:

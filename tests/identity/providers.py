@@ -1,11 +1,13 @@
 """Outside identity providers for the tests, on ephemeral ports.
 
-- `oidc_provider()`: a real OpenID Connect provider, `oidc-provider-mock` (Authlib's authorization server: discovery,
-  a JWK Set of its own RSA key, authorization codes, a token endpoint issuing signed ID tokens), run in a thread,
-  behind a small front on its own port that passes every request through and can be told to misbehave: forge the
-  ID token (another key, `alg: none`, HS256), advertise RFC 9207 `iss`, or be down (503). The issuer is the front's
-  URL. Claims a user is given (`set_user`) are written over the ID token's own, which is how a wrong `aud`, `iss`,
-  `nonce` or an expired token is signed by the provider's real key.
+- `oidc_provider()`: a real OpenID Connect provider, `oidc-provider-mock` (Authlib's authorization server:
+  discovery, a JWK Set of its own RSA key, authorization codes, a token endpoint issuing signed ID tokens), run in a
+  thread, behind a small front on its own port that passes every request through and can be told to misbehave:
+  forge the ID token (another key, `alg: none`, HS256), advertise RFC 9207 `iss`, or be down (503). The issuer is
+  the front's URL; under `/{tenant}/v2.0/` it answers as Microsoft Entra does (the tenant's issuer, or the
+  `{tenantid}` template for `organizations`/`common`). Claims a user is given (`set_user`) are written over the
+  ID token's own, which is how a wrong `aud`, `iss`, `nonce` or an expired token is signed by the provider's real
+  key.
 - `github_standin()`: GitHub's endpoints cannot be reached from here, so a small server speaking the shapes of
   GitHub's OAuth app flow (`/login/oauth/authorize`, `/login/oauth/access_token`, PKCE S256 checked) and REST API
   (`/user`, `/user/emails`, `/user/orgs`, `/user/teams`, under `/api/v3` as on GitHub Enterprise Server) stands in.
@@ -18,6 +20,7 @@ import base64
 import functools
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +34,7 @@ import oidc_provider_mock
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+_ENTRA_PATH = re.compile(r"^/([A-Za-z0-9-]+)/v2\.0(/.*)$")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding", "host"}
 
 
@@ -86,20 +90,28 @@ async def _front(provider: OidcProvider, request: web.Request) -> web.StreamResp
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
     headers["Host"] = urlsplit(provider.url).netloc  # the mock names every URL, the issuer too, after Host
     body = await request.read()
-    if request.path == "/oauth2/token":
+    path, tenant = request.path, None
+    entra = _ENTRA_PATH.match(path)
+    if entra:  # Microsoft's layout: {authority}/{tenant}/v2.0/...
+        tenant, path = entra.group(1), entra.group(2)
+    if path == "/oauth2/token":
         provider.token_calls += 1
-    target = provider.mock + request.path_qs
+    target = provider.mock + path + ("?" + request.query_string if request.query_string else "")
     async with provider.http.request(
         request.method, target, headers=headers, data=body, allow_redirects=False
     ) as answer:
         content = await answer.read()
         out = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP}
         status = answer.status
-    if request.path == "/.well-known/openid-configuration" and provider.advertise_iss:
+    if path == "/.well-known/openid-configuration" and (provider.advertise_iss or tenant):
         document = json.loads(content)
-        document["authorization_response_iss_parameter_supported"] = True
+        if provider.advertise_iss:
+            document["authorization_response_iss_parameter_supported"] = True
+        if tenant:  # Entra names the tenant's issuer, or for a multi-tenant authority its template
+            named = "{tenantid}" if tenant in ("common", "organizations") else tenant
+            document["issuer"] = f"{provider.url}/{named}/v2.0"
         content = json.dumps(document).encode()
-    if request.path == "/oauth2/token" and provider.forge and status == 200:
+    if path == "/oauth2/token" and provider.forge and status == 200:
         document = json.loads(content)
         document["id_token"] = _forged(document["id_token"], provider.forge)
         content = json.dumps(document).encode()
