@@ -274,3 +274,26 @@ def test_entra_needs_a_tenant_and_a_multi_tenant_one_an_allow_list(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"identity_providers\[0\].allowed_tenants: required"):
         load_settings(_write(tmp_path, entra + 'tenant = "organizations"\n'), environ={})
     load_settings(_write(tmp_path, entra + 'tenant = "organizations"\nallowed_tenants = ["t"]\n'), environ={})
+
+
+def test_the_readme_identity_provider_examples_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each `[[identity_providers]]` example of the README (any OIDC, Google, Entra, GitHub) loads as shown, from a
+    config file beside its secret file, with the environment variables it names set."""
+    import tomllib
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [
+        block
+        for block in re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
+        if "[[identity_providers]]" in block
+    ]
+    assert len(blocks) == 4
+    for variable in ("CORP_OIDC_SECRET", "GOOGLE_CLIENT_SECRET", "GITHUB_CLIENT_SECRET"):
+        monkeypatch.setenv(variable, "a-client-secret")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "entra-client-secret").write_text("a-client-secret\n")
+    loaded = load_settings(_write(tmp_path, "\n".join(blocks)), environ={})
+    kinds = [(provider.name, provider.kind, len(provider.memberships)) for provider in loaded.identity_providers]
+    assert kinds == [("corp", "oidc", 1), ("google", "google", 1), ("entra", "entra", 1), ("github", "github", 1)]
+    assert all(provider.secret() == "a-client-secret" for provider in loaded.identity_providers)
+    assert tomllib.loads(blocks[0])["identity_providers"][0]["issuer"] == loaded.identity_providers[0].issuer
