@@ -23,6 +23,7 @@ from gateway.db.listen import Listener
 from gateway.db.models import ApiKey, utcnow
 from gateway.identity.federation import Federation
 from gateway.identity.mail import Mailer
+from gateway.identity.outside import OutsideTokens
 from gateway.identity.passwords import PasswordHasher, usable_cpus
 from gateway.identity.sealing import Sealer
 from gateway.identity.throttle import LoginThrottle
@@ -80,6 +81,8 @@ class Services:
     """With `[audit] otlp_logs_endpoint`: sends the audit trail as OpenTelemetry logs."""
     tracing: Tracing | None = None
     """Spans for both planes when `[tracing]` is on."""
+    outside: OutsideTokens | None = None
+    """With `[[trusted_issuers]]`: their key sets and verified tokens."""
 
     async def close(self) -> None:
         """Flush the audit sink and the spans, then close the counters' store, the upstream pools and the
@@ -89,6 +92,8 @@ class Services:
             await self.tracing.close()
         await self.counters.close()
         await self.federation.close()
+        if self.outside is not None:
+            await self.outside.close()
         await self.http.close()
         for pool in self.pools.values():
             await pool.close()
@@ -161,6 +166,8 @@ class Runtime:
         audit.start()
         trusted = TrustedProxies(settings.trusted_proxies)
         tracing = build_tracing(settings.tracing, trusted)
+        # Key sets are fetched through the process's one outbound session (`start` fetches them).
+        outside = OutsideTokens(settings.trusted_issuers, http) if settings.trusted_issuers else None
         pipeline = Pipeline(
             routes=self.routes,
             tokens=tokens,
@@ -174,6 +181,7 @@ class Runtime:
             max_header_bytes=settings.upstream.max_header_bytes,
             trusted_proxies=trusted,
             tracing=tracing,
+            outside=outside,
         )
         webhook = None
         if settings.audit.webhook_url is not None:
@@ -204,6 +212,7 @@ class Runtime:
             webhook=webhook,
             otlp_logs=otlp_logs,
             tracing=tracing,
+            outside=outside,
         )
 
     async def start(self) -> None:
@@ -221,6 +230,9 @@ class Runtime:
             Listener(settings.database_url, self._changed) if settings.database_url.startswith("postgresql") else None
         )
         self._services = self.assemble(db, store, tokens, listener)
+        if self._services.outside is not None:
+            # At most 5 s, and never fatal: an issuer that is down is logged and fetched again later.
+            await self._services.outside.start()
         gate = self.hasher.gate
         log.info(
             "password hashing: at most %d at once (of %d CPUs), %d may wait, then 503",

@@ -352,8 +352,6 @@ ENTRA_PERSONAL_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 GITHUB_URL = "https://github.com"
 GITHUB_API_URL = "https://api.github.com"
 DEFAULT_ID_TOKEN_ALGORITHMS = ("RS256", "ES256", "PS256", "EdDSA")
-SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
-"""Asymmetric JWS algorithms an ID token may be signed with; `none` and HS* are never accepted."""
 _PROVIDER_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 
@@ -461,6 +459,108 @@ class IdentityProvider(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return self.client_secret
 
 
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+"""Algorithms an outside issuer's tokens may be configured for: asymmetric only (never `none` or HMAC)."""
+MAX_ISSUER_LEEWAY = 60
+_ISSUER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_LOOPBACK_HOSTS = frozenset({"localhost"})
+
+
+def fetchable_url(url: str) -> bool:
+    """An absolute `https` URL, or `http` to a loopback host (tests, a sidecar); no credentials, no fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    if not host or parts.username is not None or parts.password is not None or parts.fragment:
+        return False
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    if host in _LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TrustedIssuer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One `[[trusted_issuers]]` table: access tokens (JWTs) this outside identity provider issues are accepted
+    as bearer tokens, verified against its published keys (RFC 8725; REQ-B20)."""
+
+    name: str
+    """A short name (`corp`: lowercase letters, digits, `-`, `_`): callers without a linked user are the Casbin
+    subject `ext:<name>:<sub>`."""
+    issuer: str
+    """The `iss` the tokens carry, compared exactly (no trailing-slash folding). Without `jwks_url` it is also
+    where discovery is read: `{issuer}/.well-known/openid-configuration` (https, or http to a loopback host)."""
+    audiences: tuple[str, ...]
+    """The token's `aud` must contain one of these (required: a token minted for another API is refused)."""
+    algorithms: tuple[str, ...]
+    """The `alg` values accepted (required): RS256/384/512, PS256/384/512, ES256/384/512, EdDSA. Never `none` or
+    HS*: a key from a public key set must not be usable as an HMAC secret."""
+    jwks_url: str | None = None
+    """The issuer's JWK Set URL; None: the `jwks_uri` of its discovery document."""
+    subject_claim: str = "sub"
+    """The claim naming the caller (a string, printable ASCII without spaces, at most 255 characters)."""
+    org_claim: str | None = None
+    """A claim naming the caller's organization (a slug): the token is then bound to it, like an API key, and a
+    request naming another org is refused. None: the org comes from the request (`X-Org` or the path)."""
+    link_provider: str | None = None
+    """An `ExternalIdentity.provider` name: a caller whose subject is linked to one of our users under this
+    provider acts as that user (`user:<id>`; refused while the user is disabled). None: never linked."""
+    leeway_seconds: int = 30
+    """Clock skew allowed on `exp`, `nbf` and `iat`, at most 60 seconds."""
+    min_refetch_seconds: float = 30.0
+    """A token with an unknown `kid` fetches the key set again at most this often (1 to 3600 seconds)."""
+
+
+def _validate_issuers(issuers: tuple[TrustedIssuer, ...], own_issuer: str) -> None:
+    names: set[str] = set()
+    seen: set[str] = set()
+    for index, trusted in enumerate(issuers):
+        key = f"trusted_issuers[{index}]"
+        if not _ISSUER_NAME_RE.fullmatch(trusted.name):
+            raise ConfigError(f"{key}.name: 1-32 of a-z, 0-9, '-' and '_', starting with a letter or digit")
+        if trusted.name in names:
+            raise ConfigError(f"{key}.name: {trusted.name!r} is configured twice")
+        names.add(trusted.name)
+        if not trusted.issuer or trusted.issuer != trusted.issuer.strip():
+            raise ConfigError(f"{key}.issuer: the exact `iss` value, without surrounding spaces")
+        if trusted.issuer in seen:
+            raise ConfigError(f"{key}.issuer: {trusted.issuer!r} is configured twice")
+        if trusted.issuer == own_issuer:
+            raise ConfigError(f"{key}.issuer: the gateway's own tokens.issuer")
+        seen.add(trusted.issuer)
+        if trusted.jwks_url is None and not fetchable_url(trusted.issuer):
+            raise ConfigError(f"{key}.issuer: discovery needs an https URL (or set jwks_url)")
+        if trusted.jwks_url is not None and not fetchable_url(trusted.jwks_url):
+            raise ConfigError(f"{key}.jwks_url: an https URL (http only to a loopback host)")
+        if not trusted.audiences or not all(audience.strip() for audience in trusted.audiences):
+            raise ConfigError(f"{key}.audiences: at least one, none empty")
+        if not trusted.algorithms:
+            raise ConfigError(f"{key}.algorithms: at least one of {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}")
+        for algorithm in trusted.algorithms:
+            if algorithm not in ASYMMETRIC_ALGORITHMS:
+                raise ConfigError(
+                    f"{key}.algorithms: {algorithm!r} is refused; use {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}"
+                )
+        if not trusted.subject_claim or (trusted.org_claim is not None and not trusted.org_claim):
+            raise ConfigError(f"{key}.subject_claim: a claim name")
+        if trusted.link_provider is not None and not 1 <= len(trusted.link_provider) <= 64:
+            raise ConfigError(f"{key}.link_provider: a provider name of 1-64 characters")
+        if not 0 <= trusted.leeway_seconds <= MAX_ISSUER_LEEWAY:
+            raise ConfigError(f"{key}.leeway_seconds: between 0 and {MAX_ISSUER_LEEWAY}")
+        if not 1 <= trusted.min_refetch_seconds <= 3600:
+            raise ConfigError(f"{key}.min_refetch_seconds: between 1 and 3600")
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything the gateway needs to start."""
 
@@ -516,6 +616,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     database and its backups; prefer GATEWAY_ENCRYPTION_KEY. Without it, TOTP secrets are stored as they are."""
     routes: tuple[Route, ...] = ()
     """The route table; see `Route`."""
+    trusted_issuers: tuple[TrustedIssuer, ...] = ()
+    """Outside identity providers whose access tokens are accepted; see `TrustedIssuer`."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -601,6 +703,7 @@ def _validate(settings: Settings) -> None:
     _validate_tracing(settings.tracing)
     _validate_browser(settings.browser)
     _validate_providers(settings.identity_providers)
+    _validate_issuers(settings.trusted_issuers, settings.tokens.issuer)
     seen: set[str] = set()
     for index, route in enumerate(settings.routes):
         key = f"routes[{index}]"
@@ -648,8 +751,8 @@ def _validate_providers(providers: tuple[IdentityProvider, ...]) -> None:
             ("github_url", provider.github_url),
             ("github_api_url", provider.github_api_url),
         ):
-            if url is not None and not re.fullmatch(r"https?://[^?#\s]+", url):
-                raise ConfigError(f"{key}.{name}: an http(s) URL without query or fragment")
+            if url is not None and (not fetchable_url(url) or "?" in url):
+                raise ConfigError(f"{key}.{name}: an https URL without query (http only to a loopback host)")
         if provider.kind == "entra":
             tenant = provider.tenant or ""
             if not tenant:
@@ -667,7 +770,7 @@ def _validate_providers(providers: tuple[IdentityProvider, ...]) -> None:
         if not provider.algorithms:
             raise ConfigError(f"{key}.algorithms: at least one")
         for alg in provider.algorithms:
-            if alg not in SIGNING_ALGORITHMS:
+            if alg not in ASYMMETRIC_ALGORITHMS:
                 raise ConfigError(
                     f"{key}.algorithms: {alg!r} is not an asymmetric JWS algorithm (none and HS* are refused)"
                 )
@@ -747,8 +850,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
         path = name[len(ENV_PREFIX) :].lower().split("__")
-        if path == ["routes"]:
-            raise ConfigError("GATEWAY_ROUTES: routes are configured in the TOML file only")
+        if path in (["routes"], ["trusted_issuers"]):
+            raise ConfigError(f"{name}: {path[0]} are configured in the TOML file only")
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})

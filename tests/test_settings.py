@@ -297,3 +297,74 @@ def test_the_readme_identity_provider_examples_are_valid(tmp_path: Path, monkeyp
     assert kinds == [("corp", "oidc", 1), ("google", "google", 1), ("entra", "entra", 1), ("github", "github", 1)]
     assert all(provider.secret() == "a-client-secret" for provider in loaded.identity_providers)
     assert tomllib.loads(blocks[0])["identity_providers"][0]["issuer"] == loaded.identity_providers[0].issuer
+
+
+ISSUER = """
+[[trusted_issuers]]
+name = "corp"
+issuer = "https://login.corp.example"
+audiences = ["api://gateway"]
+algorithms = ["RS256"]
+"""
+
+
+def test_a_trusted_issuer_loads_with_its_defaults(tmp_path: Path) -> None:
+    """A minimal `[[trusted_issuers]]` table: subject from `sub`, no org claim, no linking, 30 s refetch."""
+    settings = load_settings(_write(tmp_path, ISSUER), environ={})
+    (trusted,) = settings.trusted_issuers
+    assert (trusted.name, trusted.issuer, trusted.audiences, trusted.algorithms) == (
+        "corp",
+        "https://login.corp.example",
+        ("api://gateway",),
+        ("RS256",),
+    )
+    assert (trusted.subject_claim, trusted.org_claim, trusted.link_provider) == ("sub", None, None)
+    assert (trusted.leeway_seconds, trusted.min_refetch_seconds, trusted.jwks_url) == (30, 30.0, None)
+
+
+def _issuer(**changes: object) -> str:
+    lines = {
+        "name": '"corp"',
+        "issuer": '"https://login.corp.example"',
+        "audiences": '["api://gateway"]',
+        "algorithms": '["RS256"]',
+    }
+    for name, value in changes.items():
+        if value is None:
+            del lines[name]
+        else:
+            lines[name] = str(value)
+    return "[[trusted_issuers]]\n" + "\n".join(f"{name} = {value}" for name, value in lines.items())
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        pytest.param(_issuer(audiences=None), "`audiences`", id="audiences-missing"),
+        pytest.param(_issuer(audiences="[]"), "trusted_issuers[0].audiences", id="audiences-empty"),
+        pytest.param(_issuer(algorithms=None), "`algorithms`", id="algorithms-missing"),
+        pytest.param(_issuer(algorithms="[]"), "trusted_issuers[0].algorithms", id="algorithms-empty"),
+        pytest.param(_issuer(algorithms='["none"]'), "trusted_issuers[0].algorithms", id="alg-none"),
+        pytest.param(_issuer(algorithms='["RS256", "HS256"]'), "trusted_issuers[0].algorithms", id="alg-hs256"),
+        pytest.param(_issuer(name='"Corp:x"'), "trusted_issuers[0].name", id="name-colon"),
+        pytest.param(_issuer(issuer='"http://login.corp.example"'), "trusted_issuers[0].issuer", id="http-issuer"),
+        pytest.param(_issuer(issuer='"casbin-gateway"', jwks_url='"https://k.example/jwks"'), "issuer", id="own"),
+        pytest.param(_issuer(jwks_url='"http://k.example/jwks"'), "trusted_issuers[0].jwks_url", id="http-jwks"),
+        pytest.param(_issuer(leeway_seconds=120), "trusted_issuers[0].leeway_seconds", id="leeway"),
+        pytest.param(_issuer(min_refetch_seconds=0), "trusted_issuers[0].min_refetch_seconds", id="refetch"),
+        pytest.param(_issuer(audience='"x"'), "audience", id="unknown-key"),
+        pytest.param(_issuer() + "\n" + _issuer(issuer='"https://b.example"'), "trusted_issuers[1].name", id="twice"),
+        pytest.param(_issuer() + "\n" + _issuer(name='"b"'), "trusted_issuers[1].issuer", id="issuer-twice"),
+    ],
+)
+def test_a_bad_trusted_issuer_fails_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    """Each trusted issuer needs audiences and an asymmetric algorithm list (REQ-B20); errors name the key."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, text), environ={})
+    assert key in str(info.value)
+
+
+def test_trusted_issuers_are_not_set_from_the_environment(tmp_path: Path) -> None:
+    """Like routes, trusted issuers come from the file only."""
+    with pytest.raises(ConfigError, match="GATEWAY_TRUSTED_ISSUERS"):
+        load_settings(_write(tmp_path, GOOD), environ={"GATEWAY_TRUSTED_ISSUERS": "x"})

@@ -17,7 +17,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.access.credentials import authenticate
+from gateway.access.credentials import authenticate_waiting
 from gateway.access.peer import resolve_peer
 from gateway.db.engine import STATE_CHANGED
 from gateway.errors import InvalidToken
@@ -99,17 +99,21 @@ def provide_client(request: Request[object, object, State], services: NamedDepen
     return Client(ip=client_address(request, services), user_agent=request.headers.get("user-agent", ""))
 
 
-def provide_principal(request: Request[object, object, State], services: NamedDependency[Services]) -> Principal:
+async def provide_principal(request: Request[object, object, State], services: NamedDependency[Services]) -> Principal:
     """The caller of an /auth endpoint: an access token only (API keys do not manage accounts; a key from outside
-    its allow-list is refused as any unknown key, not told apart by this rule)."""
-    principal = authenticate(
+    its allow-list is refused as any unknown key, not told apart by this rule). An outside token counts only for
+    its linked user (and carries no `auth_time`: changes that need a recent sign-in still ask for one here)."""
+    principal = await authenticate_waiting(
         services.tokens,
         request.headers.get("authorization"),
         state=services.state,
         client_ip=client_address(request, services),
+        outside=services.outside,
     )
     if principal.key is not None:
         raise InvalidToken("API keys cannot manage accounts; use an access token")
+    if not principal.has_account:
+        raise InvalidToken("this outside identity has no linked account here")
     return principal
 
 

@@ -8,7 +8,8 @@ Used by the resource server (outside access tokens, access/outside.py) and by th
 - `RemoteKeys(issuer=..., http=..., algorithms=..., jwks_url=None, min_refetch_seconds=30)`:
   - `await start()`: the first fetch (discovery first when no `jwks_url`). It never raises: an issuer that is
     down at start is logged and tried again later, so it cannot stop the gateway.
-  - `key(kid)` -> `RemoteKey | None`: synchronous, in memory, never any I/O (the hot path).
+  - `key(kid)` -> `RemoteKey | None`: synchronous, in memory, never any I/O (the hot path); `may_refetch(kid)`
+    says, as synchronously, whether `key_or_refetch` would fetch.
   - `await key_or_refetch(kid)`: the same, and on an unknown `kid` one single-flight refetch, at most once per
     `min_refetch_seconds` per issuer (OIDC Core §10.1.1, throttled as go-oidc#482: any caller can send a made-up
     `kid`). Kids still unknown after a refetch are remembered (a negative cache) until the next one is allowed.
@@ -30,14 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
@@ -47,14 +46,29 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from gateway.settings import ASYMMETRIC_ALGORITHMS, fetchable_url
+
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "ProviderMetadata",
+    "PublicKey",
+    "RemoteError",
+    "RemoteKey",
+    "RemoteKeys",
+    "discover",
+    "discovery_url",
+    "fetch_json",
+    "import_key",
+    "import_key_set",
+    "is_allowed_url",
+]
+
 log = logging.getLogger("gateway.jwks")
 
 PublicKey = RSAPublicKey | EllipticCurvePublicKey | Ed25519PublicKey | Ed448PublicKey
 
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-"""Every algorithm an outside key may be configured for; `none` and the HMAC family never are."""
+is_allowed_url = fetchable_url
+"""An absolute `https` URL, or `http` to a loopback host; no credentials, no fragment."""
 DEFAULT_MIN_REFETCH_SECONDS = 30.0
 DEFAULT_REFRESH_SECONDS = 600.0
 """How often a key set is fetched again even when every kid is known (keys the issuer withdrew go away)."""
@@ -65,7 +79,6 @@ _NEGATIVE_MAX = 10_000
 _RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 class RemoteError(Exception):
@@ -96,28 +109,6 @@ class RemoteKey:
     kid: str | None
     key: PublicKey
     algorithms: frozenset[str]
-
-
-def is_allowed_url(url: str) -> bool:
-    """An absolute `https` URL, or `http` to a loopback host; no credentials, no fragment."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return False
-    if not host or parts.username is not None or parts.password is not None or parts.fragment:
-        return False
-    if parts.scheme == "https":
-        return True
-    if parts.scheme != "http":
-        return False
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def discovery_url(issuer: str) -> str:
@@ -324,6 +315,15 @@ class RemoteKeys:
     def key(self, kid: str | None) -> RemoteKey | None:
         """The key for `kid` from memory, or None. No I/O, ever."""
         return self._keys.get(kid)
+
+    def may_refetch(self, kid: str | None) -> bool:
+        """Whether `key_or_refetch(kid)` would fetch (or join a fetch under way) rather than answer None at once:
+        the kid is not remembered as unknown, and the throttle allows a fetch. Synchronous; no I/O."""
+        now = self._clock()
+        until = self._unknown.get(kid)
+        if until is not None and now < until:
+            return False
+        return self._inflight is not None or self._may_fetch(now)
 
     async def key_or_refetch(self, kid: str | None) -> RemoteKey | None:
         """The key for `kid`; when unknown, wait (≤ `timeout`) for one throttled, shared refetch and look again."""

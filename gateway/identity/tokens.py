@@ -12,7 +12,7 @@ import hashlib
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -47,6 +47,8 @@ class Principal:
     """The authenticated caller as the pipeline sees it."""
 
     user_id: str
+    """Our user's id; for an outside caller with no linked user, its external subject (`ext:<issuer>:<sub>`), which
+    is what the upstream (`X-Gateway-User`), the rate limits and the audit then see."""
     token_id: str
     key: KeyRecord | None = None
     """Set when the caller authenticated with an API key: its org and scopes apply."""
@@ -56,11 +58,24 @@ class Principal:
     """When the user last proved a factor in that session (epoch seconds); 0 for API keys."""
     expires_at: float | None = None
     """When the credential stops being valid (epoch seconds): the token's `exp`, the key's expiry, or None."""
-    subject: str = field(init=False)
-    """The Casbin subject for this caller (`user:<id>`), made once."""
+    issuer: str | None = None
+    """The configured name of the trusted issuer of an outside access token (`[[trusted_issuers]]`); None for the
+    gateway's own credentials."""
+    org: str | None = None
+    """The org an outside token is bound to (its issuer's `org_claim`): a request naming another is refused, as for
+    an API key (whose org is `key.org`)."""
+    subject: str = ""
+    """The Casbin subject for this caller, made once: `user:<user_id>` (the default), or `ext:<issuer>:<sub>` for
+    an outside caller with no linked user."""
 
     def __post_init__(self) -> None:
-        self.subject = "user:" + self.user_id
+        if not self.subject:
+            self.subject = "user:" + self.user_id
+
+    @property
+    def has_account(self) -> bool:
+        """A user of ours (any credential of ours, or an outside token linked to a user), not an `ext:` subject."""
+        return self.subject.startswith("user:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +298,10 @@ class TokenService:
         if token is None:
             raise Unauthenticated("this endpoint needs 'Authorization: Bearer <token>'")
         return self.verify(token)
+
+    def knows(self, token: str) -> bool:
+        """True when `token` is one of ours verified earlier (and cached): one dict lookup, no verification."""
+        return token in self._cache
 
     def verify(self, token: str) -> Principal:
         cached = self._cache.get(token)

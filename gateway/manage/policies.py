@@ -17,7 +17,7 @@ from gateway.manage.common import Actor, Page, fetch_page, lock_org, record
 from gateway.manage.ownership import owners_guarded
 from gateway.manage.roles import SUPERADMIN, check_delegation, check_inheritance, custom_role, require_role
 from gateway.policy import rules, store
-from gateway.policy.rules import ANY_DOMAIN, USER_SUBJECT_RE, Rule
+from gateway.policy.rules import ANY_DOMAIN, EXTERNAL_SUBJECT_RE, USER_SUBJECT_RE, Rule
 
 MAX_LINES = 1000
 
@@ -81,11 +81,15 @@ async def _check_org_line(session: AsyncSession, actor: Actor, org: Organization
             member = await session.get(Membership, (subject.removeprefix("user:"), org.id))
             if member is None:
                 raise Unprocessable(f"{field}: subject {subject!r} is not a member of this organization")
+        elif EXTERNAL_SUBJECT_RE.match(subject):
+            pass  # an outside caller ([[trusted_issuers]]): the line's domain keeps it inside this org
         else:
             await require_role(session, org, subject, f"{field}: subject")
         return
     if USER_SUBJECT_RE.match(subject):
         raise Unprocessable(f"{field}: subject {subject!r}: give users roles through /members, not g lines")
+    if EXTERNAL_SUBJECT_RE.match(subject):
+        raise Unprocessable(f"{field}: subject {subject!r}: an org's lines grant outside subjects paths (p lines) only")
     await require_role(session, org, subject, f"{field}: subject")
     await check_inheritance(session, actor, org, subject, [rule.values[1]], f"{field}: role", adding=True)
 

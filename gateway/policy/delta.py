@@ -196,7 +196,7 @@ def apply(
             out.compiled = compiled.advance(lines, links)
         except ValueError as exc:
             raise NotApplicable(str(exc)) from exc
-    touched = {pair for pair in links if pair[0].startswith("user:")}
+    touched = {pair for pair in links if pair[0].startswith(("user:", "ext:"))}  # hot.CALLERS: roles_of answers
     if touched:
         out.roles = dict(roles)
         for pair in touched:

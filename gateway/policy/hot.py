@@ -146,6 +146,9 @@ class StateRows:
     disabled: frozenset[str] = frozenset()
     """Subjects (`user:<id>`) of disabled users: lines and memberships naming them are left out (and stay out when
     changes are applied as deltas)."""
+    links: tuple[tuple[str, str, str], ...] = ()
+    """Outside identities linked to our users: (provider, subject at the provider, user id). Every link is held,
+    a disabled user's too, so a token of theirs is refused rather than taken for an unlinked outsider."""
     memberships_from: int | None = None
     """Where in `rules` the lines made from memberships begin (those before are stored lines); None when unknown,
     and then changes are never applied as deltas to what is built from these rows."""
@@ -183,6 +186,8 @@ class _Snapshot:
     """Lines added (True) or removed since `_rules` was built, applied to it when `rules` is first read."""
     built_at: float = 0.0
     """time.monotonic() of the last full build this snapshot descends from."""
+    links: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    """(provider, subject) -> user id; changes to links always rebuild in full (no delta carries them)."""
     deltas: int = 0
     """State versions applied as deltas since that build."""
 
@@ -283,9 +288,13 @@ def _compile(model_text: str, rules: Collection[Rule]) -> CompiledPolicy | None:
 def _index_roles(rules: Iterable[Rule]) -> dict[tuple[str, str], tuple[str, ...]]:
     roles: dict[tuple[str, str], list[str]] = {}
     for rule in rules:
-        if rule.ptype == "g" and rule.values[0].startswith("user:"):
+        if rule.ptype == "g" and rule.values[0].startswith(CALLERS):
             roles.setdefault((rule.values[0], rule.values[2]), []).append(rule.values[1])
     return {key: tuple(sorted(set(value))) for key, value in roles.items()}
+
+
+CALLERS = ("user:", "ext:")
+"""Subjects that call (users, outside subjects), as opposed to roles: `roles_of` answers for these."""
 
 
 def _grants(stored: Iterable[Rule]) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -351,6 +360,14 @@ class HotState:
     def session_revoked(self, session_id: str) -> bool:
         """True when the session (a login) was logged out or revoked: its access tokens stop at once."""
         return session_id in self._current().revoked_sessions
+
+    def linked_user(self, provider: str, subject: str) -> str | None:
+        """The id of our user linked to `subject` at the outside provider `provider`, or None."""
+        return self._current().links.get((provider, subject))
+
+    def user_disabled(self, user_id: str) -> bool:
+        """True while our user `user_id` is disabled."""
+        return "user:" + user_id in self._current().disabled
 
     def roles_of(self, subject: str, org: str) -> tuple[str, ...]:
         """Roles bound directly to `subject` in `org`, plus those it holds in every org (`*`)."""
@@ -422,6 +439,7 @@ class HotState:
             disabled=state.disabled,
             grants=None if state.memberships_from is None else _grants(state.rules[: state.memberships_from]),
             built_at=time.monotonic(),
+            links={(provider, subject): user_id for provider, subject, user_id in state.links},
         )
         if state.shadow is not None:
             rules = state.shadow.apply(state.rules)

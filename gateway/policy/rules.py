@@ -13,6 +13,8 @@ from pathlib import Path
 
 ROLE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 USER_SUBJECT_RE = re.compile(r"^user:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+EXTERNAL_SUBJECT_RE = re.compile(r"^ext:[a-z0-9][a-z0-9_-]{0,31}:[\x21-\x7e]{1,255}$")
+"""A caller with an outside access token and no linked user: `ext:<trusted issuer name>:<its subject>`."""
 ORG_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"})
 EFFECTS = frozenset({"allow", "deny"})
@@ -45,7 +47,7 @@ def is_org_slug(value: str) -> bool:
 
 
 def is_subject(value: str) -> bool:
-    return bool(ROLE_RE.match(value) or USER_SUBJECT_RE.match(value))
+    return bool(ROLE_RE.match(value) or USER_SUBJECT_RE.match(value) or EXTERNAL_SUBJECT_RE.match(value))
 
 
 def is_admin_pattern(pattern: str) -> bool:
@@ -92,7 +94,9 @@ def validate(ptype: str, values: tuple[str, ...]) -> Rule:
         sub, dom, obj, act = values[:4]
         eft = values[4] if len(values) == 5 else "allow"
         if not is_subject(sub):
-            raise PolicyError(f"subject {sub!r}: must be a role name (a-z, 0-9, '_', '-') or user:<uuid>")
+            raise PolicyError(
+                f"subject {sub!r}: must be a role name (a-z, 0-9, '_', '-'), user:<uuid> or ext:<issuer>:<subject>"
+            )
         if dom != ANY_DOMAIN and not is_org_slug(dom):
             raise PolicyError(f"org {dom!r}: must be an organization slug or '*'")
         _check_pattern(obj)
@@ -108,7 +112,7 @@ def validate(ptype: str, values: tuple[str, ...]) -> Rule:
             _check_value(field, value)
         sub, role, dom = values
         if not is_subject(sub):
-            raise PolicyError(f"subject {sub!r}: must be a role name or user:<uuid>")
+            raise PolicyError(f"subject {sub!r}: must be a role name, user:<uuid> or ext:<issuer>:<subject>")
         if not ROLE_RE.match(role):
             raise PolicyError(f"role {role!r}: must be a role name (a-z, 0-9, '_', '-')")
         if dom != ANY_DOMAIN and not is_org_slug(dom):

@@ -25,6 +25,7 @@ from gateway.db import changes
 from gateway.db.engine import bump_version, create_engine, read_version, session_factory
 from gateway.db.models import (
     ApiKey,
+    ExternalIdentity,
     Membership,
     Organization,
     PolicyRule,
@@ -138,6 +139,12 @@ async def read_state(session: AsyncSession) -> StateRows:
         )
     )
     shadow = await read_shadow(session, disabled)
+    # Outside identities linked to users, for outside access tokens ([[trusted_issuers]] link_provider). A link or
+    # an unlink bumps the version without a delta (no operation describes it), so replicas rebuild and see it.
+    links: list[tuple[str, str, str]] = []
+    identities = select(ExternalIdentity.provider, ExternalIdentity.subject, ExternalIdentity.user_id)
+    async for chunk in _rows(session, identities):
+        links.extend((provider, subject, user_id) for provider, subject, user_id in chunk)
     return StateRows(
         rules=tuple(rules),
         orgs=tuple(orgs),
@@ -146,6 +153,7 @@ async def read_state(session: AsyncSession) -> StateRows:
         revoked_sessions=revoked,
         shadow=shadow,
         disabled=frozenset(disabled),
+        links=tuple(links),
         memberships_from=memberships_from,
     )
 

@@ -43,7 +43,9 @@ def read_cases(paths: list[Path]) -> list[Case]:
                 raise PolicyError(f"{where}: expected 'subject, org, METHOD, path, allow|deny'")
             subject, org, method, request_path, expected = fields
             if not is_subject(subject):
-                raise PolicyError(f"{where}: subject {subject!r} is not a role name or user:<uuid>")
+                raise PolicyError(
+                    f"{where}: subject {subject!r} is not a role name, user:<uuid> or ext:<issuer>:<subject>"
+                )
             if org != ANY_DOMAIN and not is_org_slug(org):
                 raise PolicyError(f"{where}: org {org!r} is not an organization slug or '*'")
             if method not in METHODS or method == "*":

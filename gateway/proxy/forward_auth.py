@@ -25,6 +25,7 @@ from gateway.access.credentials import authenticate
 from gateway.access.decisions import enforce
 from gateway.access.peer import TrustedProxies, resolve_peer
 from gateway.errors import BadRequest, Forbidden, GatewayError, InvalidPath
+from gateway.identity.outside import OutsideTokens
 from gateway.identity.tokens import TokenService
 from gateway.paths import canonical_path, second_reading
 from gateway.policy import HotState
@@ -98,23 +99,30 @@ def decide_described(
     described: Described,
     event: AuditEvent,
     trace: RequestTrace | None = None,
+    outside: OutsideTokens | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """The identity headers for an allowed request; raises 401/403 errors otherwise. The audit event learns the
     subject and the org as soon as they are known, so a denial names them too; `trace` learns each stage."""
     if trace is not None:
         trace.stage("authenticate")
     principal = authenticate(
-        tokens, described.authorization, api_key=described.api_key, state=state, client_ip=described.client_ip
+        tokens,
+        described.authorization,
+        api_key=described.api_key,
+        state=state,
+        client_ip=described.client_ip,
+        outside=outside,
     )
     event.subject = principal.subject
     key = principal.key
     if trace is not None:
         trace.stage("resolve")
-    slug = key.org if key is not None else (described.org or "").strip()
-    if key is not None and described.org is not None and described.org.strip() != key.org:
+    bound = key.org if key is not None else principal.org  # an API key's org, or an outside token's org claim
+    slug = bound if bound is not None else (described.org or "").strip()
+    if bound is not None and described.org is not None and described.org.strip() != bound:
         raise Forbidden("not allowed in this organization")
     org = state.org(slug) if slug else None
-    if key is None and described.org is None:
+    if bound is None and described.org is None:
         raise BadRequest("X-Org: the organization slug is needed")
     if org is None:
         raise Forbidden("not allowed in this organization")

@@ -32,6 +32,7 @@ from gateway.access.peer import Peer, TrustedProxies, resolve_peer
 from gateway.access.request_ids import request_id_of
 from gateway.asgitypes import Receive, Scope, Send
 from gateway.errors import GatewayError, send_problem
+from gateway.identity.outside import OutsideTokens, SigningKeyUnknown
 from gateway.identity.tokens import TokenService
 from gateway.metrics import Metrics
 from gateway.namespace import FORWARD_AUTH_PATH
@@ -84,6 +85,8 @@ class Pipeline:
     """The loop serving this process (built inside it)."""
     tracing: Tracing | None = None
     """Spans for every request when `[tracing]` is on; None otherwise, and then nothing is traced."""
+    outside: OutsideTokens | None = None
+    """Access tokens of `[[trusted_issuers]]` (None without any)."""
 
     async def admit(
         self,
@@ -105,14 +108,20 @@ class Pipeline:
         client_ip = event.client_ip or ""
         if trace is not None:
             trace.stage("authenticate")
-        principal = authenticate(  # 2
-            self.tokens, authorization, api_key=api_key, state=self.state, client_ip=client_ip
-        )
+        try:
+            principal = authenticate(  # 2
+                self.tokens, authorization, api_key=api_key, state=self.state, client_ip=client_ip, outside=self.outside
+            )
+        except SigningKeyUnknown as unknown:  # an outside token's kid: one shared, throttled refetch (≤ 5 s)
+            await unknown.refetch()
+            principal = authenticate(
+                self.tokens, authorization, api_key=api_key, state=self.state, client_ip=client_ip, outside=self.outside
+            )
         event.subject = principal.subject
         key = principal.key
         if trace is not None:
             trace.stage("resolve")
-        org = resolve_org(self.state, match, org_header, key.org if key else None)  # 3
+        org = resolve_org(self.state, match, org_header, key.org if key else principal.org)  # 3
         event.org = org.slug
         if self.limiter.active:
             await self.limiter.check(principal.user_id, org.slug, key.key_id if key else None)
@@ -170,7 +179,11 @@ class Pipeline:
         try:
             described = describe(peer_ip, raw_headers, self.trusted_proxies)
             event.method, event.path, event.client_ip = described.method, described.path, described.client_ip
-            identity = decide_described(self.tokens, self.state, described, event, trace)
+            try:
+                identity = decide_described(self.tokens, self.state, described, event, trace, self.outside)
+            except SigningKeyUnknown as unknown:  # as in `admit`
+                await unknown.refetch()
+                identity = decide_described(self.tokens, self.state, described, event, trace, self.outside)
             event.granted, event.reason, event.status = True, "forward-auth allowed", 200
             headers = [(name.encode(), value.encode("latin-1")) for name, value in identity]
             await _send_empty(send, 200, [*headers, (b"x-request-id", request_id.encode())])

@@ -10,8 +10,9 @@ ORG_HEADER = "x-org"
 
 
 def resolve_org(state: HotState, match: RouteMatch, header_value: str | None, key_org: str | None = None) -> OrgRef:
-    """An unknown org is 403 with the same body as a denial, so existence is never revealed. An API key's
-    org is the org: a request naming another one (header or path) is refused."""
+    """An unknown org is 403 with the same body as a denial, so existence is never revealed. A credential bound
+    to an org (an API key's, an outside token's `org_claim`: `key_org`) has that org: a request naming another one
+    (header or path) is refused."""
     named = _named(match, header_value)
     if key_org is not None:
         if named is not None and named != key_org:

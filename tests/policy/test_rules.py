@@ -18,6 +18,9 @@ VALID = [
     ("p", ("viewer", "acme", "/caf%C3%A9/*", "GET", "allow"), None),
     ("g", ("member", "viewer", "*"), None),
     ("g", ("user:0b7c7a3e-8d6f-4a55-9c2a-1d2e3f4a5b6c", "superadmin", "*"), None),
+    ("p", ("ext:corp:alice@corp.example", "acme", "/api/*", "GET", "allow"), None),
+    ("p", ("ext:corp:00u1a2b3c4", "*", "/api/*", "GET", "deny"), None),
+    ("g", ("ext:entra_1:6f1c-9a2e", "viewer", "acme"), None),
 ]
 
 
@@ -46,6 +49,11 @@ INVALID = [
     ("g", ("member", "viewer"), "g:"),
     ("g", ("member", "user:abc", "*"), "role"),
     ("x", ("a", "b"), "ptype"),
+    ("p", ("ext:Corp:alice", "acme", "/a", "GET"), "subject"),
+    ("p", ("ext:corp:", "acme", "/a", "GET"), "subject"),
+    ("p", ("ext:corp:a#b", "acme", "/a", "GET"), "subject"),
+    ("p", ("ext:corp:a,b", "acme", "/a", "GET"), "subject"),
+    ("g", ("member", "ext:corp:alice", "acme"), "role"),
 ]
 
 

@@ -23,7 +23,7 @@ from litestar.handlers.base import BaseRouteHandler
 from sqlalchemy import select
 
 from gateway.access.audit import AuditEvent
-from gateway.access.credentials import authenticate
+from gateway.access.credentials import authenticate_waiting
 from gateway.access.decisions import Denied, enforce
 from gateway.access.request_ids import request_id_of
 from gateway.api.deps import client_address
@@ -81,16 +81,30 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
     request_id = request_id_of(connection.scope["headers"])
     client_ip = client_address(connection, runtime.services)
     try:
-        principal = authenticate(
+        principal = await authenticate_waiting(
             runtime.services.tokens,
             headers.get("authorization"),
             api_key=headers.get("x-api-key"),
             state=state,
             client_ip=client_ip,
+            outside=runtime.services.outside,
         )
     except Unauthenticated as refused:
         _audit(runtime, connection, request_id, client_ip, status=401, reason=refused.audit_reason)
         raise
+    if not principal.has_account:
+        # An outside caller with no linked user: the management API acts as one of our users (actors, owners,
+        # creators are users), so it is closed to `ext:` subjects whatever the policy says.
+        _audit(
+            runtime,
+            connection,
+            request_id,
+            client_ip,
+            status=403,
+            reason="outside identity with no linked account",
+            subject=principal.subject,
+        )
+        raise Forbidden("an outside identity needs a linked account to use the management API")
     mode = handler.opt.get("authz", "org")
     method = connection.scope["method"]  # type: ignore[typeddict-item]
     params = dict(connection.path_params)
@@ -104,12 +118,15 @@ async def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: Bas
         slug = str(connection.path_params["org"])
         # An unknown or archived org is not in the snapshot: only platform-wide grants apply there.
         domain = slug if state.org(slug) is not None else ANY_DOMAIN
-        if principal.key is not None and principal.key.org != slug:
+        bound = principal.key.org if principal.key is not None else principal.org
+        if bound is not None and bound != slug:
             raise Forbidden("not allowed in this organization")
     else:
         domain = ANY_DOMAIN
         if principal.key is not None:
             raise Forbidden("API keys act inside their own organization only")
+        if principal.org is not None:
+            raise Forbidden("tokens bound to an organization act inside it only")
     if runtime.settings.login.superadmins_need_mfa and principal.key is None:
         await _require_mfa_for_superadmins(runtime, principal)
     if mode != "self":

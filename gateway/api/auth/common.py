@@ -15,7 +15,7 @@ from gateway.identity.sessions import TokenPair
 from gateway.identity.tokens import Principal
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
-PRINCIPAL = {"principal": Provide(provide_principal, sync_to_thread=False)}
+PRINCIPAL = {"principal": Provide(provide_principal)}
 ACCEPTED = Accepted(status="accepted: if the address can receive it, an email is on its way")
 
 

@@ -41,7 +41,7 @@ class InvitationsController(Controller):
         verified by the link; an address that has an account must sign in first (403)."""
         user_id = None
         if request.headers.get("authorization") is not None:
-            user_id = provide_principal(request, services).user_id
+            user_id = (await provide_principal(request, services)).user_id
         member, org = await invitations.accept(
             db, hasher, data.token, user_id=user_id, password=data.password, name=data.name
         )
