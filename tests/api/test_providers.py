@@ -360,6 +360,22 @@ async def test_an_id_token_failing_a_claim_check_is_refused(fed: Gateway, idp: O
     assert await count(fed, User) == 0
 
 
+async def test_a_subject_too_long_to_keep_or_an_email_that_is_not_one_is_not_used(
+    fed: Gateway, idp: OidcProvider
+) -> None:
+    """A `sub` over 255 characters is refused rather than cut (two people must never share a key); a verified
+    "email" with two `@` is no address: it neither finds nor makes an account."""
+    long_sub = "s" * 256
+    await idp.set_user(long_sub, verified("long@corp.example"))
+    status, problem = await sign_in(fed, idp, long_sub)
+    assert status == 403 and problem["type"] == "urn:gateway:problem:id-token-rejected"
+    await fed.user("boss@corp.example")
+    await idp.set_user("odd-sub", {"email": "x@evil.example@corp.example", "email_verified": True})
+    status, problem = await sign_in(fed, idp, "odd-sub")
+    assert status == 403 and problem["type"] == "urn:gateway:problem:provider-email-unverified"
+    assert await count(fed, ExternalIdentity) == 0
+
+
 @pytest.mark.parametrize("forge", ["other-key", "alg-none", "hs256"])
 async def test_an_id_token_not_signed_by_the_providers_key_is_refused(
     fed: Gateway, idp: OidcProvider, forge: str

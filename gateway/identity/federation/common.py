@@ -15,7 +15,8 @@ import httpx2
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from gateway.errors import BadGateway, Forbidden, GatewayTimeout
+from gateway.errors import BadGateway, Forbidden, GatewayTimeout, Unprocessable
+from gateway.identity.accounts import normalise_email
 from gateway.identity.federation import HTTP_TIMEOUT
 from gateway.settings import IdentityProvider, Settings
 
@@ -83,6 +84,21 @@ async def provider_call(what: str) -> AsyncIterator[None]:
         raise ProviderTimeout(f"{what}: the provider did not answer within {HTTP_TIMEOUT:g} s") from exc
     except (httpx2.HTTPError, ValueError) as exc:
         raise ProviderUnavailable(f"{what}: the provider is unreachable or failed; try again later") from exc
+
+
+def usable_email(value: object) -> str | None:
+    """A provider's address as the accounts table keeps it (trimmed, lower-cased, one `@`, at most 320
+    characters), or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return normalise_email(value)
+    except Unprocessable:
+        return None
+
+
+MAX_SUBJECT = 255
+"""Longest stable id kept for an identity (OIDC allows `sub` up to 255 ASCII characters)."""
 
 
 def email_domain_ok(email: str, domains: tuple[str, ...]) -> bool:

@@ -19,6 +19,7 @@ from gateway.identity.federation.common import (
     email_domain_ok,
     oauth_client,
     provider_call,
+    usable_email,
 )
 from gateway.identity.federation.person import Person
 from gateway.settings import IdentityProvider
@@ -138,12 +139,6 @@ def _primary_verified(emails: Any) -> str | None:
     if not isinstance(emails, list):
         return None
     for entry in emails:
-        if (
-            isinstance(entry, dict)
-            and entry.get("primary") is True
-            and entry.get("verified") is True
-            and isinstance(entry.get("email"), str)
-            and entry["email"].count("@") == 1
-        ):
-            return str(entry["email"]).strip().lower()
+        if isinstance(entry, dict) and entry.get("primary") is True and entry.get("verified") is True:
+            return usable_email(entry.get("email"))
     return None

@@ -25,12 +25,14 @@ import jwt
 
 from gateway.identity import jwks
 from gateway.identity.federation.common import (
+    MAX_SUBJECT,
     IdTokenRejected,
     ProviderRefused,
     ProviderUnavailable,
     email_domain_ok,
     oauth_client,
     provider_call,
+    usable_email,
 )
 from gateway.identity.federation.person import Person
 from gateway.settings import ENTRA_MULTI_TENANT, GOOGLE_ISSUER, IdentityProvider
@@ -246,8 +248,7 @@ class OidcProvider:
         """Who the validated claims name, and their email only if verified; the preset's and the provider's rules
         (hosted domain, email domains) applied."""
         config = self.config
-        reported = claims.get(config.email_claim)
-        reported = reported.strip().lower() if isinstance(reported, str) and reported.strip() else None
+        reported = usable_email(claims.get(config.email_claim))
         if config.kind == "entra":
             oid = claims.get("oid")
             if not isinstance(oid, str) or not oid:
@@ -259,7 +260,9 @@ class OidcProvider:
             verified = claims.get(config.email_verified_claim) is True
         if config.kind == "google" and config.hosted_domains and claims.get("hd") not in config.hosted_domains:
             raise ProviderRefused("this Google account is not in an allowed Workspace domain (hd)")
-        email = reported if verified and reported and reported.count("@") == 1 else None
+        email = reported if verified else None
+        if len(subject) > MAX_SUBJECT:
+            raise IdTokenRejected("the ID token's subject is longer than 255 characters")
         if config.email_domains and (email is None or not email_domain_ok(email, config.email_domains)):
             raise ProviderRefused("a verified email address at an allowed domain is required")
         name = claims.get(config.name_claim)
@@ -268,7 +271,7 @@ class OidcProvider:
             subject=subject,
             email=email,
             name=name[:200] if isinstance(name, str) else "",
-            reported_email=reported[:320] if reported else None,
+            reported_email=reported,
             claims=dict(claims),
         )
 
