@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.db.audit import write_event
 from gateway.identity import accounts, sessions
 from gateway.identity.federation import Federation, linking
-from gateway.identity.federation.common import ProviderRefused
+from gateway.identity.federation.problems import ProviderRefused
 from gateway.identity.federation.state import claim_state, open_state
 from gateway.identity.tokens import TokenService
 from gateway.manage import claims

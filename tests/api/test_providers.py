@@ -605,3 +605,18 @@ async def test_the_password_still_works_for_a_linked_user(fed: Gateway, idp: Oid
     assert (await sign_in(fed, idp, "vic-sub"))[0] == 200
     status, _, _ = await fed.call("POST", "/auth/login", json={"email": "vic@corp.example", "password": PASSWORD})
     assert status == 200
+
+
+async def test_a_mapping_an_org_refuses_is_skipped_and_the_sign_in_goes_on(fed: Gateway, idp: OidcProvider) -> None:
+    """A rule naming an org that takes members by invitation only is skipped (logged), and the sign-in still
+    succeeds with the other rules applied."""
+    async with fed.runtime.services.sessions() as session:
+        await session.execute(update(Organization).where(Organization.slug == "beta").values(direct_add=False))
+        await session.commit()
+    await idp.set_user("will-sub", verified("will@corp.example", groups=["ops", "eng"]))
+    status, answer = await sign_in(fed, idp, "will-sub")
+    assert status == 200, answer
+    user = (await me(fed, answer["access_token"]))["id"]
+    assert await _membership(fed, user, "beta") is None
+    made = await _membership(fed, user, "acme")
+    assert made is not None and made.role == "member"

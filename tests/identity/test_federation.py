@@ -58,3 +58,17 @@ async def test_entra_multi_tenant_response_issuer_names_an_allowed_tenant() -> N
         for wrong in ("https://login.microsoftonline.com/t2/v2.0", "https://evil.example/t1/v2.0"):
             with pytest.raises(ProviderRefused):
                 provider.check_response_issuer(metadata, wrong)
+
+
+def test_authlib_and_httpx2_load_only_when_a_provider_is_used() -> None:
+    """The control plane's modules import neither Authlib nor httpx2: a gateway without identity providers never
+    loads them (they are imported when a provider is first used)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gateway.app, gateway.api.auth.providers, gateway.manage.signin; "
+        "print('authlib' in sys.modules, 'httpx2' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)  # noqa: S603
+    assert done.stdout.split() == ["False", "False"]

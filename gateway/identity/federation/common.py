@@ -1,5 +1,5 @@
-"""What every outside provider shares: the person a callback proved, the problems a sign-in ends with, the OAuth
-client (Authlib's, over httpx) and how its failures become problems.
+"""What every outside provider's protocol shares: the redirect URI, the OAuth client (Authlib's, over httpx2) and
+how its failures become problems, and what an address must be to be used.
 
 Authlib does the protocol (authorization URL with PKCE S256, code redemption with client authentication, token
 response parsing); the gateway does what Authlib's client leaves out or does differently: the server-side state,
@@ -15,36 +15,30 @@ import httpx2
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
-from gateway.errors import BadGateway, Forbidden, GatewayTimeout, Unprocessable
+from gateway.errors import Unprocessable
 from gateway.identity.accounts import normalise_email
 from gateway.identity.federation import HTTP_TIMEOUT
+from gateway.identity.federation.problems import (
+    IdTokenRejected,
+    ProviderRefused,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+
+__all__ = [
+    "MAX_SUBJECT",
+    "IdTokenRejected",
+    "ProviderRefused",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "email_domain_ok",
+    "oauth_client",
+    "provider_call",
+    "public_base",
+    "redirect_uri",
+    "usable_email",
+]
 from gateway.settings import IdentityProvider, Settings
-
-
-class ProviderRefused(Forbidden):
-    """The provider, or this provider's rules, refused the person."""
-
-    slug = "provider-refused"
-    title = "Sign-in refused"
-
-
-class IdTokenRejected(Forbidden):
-    """The ID token failed a check of OIDC Core 3.1.3.7 (signature, iss, aud, azp, exp, iat, nonce, alg)."""
-
-    slug = "id-token-rejected"
-    title = "ID token rejected"
-
-
-class ProviderUnavailable(BadGateway):
-    """The provider could not be reached or answered with an error of its own: nothing was created."""
-
-    slug = "provider-unavailable"
-    title = "Identity provider unavailable"
-
-
-class ProviderTimeout(GatewayTimeout):
-    slug = "provider-timeout"
-    title = "Identity provider did not answer in time"
 
 
 def public_base(settings: Settings) -> str:
