@@ -620,3 +620,16 @@ async def test_a_mapping_an_org_refuses_is_skipped_and_the_sign_in_goes_on(fed: 
     assert await _membership(fed, user, "beta") is None
     made = await _membership(fed, user, "acme")
     assert made is not None and made.role == "member"
+
+
+async def test_a_role_an_admin_changed_is_no_longer_the_mappings(fed: Gateway, idp: OidcProvider) -> None:
+    """Once an admin changes the role of a membership a mapping made, it is the admin's: the mapping neither
+    changes nor removes it when the claim stops matching."""
+    await idp.set_user("xia-sub", verified("xia@corp.example", groups=["eng"]))
+    assert (await sign_in(fed, idp, "xia-sub"))[0] == 200
+    await fed.member("acme", "xia@corp.example", "admin")
+    await idp.set_user("xia-sub", verified("xia@corp.example", groups=[]))
+    status, answer = await sign_in(fed, idp, "xia-sub")
+    assert status == 200, answer
+    kept = await _membership(fed, (await me(fed, answer["access_token"]))["id"], "acme")
+    assert kept is not None and kept.role == "admin" and kept.granted_by is None
