@@ -66,13 +66,13 @@ async def resolve(db: AsyncSession, person: Person, *, allow_signup: bool, link_
         if identity is None:
             await _link(db, user, person, why="signed-in")
             return Resolved(user=user, created=False, linked=True)
-        _seen(identity, person, now)
+        _seen(identity, person)
         return Resolved(user=user, created=False, linked=False)
     if identity is not None:
         user = await db.get(User, identity.user_id)
         if user is None or user.disabled:
             raise AccountDisabled("this account is disabled")
-        _seen(identity, person, now)
+        _seen(identity, person)
         return Resolved(user=user, created=False, linked=False)
     if person.email is None:
         raise UnverifiedEmail(
@@ -104,7 +104,7 @@ async def resolve(db: AsyncSession, person: Person, *, allow_signup: bool, link_
     return Resolved(user=user, created=True, linked=True)
 
 
-def _seen(identity: ExternalIdentity, person: Person, now: object) -> None:
+def _seen(identity: ExternalIdentity, person: Person) -> None:
     identity.last_login_at = utcnow()
     identity.email = person.reported_email
 
