@@ -368,3 +368,17 @@ def test_trusted_issuers_are_not_set_from_the_environment(tmp_path: Path) -> Non
     """Like routes, trusted issuers come from the file only."""
     with pytest.raises(ConfigError, match="GATEWAY_TRUSTED_ISSUERS"):
         load_settings(_write(tmp_path, GOOD), environ={"GATEWAY_TRUSTED_ISSUERS": "x"})
+
+
+def test_the_readme_trusted_issuer_example_is_valid() -> None:
+    """The README's `[[trusted_issuers]]` example loads as shown."""
+    import re
+    import tomllib
+
+    from gateway.settings import settings_from_mapping
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = re.search(r"```toml\n(\[\[trusted_issuers\]\].*?)```", readme, flags=re.DOTALL)
+    assert example is not None
+    (trusted,) = settings_from_mapping(tomllib.loads(example.group(1))).trusted_issuers
+    assert (trusted.name, trusted.audiences, trusted.algorithms) == ("corp", ("api://gateway",), ("RS256", "ES256"))

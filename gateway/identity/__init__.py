@@ -1,1 +1,1 @@
-"""Who the caller is: password hashing, access/refresh tokens and signing keys."""
+"""Who the caller is: password hashing, access/refresh tokens and signing keys, outside issuers' tokens and keys."""

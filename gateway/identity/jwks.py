@@ -14,7 +14,8 @@ Used by the resource server (outside access tokens, access/outside.py) and by th
     `min_refetch_seconds` per issuer (OIDC Core §10.1.1, throttled as go-oidc#482: any caller can send a made-up
     `kid`). Kids still unknown after a refetch are remembered (a negative cache) until the next one is allowed.
     A caller waits for a fetch at most `timeout` seconds (≤ 5).
-  - `metadata` (after discovery), `fetches` (attempts, for tests and metrics), `await close()`.
+  - `metadata` (after discovery), `fetches` (attempts, for tests and metrics), `generation` (moves when a fetch
+    brings a different set: re-verify what a cache holds), `await close()`.
   - A `RemoteKey` carries the public key and the algorithms it may verify: verify with
     `jwt.decode(token, rk.key, algorithms=[alg])` only when the token's `alg` is in `rk.algorithms`.
 
@@ -78,6 +79,9 @@ MAX_KEYS = 100
 _NEGATIVE_MAX = 10_000
 _RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
+_HEADERS = {"Accept": "application/json", "User-Agent": "casbin-gateway"}
+"""Said explicitly: the process's session (proxy/forward.py) adds no header of its own, and some providers' edges
+refuse a request without a User-Agent."""
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
@@ -109,6 +113,9 @@ class RemoteKey:
     kid: str | None
     key: PublicKey
     algorithms: frozenset[str]
+    material: str = ""
+    """The JWK's public members, canonical JSON: two fetches hold the same key when these (and `algorithms`)
+    are equal."""
 
 
 def discovery_url(issuer: str) -> str:
@@ -122,9 +129,7 @@ async def fetch_json(http: aiohttp.ClientSession, url: str, *, timeout_seconds: 
         raise RemoteError(f"refusing to fetch {url!r}: https only (http only to a loopback host)")
     total = aiohttp.ClientTimeout(total=min(timeout_seconds, MAX_TIMEOUT_SECONDS))
     try:
-        async with http.get(
-            url, timeout=total, allow_redirects=False, headers={"Accept": "application/json"}
-        ) as response:
+        async with http.get(url, timeout=total, allow_redirects=False, headers=_HEADERS) as response:
             if response.status != 200:
                 raise RemoteError(f"{url} answered {response.status}")
             encoding = response.headers.get("Content-Encoding", "identity").lower()
@@ -232,7 +237,8 @@ def import_key(jwk: Mapping[str, Any], algorithms: frozenset[str]) -> RemoteKey 
         usable = usable & {alg} if isinstance(alg, str) else frozenset()
     if not usable:
         return None
-    return RemoteKey(kid=kid, key=key, algorithms=usable)
+    public = {name: jwk[name] for name in ("kty", "crv", "n", "e", "x", "y") if name in jwk}
+    return RemoteKey(kid=kid, key=key, algorithms=usable, material=json.dumps(public, sort_keys=True))
 
 
 def import_key_set(document: Any, algorithms: frozenset[str]) -> dict[str | None, RemoteKey]:
@@ -255,6 +261,10 @@ def import_key_set(document: Any, algorithms: frozenset[str]) -> dict[str | None
     if not keys:
         raise RemoteError("the JWK Set has no key usable with the configured algorithms")
     return keys
+
+
+def _identities(keys: dict[str | None, RemoteKey]) -> dict[str | None, tuple[str, frozenset[str]]]:
+    return {kid: (key.material, key.algorithms) for kid, key in keys.items()}
 
 
 class RemoteKeys:
@@ -292,6 +302,9 @@ class RemoteKeys:
         """The discovery document, once read (None with a configured `jwks_url`)."""
         self.fetches = 0
         """Fetch attempts so far (each is one discovery and/or one key-set request)."""
+        self.generation = 0
+        """Moves whenever a fetch brings a different set of keys (one added, withdrawn or replaced): whatever was
+        verified with the previous set (a cache of verified tokens) should be verified again."""
         self.fetched_at: float | None = None
         """When the keys in use were fetched (the clock's time), or None before the first good fetch."""
 
@@ -377,6 +390,12 @@ class RemoteKeys:
                 "jwks: %s: %s (%s; next try in %.0fs at the earliest)", self.issuer, exc, state, self._min_refetch
             )
             return False
+        except Exception:
+            # Never let a surprise here reach the requests waiting on this fetch (they would get a 500).
+            log.exception("jwks: %s: the fetch failed unexpectedly; keeping the cached keys", self.issuer)
+            return False
+        if _identities(keys) != _identities(self._keys):
+            self.generation += 1
         self._keys = keys
         self._unknown = {}
         self.fetched_at = self._clock()

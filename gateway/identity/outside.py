@@ -9,8 +9,11 @@ leeway. The header members `jwk`, `jku`, `x5u` and `x5c` are never consulted (a 
 nothing) and a token with `crit` is refused (no extension is understood).
 
 Verified tokens are cached by their exact bytes until they expire, like TokenService: the signature is checked
-once per token, and the request path does no I/O. One exception: a token whose `kid` the issuer's key set does not
-hold, when a refetch is allowed (at most one per `min_refetch_seconds` per issuer, shared by every request), raises
+once per token. When a fetch brings the issuer's keys changed, cached tokens are verified again, so one signed with
+a key the issuer withdrew stops then.
+
+The request path does no I/O, with one exception: a token whose `kid` the issuer's key set does not hold, when a
+refetch is allowed (at most one per `min_refetch_seconds` per issuer, shared by every request), raises
 `SigningKeyUnknown`; the async callers wait for that one refetch (bounded by its 5 s timeout) and try once more, so
 a key the issuer just rotated in works on its first request instead of being refused until a later one. Every
 other unknown kid is refused at once.
@@ -73,6 +76,10 @@ class OutsideClaims:
     """The value of the issuer's `org_claim`, when one is configured."""
     token_id: str
     expires_at: float
+    keys: RemoteKeys
+    generation: int
+    """The key set's generation the signature was checked with: when the issuer's set changes (a key withdrawn),
+    the token is verified again."""
     principal: Principal | None = None
     version: int = -1
     """The snapshot version `principal` was made for (links and disabled users may change with it)."""
@@ -152,10 +159,12 @@ class OutsideTokens:
         gateway's own). Raises InvalidToken when it is one of theirs but fails (SigningKeyUnknown: see above)."""
         cached = self._cache.get(token)
         if cached is not None:
-            if time.time() < cached.expires_at + cached.trusted.leeway_seconds:
-                return cached
-            del self._cache[token]
-            raise InvalidToken("token expired")
+            if cached.generation == cached.keys.generation:
+                if time.time() < cached.expires_at + cached.trusted.leeway_seconds:
+                    return cached
+                del self._cache[token]
+                raise InvalidToken("token expired")
+            del self._cache[token]  # the issuer's keys changed since: verify again (a withdrawn key stops here)
         if not _COMPACT_RE.fullmatch(token):
             return None
         named = _unverified_issuer(token)
@@ -202,10 +211,10 @@ class OutsideTokens:
             raise InvalidToken("token expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("token rejected", audit_reason=f"outside token: {type(exc).__name__}") from exc
-        return _claims(trusted, claims)
+        return _claims(trusted, claims, issuer.keys)
 
 
-def _claims(trusted: TrustedIssuer, claims: dict[str, Any]) -> OutsideClaims:
+def _claims(trusted: TrustedIssuer, claims: dict[str, Any], keys: RemoteKeys) -> OutsideClaims:
     # PyJWT compared `iss`; compare again, exactly, as the one fact everything else rests on.
     if claims.get("iss") != trusted.issuer:
         raise InvalidToken("token rejected")
@@ -227,4 +236,6 @@ def _claims(trusted: TrustedIssuer, claims: dict[str, Any]) -> OutsideClaims:
         org=org,
         token_id=jti if isinstance(jti, str) else "",
         expires_at=float(exp),
+        keys=keys,
+        generation=keys.generation,
     )

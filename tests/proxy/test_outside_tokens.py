@@ -40,9 +40,15 @@ async def idp() -> AsyncIterator[Issuer]:
 
 @asynccontextmanager
 async def outside_gateway(
-    db_url: str, upstream: Upstream, tmp_path: Path, idp: Issuer, **issuer: Any
+    db_url: str,
+    upstream: Upstream,
+    tmp_path: Path,
+    idp: Issuer,
+    settings: dict[str, Any] | None = None,
+    **issuer: Any,
 ) -> AsyncIterator[Gateway]:
-    """A gateway trusting `idp` as `corp` (overrides in `issuer`), with the org `acme` and the system roles."""
+    """A gateway trusting `idp` as `corp` (overrides in `issuer`, other settings in `settings`), with the orgs
+    `acme` and `globex` and the system roles."""
     trusted = {
         "name": "corp",
         "issuer": idp.issuer,
@@ -52,11 +58,11 @@ async def outside_gateway(
         "min_refetch_seconds": 1,
         **issuer,
     }
-    settings = gateway_settings(
-        db_url, upstream.url, audit_log=str(tmp_path / "audit.jsonl"), trusted_issuers=[trusted]
+    configured = gateway_settings(
+        db_url, upstream.url, audit_log=str(tmp_path / "audit.jsonl"), trusted_issuers=[trusted], **(settings or {})
     )
     await load_system_policy(db_url)
-    async with serving(settings, upstream) as gateway:
+    async with serving(configured, upstream) as gateway:
         await gateway.org("acme")
         await gateway.org("globex")
         yield gateway
@@ -246,16 +252,19 @@ async def test_a_token_bound_to_an_org_by_its_claim(
 
 async def test_a_rotated_key_works_on_its_first_request(gw: Gateway, idp: Issuer) -> None:
     """The issuer replaces its key: the first token signed with the new one waits for one refetch and is allowed;
-    the withdrawn key's new tokens are refused once the set has been fetched again (REQ-B22)."""
+    the withdrawn key's tokens, new or verified before, are refused once the set has been fetched again
+    (REQ-B22)."""
     await _allow(gw, ("ext:corp:alice", "acme", "/api/*", "GET", "allow"))
     old = idp.keys[0]
-    assert (await gw.call("GET", "/api/orders", token=idp.sign(), org="acme"))[0] == 200
+    before = idp.sign()
+    assert (await gw.call("GET", "/api/orders", token=before, org="acme"))[0] == 200
     fetched = idp.jwks_hits
     await asyncio.sleep(1.1)  # min_refetch_seconds = 1 since the fetch at start
     idp.rotate("ES256")
     assert (await gw.call("GET", "/api/orders", token=idp.sign(), org="acme"))[0] == 200
     assert idp.jwks_hits == fetched + 1
     assert (await gw.call("GET", "/api/orders", token=idp.sign(key=old, jti="fresh"), org="acme"))[0] == 401
+    assert (await gw.call("GET", "/api/orders", token=before, org="acme"))[0] == 401
 
 
 async def test_random_kids_cause_at_most_one_fetch_per_interval(
@@ -362,3 +371,53 @@ async def test_the_control_plane_takes_a_linked_users_outside_token(gw: Gateway,
     await _allow(gw, ("ext:corp:mallory", "*", "admin:/*", "*", "allow"))
     assert (await gw.call("GET", "/admin/orgs/acme/members", token=stranger))[0] == 403
     assert (await gw.call("GET", "/admin/orgs/acme/members", token=idp.sign(jti="x")))[0] == 200
+
+
+async def _forward_auth(gateway: Gateway, token: str, method: str = "GET", org: str = "acme") -> tuple[int, Any]:
+    headers = {"X-Forwarded-Method": method, "X-Forwarded-Uri": "/api/orders", "X-Org": org}
+    headers["Authorization"] = f"Bearer {token}"
+    async with gateway.http.get(gateway.url + "/authz/forward", headers=headers) as response:
+        return response.status, response.headers.copy()
+
+
+async def test_forward_auth_takes_outside_tokens_and_waits_for_a_rotated_key(
+    db_url: str, upstream: Upstream, tmp_path: Path, idp: Issuer
+) -> None:
+    """Forward-auth decides outside tokens as the proxy does, including the one refetch a newly rotated key
+    needs."""
+    async with outside_gateway(db_url, upstream, tmp_path, idp, {"trusted_proxies": ["127.0.0.1"]}) as gw:
+        await _allow(gw, ("ext:corp:alice", "acme", "/api/*", "GET", "allow"))
+        status, headers = await _forward_auth(gw, idp.sign())
+        assert (status, headers["X-Gateway-User"]) == (200, "ext:corp:alice")
+        assert (await _forward_auth(gw, idp.sign(), method="DELETE"))[0] == 403
+        assert (await _forward_auth(gw, idp.sign(aud="elsewhere")))[0] == 401
+        await asyncio.sleep(1.1)
+        idp.rotate("RS256")
+        assert (await _forward_auth(gw, idp.sign()))[0] == 200
+        assert gw.upstream.seen == []
+
+
+async def test_an_org_admin_grants_an_outside_subject_paths_in_the_org(gw: Gateway, idp: Issuer) -> None:
+    """Through the management API, an org's admin may add a `p` line for an `ext:` subject in the org (and it
+    then decides), but not give it a role with a `g` line."""
+    await gw.user("admin@acme.test", org="acme", role="admin")
+    admin = await gw.login("admin@acme.test")
+    line = {"lines": ["p, ext:corp:alice, acme, /api/*, GET"]}
+    status, _, body = await gw.call("POST", "/admin/orgs/acme/policies", token=admin, json=line)
+    assert status == 201, body
+    assert (await gw.call("GET", "/api/orders", token=idp.sign(), org="acme"))[0] == 200
+    role = {"lines": ["g, ext:corp:alice, admin, acme"]}
+    status, _, body = await gw.call("POST", "/admin/orgs/acme/policies", token=admin, json=role)
+    assert status == 422, body
+
+
+async def test_a_cached_outside_token_stops_at_its_expiry(
+    db_url: str, upstream: Upstream, tmp_path: Path, idp: Issuer
+) -> None:
+    """The verified-token cache keeps a token only until its `exp` (plus the leeway, here none)."""
+    async with outside_gateway(db_url, upstream, tmp_path, idp, leeway_seconds=0) as gw:
+        await _allow(gw, ("ext:corp:alice", "acme", "/api/*", "GET", "allow"))
+        token = idp.sign(exp=int(time.time()) + 2)
+        assert (await gw.call("GET", "/api/orders", token=token, org="acme"))[0] == 200
+        await asyncio.sleep(2.2)
+        assert (await gw.call("GET", "/api/orders", token=token, org="acme"))[0] == 401
