@@ -21,6 +21,7 @@ from gateway.counters import Counters
 from gateway.db.engine import create_engine, session_factory
 from gateway.db.listen import Listener
 from gateway.db.models import ApiKey, Session, utcnow
+from gateway.identity.federation import Federation
 from gateway.identity.mail import Mailer
 from gateway.identity.outside import OutsideTokens
 from gateway.identity.passwords import PasswordHasher, usable_cpus
@@ -75,6 +76,8 @@ class Services:
     pipeline: Pipeline
     listener: Listener | None
     """PostgreSQL only: LISTEN for committed changes."""
+    federation: Federation
+    """The outside identity providers people sign in with (`[[identity_providers]]`)."""
     webhook: AuditWebhook | None = None
     """With `[audit] webhook_url`: delivers the audit trail (the runtime runs it)."""
     otlp_logs: AuditWebhook | None = None
@@ -91,6 +94,7 @@ class Services:
         if self.tracing is not None:
             await self.tracing.close()
         await self.counters.close()
+        await self.federation.close()
         if self.outside is not None:
             await self.outside.close()
         await self.http.close()
@@ -211,6 +215,7 @@ class Runtime:
             mailer=Mailer(settings.mail, store.sessions),
             pipeline=pipeline,
             listener=listener,
+            federation=Federation(settings),
             webhook=webhook,
             otlp_logs=otlp_logs,
             tracing=tracing,

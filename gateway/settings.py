@@ -392,6 +392,122 @@ class ForwardAuth(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The `aud` of that JWT (the upstream's origin); required with `identity_token`."""
 
 
+PROVIDER_KINDS = ("oidc", "google", "entra", "github")
+GOOGLE_ISSUER = "https://accounts.google.com"
+ENTRA_AUTHORITY = "https://login.microsoftonline.com"
+ENTRA_MULTI_TENANT = ("common", "organizations", "consumers")
+ENTRA_PERSONAL_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
+"""The `tid` of personal Microsoft accounts (outlook.com, ...)."""
+GITHUB_URL = "https://github.com"
+GITHUB_API_URL = "https://api.github.com"
+DEFAULT_ID_TOKEN_ALGORITHMS = ("RS256", "ES256", "PS256", "EdDSA")
+_PROVIDER_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+
+
+class ProviderMembership(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One `[[identity_providers.memberships]]` entry: a person whose `claim` holds `value` (equals it, or lists
+    it) is made `role` in `org` at each sign-in. GitHub has no claims: use `claim = "orgs"` (value: an org login)
+    or `claim = "teams"` (value: `org/team-slug`)."""
+
+    claim: str
+    value: str
+    org: str
+    role: str
+
+
+class IdentityProvider(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One `[[identity_providers]]` table: an outside provider people sign in with (`/auth/providers/{name}`)."""
+
+    name: str
+    """Lower-case letters, digits and hyphens; part of the redirect URI, and what linked identities are filed
+    under (renaming a provider unlinks everyone)."""
+    client_id: str
+    kind: Literal["oidc", "google", "entra", "github"] = "oidc"
+    """`oidc`: any OpenID Connect provider by its `issuer`; `google` and `entra`: presets; `github`: GitHub's
+    OAuth apps (not OpenID Connect: the person is GitHub's numeric user id and their primary verified email)."""
+    display_name: str = ""
+    """Shown in the provider list (default: the name)."""
+    issuer: str | None = None
+    """`oidc`: required, the exact issuer (its discovery document is `{issuer}/.well-known/openid-configuration`).
+    `google`: `https://accounts.google.com` by default. Not used by `entra` (see `tenant`) nor `github`."""
+    tenant: str | None = None
+    """`entra`: a tenant id (GUID) for one organisation, or `organizations`/`common` with `allowed_tenants`."""
+    allowed_tenants: tuple[str, ...] = ()
+    """`entra` with a multi-tenant `tenant`: the tenant ids (`tid`) whose people may sign in (required)."""
+    authority: str = ENTRA_AUTHORITY
+    """`entra`: the Microsoft identity platform's origin (a sovereign cloud's, or a stand-in's in tests)."""
+    github_url: str = GITHUB_URL
+    """`github`: where people authorise (`/login/oauth/authorize`) and codes are redeemed; GitHub Enterprise
+    Server: your server's origin."""
+    github_api_url: str = GITHUB_API_URL
+    """`github`: the REST API (`https://ghe.example.com/api/v3` for GitHub Enterprise Server)."""
+    client_secret: str | None = None
+    """Discouraged (the secret would sit in the config file): prefer `client_secret_env` or
+    `client_secret_file`. Never logged."""
+    client_secret_env: str | None = None
+    """The environment variable holding the client secret."""
+    client_secret_file: str | None = None
+    """A file holding the client secret (surrounding whitespace ignored)."""
+    scopes: tuple[str, ...] = ()
+    """Requested scopes. Default: `openid email profile` (OpenID Connect), `read:user user:email` (GitHub, plus
+    `read:org` when a rule reads orgs or teams)."""
+    email_claim: str = "email"
+    email_verified_claim: str = "email_verified"
+    """The claim that says the provider verified `email`; an address without it set to true never links to or
+    creates an account by itself."""
+    name_claim: str = "name"
+    algorithms: tuple[str, ...] = DEFAULT_ID_TOKEN_ALGORITHMS
+    """JWS algorithms an ID token may use (asymmetric only: `none` and HS* are refused here)."""
+    extra_audiences: tuple[str, ...] = ()
+    """Audiences an ID token may carry besides `client_id` (some providers always add one); others are refused."""
+    hosted_domains: tuple[str, ...] = ()
+    """`google`: only Workspace accounts whose ID token's `hd` claim is one of these may sign in."""
+    email_domains: tuple[str, ...] = ()
+    """Only people whose verified email is at one of these domains may sign in (any provider)."""
+    required_orgs: tuple[str, ...] = ()
+    """`github`: only members of one of these organisations may sign in; a failed lookup refuses."""
+    allow_signup: bool = False
+    """Create a new user for a person the gateway does not know (their verified email belongs to no user);
+    otherwise such a sign-in is refused (403 `signup-disabled`)."""
+    memberships: tuple[ProviderMembership, ...] = ()
+    """Claims to memberships, applied at every sign-in (see the README: a mapping adds and removes only the
+    memberships it made)."""
+
+    def __repr__(self) -> str:
+        secret = "<hidden>" if self.client_secret else None
+        return f"IdentityProvider(name={self.name!r}, kind={self.kind!r}, client_secret={secret})"
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
+
+    def secret(self, environ: Mapping[str, str] | None = None) -> str:
+        """The client secret from `client_secret_env`, `client_secret_file` or `client_secret`; ConfigError naming
+        the key when it is missing or unreadable (the message never holds the secret)."""
+        key = f"identity_providers.{self.name}"
+        given = [self.client_secret, self.client_secret_env, self.client_secret_file]
+        if sum(value is not None for value in given) != 1:
+            raise ConfigError(
+                f"{key}.client_secret_env: set exactly one of client_secret_env, client_secret_file, client_secret"
+            )
+        if self.client_secret_env is not None:
+            value = (os.environ if environ is None else environ).get(self.client_secret_env, "").strip()
+            if not value:
+                raise ConfigError(f"{key}.client_secret_env: {self.client_secret_env} is not set")
+            return value
+        if self.client_secret_file is not None:
+            try:
+                value = Path(self.client_secret_file).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ConfigError(f"{key}.client_secret_file: cannot be read: {reason or exc}") from exc
+            if not value:
+                raise ConfigError(f"{key}.client_secret_file: the file is empty")
+            return value
+        assert self.client_secret is not None
+        return self.client_secret
+
+
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
@@ -546,6 +662,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     identity_headers: tuple[IdentityHeader, ...] = DEFAULT_IDENTITY_HEADERS
     """Which of X-Gateway-User, -Email, -Name, -Org, -Roles upstreams get (routes and forward-auth may say
     otherwise). Email and name are percent-encoded UTF-8."""
+    identity_providers: tuple[IdentityProvider, ...] = ()
+    """Outside providers people sign in with (`[[identity_providers]]`); see `IdentityProvider`."""
     encryption_key: str | None = None
     """A Fernet key (`gateway encryption-key` makes one) sealing TOTP secrets at rest. Keep it out of the
     database and its backups; prefer GATEWAY_ENCRYPTION_KEY. Without it, TOTP secrets are stored as they are."""
@@ -637,6 +755,7 @@ def _validate(settings: Settings) -> None:
     _validate_audit(settings.audit)
     _validate_tracing(settings.tracing)
     _validate_browser(settings.browser)
+    _validate_providers(settings.identity_providers)
     _validate_issuers(settings.trusted_issuers, settings.tokens.issuer)
     seen: set[tuple[str, str]] = set()
     for index, route in enumerate(settings.routes):
@@ -727,6 +846,65 @@ def path_template(template: str) -> tuple[str | None, ...]:
     if any(s != "{org}" and not _SEGMENT_RE.fullmatch(s) for s in segments):
         raise ValueError("its other segments are literal: letters, digits, '-', '.', '_', '~'")
     return tuple(None if s == "{org}" else s for s in segments)
+
+
+def _validate_providers(providers: tuple[IdentityProvider, ...]) -> None:
+    names: set[str] = set()
+    for index, provider in enumerate(providers):
+        key = f"identity_providers[{index}]"
+        if not _PROVIDER_NAME_RE.match(provider.name):
+            raise ConfigError(f"{key}.name: lower-case letters, digits and inner hyphens, at most 64")
+        if provider.name in names:
+            raise ConfigError(f"{key}.name: {provider.name!r} is configured twice")
+        names.add(provider.name)
+        if not provider.client_id:
+            raise ConfigError(f"{key}.client_id: required")
+        try:
+            provider.secret()
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(f"identity_providers.{provider.name}", key, 1)) from None
+        if provider.kind == "oidc" and not provider.issuer:
+            raise ConfigError(f"{key}.issuer: required for an OpenID Connect provider")
+        for name, url in (
+            ("issuer", provider.issuer),
+            ("authority", provider.authority),
+            ("github_url", provider.github_url),
+            ("github_api_url", provider.github_api_url),
+        ):
+            if url is not None and (not fetchable_url(url) or "?" in url):
+                raise ConfigError(f"{key}.{name}: an https URL without query (http only to a loopback host)")
+        if provider.kind == "entra":
+            tenant = provider.tenant or ""
+            if not tenant:
+                raise ConfigError(f"{key}.tenant: required for entra (a tenant id, or organizations/common)")
+            if tenant in ENTRA_MULTI_TENANT and not provider.allowed_tenants:
+                raise ConfigError(f"{key}.allowed_tenants: required with a multi-tenant `tenant` ({tenant})")
+            if tenant not in ENTRA_MULTI_TENANT and not re.fullmatch(r"[0-9a-fA-F-]{36}", tenant):
+                raise ConfigError(f"{key}.tenant: a tenant id (GUID), or organizations, common or consumers")
+        elif provider.tenant is not None or provider.allowed_tenants:
+            raise ConfigError(f"{key}.tenant: only for kind = entra")
+        if provider.hosted_domains and provider.kind != "google":
+            raise ConfigError(f"{key}.hosted_domains: only for kind = google")
+        if provider.required_orgs and provider.kind != "github":
+            raise ConfigError(f"{key}.required_orgs: only for kind = github")
+        if not provider.algorithms:
+            raise ConfigError(f"{key}.algorithms: at least one")
+        for alg in provider.algorithms:
+            if alg not in ASYMMETRIC_ALGORITHMS:
+                raise ConfigError(
+                    f"{key}.algorithms: {alg!r} is not an asymmetric JWS algorithm (none and HS* are refused)"
+                )
+        for domain in provider.email_domains + provider.hosted_domains:
+            if not re.fullmatch(r"[a-z0-9.-]+\.[a-z]{2,}", domain):
+                raise ConfigError(f"{key}: {domain!r} is not a lower-case domain name")
+        for number, rule in enumerate(provider.memberships):
+            where = f"{key}.memberships[{number}]"
+            if not rule.claim or not rule.value or not rule.org or not rule.role:
+                raise ConfigError(f"{where}: claim, value, org and role are required")
+            if provider.kind == "github" and rule.claim not in ("orgs", "teams"):
+                raise ConfigError(f"{where}.claim: GitHub rules read `orgs` or `teams`")
+            if rule.claim == "teams" and provider.kind == "github" and rule.value.count("/") != 1:
+                raise ConfigError(f"{where}.value: a team is `org/team-slug`")
 
 
 def _validate_audit(audit: Audit) -> None:
@@ -868,6 +1046,16 @@ def _relative_to(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
     secret_file = audit.get("webhook_secret_file") if isinstance(audit, dict) else None
     if isinstance(audit, dict) and isinstance(secret_file, str) and not Path(secret_file).is_absolute():
         resolved["audit"] = {**audit, "webhook_secret_file": str(folder / secret_file)}
+    providers = resolved.get("identity_providers")
+    if isinstance(providers, list):
+        resolved["identity_providers"] = [
+            {**item, "client_secret_file": str(folder / item["client_secret_file"])}
+            if isinstance(item, dict)
+            and isinstance(item.get("client_secret_file"), str)
+            and not Path(item["client_secret_file"]).is_absolute()
+            else item
+            for item in providers
+        ]
     url = resolved.get("database_url")
     if isinstance(url, str) and url.startswith("sqlite+aiosqlite:///"):
         file = url[len("sqlite+aiosqlite:///") :]

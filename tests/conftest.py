@@ -42,6 +42,7 @@ from gateway.db.models import (
     AuditRecord,
     BootstrapToken,
     Invitation,
+    LoginState,
     Membership,
     Organization,
     OutboxMessage,
@@ -125,6 +126,7 @@ async def _empty(url: str) -> None:
     try:
         async with session_factory(engine)() as session:
             for model in (
+                LoginState,
                 RefreshToken,
                 Session,
                 ApiKey,

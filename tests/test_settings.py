@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -275,6 +276,88 @@ def test_a_prefix_may_repeat_on_other_hosts_but_not_on_the_same_host() -> None:
         settings_from_mapping({"routes": twice})
     with pytest.raises(ConfigError, match=r"routes\[1\]\.prefix: '/api' is configured twice$"):
         settings_from_mapping({"routes": [fine[0], fine[0]]})
+
+
+PROVIDER = """
+[[identity_providers]]
+name = "corp"
+issuer = "https://sso.corp.example"
+client_id = "gateway"
+"""
+PROVIDER_SECRET = "provider-client-secret-value"
+
+
+def test_an_identity_providers_secret_comes_from_env_or_file_and_never_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`client_secret_env` names the variable, `client_secret_file` a file (relative to the config file); the
+    settings' repr hides the secret, and an error names the key without it."""
+    monkeypatch.setenv("CORP_SECRET", PROVIDER_SECRET)
+    settings = load_settings(_write(tmp_path, PROVIDER + 'client_secret_env = "CORP_SECRET"\n'), environ={})
+    (provider,) = settings.identity_providers
+    assert provider.secret() == PROVIDER_SECRET
+    assert PROVIDER_SECRET not in repr(settings)
+    (tmp_path / "corp.secret").write_text(PROVIDER_SECRET + "\n")
+    settings = load_settings(_write(tmp_path, PROVIDER + 'client_secret_file = "corp.secret"\n'), environ={})
+    assert settings.identity_providers[0].secret() == PROVIDER_SECRET
+    inline = load_settings(_write(tmp_path, PROVIDER + f'client_secret = "{PROVIDER_SECRET}"\n'), environ={})
+    assert PROVIDER_SECRET not in repr(inline) and "client_secret=<hidden>" in repr(inline.identity_providers[0])
+    monkeypatch.delenv("CORP_SECRET")
+    with pytest.raises(ConfigError, match=r"identity_providers\[0\].client_secret_env: CORP_SECRET is not set"):
+        load_settings(_write(tmp_path, PROVIDER + 'client_secret_env = "CORP_SECRET"\n'), environ={})
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("", ".client_secret_env: set exactly one"),
+        ('client_secret = "s"\nclient_secret_env = "X"\n', ".client_secret_env: set exactly one"),
+        ('client_secret = "s"\nalgorithms = ["none"]\n', ".algorithms: 'none'"),
+        ('client_secret = "s"\nalgorithms = ["HS256"]\n', ".algorithms: 'HS256'"),
+        ('client_secret = "s"\nhosted_domains = ["corp.example"]\n', ".hosted_domains: only for kind = google"),
+        ('client_secret = "s"\nname = "Bad Name"\n', ".name: lower-case"),
+        ('client_secret = "s"\nemail_domains = ["a@b.example"]\n', ": 'a@b.example' is not a lower-case domain"),
+    ],
+)
+def test_bad_identity_providers_fail_naming_the_key(tmp_path: Path, extra: str, key: str) -> None:
+    """A provider needs exactly one secret source; `none` and HS* are refused as ID token algorithms (REQ-B15);
+    preset-only keys are refused elsewhere; names are URL-safe; email domains are domains (REQ-B19)."""
+    text = PROVIDER.replace('name = "corp"\n', "") if "name =" in extra else PROVIDER
+    with pytest.raises(ConfigError, match=re.escape("identity_providers[0]" + key)):
+        load_settings(_write(tmp_path, text + extra), environ={})
+
+
+def test_entra_needs_a_tenant_and_a_multi_tenant_one_an_allow_list(tmp_path: Path) -> None:
+    """`kind = "entra"` needs `tenant`; `organizations` or `common` need `allowed_tenants` (REQ-B16)."""
+    entra = '[[identity_providers]]\nname = "ms"\nkind = "entra"\nclient_id = "c"\nclient_secret = "s"\n'
+    with pytest.raises(ConfigError, match=r"identity_providers\[0\].tenant: required"):
+        load_settings(_write(tmp_path, entra), environ={})
+    with pytest.raises(ConfigError, match=r"identity_providers\[0\].allowed_tenants: required"):
+        load_settings(_write(tmp_path, entra + 'tenant = "organizations"\n'), environ={})
+    load_settings(_write(tmp_path, entra + 'tenant = "organizations"\nallowed_tenants = ["t"]\n'), environ={})
+
+
+def test_the_readme_identity_provider_examples_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each `[[identity_providers]]` example of the README (any OIDC, Google, Entra, GitHub) loads as shown, from a
+    config file beside its secret file, with the environment variables it names set."""
+    import tomllib
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [
+        block
+        for block in re.findall(r"```toml\n(.*?)```", readme, flags=re.DOTALL)
+        if "[[identity_providers]]" in block
+    ]
+    assert len(blocks) == 4
+    for variable in ("CORP_OIDC_SECRET", "GOOGLE_CLIENT_SECRET", "GITHUB_CLIENT_SECRET"):
+        monkeypatch.setenv(variable, "a-client-secret")
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "entra-client-secret").write_text("a-client-secret\n")
+    loaded = load_settings(_write(tmp_path, "\n".join(blocks)), environ={})
+    kinds = [(provider.name, provider.kind, len(provider.memberships)) for provider in loaded.identity_providers]
+    assert kinds == [("corp", "oidc", 1), ("google", "google", 1), ("entra", "entra", 1), ("github", "github", 1)]
+    assert all(provider.secret() == "a-client-secret" for provider in loaded.identity_providers)
+    assert tomllib.loads(blocks[0])["identity_providers"][0]["issuer"] == loaded.identity_providers[0].issuer
 
 
 ISSUER = """

@@ -132,4 +132,5 @@ def dependencies() -> dict[str, Provide]:
         "tokens": _service("tokens"),
         "throttle": _service("throttle"),
         "metrics": _service("metrics"),
+        "federation": _service("federation"),
     }

@@ -160,3 +160,36 @@ class BootstrapRequest(msgspec.Struct, forbid_unknown_fields=True):
 class BootstrapResult(msgspec.Struct):
     id: str
     email: str
+
+
+class ProviderView(msgspec.Struct):
+    """A configured outside identity provider."""
+
+    name: str
+    display_name: str
+    kind: str
+    """`oidc`, `google`, `entra` or `github`."""
+    start_url: str
+    """Send the browser here (GET) to sign in with this provider."""
+
+
+class AuthorizationUrl(msgspec.Struct):
+    authorization_url: str
+    """Send the browser here; the provider sends it back to this gateway's callback, which links the identity."""
+
+
+class LinkedIdentityResult(msgspec.Struct):
+    linked: bool
+    """True: the identity was attached now; false: it was linked to this account already."""
+    provider: str
+
+
+class IdentityView(msgspec.Struct):
+    """An identity at an outside provider that signs in to this account."""
+
+    id: str
+    provider: str
+    email: str | None
+    """The address the provider reported at the last sign-in (verified or not: never used to find the account)."""
+    created_at: dt.datetime
+    last_login_at: dt.datetime | None

@@ -134,6 +134,10 @@ class Membership(Base):
     role: Mapped[str] = mapped_column(String(64))
     """Becomes `g, user:<user_id>, <role>, <org slug>` in the enforcer."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    granted_by: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    """`provider:<name>` while the membership is the work of that provider's claims mapping, which may change or
+    remove it at a later sign-in; NULL when an admin, an invitation or the CLI made it (a mapping never touches
+    it), and cleared when an admin changes the role."""
 
 
 class PolicyRule(Base):
@@ -516,3 +520,25 @@ class ExternalIdentity(Base):
     """The address the provider reported at the last sign-in (shown in the list; never used to look up)."""
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LoginState(Base):
+    """A sign-in through an outside provider between its start and its callback: single-use, short-lived, bound
+    to the browser that started it (a cookie whose SHA-256 is `browser_hash`)."""
+
+    __tablename__ = "login_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 (hex) of the `state` parameter (256 random bits); the state itself is never stored."""
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str] = mapped_column(String(128))
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    """The PKCE verifier (RFC 7636, S256), sent only with the code."""
+    link_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
+    """Set when a signed-in user links this provider to their account."""
+    return_to: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """Opaque to the callback: where the portal sends the browser afterwards (checked by the portal)."""
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -112,6 +112,14 @@ async def login(
         raise EmailUnverified("confirm your email address first: follow the link we sent")
     if new_hash:
         user.password_hash = new_hash
+    return await sign_in(session, tokens, user, client)
+
+
+async def sign_in(
+    session: AsyncSession, tokens: TokenService, user: User, client: sessions.Client
+) -> sessions.TokenPair | MfaRequired:
+    """The end of every first factor (a password, an outside provider): a new session and its tokens, or only
+    an MFA challenge when the user has a confirmed second factor."""
     if await mfa.confirmed_factor(session, user.id) is not None:
         token, ttl = await mfa.open_challenge(session, user.id, ip=client.ip, user_agent=client.user_agent)
         return MfaRequired(mfa_token=token, expires_in=ttl)

@@ -187,6 +187,7 @@ async def change_role(
         actor.require(owners_object(org), "POST", "only owners may change an owner's role")
     async with owners_guarded(session, actor, org):
         membership.role = role
+        membership.granted_by = None  # a role someone chose: no claims mapping touches it again
     await bump_version(session, [changes.membership(user.id, org.slug, old=before, new=role)])
     record(session, actor, "member.role", org=org.slug, target=user.id, before={"role": before}, after={"role": role})
     return member_view(membership, user)

@@ -199,11 +199,18 @@ PUBLIC_AUTH = {
     ("POST", "/auth/invitations/accept"): "token",
     ("POST", "/auth/invitations/decline"): "token",
 }
+# Public routes a browser reaches by navigation (outside identity providers), with their answer to a request
+# without a token: the list, and 404 for a provider that is not configured (start, callback).
+PUBLIC_BROWSER = {
+    ("GET", "/auth/providers"): 200,
+    ("GET", "/auth/providers/{name:str}/start"): 404,
+    ("GET", "/auth/providers/{name:str}/callback"): 404,
+}
 
 
 async def test_every_auth_route_needs_a_token_except_the_public_ones(gateway: Gateway) -> None:
-    """Without credentials every /auth route is 401, except the allowlist (which answers 422 to an empty body,
-    naming the missing field)."""
+    """Without credentials every /auth route is 401, except the allowlists: PUBLIC_AUTH answers 422 to an empty
+    body, naming the missing field; PUBLIC_BROWSER answers as listed."""
     routes = {
         (method, route.path)
         for route in gateway.control_routes()
@@ -211,12 +218,15 @@ async def test_every_auth_route_needs_a_token_except_the_public_ones(gateway: Ga
         for method in getattr(route, "methods", ())
         if method not in ("HEAD", "OPTIONS")
     }
-    assert routes >= set(PUBLIC_AUTH)
+    assert routes >= set(PUBLIC_AUTH) | set(PUBLIC_BROWSER)
     for method, path in sorted(routes):
         concrete = path.replace("{session:str}", "00000000-0000-0000-0000-000000000000")
-        status, headers, body = await gateway.call(method, concrete, json={})
+        concrete = concrete.replace("{name:str}", "nosuch").replace("{identity:str}", "nosuch")
+        status, headers, body = await gateway.call(method, concrete, json={}, allow_redirects=False)
         problem = json.loads(body)
-        if (method, path) in PUBLIC_AUTH:
+        if (method, path) in PUBLIC_BROWSER:
+            assert status == PUBLIC_BROWSER[method, path], (method, path, status, problem)
+        elif (method, path) in PUBLIC_AUTH:
             assert status == 422, (method, path, status, problem)
             assert problem["field"] == PUBLIC_AUTH[method, path], (method, path, problem)
         else:

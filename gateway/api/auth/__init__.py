@@ -7,8 +7,16 @@ from gateway.api.auth.account import AccountController
 from gateway.api.auth.invitations import InvitationsController
 from gateway.api.auth.login import LoginController
 from gateway.api.auth.mfa import MfaController
+from gateway.api.auth.providers import ProvidersController
 from gateway.api.auth.sessions import SessionsController
 
-CONTROLLERS = (LoginController, MfaController, SessionsController, AccountController, InvitationsController)
+CONTROLLERS = (
+    LoginController,
+    MfaController,
+    SessionsController,
+    AccountController,
+    InvitationsController,
+    ProvidersController,
+)
 
 __all__ = ["CONTROLLERS"]
