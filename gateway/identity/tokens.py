@@ -277,6 +277,19 @@ class TokenService:
         self._cookies[token] = (principal, issued, not_after)
         return principal, issued, not_after
 
+    def genuine_session_cookie(self, token: str) -> tuple[Principal, int, int]:
+        """A session cookie this gateway signed, even one past its idle expiry: (principal, issued at, session
+        end). Only for the portal, which then asks the database whether the session itself is still live
+        (a forward-auth browser's cookie cannot be re-issued on the way, so it may idle out while in use)."""
+        claims = self._decode(
+            token, SESSION_COOKIE_TYP, ("exp", "iat", "sub", "jti", "iss", "aud", "sid", "nat"), verify_exp=False
+        )
+        principal = self._principal(claims)
+        issued, not_after = claims["iat"], claims["nat"]
+        if not isinstance(issued, int) or not isinstance(not_after, int):
+            raise InvalidToken("token rejected")
+        return principal, issued, not_after
+
     def authenticate(self, authorization: str | None) -> Principal:
         """Turn an Authorization header value into a Principal or raise Unauthenticated / InvalidToken."""
         token = _bearer(authorization)
@@ -305,7 +318,7 @@ class TokenService:
         principal = self._principal(claims)
         return principal, float(claims["exp"])
 
-    def _decode(self, token: str, typ: str, required: tuple[str, ...]) -> dict[str, Any]:
+    def _decode(self, token: str, typ: str, required: tuple[str, ...], *, verify_exp: bool = True) -> dict[str, Any]:
         # Only the canonical compact form: three unpadded base64url parts. Decoders that tolerate padding or
         # other characters would let one token take many spellings (each a fresh cache entry, and a way past
         # any filter that compares tokens as strings).
@@ -329,7 +342,7 @@ class TokenService:
                 audience=self._settings.audience,
                 issuer=self._settings.issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": list(required)},
+                options={"require": list(required), "verify_exp": verify_exp},
             )
         except jwt.ExpiredSignatureError as exc:
             raise InvalidToken("token expired") from exc
