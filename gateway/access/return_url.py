@@ -5,7 +5,7 @@ checks it when the sign-in page is shown and again when the form is posted (REQ-
 exactly the `Location` it answers with. A value passes (REQ-B1, REQ-B4) when it is
 
 - a path on the portal itself: one `/`, then no second `/` or `\\` (not even after percent-decoding or behind
-  whitespace, controls or dot segments), no dot segments at all; or
+  spaces), no dot segments, controls or non-ASCII characters (look-alike slashes) on any decoding layer; or
 - an absolute `https://` URL (`http://` only when `browser.cookie_secure` is off) on the portal's own host or an
   `allowed_hosts` entry (an exact host, or `.example.com` for its subdomains), on exactly that port, with no
   userinfo;
@@ -18,10 +18,12 @@ through the target). Anything else is replaced by the default, never repaired.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from gateway.settings import Browser, Settings
 
+SIGN_IN_PATH = "/portal/sign-in"
+"""The portal's sign-in page; `?rd=` carries the return URL."""
 MAX_LENGTH = 2048
 _ALLOWED_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -36,6 +38,11 @@ def portal_origin(settings: Settings) -> str:
     """The portal's external origin (`https://auth.example.com`): `browser.public_url`, else the mail links'."""
     origin = settings.browser.public_url or settings.mail.public_base_url
     return origin.rstrip("/")
+
+
+def sign_in_url(settings: Settings, return_url: str) -> str:
+    """The absolute URL of the portal's sign-in page that comes back to `return_url` (checked by the portal)."""
+    return f"{portal_origin(settings)}{SIGN_IN_PATH}?rd={quote(return_url, safe='')}"
 
 
 def checked_return_url(value: str | None, *, settings: Settings, default: str) -> str:

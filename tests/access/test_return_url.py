@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.access.return_url import acceptable, checked_return_url, portal_origin
+from gateway.access.return_url import acceptable, checked_return_url, portal_origin, sign_in_url
 from gateway.settings import Browser, settings_from_mapping
 
 PORTAL = "https://auth.good.com"
@@ -208,3 +208,10 @@ def test_checked_return_url_falls_back_to_the_default() -> None:
     assert checked_return_url("/app?x=1", settings=settings, default="/home") == "/app?x=1"
     fallback = settings_from_mapping({"mail": {"public_base_url": "https://www.good.com/"}})
     assert portal_origin(fallback) == "https://www.good.com"
+
+
+def test_the_sign_in_url_carries_the_return_url_encoded() -> None:
+    """The data plane sends browsers to the portal's origin with the return URL as one encoded `rd` value."""
+    settings = settings_from_mapping({"browser": {"public_url": "https://auth.good.com"}})
+    url = sign_in_url(settings, "https://app.good.com/a?b=1&c=2")
+    assert url == "https://auth.good.com/portal/sign-in?rd=https%3A%2F%2Fapp.good.com%2Fa%3Fb%3D1%26c%3D2"
