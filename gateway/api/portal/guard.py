@@ -80,6 +80,11 @@ def read_side_cookie(request: Request[Any, Any, Any], browser: Browser, purpose:
     return read_cookie(request.headers.get("cookie"), side_cookie_name(browser, purpose))
 
 
+def _usable(secret: str) -> bool:
+    """A CSRF secret as the portal makes them (at least 256 bits): a short planted value is never used."""
+    return 43 <= len(secret) <= 64
+
+
 def form_token(secret: str, form: str) -> str:
     """The token a form named `form` carries for the browser holding `secret`."""
     digest = hmac.new(secret.encode(), b"gateway-portal-form:" + form.encode(), hashlib.sha256).digest()
@@ -91,7 +96,7 @@ class Forms:
 
     def __init__(self, request: Request[Any, Any, Any], browser: Browser) -> None:
         existing = read_side_cookie(request, browser, "csrf")
-        self.secret = existing if existing and 32 <= len(existing) <= 64 else secrets.token_urlsafe(32)
+        self.secret = existing if existing and _usable(existing) else secrets.token_urlsafe(32)
         self.set_cookie = None if self.secret == existing else side_cookie(browser, "csrf", self.secret, CSRF_SECONDS)
 
     def token(self, form: str) -> str:
@@ -111,15 +116,17 @@ def check_post(request: Request[Any, Any, Any], settings: Settings, form: str, f
     if site is None and origin is None:
         raise CsrfRefused("neither Origin nor Sec-Fetch-Site")
     if site is not None and site.lower() not in ("same-origin", "none"):
-        raise CsrfRefused(f"Sec-Fetch-Site: {site}")
+        raise CsrfRefused(f"Sec-Fetch-Site: {site[:32]}")
     if origin == "null" and site is not None:
         pass  # our own `Referrer-Policy: no-referrer` makes browsers send `Origin: null`; Sec-Fetch-Site decides
     elif origin is not None and origin.lower() not in allowed_origins(request, settings):
         raise CsrfRefused("Origin not allowed")
     secret = read_side_cookie(request, settings.browser, "csrf")
     sent = fields.get("csrf_token", "")
-    if not secret or not sent or not hmac.compare_digest(form_token(secret, form).encode(), sent.encode()):
-        raise CsrfRefused("form token missing or wrong")
+    if not secret or not _usable(secret) or not sent:
+        raise CsrfRefused("form token or its cookie missing")
+    if not hmac.compare_digest(form_token(secret, form).encode(), sent.encode()):
+        raise CsrfRefused("form token wrong")
 
 
 def _origin_of(url: str) -> str | None:
