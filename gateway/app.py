@@ -161,8 +161,9 @@ _EXCEPTION_HANDLERS: dict[int | type[Exception], Any] = {
 
 def create_app(runtime: Runtime) -> Litestar:
     """The control plane: /auth, /admin, health, readiness, metrics and JWKS in one Litestar application with
-    one OpenAPI document. Its lifespan starts and stops the runtime (once per process); the front door
-    (`gateway.asgi`) hands it only the gateway's own paths, already canonical."""
+    one OpenAPI document, and with `[browser] enabled` the sign-in portal's pages (/portal). Its lifespan starts
+    and stops the runtime (once per process); the front door (`gateway.asgi`) hands it only the gateway's own
+    paths, already canonical."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -172,8 +173,16 @@ def create_app(runtime: Runtime) -> Litestar:
         finally:
             await runtime.stop()
 
+    handlers: list[Any] = [*AUTH_CONTROLLERS, admin_router(), healthz, readyz, metrics, jwks]
+    templates = None
+    if runtime.settings.browser.enabled:
+        from gateway.api.portal import PortalController, template_config
+
+        handlers.append(PortalController)
+        templates = template_config()
     app = Litestar(
-        route_handlers=[*AUTH_CONTROLLERS, admin_router(), healthz, readyz, metrics, jwks],
+        route_handlers=handlers,
+        template_config=templates,
         lifespan=[lifespan],
         dependencies={**dependencies(), "caller": Provide(provide_caller, sync_to_thread=False)},
         exception_handlers=_EXCEPTION_HANDLERS,

@@ -2,6 +2,7 @@
 
     lifespan                                  -> the Litestar application (its lifespan starts the runtime, once)
     /auth /admin /healthz /readyz /metrics    -> the Litestar application (control plane)
+    /portal
     /.well-known
     /authz/forward                            -> the pipeline's forward-auth decision (data plane)
     anything else                             -> the pipeline (data plane): no Litestar object on the way

@@ -101,6 +101,11 @@ class InvalidToken(Unauthenticated):
         return 'Bearer error="invalid_token"'
 
 
+class CredentialExpired(InvalidToken):
+    """Raise when a genuine credential has expired (the answer is the same 401 as any invalid token). A browser's
+    idle-expired session cookie is kept, not cleared, so the portal can resume a session still in use."""
+
+
 class Forbidden(GatewayError):
     """Raise when the caller is known but not allowed; also for unknown organizations (no existence oracle)."""
 

@@ -1,6 +1,7 @@
 """The gateway's own paths, in one place: what it reserves, which plane serves each, what the management port takes.
 
     /auth /admin /healthz /readyz /metrics /.well-known   control plane (the Litestar application)
+    /portal                                                control plane: the browser sign-in portal (404 when off)
     /authz/forward                                         data plane (forward-auth decisions)
     everything else under /authz                           reserved: 404, never forwarded
     anything else                                          data plane (the route table; no route is 404)
@@ -11,7 +12,7 @@ With `admin_listen` set, /admin and /metrics are served on that listener only an
 
 from __future__ import annotations
 
-CONTROL_PREFIXES = ("/auth", "/admin", "/healthz", "/readyz", "/metrics", "/.well-known")
+CONTROL_PREFIXES = ("/auth", "/admin", "/healthz", "/readyz", "/metrics", "/.well-known", "/portal")
 FORWARD_AUTH_PATH = "/authz/forward"
 RESERVED_PREFIXES = (*CONTROL_PREFIXES, "/authz")
 MANAGEMENT_PREFIXES = ("/admin", "/metrics")

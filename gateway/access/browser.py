@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from gateway.access.return_url import SIGN_IN_PATH
 from gateway.errors import Forbidden
-from gateway.settings import Settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-SIGN_IN_PATH = "/portal/sign-in"
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ws": "80", "wss": "443"}
 
 
@@ -120,11 +119,6 @@ def wants_html(method: str, head: BrowserHead) -> bool:
     if head.requested_with == "xmlhttprequest":
         return False
     return head.fetch_mode is None or head.fetch_mode in ("navigate", "nested-navigate")
-
-
-def portal_origin(settings: Settings) -> str:
-    """Where the sign-in portal is served: `[browser] public_url`, else `[mail] public_base_url`."""
-    return (settings.browser.public_url or settings.mail.public_base_url).rstrip("/")
 
 
 def sign_in_location(portal: str, return_url: str | None) -> str:

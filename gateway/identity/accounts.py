@@ -90,9 +90,27 @@ async def login(
     password: str,
     client: sessions.Client,
 ) -> sessions.TokenPair | MfaRequired:
-    """Check the password (always one Argon2 run, whether or not the user exists), then issue tokens, or only
-    an MFA challenge when the user has a second factor. Failures are throttled per email (known or not) and per
-    client IP; when password hashing is saturated the login is refused (503) before anything is looked up."""
+    """Password login for tokens (POST /auth/login): `first_factor`, then a new session with an access and a
+    refresh token, or only the MFA challenge."""
+    user = await first_factor(session, hasher, throttle, email=email, password=password, client=client)
+    if isinstance(user, MfaRequired):
+        return user
+    return await sessions.start(session, tokens, user.id, client)
+
+
+async def first_factor(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    throttle: LoginThrottle,
+    *,
+    email: str,
+    password: str,
+    client: sessions.Client,
+) -> User | MfaRequired:
+    """Check the password (always one Argon2 run, whether or not the user exists): the user, who may now get a
+    session, or only an MFA challenge when the user has a second factor. Failures are throttled per email (known
+    or not) and per client IP; when password hashing is saturated the login is refused (503) before anything is
+    looked up. The JSON login and the browser portal both come through here."""
     try:
         address = normalise_email(email)
     except Unprocessable:
@@ -112,17 +130,26 @@ async def login(
         raise EmailUnverified("confirm your email address first: follow the link we sent")
     if new_hash:
         user.password_hash = new_hash
-    return await sign_in(session, tokens, user, client)
+    return await unless_mfa(session, user, client)
+
+
+async def unless_mfa(session: AsyncSession, user: User, client: sessions.Client) -> User | MfaRequired:
+    """After a first factor (a password, an outside provider): the user, who may now get a session, or only an
+    MFA challenge when the user has a confirmed second factor."""
+    if await mfa.confirmed_factor(session, user.id) is not None:
+        token, ttl = await mfa.open_challenge(session, user.id, ip=client.ip, user_agent=client.user_agent)
+        return MfaRequired(mfa_token=token, expires_in=ttl)
+    return user
 
 
 async def sign_in(
     session: AsyncSession, tokens: TokenService, user: User, client: sessions.Client
 ) -> sessions.TokenPair | MfaRequired:
-    """The end of every first factor (a password, an outside provider): a new session and its tokens, or only
-    an MFA challenge when the user has a confirmed second factor."""
-    if await mfa.confirmed_factor(session, user.id) is not None:
-        token, ttl = await mfa.open_challenge(session, user.id, ip=client.ip, user_agent=client.user_agent)
-        return MfaRequired(mfa_token=token, expires_in=ttl)
+    """The end of a first factor for tokens (an outside provider's callback): a new session and its tokens, or
+    only an MFA challenge when the user has a confirmed second factor."""
+    checked = await unless_mfa(session, user, client)
+    if isinstance(checked, MfaRequired):
+        return checked
     return await sessions.start(session, tokens, user.id, client)
 
 
@@ -136,9 +163,27 @@ async def complete_mfa(
     challenge_token: str,
     code: str,
 ) -> tuple[sessions.TokenPair, bool]:
-    """The second step of an MFA login: a TOTP code or a backup code. Returns the tokens and whether a backup
-    code was spent. A wrong code counts against the challenge (5 and it is dead) and against the account across
-    challenges (then 429 with a growing lock, and an email); the challenge count is committed at once."""
+    """The second step of an MFA login for tokens: `second_factor`, then a new session. Returns the tokens and
+    whether a backup code was spent."""
+    user, client, used_backup = await second_factor(
+        session, hasher, throttle, sealer, challenge_token=challenge_token, code=code
+    )
+    return await sessions.start(session, tokens, user.id, client), used_backup
+
+
+async def second_factor(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    throttle: LoginThrottle,
+    sealer: Sealer,
+    *,
+    challenge_token: str,
+    code: str,
+) -> tuple[User, sessions.Client, bool]:
+    """The second step of an MFA login: a TOTP code or a backup code for a live challenge. Returns the user,
+    where the login came from (as the password step saw it) and whether a backup code was spent. A wrong code
+    counts against the challenge (5 and it is dead) and against the account across challenges (then 429 with a
+    growing lock, and an email); the challenge count is committed at once."""
     challenge = await mfa.live_challenge(session, challenge_token)
     user = await session.get(User, challenge.user_id)
     if user is None or user.disabled:
@@ -163,8 +208,7 @@ async def complete_mfa(
         raise InvalidToken("wrong code")
     await throttle.factor_succeeded(user.id)
     await mfa.close_challenge(session, challenge)
-    client = sessions.Client(ip=challenge.ip, user_agent=challenge.user_agent)
-    return await sessions.start(session, tokens, user.id, client), used_backup
+    return user, sessions.Client(ip=challenge.ip, user_agent=challenge.user_agent), used_backup
 
 
 BOOTSTRAP_TTL = dt.timedelta(hours=1)

@@ -165,9 +165,10 @@ async def verify_email(db: AsyncSession, settings: Mail, *, token: str) -> None:
 # -- passwords --------------------------------------------------------------------------------------------
 
 
-async def forgot_password(db: AsyncSession, settings: Mail, *, email: str) -> None:
+async def forgot_password(db: AsyncSession, settings: Mail, *, email: str, portal: str | None = None) -> None:
     """Mail a reset link (at most RESETS_PER_HOUR per account) if the address has an account; silently
-    nothing otherwise. Works while the account is locked out by login throttling."""
+    nothing otherwise. Works while the account is locked out by login throttling. The link opens
+    `public_base_url`/reset-password, or the sign-in portal's reset page when `portal` (its origin) is given."""
     try:
         address = normalise_email(email)
     except Unprocessable:
@@ -190,12 +191,13 @@ async def forgot_password(db: AsyncSession, settings: Mail, *, email: str) -> No
     if (recent or 0) >= RESETS_PER_HOUR:
         return
     token = await _issue(db, user, "reset", RESET_TTL)
+    reset_link = f"{portal}/portal/reset?token={token}" if portal else mail.link(settings, "/reset-password", token)
     mail.enqueue(
         db,
         to=address,
         subject="Reset your password",
         body="Use this link to choose a new password (it works once, for one hour):\n\n"
-        f"{mail.link(settings, '/reset-password', token)}\n\nIf you did not ask for this, ignore this email; "
+        f"{reset_link}\n\nIf you did not ask for this, ignore this email; "
         "your password has not changed.\n",
     )
 

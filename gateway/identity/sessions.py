@@ -39,21 +39,41 @@ class Client:
 
 
 async def start(db: AsyncSession, tokens: TokenService, user_id: str, client: Client) -> TokenPair:
-    """A new session for a user who has just proved their factors."""
+    """A new session for a user who has just proved their factors: an access token and a refresh token."""
+    row = await open_session(db, user_id, client, lifetime_seconds=tokens.settings.refresh_ttl_seconds)
+    return await _issue(db, tokens, row)
+
+
+async def open_session(db: AsyncSession, user_id: str, client: Client, *, lifetime_seconds: int) -> Session:
+    """The session row of a new login, ending `lifetime_seconds` from now. A browser's session (the portal's
+    cookie) is just this, with `browser.absolute_seconds`: no refresh token; the cookie names the session."""
     now = utcnow()
     row = Session(
         id=new_id(),
         user_id=user_id,
         created_at=now,
         last_used_at=now,
-        expires_at=now + dt.timedelta(seconds=tokens.settings.refresh_ttl_seconds),
+        expires_at=now + dt.timedelta(seconds=lifetime_seconds),
         auth_time=now,
         ip=client.ip[:64],
         user_agent=client.user_agent[:255],
     )
     db.add(row)
     await db.flush()
-    return await _issue(db, tokens, row)
+    return row
+
+
+async def live(db: AsyncSession, session_id: str, *, idle_seconds: int | None) -> Session | None:
+    """The session if it may still be used: not revoked, its absolute end not reached, and (unless
+    `idle_seconds` is None) used within the last `idle_seconds` (`last_used_at`; the data plane records a
+    browser's requests there in batches)."""
+    row = await db.get(Session, session_id, populate_existing=True)
+    now = utcnow()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        return None
+    if idle_seconds is not None and row.last_used_at <= now - dt.timedelta(seconds=idle_seconds):
+        return None
+    return row
 
 
 async def _issue(db: AsyncSession, tokens: TokenService, row: Session) -> TokenPair:

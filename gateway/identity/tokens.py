@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.engine import bump_version
 from gateway.db.models import SigningKey, utcnow
-from gateway.errors import InvalidToken, Unauthenticated
+from gateway.errors import CredentialExpired, InvalidToken, Unauthenticated
 from gateway.policy.hot import KeyRecord  # at run time: Litestar resolves Principal's hints
 from gateway.settings import Tokens
 
@@ -281,7 +281,7 @@ class TokenService:
             if now < (cached[0].expires_at or 0) + LEEWAY_SECONDS:
                 return cached
             del self._cookies[token]
-            raise InvalidToken("session expired")
+            raise CredentialExpired("session expired")
         claims = self._decode(token, SESSION_COOKIE_TYP, ("exp", "iat", "sub", "jti", "iss", "aud", "sid", "nat"))
         principal = self._principal(claims)
         issued, not_after = claims["iat"], claims["nat"]
@@ -290,6 +290,19 @@ class TokenService:
         if len(self._cookies) >= _CACHE_MAX:
             del self._cookies[next(iter(self._cookies))]
         self._cookies[token] = (principal, issued, not_after)
+        return principal, issued, not_after
+
+    def genuine_session_cookie(self, token: str) -> tuple[Principal, int, int]:
+        """A session cookie this gateway signed, even one past its idle expiry: (principal, issued at, session
+        end). Only for the portal, which then asks the database whether the session itself is still live
+        (a forward-auth browser's cookie cannot be re-issued on the way, so it may idle out while in use)."""
+        claims = self._decode(
+            token, SESSION_COOKIE_TYP, ("exp", "iat", "sub", "jti", "iss", "aud", "sid", "nat"), verify_exp=False
+        )
+        principal = self._principal(claims)
+        issued, not_after = claims["iat"], claims["nat"]
+        if not isinstance(issued, int) or not isinstance(not_after, int):
+            raise InvalidToken("token rejected")
         return principal, issued, not_after
 
     def authenticate(self, authorization: str | None) -> Principal:
@@ -324,7 +337,7 @@ class TokenService:
         principal = self._principal(claims)
         return principal, float(claims["exp"])
 
-    def _decode(self, token: str, typ: str, required: tuple[str, ...]) -> dict[str, Any]:
+    def _decode(self, token: str, typ: str, required: tuple[str, ...], *, verify_exp: bool = True) -> dict[str, Any]:
         # Only the canonical compact form: three unpadded base64url parts. Decoders that tolerate padding or
         # other characters would let one token take many spellings (each a fresh cache entry, and a way past
         # any filter that compares tokens as strings).
@@ -348,10 +361,10 @@ class TokenService:
                 audience=self._settings.audience,
                 issuer=self._settings.issuer,
                 leeway=LEEWAY_SECONDS,
-                options={"require": list(required)},
+                options={"require": list(required), "verify_exp": verify_exp},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise InvalidToken("token expired") from exc
+            raise CredentialExpired("token expired") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("token rejected") from exc
         return claims

@@ -10,15 +10,15 @@ from gateway.access import cookies
 from gateway.access.browser import (
     BrowserHead,
     normal_origin,
-    portal_origin,
     read_browser_head,
     sign_in_location,
     wants_html,
     without_cookie,
 )
 from gateway.access.credentials import TOKENS_AND_KEYS, CookieSession
+from gateway.access.return_url import portal_origin
 from gateway.asgitypes import Send
-from gateway.errors import Unauthenticated, send_problem
+from gateway.errors import CredentialExpired, Unauthenticated, send_problem
 from gateway.identity.tokens import Principal, TokenService
 from gateway.proxy.identity import needs_directory
 from gateway.proxy.match import route_name
@@ -87,14 +87,16 @@ class Browsers:
         """The Set-Cookie value re-issuing an active browser's cookie (the idle lifetime slides), or None."""
         if principal.session_id is None or not cookies.needs_refresh(self.settings, cookie.issued_at, cookie.not_after):
             return None
-        value, expires = tokens.issue_session_cookie(
+        value, _ = tokens.issue_session_cookie(
             principal.user_id,
             session_id=principal.session_id,
             auth_time=principal.auth_time,
             idle_seconds=self.settings.idle_seconds,
             not_after=cookie.not_after,
         )
-        return cookies.issuing_header(self.settings, value, expires)
+        # The browser keeps the cookie until the session's end, past the token's idle expiry: an idle-expired
+        # cookie still reaches the portal, which resumes a session still in use (see api/portal).
+        return cookies.issuing_header(self.settings, value, cookie.not_after)
 
     def clearing(self) -> str:
         return cookies.clearing_header(self.settings)
@@ -134,9 +136,10 @@ async def send_to_sign_in(
     A navigation (access/browser.py `wants_html`) goes to the sign-in page with `return_url` as `rd`: 302 for
     GET and HEAD. In forward-auth any method's navigation does (a form post gets 303), and for nginx
     (`nginx`) the answer is the 401 with `Location`. Anything else is the 401 problem. A session cookie that was
-    the credential and was refused is cleared either way."""
+    the credential and was refused is cleared either way, unless it was only idle-expired: the portal re-issues
+    such a cookie while its session is still in use (and clears it otherwise)."""
     cleared: list[tuple[bytes, bytes]] = list(extra)
-    if browser.cookie is not None and not other_credential:
+    if browser.cookie is not None and not other_credential and not isinstance(error, CredentialExpired):
         cleared.append((b"set-cookie", browsers.clearing().encode("latin-1")))
     if not wants_html("GET" if forward_auth else method, browser.head):
         return await send_problem(send, error, request_id=request_id, extra=cleared)

@@ -50,3 +50,25 @@ def test_cookie_from_another_key_is_refused() -> None:
     )
     with pytest.raises(InvalidToken):
         _service().verify_session_cookie(cookie)
+
+
+def test_a_genuine_but_idle_cookie_is_recognised_only_as_genuine() -> None:
+    """A cookie past its idle expiry fails the normal check but is still recognised as one this gateway signed
+    (for the portal's re-issue); a tampered cookie, another key's cookie or an access token never are."""
+    tokens = _service()
+    idle, _ = tokens.issue_session_cookie(
+        "u1", session_id="s1", auth_time=1, idle_seconds=-60, not_after=time.time() + 600
+    )
+    with pytest.raises(InvalidToken):
+        tokens.verify_session_cookie(idle)
+    principal, _, _ = tokens.genuine_session_cookie(idle)
+    assert (principal.user_id, principal.session_id) == ("u1", "s1")
+    head, body, signature = idle.split(".")
+    tampered = f"{head}.{body}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    foreign, _ = _service().issue_session_cookie(
+        "u1", session_id="s1", auth_time=1, idle_seconds=60, not_after=time.time() + 600
+    )
+    access, _ = tokens.issue_access_token("u1", session_id="s1")
+    for bad in (tampered, foreign, access, "not-a-jwt"):
+        with pytest.raises(InvalidToken):
+            tokens.genuine_session_cookie(bad)

@@ -12,6 +12,7 @@ from litestar.params import JSONBody
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.access.return_url import portal_origin
 from gateway.api.auth.common import ACCEPTED, NO_STORE, PRINCIPAL
 from gateway.api.schemas import (
     Accepted,
@@ -42,10 +43,14 @@ from gateway.settings import Settings
 log = logging.getLogger("gateway.auth")
 
 
-async def _send_reset(services: Services, email: str) -> None:
+async def send_reset(services: Services, email: str) -> None:
+    """Prepare a reset email (run after the response: its timing must not tell whether the address is known).
+    With the portal on, the link opens the portal's reset page."""
+    settings = services.settings
+    portal = portal_origin(settings) if settings.browser.enabled else None
     try:
         async with services.sessions() as db:
-            await lifecycle.forgot_password(db, services.settings.mail, email=email)
+            await lifecycle.forgot_password(db, settings.mail, email=email, portal=portal)
             await db.commit()
         services.mailer.kick()
     except Exception:
@@ -99,7 +104,7 @@ class AccountController(Controller):
         """202 for known and unknown emails alike, sent before any lookup: the work (a reset link for a known
         address, at most five an hour) happens after the response, so its timing reveals nothing either."""
         await throttle.check_ip(client.ip)
-        return Response(ACCEPTED, status_code=202, background=BackgroundTask(_send_reset, services, data.email))
+        return Response(ACCEPTED, status_code=202, background=BackgroundTask(send_reset, services, data.email))
 
     @post("/reset-password", status_code=200)
     async def reset_password(
