@@ -4,6 +4,7 @@ redirects, WebSockets and the configurable identity headers (REQ-B5, B6, B8, B11
 from __future__ import annotations
 
 import datetime as dt
+import time
 import json
 import re
 import tomllib
@@ -148,7 +149,8 @@ async def test_an_ended_session_refuses_its_cookie_at_once(browsing: Gateway, ho
 
 async def test_an_active_browser_gets_a_fresh_cookie_and_its_session_a_last_use(browsing: Gateway) -> None:
     """The idle lifetime slides: a cookie older than the refresh age comes back re-issued (REQ-B8 flags), a
-    fresh one does not; each use is written to sessions.last_used_at in batches, not per request."""
+    fresh one does not; each use is written to sessions.last_used_at in batches, not per request. The browser
+    keeps the cookie until the session's end (its token expires sooner), so the portal can resume it."""
     fresh = await sign_in(browsing, "m@acme.test")
     status, headers, _ = await browsing.call("GET", "/app/acme/page", headers=fresh.header)
     assert status == 200 and "Set-Cookie" not in headers
@@ -164,7 +166,11 @@ async def test_an_active_browser_gets_a_fresh_cookie_and_its_session_a_last_use(
     assert name == COOKIE and value != old.value
     assert {"Path=/", "HttpOnly", "Secure", "SameSite=Lax"} <= flags
     assert not any(flag.startswith("Domain") for flag in flags)
-    assert 3590 <= int(next(f for f in flags if f.startswith("Max-Age="))[8:]) <= 3600
+    async with browsing.runtime.services.sessions() as db:
+        row = await db.get(Session, old.session_id)
+        assert row is not None
+        remaining = row.expires_at.timestamp() - time.time()
+    assert remaining - 10 <= int(next(f for f in flags if f.startswith("Max-Age="))[8:]) <= remaining + 1
     renewed = Minted(value, old.session_id, old.user_id)
     status, headers, _ = await browsing.call("GET", "/app/acme/page", headers=renewed.header)
     assert status == 200 and "Set-Cookie" not in headers
@@ -223,6 +229,21 @@ async def test_unauthenticated_navigations_go_to_sign_in_and_the_rest_get_401(
         assert cleared is not None and cleared.startswith(f"{COOKIE}=;") and "Max-Age=0" in cleared
     else:
         assert cleared is None
+    assert browsing.upstream.seen == []
+
+
+async def test_an_idle_expired_cookie_goes_to_sign_in_but_is_kept_for_the_portal(browsing: Gateway) -> None:
+    """A genuine cookie whose token idled out is refused (401 / sign-in redirect) but not cleared: the browser
+    keeps it until the session's end so the portal can resume a session still in use."""
+    idle = browsing.runtime.settings.browser.idle_seconds
+    expired = await sign_in(browsing, "m@acme.test", issued_ago=idle + 60)
+    status, answer, _ = await browsing.call(
+        "GET", "/app/acme/page", headers={**expired.header, "Accept": HTML}, allow_redirects=False
+    )
+    assert status == 302 and answer["Location"].startswith(f"{PORTAL}/portal/sign-in?rd=")
+    assert "Set-Cookie" not in answer
+    status, answer, _ = await browsing.call("GET", "/app/acme/page", headers=expired.header)
+    assert status == 401 and "Set-Cookie" not in answer
     assert browsing.upstream.seen == []
 
 
