@@ -396,12 +396,14 @@ def gateway_settings(db_url: str, upstream_url: str, **overrides: Any) -> Settin
 
 
 async def start_gateway(
-    app: FrontDoor, *, also: tuple[socket.socket, ...] = ()
+    app: FrontDoor, *, also: tuple[socket.socket, ...] = (), sock: socket.socket | None = None
 ) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
-    """Serve the gateway with uvicorn on an ephemeral port in this event loop (and on the bound sockets `also`,
-    such as a management listener's)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    """Serve the gateway with uvicorn on an ephemeral port in this event loop (or on `sock`, bound beforehand when
+    the settings must name the gateway's own URL), and on the bound sockets `also`, such as a management
+    listener's."""
+    if sock is None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
@@ -433,10 +435,12 @@ async def load_system_policy(db_url: str) -> None:
 
 
 @asynccontextmanager
-async def serving(settings: Settings, upstream: Upstream) -> AsyncIterator[Gateway]:
-    """Another gateway with these settings on its own port, stopped afterwards."""
+async def serving(
+    settings: Settings, upstream: Upstream, *, sock: socket.socket | None = None
+) -> AsyncIterator[Gateway]:
+    """Another gateway with these settings on its own port (or the bound `sock`), stopped afterwards."""
     front = create_gateway(settings)
-    url, server, task = await start_gateway(front)
+    url, server, task = await start_gateway(front, sock=sock)
     try:
         async with aiohttp.ClientSession() as http:
             yield Gateway(url=url, http=http, runtime=front.runtime, upstream=upstream, front=front, server=server)

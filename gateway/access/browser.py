@@ -137,7 +137,8 @@ def request_url(scheme: str, host: str | None, target: str) -> str | None:
     return f"{scheme}://{host}{target}"
 
 
-def without_cookie(value: str, name: str) -> str:
-    """A Cookie header value without cookie `name` (the gateway's session is not the upstream's business)."""
-    kept = [part for part in value.split(";") if part.strip() and part.strip().split("=", 1)[0].strip() != name]
+def without_cookie(value: str, names: str | frozenset[str]) -> str:
+    """A Cookie header value without cookie `names` (the gateway's cookies are not the upstream's business)."""
+    drop = frozenset({names}) if isinstance(names, str) else names
+    kept = [part for part in value.split(";") if part.strip() and part.strip().split("=", 1)[0].strip() not in drop]
     return "; ".join(part.strip() for part in kept)

@@ -16,6 +16,16 @@ REFRESH_AFTER_SECONDS = 300
 """An active browser's cookie is re-issued once it is this old (or a quarter of the idle lifetime, if less)."""
 
 
+SIDE_COOKIES = ("csrf", "mfa", "login")
+"""The portal's and the provider sign-in's own short-lived cookies: `gateway_<purpose>`, `__Host-` when Secure."""
+
+
+def gateway_cookie_names(browser: Browser) -> frozenset[str]:
+    """Every cookie the gateway sets (its session and its side cookies): none of them is an upstream's business."""
+    prefix = "__Host-gateway_" if browser.cookie_secure else "gateway_"
+    return frozenset({browser.cookie_name, *(prefix + purpose for purpose in SIDE_COOKIES)})
+
+
 def read_cookie(cookie_header: str | None, name: str) -> str | None:
     """The value of cookie `name` in a Cookie request header, or None (absent, or a header that does not parse)."""
     if not cookie_header or name not in cookie_header:

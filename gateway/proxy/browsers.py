@@ -73,11 +73,14 @@ class Browsers:
     portal: str
     """The portal's origin: where the sign-in page is."""
     allowed_origins: frozenset[str]
+    own_cookies: frozenset[str]
+    """Every cookie the gateway sets, removed from what upstreams receive."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Browsers:
         allowed = frozenset(o for o in (normal_origin(v) for v in settings.browser.allowed_origins) if o)
-        return cls(settings.browser, portal_origin(settings), allowed)
+        own = cookies.gateway_cookie_names(settings.browser)
+        return cls(settings.browser, portal_origin(settings), allowed, own)
 
     def call(self, raw: list[tuple[bytes, bytes]], own: str | None, *, websocket: bool = False) -> BrowserCall:
         head = read_browser_head(raw)
@@ -105,12 +108,13 @@ class Browsers:
         return sign_in_location(self.portal, return_url)
 
     def strip_from(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The upstream's headers without the gateway's session cookie (the rest of Cookie stays)."""
-        name = self.settings.cookie_name
+        """The upstream's headers without the gateway's cookies: its session and the portal's side cookies (the
+        rest of Cookie stays)."""
+        names = self.own_cookies
         kept: list[tuple[str, str]] = []
         for header, value in headers:
-            if header == "cookie" and name in value:
-                value = without_cookie(value, name)
+            if header == "cookie" and any(name in value for name in names):
+                value = without_cookie(value, names)
                 if not value:
                     continue
             kept.append((header, value))

@@ -4,9 +4,9 @@ redirects, WebSockets and the configurable identity headers (REQ-B5, B6, B8, B11
 from __future__ import annotations
 
 import datetime as dt
-import time
 import json
 import re
+import time
 import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
