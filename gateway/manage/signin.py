@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.db.audit import write_event
+from gateway.db.models import User
 from gateway.identity import accounts, sessions
 from gateway.identity.federation import Federation, linking
 from gateway.identity.federation.problems import ProviderRefused
@@ -50,7 +51,8 @@ class Completed:
     """How a callback ended: `result` is what a password login answers (None when this was a linking), with the
     user, whether the account was made or the identity attached now, and the start's `return_to`."""
 
-    result: sessions.TokenPair | accounts.MfaRequired | None
+    result: sessions.TokenPair | accounts.MfaRequired | User | None
+    """A User when the sign-in was started from the portal (`browser_sessions`): the portal opens its session."""
     user_id: str
     created: bool
     linked: bool
@@ -66,6 +68,7 @@ async def complete(
     *,
     browser: str | None,
     client: sessions.Client,
+    browser_sessions: bool = False,
 ) -> Completed:
     """Finish a sign-in at the callback (see the module docstring). Nothing is created unless every check
     passed: a failure after the state is spent rolls the rest back."""
@@ -81,7 +84,12 @@ async def complete(
     )
     user = resolved.user
     await claims.apply(db, provider.config, user, person.claims)
-    result = None if login.link_user_id is not None else await accounts.sign_in(db, tokens, user, client)
+    result: sessions.TokenPair | accounts.MfaRequired | User | None = None
+    if login.link_user_id is None:
+        if browser_sessions and login.return_to is not None:  # started from the portal: a browser session
+            result = await accounts.unless_mfa(db, user, client)
+        else:
+            result = await accounts.sign_in(db, tokens, user, client)
     action = "user.identity.link_confirmed" if login.link_user_id is not None else "user.login.provider"
     write_event(
         db,

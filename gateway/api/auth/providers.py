@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway.access.cookies import read_cookie
 from gateway.api.auth.common import NO_STORE, PRINCIPAL, human, token_response
 from gateway.api.openapi import Problem
+from gateway.api.portal import pages as portal
+from gateway.api.portal.guard import Prepared
 from gateway.api.schemas import (
     AuthorizationUrl,
     IdentityView,
@@ -23,6 +25,7 @@ from gateway.api.schemas import (
     ProviderView,
     TokenResponse,
 )
+from gateway.db.models import User
 from gateway.errors import PROBLEM_CONTENT_TYPE
 from gateway.identity import accounts, lifecycle, sessions
 from gateway.identity.federation import Federation, linking
@@ -34,7 +37,10 @@ from gateway.settings import Settings
 MAX_RETURN_TO = 2048
 _CALLBACK_PARAMS = ("code", "state", "iss", "error")
 ReturnTo = Annotated[
-    str | None, QueryParameter(description="kept for the portal, not used by this API", max_length=MAX_RETURN_TO)
+    str | None,
+    QueryParameter(
+        description="with [browser] enabled: sign in this browser (cookie) and come back here", max_length=MAX_RETURN_TO
+    ),
 ]
 
 
@@ -82,7 +88,8 @@ class ProvidersController(Controller):
         return_to: ReturnTo = None,
     ) -> Response[None]:
         """Begin signing in with provider `name`: a redirect to it, and a short-lived login cookie that binds the
-        sign-in to this browser. `return_to` is kept for the portal and not used here."""
+        sign-in to this browser. With `[browser] enabled`, a `return_to` (the portal's buttons send one) makes
+        this a browser sign-in: the callback ends in the portal's session cookie and a redirect there."""
         browser = read_cookie(request.headers.get("cookie"), cookie_name(settings.browser))
         url, cookie = await signin.start(db, federation, name, browser=browser, return_to=return_to)
         headers = {**NO_STORE, "location": url, "set-cookie": cookie_header(settings.browser, cookie)}
@@ -104,9 +111,17 @@ class ProvidersController(Controller):
         /auth/providers/{name}/link, whether the identity was attached. 403 for a bad, spent or expired state,
         or one from another browser, before anything is asked of the provider."""
         params = {key: request.query_params[key] for key in _CALLBACK_PARAMS if key in request.query_params}
+        browser_enabled = settings.browser.enabled
         browser = read_cookie(request.headers.get("cookie"), cookie_name(settings.browser))
-        done = await signin.complete(db, federation, tokens, name, params, browser=browser, client=client)
+        done = await signin.complete(
+            db, federation, tokens, name, params, browser=browser, client=client, browser_sessions=browser_enabled
+        )
         result = done.result
+        if isinstance(result, User) or (done.return_to is not None and isinstance(result, accounts.MfaRequired)):
+            # Started from the portal's button: the portal's session cookie (or its second-factor step), and
+            # back to the return URL, checked again here (REQ-B2).
+            target = portal.return_url(done.return_to, settings)
+            return Prepared(await portal.after_first_factor(request, settings, tokens, db, result, client, target))
         if result is None:
             return Response(LinkedIdentityResult(linked=done.linked, provider=name), headers=NO_STORE)
         if isinstance(result, accounts.MfaRequired):

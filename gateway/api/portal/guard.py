@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.response.base import ASGIResponse
 
 from gateway.access.cookies import read_cookie
@@ -180,11 +180,28 @@ def page(
         raise RuntimeError("the portal's templates are not configured")
     template = engine.get_template(name)
     html = template.render(
-        product_name=browser.product_name, logo_url=browser.logo_url, style=STYLE, forms=forms, **context
+        product_name=browser.product_name,
+        logo_url=browser.logo_url,
+        style=STYLE,
+        forms=forms,
+        providers=[(provider.name, provider.label) for provider in settings.identity_providers],
+        **context,
     )
     headers = security_headers(settings)
     headers += [("set-cookie", cookie) for cookie in (*([forms.set_cookie] if forms.set_cookie else []), *cookies)]
     return ASGIResponse(body=html.encode(), status_code=status, media_type="text/html; charset=utf-8", headers=headers)
+
+
+class Prepared(Response[Any]):
+    """A portal answer already made (`redirect`, `page`: several Set-Cookie headers, exact Location bytes), returned
+    where a handler's annotation is a Response (the provider callback answers JSON to API clients)."""
+
+    def __init__(self, prepared: ASGIResponse) -> None:
+        super().__init__(None)
+        self.prepared = prepared
+
+    def to_asgi_response(self, app: Any, request: Any, **_: Any) -> ASGIResponse:
+        return self.prepared
 
 
 def redirect(location: str, settings: Settings, *, cookies: Iterable[str] = ()) -> ASGIResponse:

@@ -176,6 +176,29 @@ async def _start_browser_session(
     return _cookie_for(settings, tokens, row), row.id
 
 
+async def after_first_factor(
+    request: Request[Any, Any, Any],
+    settings: Settings,
+    tokens: TokenService,
+    db: AsyncSession,
+    outcome: User | accounts.MfaRequired,
+    client: sessions.Client,
+    target: str,
+) -> ASGIResponse:
+    """A first factor passed (the password form, or an outside provider's callback): the second-factor step, or
+    a new browser session and its cookie and back to `target` (a checked return URL)."""
+    if isinstance(outcome, accounts.MfaRequired):
+        challenge = side_cookie(settings.browser, "mfa", outcome.mfa_token, outcome.expires_in)
+        return redirect(f"{SIGN_IN}/mfa?rd={quote(target, safe='')}", settings, cookies=[challenge])
+    cookie, _ = await _start_browser_session(request, settings, tokens, db, outcome.id, client)
+    return redirect(target, settings, cookies=[cookie])
+
+
+def return_url(value: str | None, settings: Settings) -> str:
+    """`value` when it is a safe place to send a signed-in browser (access/return_url.py), else the home page."""
+    return _return_url(value, settings)
+
+
 def _message(error: GatewayError) -> str:
     for kind, text in _GENERIC.items():
         if isinstance(error, kind):
@@ -258,11 +281,7 @@ class PortalController(Controller):
         except GatewayError as failure:
             error, status = _message(failure), failure.status
         else:
-            if isinstance(outcome, accounts.MfaRequired):
-                challenge = side_cookie(settings.browser, "mfa", outcome.mfa_token, outcome.expires_in)
-                return redirect(f"{SIGN_IN}/mfa?rd={quote(target, safe='')}", settings, cookies=[challenge])
-            cookie, _ = await _start_browser_session(request, settings, tokens, db, outcome.id, client)
-            return redirect(target, settings, cookies=[cookie])
+            return await after_first_factor(request, settings, tokens, db, outcome, client, target)
         return page(
             request, "sign_in.html", settings, forms=forms, status=status, rd=target, email=email, errors=[error]
         )
