@@ -18,6 +18,7 @@ With `[tracing]` on, each HTTP request and forward-auth decision gets a span, an
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Collection
@@ -184,20 +185,8 @@ class Pipeline:
     ) -> tuple[Principal, CookieSession | None]:
         """Stage 2: the caller, by the credentials the endpoint accepts. An outside token whose `kid` is unknown
         waits for the issuer's one shared, throttled key-set refetch (at most 5 s), then is decided once more."""
-        try:
-            return authenticate_caller(
-                self.tokens,
-                authorization,
-                api_key=api_key,
-                cookie=cookie,
-                accepts=accepts,
-                state=self.state,
-                client_ip=client_ip,
-                outside=self.outside,
-            )
-        except SigningKeyUnknown as unknown:
-            await unknown.refetch()
-        return authenticate_caller(
+        attempt = functools.partial(
+            authenticate_caller,
             self.tokens,
             authorization,
             api_key=api_key,
@@ -207,6 +196,11 @@ class Pipeline:
             client_ip=client_ip,
             outside=self.outside,
         )
+        try:
+            return attempt()
+        except SigningKeyUnknown as unknown:
+            await unknown.refetch()
+        return attempt()
 
     def _cookie_used(self, session_id: str | None, method: str, browser: BrowserCall | None) -> None:
         """A request authenticated by the session cookie: refused if another site could have sent it (CSRF,
