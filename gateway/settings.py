@@ -557,7 +557,9 @@ class TrustedIssuer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     jwks_url: str | None = None
     """The issuer's JWK Set URL; None: the `jwks_uri` of its discovery document."""
     subject_claim: str = "sub"
-    """The claim naming the caller (a string, printable ASCII without spaces, at most 255 characters)."""
+    """The claim naming the caller (a string, printable ASCII without spaces, at most 255 characters). Several
+    claims joined by `:` make the subject of their values joined by `:`: `tid:oid` for Microsoft Entra, whose
+    sign-in (`kind = "entra"`) links people under that key."""
     org_claim: str | None = None
     """A claim naming the caller's organization (a slug): the token is then bound to it, like an API key, and a
     request naming another org is refused. None: the org comes from the request (`X-Org` or the path)."""
@@ -600,7 +602,7 @@ def _validate_issuers(issuers: tuple[TrustedIssuer, ...], own_issuer: str) -> No
                 raise ConfigError(
                     f"{key}.algorithms: {algorithm!r} is refused; use {', '.join(sorted(ASYMMETRIC_ALGORITHMS))}"
                 )
-        if not trusted.subject_claim or (trusted.org_claim is not None and not trusted.org_claim):
+        if not all(trusted.subject_claim.split(":")) or (trusted.org_claim is not None and not trusted.org_claim):
             raise ConfigError(f"{key}.subject_claim: a claim name")
         if trusted.link_provider is not None and not 1 <= len(trusted.link_provider) <= 64:
             raise ConfigError(f"{key}.link_provider: a provider name of 1-64 characters")

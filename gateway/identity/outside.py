@@ -110,7 +110,7 @@ class OutsideTokens:
     def __init__(self, issuers: Iterable[TrustedIssuer], http: aiohttp.ClientSession) -> None:
         self._issuers: dict[str, _Issuer] = {}
         for trusted in issuers:
-            required = ["exp", "iss", "aud", trusted.subject_claim]
+            required = ["exp", "iss", "aud", *trusted.subject_claim.split(":")]
             if trusted.org_claim is not None:
                 required.append(trusted.org_claim)
             keys = RemoteKeys(
@@ -218,8 +218,12 @@ def _claims(trusted: TrustedIssuer, claims: dict[str, Any], keys: RemoteKeys) ->
     # PyJWT compared `iss`; compare again, exactly, as the one fact everything else rests on.
     if claims.get("iss") != trusted.issuer:
         raise InvalidToken("token rejected")
-    subject, exp, jti = claims.get(trusted.subject_claim), claims.get("exp"), claims.get("jti")
-    if not isinstance(subject, str) or not _SUBJECT_RE.fullmatch(subject):
+    # `tid:oid` (Entra's stable key for a person, as its sign-in links them): the claims' values joined by ':'.
+    parts = [claims.get(name) for name in trusted.subject_claim.split(":")]
+    present = [part for part in parts if isinstance(part, str) and part]
+    subject = ":".join(present)
+    exp, jti = claims.get("exp"), claims.get("jti")
+    if len(present) != len(parts) or not _SUBJECT_RE.fullmatch(subject):
         raise InvalidToken("token rejected", audit_reason=f"outside token: unusable {trusted.subject_claim}")
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         raise InvalidToken("token rejected")

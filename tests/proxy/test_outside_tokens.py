@@ -350,6 +350,21 @@ async def test_a_linked_user_acts_as_themselves_until_disabled(gw: Gateway, idp:
     assert status == 401
 
 
+async def test_an_entra_style_subject_of_two_claims_maps_to_the_user_its_sign_in_linked(
+    db_url: str, upstream: Upstream, tmp_path: Path, idp: Issuer
+) -> None:
+    """`subject_claim = "tid:oid"` keys a caller as Entra's sign-in links them (`<tid>:<oid>`): the linked user;
+    a token missing one of the claims is refused."""
+    async with outside_gateway(db_url, upstream, tmp_path, idp, subject_claim="tid:oid") as gateway:
+        user_id = await gateway.user("erin@acme.test", org="acme", role="viewer")
+        await _link(gateway, user_id, "tenant-1:object-9")
+        token = idp.sign(sub="pairwise-sub", tid="tenant-1", oid="object-9")
+        assert (await gateway.call("GET", "/api/orders", token=token, org="acme"))[0] == 200
+        assert gateway.upstream.last.header("x-gateway-user") == user_id
+        missing = idp.sign(sub="pairwise-sub", tid="tenant-1")
+        assert (await gateway.call("GET", "/api/orders", token=missing, org="acme"))[0] == 401
+
+
 async def test_a_link_under_another_provider_does_not_count(gw: Gateway, idp: Issuer) -> None:
     """Only links made under the issuer's `link_provider` map its tokens to a user."""
     user_id = await gw.user("alice@acme.test", org="acme", role="viewer")
