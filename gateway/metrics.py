@@ -152,6 +152,11 @@ class Metrics(Collector):
                 "gateway_password_hashes_shed", "Callers refused because the hashing queue was full.", gate.shed
             )
             yield CounterMetricFamily("gateway_password_hashes", "Argon2 runs started.", gate.runs)
+            yield GaugeMetricFamily(
+                "gateway_password_hashing_allowance_cpus",
+                "CPUs' worth of hashing allowed now (follows the event loop's load).",
+                gate.budget.rate,
+            )
         tally = self._shadow() if self._shadow is not None else None
         if tally is not None:
             yield CounterMetricFamily(

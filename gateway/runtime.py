@@ -242,9 +242,12 @@ class Runtime:
             await self._services.outside.start()
         gate = self.hasher.gate
         log.info(
-            "password hashing: at most %d at once (of %d CPUs), %d may wait, then 503",
+            "password hashing: at most %d at once (of %d CPUs), on average %.2f CPUs while proxied traffic keeps "
+            "the event loop busy and up to %d while it is idle; %d may wait, then 503",
             gate.concurrency,
             usable_cpus(),
+            gate.budget.busy,
+            gate.concurrency,
             gate.queue,
         )
         self._watcher = asyncio.create_task(self._watch(), name="gateway-policy-watch")

@@ -20,12 +20,14 @@ from collections.abc import Callable, Coroutine, Generator
 from http import HTTPStatus
 from typing import Any, Literal
 
+import msgspec
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from gateway.asgi import FRAGMENT_MARK, create_gateway
 from gateway.errors import PROBLEM_CONTENT_TYPE, GatewayError, RequestTimeout, ServiceUnavailable, render
+from gateway.identity.passwords import shared_by
 from gateway.preflight import StartupError, preflight
 from gateway.settings import Clients, Settings, split_listen
 
@@ -265,6 +267,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int | Literal["a
             raise StartupError("admin_listen: must use another port than the public listener")
         sockets.append(listen(admin_host, admin_port, what="admin_listen"))
         management = frozenset({sockets[1].getsockname()[1]})
+    # Hashing's defaults are shares of the machine: with N workers, each takes 1/N of them.
+    settings = msgspec.structs.replace(settings, passwords=shared_by(settings.passwords, count))
     config = GatewayConfig(settings, management_ports=management, workers=count)
     public = sockets[0].getsockname()
     log.info(

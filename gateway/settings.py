@@ -178,6 +178,11 @@ class Passwords(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     queue: int | None = None
     """Callers that may wait for a hashing slot; one more gets 503 with Retry-After at once, before any lookup
     (the same answer for every email). Default: 8 per slot."""
+    cpu_budget: float | None = None
+    """CPUs' worth of time hashing may use on average in this process while its event loop (the data plane) is
+    fully busy (0.5: half a CPU); as the loop gets idler, the allowance rises in proportion, up to
+    `max_concurrent` CPUs when it is idle. A run waits in the queue while hashing has used more. Default: 2 % of
+    the CPUs this process may use."""
     niceness: int = 10
     """Nice value of the hashing threads (Linux: per thread; 0 to keep the process's): proxied traffic gets
     the CPU first and hashing what is left."""
@@ -739,6 +744,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("passwords.max_concurrent: between 1 and 256")
     if passwords.queue is not None and not 0 <= passwords.queue <= 10_000:
         raise ConfigError("passwords.queue: between 0 and 10000")
+    if passwords.cpu_budget is not None and not 0.01 <= passwords.cpu_budget <= 256:
+        raise ConfigError("passwords.cpu_budget: between 0.01 and 256 (CPUs)")
     if not 0 <= passwords.niceness <= 19:
         raise ConfigError("passwords.niceness: between 0 and 19")
     if settings.policy_poll_seconds <= 0:

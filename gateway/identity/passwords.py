@@ -7,13 +7,16 @@ import contextlib
 import contextvars
 import functools
 import logging
+import math
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import msgspec
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 
@@ -84,6 +87,25 @@ def default_concurrency() -> int:
     return max(1, usable_cpus() // 2)
 
 
+BUSY_SHARE = 0.02
+"""Hashing's default share of the CPUs while the data plane is saturated."""
+
+
+def default_busy_budget() -> float:
+    """2 % of the CPUs this process may use."""
+    return BUSY_SHARE * usable_cpus()
+
+
+def shared_by(passwords: Passwords, workers: int) -> Passwords:
+    """`passwords` for one of `workers` processes on this machine: the bounds left to their defaults are split
+    between them (each process hashes on its own), so that the machine as a whole keeps the defaults' shares."""
+    if workers <= 1:
+        return passwords
+    concurrency = passwords.max_concurrent or max(1, usable_cpus() // 2 // workers)
+    budget = passwords.cpu_budget if passwords.cpu_budget is not None else default_busy_budget() / workers
+    return msgspec.structs.replace(passwords, max_concurrent=concurrency, cpu_budget=budget)
+
+
 def _lower_priority(niceness: int) -> None:
     """Run in each hashing thread as it starts: on Linux a thread has its own nice value, so the scheduler
     gives the event loop (proxied traffic) the CPU first and hashing what is left."""
@@ -94,13 +116,68 @@ def _lower_priority(niceness: int) -> None:
             log.warning("could not lower the password-hashing threads' priority")
 
 
-class HashGate:
-    """At most `concurrency` Argon2 runs at once, in this gate's own threads, and at most `queue` callers
-    waiting for one; one more is refused at once (`HashingBusy`)."""
+class CpuBudget:
+    """Hashing's CPU time, spent against an allowance that follows how busy the event loop (the data plane) is:
+    `busy` CPUs' worth a second while the loop is saturated, rising in proportion to `idle` CPUs' worth as it
+    gets idle. A run starts when the allowance is not overdrawn and is charged the CPU time it took; up
+    to a second's allowance may be saved up, so the first logins of a burst do not wait. Call it from the event
+    loop's thread only: `loop_cpu` (the calling thread's CPU time) measures that loop."""
 
-    def __init__(self, concurrency: int, queue: int, niceness: int) -> None:
+    SAMPLE_SECONDS = 0.1
+    SATURATED = 0.7
+    """The loop's CPU share taken as saturated: a loop that never waits still spends some of its time in
+    system calls and waking up, so a saturated loop measures 0.85-0.95 of a CPU (bench/login_storm.py)."""
+
+    def __init__(
+        self,
+        busy: float,
+        idle: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        loop_cpu: Callable[[], float] = time.thread_time,
+    ) -> None:
+        self.busy = busy
+        self.idle = max(busy, idle)
+        self.rate = self.idle
+        """CPUs' worth of hashing allowed now."""
+        self.load = 0.0
+        """The event loop's share of a CPU over the last sample (0 to 1)."""
+        self._clock, self._loop_cpu = clock, loop_cpu
+        self._balance = self.idle
+        self._stamp = self._sampled = clock()
+        self._sampled_cpu = loop_cpu()
+
+    def _update(self) -> None:
+        now = self._clock()
+        if now - self._sampled >= self.SAMPLE_SECONDS:
+            cpu = self._loop_cpu()
+            self.load = min(1.0, max(0.0, (cpu - self._sampled_cpu) / (now - self._sampled)))
+            self.rate = self.busy + (self.idle - self.busy) * max(0.0, 1.0 - self.load / self.SATURATED)
+            self._sampled, self._sampled_cpu = now, cpu
+        self._balance = min(self.rate, self._balance + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def wait(self) -> float:
+        """Seconds until the allowance is no longer overdrawn at the current rate (0: a run may start now)."""
+        self._update()
+        return 0.0 if self._balance >= 0 else min(self.SAMPLE_SECONDS * 5, -self._balance / self.rate)
+
+    def charge(self, cpu_seconds: float) -> None:
+        self._update()
+        self._balance -= cpu_seconds
+
+
+class HashGate:
+    """At most `concurrency` Argon2 runs at once, in this gate's own threads, using on average no more CPU than
+    the `CpuBudget` allows (`busy_cpus` while the data plane is saturated, up to `concurrency` while it is
+    idle), and at most `queue` callers waiting for one; one more is refused at once (`HashingBusy`)."""
+
+    def __init__(self, concurrency: int, queue: int, niceness: int, busy_cpus: float | None = None) -> None:
         self.concurrency = concurrency
         self.queue = queue
+        self.budget = CpuBudget(busy_cpus if busy_cpus is not None else float(concurrency), float(concurrency))
+        self.cost = 0.0
+        """Recent CPU seconds per run (a moving average), for Retry-After."""
         self.running = 0
         self.waiting = 0
         self.shed = 0
@@ -123,7 +200,7 @@ class HashGate:
             return
         if self._admitted >= self.concurrency + self.queue:
             self.shed += 1
-            raise HashingBusy(retry_after=1 + self._admitted // (self.concurrency * 8))
+            raise HashingBusy(retry_after=self.drain_seconds())
         self._admitted += 1
         try:
             token = _ADMITTED.set(holder)
@@ -141,16 +218,39 @@ class HashGate:
             await self._slots.acquire()
         finally:
             self.waiting -= 1
+        try:
+            # The allowance is a clock, not an event: poll it (at most every half second, since it follows load).
+            while (pause := self.budget.wait()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(pause)
+        except BaseException:
+            self._slots.release()
+            raise
         self.running += 1
         self.runs += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+            result, spent = await asyncio.get_running_loop().run_in_executor(self._threads, _timed, fn, args)
+            self.budget.charge(spent)
+            self.cost = spent if not self.cost else 0.8 * self.cost + 0.2 * spent
+            return result
         finally:
             self.running -= 1
             self._slots.release()
 
+    def drain_seconds(self) -> int:
+        """Whole seconds (at least 1) until the callers admitted now have had their turn: the advice given in
+        Retry-After."""
+        per_second = min(self.concurrency, self.budget.rate) / self.cost if self.cost else float(self.concurrency)
+        return max(1, min(60, math.ceil(self._admitted / per_second)))
+
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _timed(fn: Callable[..., T], args: tuple[Any, ...]) -> tuple[T, float]:
+    """`fn(*args)` and the CPU time this thread spent on it (in a hashing thread)."""
+    started = time.thread_time()
+    result = fn(*args)
+    return result, time.thread_time() - started
 
 
 class PasswordHasher:
@@ -172,7 +272,8 @@ class PasswordHasher:
         self._dummy = self._hash.hash(secrets.token_urlsafe(16))
         concurrency = settings.max_concurrent or default_concurrency()
         queue = settings.queue if settings.queue is not None else 8 * concurrency
-        self.gate = HashGate(concurrency, queue, settings.niceness)
+        busy = settings.cpu_budget if settings.cpu_budget is not None else default_busy_budget()
+        self.gate = HashGate(concurrency, queue, settings.niceness, min(busy, concurrency))
 
     def admit(self) -> contextlib.AbstractContextManager[None]:
         return self.gate.admit()

@@ -103,6 +103,7 @@ async def test_a_saturated_hasher_sheds_logins_alike_without_hashing_or_lookups(
         assert status == 200
         assert b"gateway_password_hashes_shed_total 30.0" in metrics
         assert b"gateway_password_hashes_in_flight 0.0" in metrics
+        assert b"gateway_password_hashing_allowance_cpus " in metrics
 
 
 async def test_the_login_throttle_answers_before_the_queue(db_url: str, upstream: Upstream, tmp_path: Path) -> None:
