@@ -145,11 +145,14 @@ class CpuBudget:
         self._clock, self._loop_cpu = clock, loop_cpu
         self._balance = self.idle
         self._stamp = self._sampled = clock()
-        self._sampled_cpu = loop_cpu()
+        self._sampled_cpu: float | None = None
+        """The loop thread's CPU time at `_sampled`; None until first called (maybe built in another thread)."""
 
     def _update(self) -> None:
         now = self._clock()
-        if now - self._sampled >= self.SAMPLE_SECONDS:
+        if self._sampled_cpu is None:
+            self._sampled, self._sampled_cpu = now, self._loop_cpu()
+        elif now - self._sampled >= self.SAMPLE_SECONDS:
             cpu = self._loop_cpu()
             self.load = min(1.0, max(0.0, (cpu - self._sampled_cpu) / (now - self._sampled)))
             self.rate = self.busy + (self.idle - self.busy) * max(0.0, 1.0 - self.load / self.SATURATED)

@@ -134,6 +134,7 @@ async def test_a_spent_allowance_holds_the_next_run_in_the_queue() -> None:
     gate = HashGate(concurrency=1, queue=0, niceness=0, busy_cpus=0.01)
     clocks = _Clocks()
     gate.budget = CpuBudget(0.01, 1.0, clock=lambda: clocks.wall, loop_cpu=lambda: clocks.cpu)
+    assert gate.budget.wait() == 0  # the first call takes the first sample of the loop's CPU clock
     clocks.run(1, loop_share=1.0)  # saturated
 
     def burn() -> int:
