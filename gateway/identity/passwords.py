@@ -230,14 +230,27 @@ class HashGate:
             raise
         self.running += 1
         self.runs += 1
+        loop = asyncio.get_running_loop()
+
+        def timed() -> T:
+            """In a hashing thread: the run, then its CPU time charged on the loop's thread, even when the caller
+            has given up waiting (a cancelled request still spent it)."""
+            started = time.thread_time()
+            try:
+                return fn(*args)
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to charge
+                    loop.call_soon_threadsafe(self._spent, time.thread_time() - started)
+
         try:
-            result, spent = await asyncio.get_running_loop().run_in_executor(self._threads, _timed, fn, args)
-            self.budget.charge(spent)
-            self.cost = spent if not self.cost else 0.8 * self.cost + 0.2 * spent
-            return result
+            return await loop.run_in_executor(self._threads, timed)
         finally:
             self.running -= 1
             self._slots.release()
+
+    def _spent(self, seconds: float) -> None:
+        self.budget.charge(seconds)
+        self.cost = seconds if not self.cost else 0.8 * self.cost + 0.2 * seconds
 
     def drain_seconds(self) -> int:
         """Whole seconds (at least 1) until the callers admitted now have had their turn: the advice given in
@@ -247,13 +260,6 @@ class HashGate:
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
-
-
-def _timed(fn: Callable[..., T], args: tuple[Any, ...]) -> tuple[T, float]:
-    """`fn(*args)` and the CPU time this thread spent on it (in a hashing thread)."""
-    started = time.thread_time()
-    result = fn(*args)
-    return result, time.thread_time() - started
 
 
 class PasswordHasher:

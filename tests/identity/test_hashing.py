@@ -171,3 +171,34 @@ def test_workers_split_the_default_bounds() -> None:
     assert split.cpu_budget == pytest.approx(BUSY_SHARE * usable_cpus() / 4)
     chosen = Passwords(max_concurrent=3, cpu_budget=0.5)
     assert shared_by(chosen, 4) == chosen, "what the operator set is per worker, as documented"
+
+
+async def test_a_caller_that_gives_up_still_pays_for_the_run() -> None:
+    """A request cancelled mid-hash (its client went away) cannot dodge the allowance: the thread's CPU is
+    charged when it finishes."""
+    gate = HashGate(concurrency=1, queue=0, niceness=0, busy_cpus=0.01)
+    clocks = _Clocks()
+    gate.budget = CpuBudget(0.01, 0.01, clock=lambda: clocks.wall, loop_cpu=lambda: clocks.cpu)
+    started = threading.Event()
+
+    def burn() -> None:
+        started.set()
+        deadline = time.thread_time() + 0.05
+        while time.thread_time() < deadline:
+            pass
+
+    async def admitted() -> None:
+        with gate.admit():
+            await gate.run(burn)
+
+    try:
+        caller = asyncio.create_task(admitted())
+        await asyncio.to_thread(started.wait, 5)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await _until(lambda: gate.cost > 0, "the run was charged")
+        assert gate.cost >= 0.05
+        assert gate.budget.wait() > 0, "the allowance is overdrawn by the abandoned run"
+    finally:
+        gate.close()
