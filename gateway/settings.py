@@ -181,7 +181,7 @@ class Passwords(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cpu_budget: float | None = None
     """CPUs' worth of time hashing may use on average in this process while its event loop (the data plane) is
     fully busy (0.5: half a CPU); as the loop gets idler, the allowance rises in proportion, up to
-    `max_concurrent` CPUs when it is idle. A run waits in the queue while hashing has used more. Default: 2 % of
+    `max_concurrent` CPUs when it is idle. A run waits in the queue while hashing has used more. Default: 1 % of
     the CPUs this process may use."""
     niceness: int = 10
     """Nice value of the hashing threads (Linux: per thread; 0 to keep the process's): proxied traffic gets

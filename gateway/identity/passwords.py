@@ -87,12 +87,12 @@ def default_concurrency() -> int:
     return max(1, usable_cpus() // 2)
 
 
-BUSY_SHARE = 0.02
+BUSY_SHARE = 0.01
 """Hashing's default share of the CPUs while the data plane is saturated."""
 
 
 def default_busy_budget() -> float:
-    """2 % of the CPUs this process may use."""
+    """1 % of the CPUs this process may use."""
     return BUSY_SHARE * usable_cpus()
 
 
