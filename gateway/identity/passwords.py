@@ -82,18 +82,18 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def default_concurrency() -> int:
-    """Half the CPUs this process may run on, at least one."""
-    return max(1, usable_cpus() // 2)
+def default_concurrency(workers: int = 1) -> int:
+    """Half the CPUs this process may run on, shared by `workers` processes, at least one."""
+    return max(1, usable_cpus() // 2 // workers)
 
 
 BUSY_SHARE = 0.01
 """Hashing's default share of the CPUs while the data plane is saturated."""
 
 
-def default_busy_budget() -> float:
-    """1 % of the CPUs this process may use."""
-    return BUSY_SHARE * usable_cpus()
+def default_busy_budget(workers: int = 1) -> float:
+    """1 % of the CPUs this process may use, shared by `workers` processes."""
+    return BUSY_SHARE * usable_cpus() / workers
 
 
 def shared_by(passwords: Passwords, workers: int) -> Passwords:
@@ -101,8 +101,8 @@ def shared_by(passwords: Passwords, workers: int) -> Passwords:
     between them (each process hashes on its own), so that the machine as a whole keeps the defaults' shares."""
     if workers <= 1:
         return passwords
-    concurrency = passwords.max_concurrent or max(1, usable_cpus() // 2 // workers)
-    budget = passwords.cpu_budget if passwords.cpu_budget is not None else default_busy_budget() / workers
+    concurrency = passwords.max_concurrent or default_concurrency(workers)
+    budget = passwords.cpu_budget if passwords.cpu_budget is not None else default_busy_budget(workers)
     return msgspec.structs.replace(passwords, max_concurrent=concurrency, cpu_budget=budget)
 
 
@@ -221,15 +221,6 @@ class HashGate:
             await self._slots.acquire()
         finally:
             self.waiting -= 1
-        try:
-            # The allowance is a clock, not an event: poll it (at most every half second, since it follows load).
-            while (pause := self.budget.wait()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(pause)
-        except BaseException:
-            self._slots.release()
-            raise
-        self.running += 1
-        self.runs += 1
         loop = asyncio.get_running_loop()
 
         def timed() -> T:
@@ -243,9 +234,16 @@ class HashGate:
                     loop.call_soon_threadsafe(self._spent, time.thread_time() - started)
 
         try:
-            return await loop.run_in_executor(self._threads, timed)
+            # The allowance is a clock, not an event: poll it (at most every half second, since it follows load).
+            while (pause := self.budget.wait()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(pause)
+            self.running += 1
+            self.runs += 1
+            try:
+                return await loop.run_in_executor(self._threads, timed)
+            finally:
+                self.running -= 1
         finally:
-            self.running -= 1
             self._slots.release()
 
     def _spent(self, seconds: float) -> None:
